@@ -1,0 +1,72 @@
+//! The start command: one long-running process whose output becomes the
+//! sandbox log.
+
+use std::collections::BTreeMap;
+use std::io::{self, BufRead, BufReader, Read};
+use std::os::unix::process::ExitStatusExt;
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::Duration;
+
+use crate::LogFile;
+
+#[derive(Default)]
+pub struct Service {
+    /// Process group of the running start command.
+    pgid: Mutex<Option<i32>>,
+}
+
+impl Service {
+    /// Stops a previous instance (if any) and launches `command` under sh.
+    pub fn start(&self, command: &str, env: &BTreeMap<String, String>, cwd: &str, log: &Arc<LogFile>) -> io::Result<u32> {
+        let mut guard = self.pgid.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(pgid) = guard.take() {
+            crate::exec::kill_group_gracefully(pgid, Duration::from_secs(2));
+        }
+        let mut cmd = Command::new("/bin/sh");
+        cmd.arg("-c").arg(command).env_clear().envs(env).current_dir(cwd);
+        cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        crate::exec::isolate_child(&mut cmd);
+        let mut child = cmd.spawn()?;
+        let pid = child.id();
+        *guard = Some(pid as i32);
+        log.system(&format!("start command launched (pid {pid}): {command}"));
+        let log = log.clone();
+        let out = child.stdout.take().map(|s| forward(s, "stdout", log.clone()));
+        let err = child.stderr.take().map(|s| forward(s, "stderr", log.clone()));
+        thread::spawn(move || {
+            let status = child.wait();
+            for t in [out, err].into_iter().flatten() {
+                let _ = t.join();
+            }
+            let msg = match status {
+                Ok(s) => match (s.code(), s.signal()) {
+                    (Some(c), _) => format!("start command exited with code {c}"),
+                    (_, Some(sig)) => format!("start command killed by signal {sig}"),
+                    _ => "start command ended".to_string(),
+                },
+                Err(e) => format!("start command wait failed: {e}"),
+            };
+            log.system(&msg);
+        });
+        Ok(pid)
+    }
+}
+
+fn forward(stream: impl Read + Send + 'static, source: &'static str, log: Arc<LogFile>) -> thread::JoinHandle<()> {
+    thread::spawn(move || {
+        let mut reader = BufReader::new(stream);
+        let mut buf = Vec::new();
+        loop {
+            buf.clear();
+            match reader.read_until(b'\n', &mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {
+                    let line = String::from_utf8_lossy(&buf);
+                    log.append(source, line.trim_end_matches(['\n', '\r']));
+                }
+            }
+        }
+    })
+}

@@ -1,0 +1,89 @@
+//! The sandbox owner: a short-lived step between the daemon and bwrap
+//! (`heyvm __sandbox_owner <plan.json>`). It joins the sandbox's cgroups,
+//! protects the sandbox's init from the OOM killer, mounts the
+//! copy-on-write system layers in a private mount namespace (so they vanish
+//! with the sandbox and never leak into the host's), and execs bwrap. It
+//! runs in its own session, so the sandbox outlives the daemon.
+
+use std::ffi::CString;
+use std::io;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Overlay {
+    pub lower: PathBuf,
+    pub upper: PathBuf,
+    pub work: PathBuf,
+    pub merged: PathBuf,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct OwnerPlan {
+    pub cgroup_procs: Vec<PathBuf>,
+    pub overlays: Vec<Overlay>,
+    pub protect_from_oom: bool,
+    /// Full argv, starting with the bwrap binary.
+    pub bwrap: Vec<String>,
+}
+
+/// Never returns on success (the process becomes bwrap).
+pub fn run(plan_path: &std::path::Path) -> io::Result<()> {
+    let plan: OwnerPlan = serde_json::from_slice(&std::fs::read(plan_path)?)
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+    let pid = std::process::id().to_string();
+    for f in &plan.cgroup_procs {
+        std::fs::write(f, &pid).map_err(|e| io::Error::new(e.kind(), format!("joining {}: {e}", f.display())))?;
+    }
+    if plan.protect_from_oom {
+        // Inherited by bwrap's init and the agent; the agent resets it to 0
+        // for every command it runs.
+        let _ = std::fs::write("/proc/self/oom_score_adj", "-1000");
+    }
+    if !plan.overlays.is_empty() {
+        // SAFETY: plain syscalls on this single-threaded process.
+        unsafe {
+            if libc::unshare(libc::CLONE_NEWNS) != 0 {
+                return Err(err("unshare(CLONE_NEWNS)"));
+            }
+            let root = CString::new("/").expect("no NUL");
+            if libc::mount(std::ptr::null(), root.as_ptr(), std::ptr::null(), libc::MS_REC | libc::MS_PRIVATE, std::ptr::null()) != 0 {
+                return Err(err("making mounts private"));
+            }
+        }
+        for o in &plan.overlays {
+            mount_overlay(o)?;
+        }
+    }
+    let argv: Vec<CString> = plan
+        .bwrap
+        .iter()
+        .map(|a| CString::new(a.as_str()).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL in argument")))
+        .collect::<io::Result<_>>()?;
+    let mut ptrs: Vec<*const libc::c_char> = argv.iter().map(|a| a.as_ptr()).collect();
+    ptrs.push(std::ptr::null());
+    let env = [CString::new("PATH=/usr/sbin:/usr/bin:/sbin:/bin").expect("no NUL")];
+    let envp = [env[0].as_ptr(), std::ptr::null()];
+    // SAFETY: argv/envp are NUL-terminated arrays of valid C strings that
+    // outlive the call.
+    unsafe { libc::execve(ptrs[0], ptrs.as_ptr(), envp.as_ptr()) };
+    Err(err("exec bwrap"))
+}
+
+fn mount_overlay(o: &Overlay) -> io::Result<()> {
+    let opts = format!("lowerdir={},upperdir={},workdir={}", o.lower.display(), o.upper.display(), o.work.display());
+    let c = |s: &str| CString::new(s).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL in path"));
+    let (src, target, fstype, data) = (c("overlay")?, c(&o.merged.display().to_string())?, c("overlay")?, c(&opts)?);
+    // SAFETY: all pointers are valid C strings for the duration of the call.
+    let r = unsafe { libc::mount(src.as_ptr(), target.as_ptr(), fstype.as_ptr(), 0, data.as_ptr().cast()) };
+    if r != 0 {
+        return Err(err(&format!("mounting overlay on {}", o.merged.display())));
+    }
+    Ok(())
+}
+
+fn err(what: &str) -> io::Error {
+    let e = io::Error::last_os_error();
+    io::Error::new(e.kind(), format!("{what}: {e}"))
+}

@@ -1,0 +1,89 @@
+//! One module per group of verbs.
+
+mod exec;
+mod files;
+mod logs;
+mod mounts;
+mod sandbox;
+
+use std::collections::BTreeMap;
+use std::process::ExitCode;
+
+use anyhow::bail;
+
+use crate::args::{Cli, Command};
+use crate::daemon;
+
+pub fn dispatch(cli: &Cli, command: Command) -> anyhow::Result<ExitCode> {
+    let client = daemon::client(cli)?;
+    let f = cli.format;
+    match command {
+        Command::Create(a) => sandbox::create(&client, f, a),
+        Command::List { all, status } => sandbox::list(&client, f, all, status),
+        Command::Get { id } => sandbox::get(&client, f, &id),
+        Command::Start { id } => sandbox::action(&client, f, &id, "start"),
+        Command::Stop { id } => sandbox::action(&client, f, &id, "stop"),
+        Command::Restart { id } => sandbox::action(&client, f, &id, "restart"),
+        Command::ForceStop { id } => sandbox::action(&client, f, &id, "force-stop"),
+        Command::Rm { ids, yes } => sandbox::remove(&client, f, &ids, yes),
+        Command::Update(a) => sandbox::update(&client, f, a),
+        Command::Exec(a) => exec::run(&client, f, a),
+        Command::Logs { id, source, level, limit, offset } => logs::show(&client, f, &id, source, level, limit, offset),
+        Command::Cp { src, dst } => files::cp(&client, f, &src, &dst),
+        Command::Files { id, path } => files::list(&client, f, &id, &path),
+        Command::RmFile { id, path, recursive } => files::remove(&client, f, &id, &path, recursive),
+        Command::Mounts { id, add, remove } => mounts::run(&client, f, &id, add, remove),
+        Command::Agent(_) | Command::SandboxOwner { .. } => unreachable!("handled in main"),
+    }
+}
+
+/// Parses repeated `KEY=VALUE` flags.
+pub fn parse_env(pairs: &[String]) -> anyhow::Result<BTreeMap<String, String>> {
+    let mut env = BTreeMap::new();
+    for p in pairs {
+        let Some((k, v)) = p.split_once('=') else { bail!("--env expects KEY=VALUE, got '{p}'") };
+        env.insert(k.to_string(), v.to_string());
+    }
+    Ok(env)
+}
+
+/// `30`, `30s`, `500ms`, `2m`, `1h` → seconds.
+pub fn parse_duration(s: &str) -> anyhow::Result<f64> {
+    let s = s.trim();
+    let (num, mult) = if let Some(n) = s.strip_suffix("ms") {
+        (n, 0.001)
+    } else if let Some(n) = s.strip_suffix('s') {
+        (n, 1.0)
+    } else if let Some(n) = s.strip_suffix('m') {
+        (n, 60.0)
+    } else if let Some(n) = s.strip_suffix('h') {
+        (n, 3600.0)
+    } else {
+        (s, 1.0)
+    };
+    match num.trim().parse::<f64>() {
+        Ok(v) if v > 0.0 && v.is_finite() => Ok(v * mult),
+        _ => bail!("invalid duration '{s}' (examples: 30s, 500ms, 2m, 1h)"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("30s").unwrap(), 30.0);
+        assert_eq!(parse_duration("500ms").unwrap(), 0.5);
+        assert_eq!(parse_duration("2m").unwrap(), 120.0);
+        assert_eq!(parse_duration("7").unwrap(), 7.0);
+        assert!(parse_duration("abc").is_err());
+        assert!(parse_duration("-1s").is_err());
+    }
+
+    #[test]
+    fn env_pairs() {
+        assert_eq!(parse_env(&["A=b=c".into()]).unwrap()["A"], "b=c");
+        assert!(parse_env(&["nope".into()]).is_err());
+    }
+}

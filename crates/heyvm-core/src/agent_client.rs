@@ -1,0 +1,142 @@
+//! Async client for the in-sandbox agent (see `heyvm-protocol`). One
+//! connection per request, so concurrent execs never share a stream.
+
+use std::collections::BTreeMap;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use heyvm_protocol::{decode_json, encode_json, parse_header, Event, ExecSpec, ExitStatus, Frame, FrameKind, Request, PROTOCOL_VERSION};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::UnixStream;
+
+pub struct AgentClient {
+    socket: PathBuf,
+}
+
+/// Output of a running exec, in the order the agent produced it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ExecEvent {
+    Started { pid: u32 },
+    Stdout(Vec<u8>),
+    Stderr(Vec<u8>),
+    Exit(ExitStatus),
+}
+
+/// A running exec: read events with [`AgentExec::next`]; dropping it closes
+/// the connection, which makes the agent kill the command.
+pub struct AgentExec {
+    reader: BufReader<OwnedReadHalf>,
+    pub writer: OwnedWriteHalf,
+}
+
+impl AgentClient {
+    pub fn new(socket: &Path) -> Self {
+        AgentClient { socket: socket.to_path_buf() }
+    }
+
+    async fn request(&self, req: &Request) -> io::Result<(BufReader<OwnedReadHalf>, OwnedWriteHalf)> {
+        let stream = UnixStream::connect(&self.socket).await?;
+        let (r, mut w) = stream.into_split();
+        w.write_all(&encode_json(req)).await?;
+        Ok((BufReader::with_capacity(64 * 1024, r), w))
+    }
+
+    pub async fn ping(&self) -> io::Result<u32> {
+        let (mut r, _w) = self.request(&Request::Ping { version: PROTOCOL_VERSION }).await?;
+        match read_event(&mut r).await? {
+            Event::Pong { pid, .. } => Ok(pid),
+            Event::Error { message } => Err(io::Error::other(message)),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Polls until the agent answers or `timeout` passes.
+    pub async fn wait_ready(&self, timeout: Duration, mut still_starting: impl FnMut() -> bool) -> io::Result<()> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut delay = Duration::from_micros(500);
+        loop {
+            match self.ping().await {
+                Ok(_) => return Ok(()),
+                Err(e) if tokio::time::Instant::now() >= deadline || !still_starting() => return Err(e),
+                Err(_) => {
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_millis(20));
+                }
+            }
+        }
+    }
+
+    pub async fn exec(&self, spec: ExecSpec) -> io::Result<AgentExec> {
+        let (reader, writer) = self.request(&Request::Exec(spec)).await?;
+        Ok(AgentExec { reader, writer })
+    }
+
+    pub async fn start_service(&self, command: &str, env: BTreeMap<String, String>, cwd: &str) -> io::Result<u32> {
+        let req = Request::StartService { command: command.into(), env, cwd: cwd.into() };
+        let (mut r, _w) = self.request(&req).await?;
+        match read_event(&mut r).await? {
+            Event::Started { pid } => Ok(pid),
+            Event::Error { message } => Err(io::Error::other(message)),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    pub async fn shutdown(&self, grace: Duration) -> io::Result<()> {
+        let req = Request::Shutdown { grace_ms: grace.as_millis() as u64 };
+        let (mut r, _w) = self.request(&req).await?;
+        match read_event(&mut r).await {
+            Ok(Event::Done) => Ok(()),
+            // The agent exits right after answering; a cut stream is fine.
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => Ok(()),
+            Ok(other) => Err(unexpected(&other)),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+impl AgentExec {
+    /// The next event; an agent-side error becomes `Err`.
+    pub async fn next(&mut self) -> io::Result<ExecEvent> {
+        match read_frame(&mut self.reader).await? {
+            Frame::Stdout(d) => Ok(ExecEvent::Stdout(d)),
+            Frame::Stderr(d) => Ok(ExecEvent::Stderr(d)),
+            Frame::Control(body) => match decode_json::<Event>(&body)? {
+                Event::Started { pid } => Ok(ExecEvent::Started { pid }),
+                Event::Exit(s) => Ok(ExecEvent::Exit(s)),
+                Event::Error { message } => Err(io::Error::new(io::ErrorKind::InvalidInput, message)),
+                other => Err(unexpected(&other)),
+            },
+            other => Err(io::Error::other(format!("unexpected frame from agent: {other:?}"))),
+        }
+    }
+
+    pub async fn send_stdin(&mut self, data: &[u8]) -> io::Result<()> {
+        self.writer.write_all(&heyvm_protocol::encode(FrameKind::Stdin, data)).await
+    }
+
+    pub async fn close_stdin(&mut self) -> io::Result<()> {
+        self.writer.write_all(&heyvm_protocol::encode(FrameKind::StdinEof, &[])).await
+    }
+}
+
+async fn read_frame(r: &mut BufReader<OwnedReadHalf>) -> io::Result<Frame> {
+    let mut h = [0u8; 5];
+    r.read_exact(&mut h).await?;
+    let (kind, len) = parse_header(h)?;
+    let mut payload = vec![0u8; len];
+    r.read_exact(&mut payload).await?;
+    Ok(heyvm_protocol::make_frame(kind, payload))
+}
+
+async fn read_event(r: &mut BufReader<OwnedReadHalf>) -> io::Result<Event> {
+    match read_frame(r).await? {
+        Frame::Control(body) => decode_json(&body),
+        other => Err(io::Error::other(format!("unexpected frame from agent: {other:?}"))),
+    }
+}
+
+fn unexpected(e: &Event) -> io::Error {
+    io::Error::other(format!("unexpected agent event: {e:?}"))
+}

@@ -1,0 +1,77 @@
+use thiserror::Error;
+
+pub type Result<T, E = CoreError> = std::result::Result<T, E>;
+
+/// Every failure the engine reports. Each variant has a stable `code()` and
+/// an HTTP-style `status()` so all surfaces report it the same way.
+#[derive(Debug, Error)]
+pub enum CoreError {
+    #[error("sandbox '{0}' not found")]
+    NotFound(String),
+    #[error("{0}")]
+    InvalidRequest(String),
+    #[error("{0}")]
+    InvalidPath(String),
+    #[error("a sandbox named '{0}' already exists")]
+    NameTaken(String),
+    #[error("sandbox '{id}' is {status}; {action} needs it {needs}")]
+    InvalidState { id: String, status: String, action: &'static str, needs: &'static str },
+    #[error("{0}")]
+    Conflict(String),
+    #[error("mount '{0}' is read-only")]
+    ReadOnlyMount(String),
+    #[error("file '{0}' not found")]
+    FileNotFound(String),
+    #[error("{0}")]
+    PayloadTooLarge(String),
+    #[error("backend '{0}' is not available: {1}")]
+    BackendUnavailable(String, String),
+    #[error("sandbox {id} failed: {reason}")]
+    SandboxFailed { id: String, reason: String },
+    #[error("backend error: {0}")]
+    Backend(String),
+    #[error("the sandbox agent did not answer: {0}")]
+    AgentUnreachable(String),
+    #[error("state store error: {0}")]
+    Store(#[from] rusqlite::Error),
+    #[error("i/o error: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+impl CoreError {
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::NotFound(_) => "sandbox_not_found",
+            Self::InvalidRequest(_) => "invalid_request",
+            Self::InvalidPath(_) => "invalid_path",
+            Self::NameTaken(_) => "name_taken",
+            Self::InvalidState { .. } => "invalid_state",
+            Self::Conflict(_) => "conflict",
+            Self::ReadOnlyMount(_) => "read_only_mount",
+            Self::FileNotFound(_) => "file_not_found",
+            Self::PayloadTooLarge(_) => "payload_too_large",
+            Self::BackendUnavailable(..) => "backend_unavailable",
+            Self::SandboxFailed { .. } => "sandbox_failed",
+            Self::Backend(_) => "backend_error",
+            Self::AgentUnreachable(_) => "agent_unreachable",
+            Self::Store(_) => "store_error",
+            Self::Io(_) => "io_error",
+        }
+    }
+
+    pub fn status(&self) -> u16 {
+        match self {
+            Self::NotFound(_) | Self::FileNotFound(_) => 404,
+            Self::InvalidRequest(_) | Self::InvalidPath(_) | Self::BackendUnavailable(..) => 400,
+            Self::ReadOnlyMount(_) => 403,
+            Self::NameTaken(_) | Self::InvalidState { .. } | Self::Conflict(_) => 409,
+            Self::PayloadTooLarge(_) => 413,
+            Self::AgentUnreachable(_) => 502,
+            Self::SandboxFailed { .. } | Self::Backend(_) | Self::Store(_) | Self::Io(_) => 500,
+        }
+    }
+
+    pub fn invalid(msg: impl Into<String>) -> Self {
+        Self::InvalidRequest(msg.into())
+    }
+}

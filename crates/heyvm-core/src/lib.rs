@@ -1,0 +1,21 @@
+//! heyvm's engine. [`SandboxManager`] is the single seam every surface (HTTP
+//! API, CLI, MCP, agent computers) goes through: it owns the lifecycle state
+//! machine, the SQLite store, TTL and liveness reaping, and talks to an
+//! isolation [`Backend`] plus the in-sandbox agent.
+//!
+//! This crate knows nothing about HTTP or the command line.
+
+pub mod agent_client;
+pub mod backend;
+pub mod error;
+pub mod ids;
+pub mod manager;
+pub mod paths;
+pub mod record;
+pub mod safe_fs;
+pub mod store;
+
+pub use backend::{Backend, LaunchSpec, Usage};
+pub use error::{CoreError, Result};
+pub use manager::SandboxManager;
+pub use paths::DataDir;

@@ -1,0 +1,182 @@
+//! Running commands inside a sandbox through its agent.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use heyvm_protocol::ExecSpec;
+use heyvm_types::{ExecRequest, ExecResponse, SandboxStatus};
+
+use super::{validate, SandboxManager};
+use crate::agent_client::{AgentExec, ExecEvent};
+use crate::backend::LaunchSpec;
+use crate::error::{CoreError, Result};
+use crate::record::SandboxRecord;
+
+/// Longest timeout accepted: one day.
+const MAX_TIMEOUT_SECS: f64 = 86_400.0;
+/// Per-stream cap on what a buffered exec returns; the rest is dropped (the
+/// streaming endpoint has no cap).
+pub const MAX_BUFFERED_OUTPUT: usize = 64 * 1024 * 1024;
+
+/// An exec in flight. Dropping it kills the command.
+pub struct RunningExec {
+    pub agent: AgentExec,
+    backend: Arc<dyn crate::Backend>,
+    spec: LaunchSpec,
+    oom_before: u64,
+}
+
+impl RunningExec {
+    /// Whether the sandbox's OOM-kill counter moved since the exec started.
+    pub fn oom_killed_since_start(&self) -> bool {
+        self.backend.usage(&self.spec).oom_kills > self.oom_before
+    }
+}
+
+impl SandboxManager {
+    pub(crate) fn base_env(&self, rec: &SandboxRecord) -> BTreeMap<String, String> {
+        let mut env = BTreeMap::from([
+            ("PATH".to_string(), "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".to_string()),
+            ("HOME".to_string(), "/root".to_string()),
+            ("USER".to_string(), "root".to_string()),
+            ("LANG".to_string(), "C.UTF-8".to_string()),
+            ("HOSTNAME".to_string(), rec.slug.clone()),
+            ("HEYVM_SANDBOX_ID".to_string(), rec.id.clone()),
+        ]);
+        env.extend(rec.env_vars.clone());
+        env
+    }
+
+    /// Turns an API exec request into what the agent runs. A `command` with
+    /// no `args` that contains spaces or shell syntax runs under `/bin/sh -c`,
+    /// so `{"command": "ls -la | wc -l"}` does what a person means.
+    pub(crate) fn exec_spec(&self, rec: &SandboxRecord, req: &ExecRequest) -> Result<ExecSpec> {
+        validate::command_text(&req.command, "command")?;
+        if req.args.iter().any(|a| a.contains('\0')) {
+            return Err(CoreError::invalid("an argument contains a NUL byte"));
+        }
+        let needs_shell = req.args.is_empty() && req.command.contains(|c: char| c.is_whitespace() || "|&;<>()$`\\\"'*?[]#~=%{}".contains(c));
+        let argv = if needs_shell {
+            vec!["/bin/sh".into(), "-c".into(), req.command.clone()]
+        } else {
+            std::iter::once(req.command.clone()).chain(req.args.iter().cloned()).collect()
+        };
+        let timeout_ms = match req.timeout_secs {
+            None => None,
+            Some(t) if t.is_finite() && t > 0.0 && t <= MAX_TIMEOUT_SECS => Some((t * 1000.0).ceil() as u64),
+            Some(t) => return Err(CoreError::invalid(format!("timeout_secs must be between 0 and {MAX_TIMEOUT_SECS}, got {t}"))),
+        };
+        let mut env = self.base_env(rec);
+        if let Some(extra) = &req.env {
+            validate::env(extra)?;
+            env.extend(extra.clone());
+        }
+        let cwd = match &req.cwd {
+            Some(c) => validate::sandbox_path(c, "cwd")?,
+            None => rec.working_directory.clone(),
+        };
+        Ok(ExecSpec { argv, env, cwd, timeout_ms, stdin: false })
+    }
+
+    /// Starts a command and returns its event stream.
+    pub async fn start_exec(&self, key: &str, req: &ExecRequest) -> Result<RunningExec> {
+        let rec = self.store.resolve(key)?;
+        if rec.status != SandboxStatus::Running {
+            return Err(CoreError::InvalidState { id: rec.id, status: rec.status.to_string(), action: "exec", needs: "running" });
+        }
+        let spec = self.exec_spec(&rec, req)?;
+        let launch = self.spec(&rec);
+        let oom_before = self.backend.usage(&launch).oom_kills;
+        let agent = self
+            .agent(&rec)
+            .exec(spec)
+            .await
+            .map_err(|e| CoreError::AgentUnreachable(e.to_string()))?;
+        Ok(RunningExec { agent, backend: self.backend.clone(), spec: launch, oom_before })
+    }
+
+    /// Runs a command to completion and returns its buffered output.
+    pub async fn exec(&self, key: &str, req: &ExecRequest) -> Result<ExecResponse> {
+        let mut run = self.start_exec(key, req).await?;
+        let (mut out, mut err, mut merged) = (Vec::new(), Vec::new(), Vec::new());
+        let mut truncated = false;
+        let status = loop {
+            let ev = run.agent.next().await.map_err(agent_error)?;
+            match ev {
+                ExecEvent::Started { .. } => {}
+                ExecEvent::Stdout(d) => truncated |= append_capped(&mut out, &mut merged, &d),
+                ExecEvent::Stderr(d) => truncated |= append_capped(&mut err, &mut merged, &d),
+                ExecEvent::Exit(s) => break s,
+            }
+        };
+        let oom_killed = status.signal == Some(libc::SIGKILL) && !status.timed_out && run.oom_killed_since_start();
+        let mut stderr = String::from_utf8_lossy(&err).into_owned();
+        let mut output = String::from_utf8_lossy(&merged).into_owned();
+        let mut note = |msg: String| {
+            stderr.push_str(&msg);
+            output.push_str(&msg);
+        };
+        if truncated {
+            note(format!("\n[heyvm: output truncated at {} MiB per stream]\n", MAX_BUFFERED_OUTPUT >> 20));
+        }
+        if status.timed_out {
+            note(format!("\n[heyvm: command timed out after {}s; its process group was killed]\n", req.timeout_secs.unwrap_or(0.0)));
+        }
+        if oom_killed {
+            note("\n[heyvm: command was killed for exceeding the sandbox memory limit]\n".to_string());
+        }
+        Ok(ExecResponse {
+            output,
+            stdout: String::from_utf8_lossy(&out).into_owned(),
+            stderr,
+            exit_code: status.code,
+            timed_out: status.timed_out,
+            oom_killed,
+            signal: status.signal,
+            duration_ms: status.duration_ms,
+        })
+    }
+
+    /// Runs a setup hook under `sh -c`, appending its output to the log.
+    pub(super) async fn run_hook(&self, rec: &SandboxRecord, hook: &str) -> std::io::Result<i32> {
+        let req = ExecRequest { command: "/bin/sh".into(), args: vec!["-c".into(), hook.into()], ..Default::default() };
+        let spec = self.exec_spec(rec, &req).map_err(std::io::Error::other)?;
+        let mut run = self.agent(rec).exec(spec).await?;
+        let mut pending = String::new();
+        loop {
+            match run.next().await? {
+                ExecEvent::Stdout(d) | ExecEvent::Stderr(d) => {
+                    pending.push_str(&String::from_utf8_lossy(&d));
+                    while let Some(i) = pending.find('\n') {
+                        self.append_log(rec, "setup", &pending[..i]);
+                        pending.drain(..=i);
+                    }
+                }
+                ExecEvent::Started { .. } => {}
+                ExecEvent::Exit(s) => {
+                    if !pending.is_empty() {
+                        self.append_log(rec, "setup", &pending);
+                    }
+                    return Ok(s.code);
+                }
+            }
+        }
+    }
+}
+
+fn append_capped(stream: &mut Vec<u8>, merged: &mut Vec<u8>, data: &[u8]) -> bool {
+    let room = MAX_BUFFERED_OUTPUT.saturating_sub(stream.len());
+    let take = room.min(data.len());
+    stream.extend_from_slice(&data[..take]);
+    merged.extend_from_slice(&data[..take]);
+    take < data.len()
+}
+
+fn agent_error(e: std::io::Error) -> CoreError {
+    if e.kind() == std::io::ErrorKind::InvalidInput {
+        // The agent rejected the request (e.g. missing working directory).
+        CoreError::InvalidRequest(e.to_string())
+    } else {
+        CoreError::AgentUnreachable(e.to_string())
+    }
+}

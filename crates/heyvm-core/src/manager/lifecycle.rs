@@ -1,0 +1,314 @@
+//! create, start, stop, restart, force-stop, delete, update.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use heyvm_types::{CreateSandboxRequest, SandboxInfo, SandboxStatus, UpdateSandboxRequest, WORKSPACE_PATH};
+
+use super::{validate, SandboxManager};
+use crate::error::{CoreError, Result};
+use crate::ids;
+use crate::record::{now_secs, SandboxRecord};
+
+/// Names accepted for the bubblewrap backend.
+const BWRAP_NAMES: &[&str] = &["bubblewrap", "bwrap"];
+
+impl SandboxManager {
+    pub async fn create(self: &Arc<Self>, req: CreateSandboxRequest) -> Result<SandboxInfo> {
+        let id = ids::new_sandbox_id();
+        let name = match req.name {
+            Some(n) => {
+                ids::validate_name(&n)?;
+                n
+            }
+            None => format!("sandbox-{}", &id[3..]),
+        };
+        if let Some(b) = req.backend_type.as_deref() {
+            if b != self.backend.name() && !(self.backend.name() == "bubblewrap" && BWRAP_NAMES.contains(&b)) {
+                return Err(CoreError::BackendUnavailable(
+                    b.to_string(),
+                    format!("this daemon runs the '{}' backend", self.backend.name()),
+                ));
+            }
+        }
+        let env_vars = req.env_vars.unwrap_or_default();
+        validate::env(&env_vars)?;
+        let working_directory = match req.working_directory {
+            Some(w) => validate::sandbox_path(&w, "working_directory")?,
+            None => WORKSPACE_PATH.to_string(),
+        };
+        if let Some(c) = &req.start_command {
+            validate::command_text(c, "start_command")?;
+        }
+        let setup_hooks = req.setup_hooks.unwrap_or_default();
+        for h in &setup_hooks {
+            validate::command_text(h, "setup hook")?;
+        }
+        if req.ttl_seconds == Some(0) {
+            return Err(CoreError::invalid("ttl_seconds must be at least 1"));
+        }
+        let rec = SandboxRecord {
+            slug: ids::slugify(&name),
+            id,
+            name,
+            status: SandboxStatus::Provisioning,
+            sandbox_type: validate::sandbox_type(req.sandbox_type.as_deref())?,
+            image: req.image.unwrap_or_else(|| "host".into()),
+            backend_type: self.backend.name().to_string(),
+            size_class: req.size_class.unwrap_or_default(),
+            ttl_seconds: req.ttl_seconds,
+            ttl_used_secs: 0,
+            running_since: None,
+            created_at: now_secs(),
+            start_command: req.start_command,
+            working_directory,
+            env_vars,
+            setup_hooks,
+            mounts: validate::mounts(&req.mounts.unwrap_or_default())?,
+            open_ports: validate::ports(&req.open_ports.unwrap_or_default())?,
+            error_message: None,
+            hooks_done: false,
+        };
+        let lock = self.lock_for(&rec.id);
+        let _guard = lock.lock().await;
+        self.store.insert(&rec)?;
+        let spec = self.spec(&rec);
+        if let Err(e) = self.backend.prepare(&spec) {
+            let _ = self.store.delete(&rec.id);
+            let _ = std::fs::remove_dir_all(&spec.paths.dir);
+            return Err(e);
+        }
+        self.log_system(&rec, &format!("sandbox created (size {}, backend {})", rec.size_class, rec.backend_type));
+        if rec.image != "host" && self.backend.name() == "bubblewrap" {
+            self.log_system(&rec, &format!("note: the bubblewrap backend runs the host's system image; image '{}' is recorded only", rec.image));
+        }
+        if req.no_start == Some(true) {
+            let mut rec = rec;
+            rec.status = SandboxStatus::Stopped;
+            self.store.update(&rec)?;
+            return Ok(self.info(&rec));
+        }
+        let rec = self.start_locked(rec).await?;
+        Ok(self.info(&rec))
+    }
+
+    pub async fn start(self: &Arc<Self>, key: &str) -> Result<SandboxInfo> {
+        let id = self.store.resolve(key)?.id;
+        let lock = self.lock_for(&id);
+        let _guard = lock.lock().await;
+        let rec = self.store.resolve(&id)?;
+        if !matches!(rec.status, SandboxStatus::Stopped | SandboxStatus::Failed) {
+            return Err(wrong_state(&rec, "start", "stopped or failed"));
+        }
+        let rec = self.start_locked(rec).await?;
+        Ok(self.info(&rec))
+    }
+
+    pub async fn stop(self: &Arc<Self>, key: &str, force: bool) -> Result<SandboxInfo> {
+        let id = self.store.resolve(key)?.id;
+        let lock = self.lock_for(&id);
+        let _guard = lock.lock().await;
+        let rec = self.store.resolve(&id)?;
+        let allowed = if force {
+            rec.status != SandboxStatus::Stopped
+        } else {
+            rec.status == SandboxStatus::Running
+        };
+        if !allowed {
+            let needs = if force { "not already stopped" } else { "running" };
+            return Err(wrong_state(&rec, if force { "force-stop" } else { "stop" }, needs));
+        }
+        let rec = self.stop_locked(rec, force).await?;
+        Ok(self.info(&rec))
+    }
+
+    pub async fn restart(self: &Arc<Self>, key: &str) -> Result<SandboxInfo> {
+        let id = self.store.resolve(key)?.id;
+        let lock = self.lock_for(&id);
+        let _guard = lock.lock().await;
+        let mut rec = self.store.resolve(&id)?;
+        if rec.status == SandboxStatus::Running {
+            rec = self.stop_locked(rec, false).await?;
+        } else if rec.status == SandboxStatus::Provisioning {
+            return Err(wrong_state(&rec, "restart", "running, stopped or failed"));
+        }
+        let rec = self.start_locked(rec).await?;
+        Ok(self.info(&rec))
+    }
+
+    /// Removes the sandbox: processes, cgroups, mounts and files.
+    pub async fn delete(self: &Arc<Self>, key: &str) -> Result<SandboxInfo> {
+        let id = self.store.resolve(key)?.id;
+        let lock = self.lock_for(&id);
+        let _guard = lock.lock().await;
+        let rec = self.store.resolve(&id)?;
+        let spec = self.spec(&rec);
+        self.backend.kill(&spec).await?;
+        self.store.delete(&rec.id)?;
+        remove_tree(&spec.paths.dir);
+        self.locks.lock().unwrap_or_else(|e| e.into_inner()).remove(&rec.id);
+        self.cpu_samples.lock().unwrap_or_else(|e| e.into_inner()).remove(&rec.id);
+        self.urls.lock().unwrap_or_else(|e| e.into_inner()).remove(&rec.id);
+        let mut info = self.info(&rec);
+        info.status = SandboxStatus::Stopped;
+        Ok(info)
+    }
+
+    pub async fn update(self: &Arc<Self>, key: &str, req: UpdateSandboxRequest) -> Result<SandboxInfo> {
+        let id = self.store.resolve(key)?.id;
+        let lock = self.lock_for(&id);
+        let _guard = lock.lock().await;
+        let mut rec = self.store.resolve(&id)?;
+        let mut restart_service = false;
+        if let Some(n) = req.name {
+            ids::validate_name(&n)?;
+            rec.slug = ids::slugify(&n);
+            rec.name = n;
+        }
+        if let Some(c) = req.start_command {
+            validate::command_text(&c, "start_command")?;
+            restart_service = rec.start_command.as_deref() != Some(c.as_str());
+            rec.start_command = Some(c);
+        }
+        if let Some(w) = req.working_directory {
+            rec.working_directory = validate::sandbox_path(&w, "working_directory")?;
+        }
+        if let Some(env) = req.env_vars {
+            validate::env(&env)?;
+            // Merged into the existing variables; new execs see them at once.
+            rec.env_vars.extend(env);
+        }
+        if let Some(p) = req.open_ports {
+            rec.open_ports = validate::ports(&p)?;
+        }
+        if req.clear_ttl == Some(true) {
+            rec.ttl_seconds = None;
+        }
+        if let Some(t) = req.ttl_seconds {
+            if t == 0 {
+                return Err(CoreError::invalid("ttl_seconds must be at least 1"));
+            }
+            rec.ttl_seconds = Some(t);
+        }
+        let resized = req.size_class.is_some_and(|s| s != rec.size_class);
+        if let Some(s) = req.size_class {
+            rec.size_class = s;
+        }
+        self.store.update(&rec)?;
+        if rec.status == SandboxStatus::Running {
+            if resized {
+                self.backend.set_limits(&self.spec(&rec))?;
+            }
+            if restart_service {
+                self.start_service(&rec).await?;
+            }
+        }
+        Ok(self.info(&rec))
+    }
+
+    /// Launches the sandbox, runs pending setup hooks and the start command.
+    /// On failure the sandbox is left `failed` with the reason.
+    pub(super) async fn start_locked(self: &Arc<Self>, mut rec: SandboxRecord) -> Result<SandboxRecord> {
+        rec.status = SandboxStatus::Provisioning;
+        rec.error_message = None;
+        self.store.update(&rec)?;
+        match self.boot(&mut rec).await {
+            Ok(()) => {
+                rec.status = SandboxStatus::Running;
+                rec.running_since = Some(now_secs());
+                self.store.update(&rec)?;
+                self.log_system(&rec, "sandbox running");
+                Ok(rec)
+            }
+            Err(reason) => {
+                let _ = self.backend.kill(&self.spec(&rec)).await;
+                self.mark_failed(&mut rec, &reason)?;
+                Err(CoreError::SandboxFailed { id: rec.id.clone(), reason })
+            }
+        }
+    }
+
+    async fn boot(self: &Arc<Self>, rec: &mut SandboxRecord) -> std::result::Result<(), String> {
+        let spec = self.spec(rec);
+        // A previous crash may have left processes behind.
+        self.backend.kill(&spec).await.map_err(|e| e.to_string())?;
+        if !self.backend.limits_enforced() {
+            self.log_system(rec, "warning: resource limits are not enforced on this host (no usable cgroups)");
+        }
+        self.backend.launch(&spec).await.map_err(|e| e.to_string())?;
+        let backend = self.backend.clone();
+        let spec2 = spec.clone();
+        if let Err(e) = self.agent(rec).wait_ready(self.config.start_timeout, move || backend.is_alive(&spec2)).await {
+            let why = self.backend.failure_reason(&spec).unwrap_or_else(|| e.to_string());
+            return Err(format!("sandbox did not come up: {why}"));
+        }
+        if !rec.hooks_done && !rec.setup_hooks.is_empty() {
+            for (i, hook) in rec.setup_hooks.clone().iter().enumerate() {
+                self.log_system(rec, &format!("setup hook {}: {hook}", i + 1));
+                let code = self.run_hook(rec, hook).await.map_err(|e| format!("setup hook {} could not run: {e}", i + 1))?;
+                if code != 0 {
+                    return Err(format!("setup hook {} failed with exit code {code}: {hook}", i + 1));
+                }
+            }
+        }
+        if !rec.hooks_done {
+            rec.hooks_done = true;
+            self.store.update(rec).map_err(|e| e.to_string())?;
+        }
+        self.start_service(rec).await.map_err(|e| e.to_string())?;
+        Ok(())
+    }
+
+    pub(super) async fn start_service(&self, rec: &SandboxRecord) -> Result<()> {
+        let Some(cmd) = &rec.start_command else { return Ok(()) };
+        let env = self.base_env(rec);
+        self.agent(rec)
+            .start_service(cmd, env, &rec.working_directory)
+            .await
+            .map_err(|e| CoreError::Backend(format!("start command could not be launched: {e}")))?;
+        Ok(())
+    }
+
+    pub(super) async fn stop_locked(&self, mut rec: SandboxRecord, force: bool) -> Result<SandboxRecord> {
+        let spec = self.spec(&rec);
+        if !force && self.backend.is_alive(&spec) {
+            let grace = self.config.stop_grace;
+            let _ = tokio::time::timeout(grace + Duration::from_secs(2), self.agent(&rec).shutdown(grace)).await;
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+            while self.backend.is_alive(&spec) && tokio::time::Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+        self.backend.kill(&spec).await?;
+        rec.end_running_period(now_secs());
+        rec.status = SandboxStatus::Stopped;
+        self.store.update(&rec)?;
+        self.log_system(&rec, if force { "sandbox force-stopped" } else { "sandbox stopped" });
+        Ok(rec)
+    }
+
+    pub(super) fn mark_failed(&self, rec: &mut SandboxRecord, reason: &str) -> Result<()> {
+        rec.end_running_period(now_secs());
+        rec.status = SandboxStatus::Failed;
+        rec.error_message = Some(reason.to_string());
+        self.store.update(rec)?;
+        self.log_system_level(rec, "error", &format!("sandbox failed: {reason}"));
+        Ok(())
+    }
+}
+
+fn wrong_state(rec: &SandboxRecord, action: &'static str, needs: &'static str) -> CoreError {
+    CoreError::InvalidState { id: rec.id.clone(), status: rec.status.to_string(), action, needs }
+}
+
+/// Deletes a sandbox directory. Files created inside the sandbox may be
+/// read-only directories; make them writable first.
+fn remove_tree(dir: &std::path::Path) {
+    if std::fs::remove_dir_all(dir).is_ok() {
+        return;
+    }
+    let _ = std::process::Command::new("chmod").arg("-R").arg("u+rwx").arg(dir).status();
+    if let Err(e) = std::fs::remove_dir_all(dir) {
+        tracing::warn!(dir = %dir.display(), error = %e, "could not remove sandbox directory");
+    }
+}

@@ -1,0 +1,205 @@
+//! [`SandboxManager`]: lifecycle rules in one place.
+//!
+//! Lifecycle operations on one sandbox are serialised by a per-sandbox lock;
+//! execs and file operations do not take it, so they run concurrently.
+
+mod exec;
+mod files;
+mod lifecycle;
+mod logs;
+mod reaper;
+mod validate;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use heyvm_types::{SandboxInfo, SandboxStatus, Uptime, UrlInfo};
+
+pub use exec::RunningExec;
+pub use files::MountRoot;
+pub use logs::LogQuery;
+
+use crate::agent_client::AgentClient;
+use crate::backend::{Backend, LaunchSpec};
+use crate::error::Result;
+use crate::paths::DataDir;
+use crate::record::{now_secs, SandboxRecord};
+use crate::store::Store;
+
+/// Tunables; defaults suit interactive use.
+#[derive(Debug, Clone)]
+pub struct ManagerConfig {
+    /// How long a sandbox may take to answer after launch.
+    pub start_timeout: Duration,
+    /// SIGTERM-to-SIGKILL grace on stop.
+    pub stop_grace: Duration,
+    /// Largest accepted file upload.
+    pub max_upload_bytes: u64,
+    /// How often the reaper checks TTLs and liveness.
+    pub reap_interval: Duration,
+}
+
+impl Default for ManagerConfig {
+    fn default() -> Self {
+        ManagerConfig {
+            start_timeout: Duration::from_secs(20),
+            stop_grace: Duration::from_secs(5),
+            max_upload_bytes: 1 << 30,
+            reap_interval: Duration::from_secs(1),
+        }
+    }
+}
+
+pub struct SandboxManager {
+    data: DataDir,
+    store: Store,
+    backend: Arc<dyn Backend>,
+    config: ManagerConfig,
+    locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// Last CPU sample per sandbox, for `cpu_usage` as a rate.
+    cpu_samples: Mutex<HashMap<String, (Instant, u64, f64)>>,
+    /// Proxy endpoints are added by the networking layer; kept here so
+    /// `SandboxInfo.urls` has one source.
+    urls: Mutex<HashMap<String, Vec<UrlInfo>>>,
+}
+
+impl SandboxManager {
+    /// Opens the store and reconciles recorded state with what is actually
+    /// running (the daemon may have been killed, or the host rebooted).
+    pub async fn open(data: DataDir, backend: Arc<dyn Backend>, config: ManagerConfig) -> Result<Arc<Self>> {
+        std::fs::create_dir_all(data.sandboxes_dir())?;
+        let store = Store::open(&data.db_path())?;
+        let mgr = Arc::new(SandboxManager {
+            data,
+            store,
+            backend,
+            config,
+            locks: Mutex::default(),
+            cpu_samples: Mutex::default(),
+            urls: Mutex::default(),
+        });
+        mgr.reconcile().await?;
+        Ok(mgr)
+    }
+
+    pub fn data_dir(&self) -> &DataDir {
+        &self.data
+    }
+
+    pub fn config(&self) -> &ManagerConfig {
+        &self.config
+    }
+
+    pub fn backend_name(&self) -> &'static str {
+        self.backend.name()
+    }
+
+    fn lock_for(&self, id: &str) -> Arc<tokio::sync::Mutex<()>> {
+        self.locks.lock().unwrap_or_else(|e| e.into_inner()).entry(id.to_string()).or_default().clone()
+    }
+
+    pub(crate) fn spec(&self, rec: &SandboxRecord) -> LaunchSpec {
+        LaunchSpec {
+            id: rec.id.clone(),
+            hostname: rec.slug.clone(),
+            paths: self.data.sandbox(&rec.id),
+            limits: rec.size_class.limits(),
+            mounts: rec.mounts.clone(),
+        }
+    }
+
+    pub(crate) fn agent(&self, rec: &SandboxRecord) -> AgentClient {
+        AgentClient::new(&self.backend.agent_socket(&self.spec(rec)))
+    }
+
+    pub fn resolve(&self, key: &str) -> Result<SandboxRecord> {
+        self.store.resolve(key)
+    }
+
+    pub fn get(&self, key: &str) -> Result<SandboxInfo> {
+        Ok(self.info(&self.store.resolve(key)?))
+    }
+
+    pub fn list(&self, status: Option<SandboxStatus>) -> Result<Vec<SandboxInfo>> {
+        Ok(self
+            .store
+            .list()?
+            .iter()
+            .filter(|r| status.is_none_or(|s| r.status == s))
+            .map(|r| self.info(r))
+            .collect())
+    }
+
+    pub fn set_urls(&self, id: &str, urls: Vec<UrlInfo>) {
+        self.urls.lock().unwrap_or_else(|e| e.into_inner()).insert(id.to_string(), urls);
+    }
+
+    pub fn info(&self, r: &SandboxRecord) -> SandboxInfo {
+        let now = now_secs();
+        let running = r.status == SandboxStatus::Running;
+        let (cpu_usage, memory_usage) = if running { self.sample_usage(r) } else { (0.0, 0) };
+        let uptime_secs = r.running_since.filter(|_| running).map(|s| (now - s).max(0) as u64).unwrap_or(0);
+        let urls = self.urls.lock().unwrap_or_else(|e| e.into_inner()).get(&r.id).cloned().unwrap_or_default();
+        SandboxInfo {
+            id: r.id.clone(),
+            name: r.name.clone(),
+            slug: r.slug.clone(),
+            status: r.status,
+            sandbox_type: r.sandbox_type.clone(),
+            image: r.image.clone(),
+            backend_type: r.backend_type.clone(),
+            size_class: r.size_class,
+            uptime: Uptime { secs: uptime_secs, nanos: 0 },
+            cpu_usage,
+            memory_usage,
+            mounts: r.mounts.clone(),
+            open_ports: r.open_ports.clone(),
+            ttl_seconds: r.ttl_seconds,
+            ttl_remaining_seconds: r.ttl_remaining(now),
+            created_at: r.created_at,
+            guest_ip: None,
+            urls,
+            start_command: r.start_command.clone(),
+            working_directory: r.working_directory.clone(),
+            env_vars: r.env_vars.clone(),
+            setup_hooks: r.setup_hooks.clone(),
+            error_message: r.error_message.clone(),
+            is_deployed: false,
+        }
+    }
+
+    /// CPU as percent of one core since the previous sample (or since the
+    /// sandbox started, for the first one), and memory in bytes.
+    fn sample_usage(&self, r: &SandboxRecord) -> (f64, u64) {
+        let usage = self.backend.usage(&self.spec(r));
+        let now = Instant::now();
+        let mut samples = self.cpu_samples.lock().unwrap_or_else(|e| e.into_inner());
+        let pct = match samples.get(&r.id) {
+            Some(&(t, ns, last_pct)) => {
+                let dt = now.duration_since(t).as_nanos() as f64;
+                if dt < 1e8 {
+                    // Too close to the last sample to be meaningful.
+                    return (last_pct, usage.memory_bytes);
+                }
+                usage.cpu_ns.saturating_sub(ns) as f64 / dt * 100.0
+            }
+            None => {
+                let secs = r.running_since.map(|s| (now_secs() - s).max(1)).unwrap_or(1) as f64;
+                usage.cpu_ns as f64 / (secs * 1e9) * 100.0
+            }
+        };
+        let pct = (pct * 10.0).round() / 10.0;
+        samples.insert(r.id.clone(), (now, usage.cpu_ns, pct));
+        (pct, usage.memory_bytes)
+    }
+
+    pub fn usage(&self, key: &str) -> Result<crate::backend::Usage> {
+        let r = self.store.resolve(key)?;
+        Ok(self.backend.usage(&self.spec(&r)))
+    }
+
+    pub fn limits_enforced(&self) -> bool {
+        self.backend.limits_enforced()
+    }
+}

@@ -1,0 +1,77 @@
+//! Background upkeep: TTL expiry, noticing sandboxes that died, and
+//! reconciling state after a daemon restart.
+
+use std::sync::Arc;
+
+use heyvm_types::SandboxStatus;
+
+use super::SandboxManager;
+use crate::error::Result;
+use crate::record::now_secs;
+
+impl SandboxManager {
+    /// On daemon start: sandboxes whose processes survived stay `running`;
+    /// anything else recorded as running or provisioning becomes `failed`
+    /// with the reason, so nothing stays in a transitional state.
+    pub(super) async fn reconcile(self: &Arc<Self>) -> Result<()> {
+        for mut rec in self.store.list()? {
+            if !matches!(rec.status, SandboxStatus::Running | SandboxStatus::Provisioning) {
+                continue;
+            }
+            let spec = self.spec(&rec);
+            let alive = self.backend.is_alive(&spec) && self.agent(&rec).ping().await.is_ok();
+            match (rec.status, alive) {
+                (SandboxStatus::Running, true) => tracing::info!(sandbox = %rec.id, "sandbox still running"),
+                (SandboxStatus::Provisioning, _) => {
+                    let _ = self.backend.kill(&spec).await;
+                    self.mark_failed(&mut rec, "the daemon stopped while the sandbox was starting; start it again")?;
+                }
+                _ => {
+                    let _ = self.backend.kill(&spec).await;
+                    self.mark_failed(&mut rec, "the sandbox's processes were gone when the daemon restarted (host reboot or crash); start it again")?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Runs the reaper loop until the process exits.
+    pub fn spawn_reaper(self: &Arc<Self>) {
+        let me = self.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(me.config.reap_interval);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                if let Err(e) = me.reap_once().await {
+                    tracing::warn!(error = %e, "reaper pass failed");
+                }
+            }
+        });
+    }
+
+    pub async fn reap_once(self: &Arc<Self>) -> Result<()> {
+        let now = now_secs();
+        for rec in self.store.list()? {
+            if rec.status != SandboxStatus::Running {
+                continue;
+            }
+            if rec.ttl_seconds.is_some() && rec.ttl_remaining(now) == Some(0) {
+                tracing::info!(sandbox = %rec.id, "TTL expired; deleting");
+                self.delete(&rec.id).await?;
+                continue;
+            }
+            if !self.backend.is_alive(&self.spec(&rec)) {
+                // Re-check under the lock: a stop may be in progress.
+                let lock = self.lock_for(&rec.id);
+                let Ok(_g) = lock.try_lock() else { continue };
+                let mut fresh = self.store.resolve(&rec.id)?;
+                if fresh.status == SandboxStatus::Running && !self.backend.is_alive(&self.spec(&fresh)) {
+                    let _ = self.backend.kill(&self.spec(&fresh)).await;
+                    self.mark_failed(&mut fresh, "the sandbox's processes exited unexpectedly")?;
+                }
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,144 @@
+//! Checks on user-supplied configuration, before anything is written.
+
+use std::collections::BTreeMap;
+use std::path::{Component, Path};
+
+use heyvm_types::{MountSpec, WORKSPACE_PATH};
+
+use crate::error::{CoreError, Result};
+
+/// Sandbox paths a user mount may not cover: the system layers, kernel
+/// filesystems and heyvm's own control directory.
+const RESERVED: &[&str] = &["/", "/usr", "/etc", "/var", "/opt", "/proc", "/dev", "/sys", "/run/heyvm", "/run/heyvm-bin", "/bin", "/sbin", "/lib", "/lib64", WORKSPACE_PATH];
+
+/// An absolute, normalised sandbox path with no `..`.
+pub fn sandbox_path(p: &str, what: &str) -> Result<String> {
+    if !p.starts_with('/') {
+        return Err(CoreError::invalid(format!("{what} '{p}' must be an absolute path")));
+    }
+    if p.contains('\0') || p.len() > 4096 {
+        return Err(CoreError::invalid(format!("{what} is not a valid path")));
+    }
+    let mut out = String::new();
+    for c in Path::new(p).components() {
+        match c {
+            Component::RootDir | Component::CurDir => {}
+            Component::Normal(n) => {
+                out.push('/');
+                out.push_str(&n.to_string_lossy());
+            }
+            Component::ParentDir | Component::Prefix(_) => {
+                return Err(CoreError::invalid(format!("{what} '{p}' may not contain '..'")))
+            }
+        }
+    }
+    Ok(if out.is_empty() { "/".into() } else { out })
+}
+
+pub fn mounts(mounts: &[MountSpec]) -> Result<Vec<MountSpec>> {
+    let mut out: Vec<MountSpec> = Vec::new();
+    for m in mounts {
+        out.push(mount(m)?);
+        let last = &out[out.len() - 1];
+        if out[..out.len() - 1].iter().any(|o| o.sandbox_path == last.sandbox_path) {
+            return Err(CoreError::invalid(format!("two mounts at '{}'", last.sandbox_path)));
+        }
+    }
+    Ok(out)
+}
+
+pub fn mount(m: &MountSpec) -> Result<MountSpec> {
+    let sandbox_path = sandbox_path(&m.sandbox_path, "sandbox_path")?;
+    let reserved = RESERVED.iter().any(|r| {
+        sandbox_path == *r || (*r != "/" && sandbox_path.starts_with(&format!("{r}/")) && *r != WORKSPACE_PATH)
+    });
+    if reserved {
+        return Err(CoreError::invalid(format!("cannot mount over '{sandbox_path}': it is reserved")));
+    }
+    if !m.host_path.starts_with('/') {
+        return Err(CoreError::invalid(format!("host_path '{}' must be an absolute path", m.host_path)));
+    }
+    let host = Path::new(&m.host_path);
+    let meta = std::fs::metadata(host)
+        .map_err(|e| CoreError::invalid(format!("host_path '{}' is not usable: {e}", m.host_path)))?;
+    if !meta.is_dir() {
+        return Err(CoreError::invalid(format!("host_path '{}' is not a directory", m.host_path)));
+    }
+    let host_path = host.canonicalize()?.display().to_string();
+    Ok(MountSpec { host_path, sandbox_path, read_only: m.read_only })
+}
+
+pub fn env(env: &BTreeMap<String, String>) -> Result<()> {
+    for (k, v) in env {
+        let valid = !k.is_empty()
+            && k.len() <= 255
+            && !k.as_bytes()[0].is_ascii_digit()
+            && k.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+        if !valid {
+            return Err(CoreError::invalid(format!("invalid environment variable name '{k}'")));
+        }
+        if v.contains('\0') {
+            return Err(CoreError::invalid(format!("environment variable '{k}' contains a NUL byte")));
+        }
+    }
+    Ok(())
+}
+
+pub fn ports(ports: &[u16]) -> Result<Vec<u16>> {
+    if ports.contains(&0) {
+        return Err(CoreError::invalid("port 0 is not a valid port"));
+    }
+    let mut p = ports.to_vec();
+    p.sort_unstable();
+    p.dedup();
+    Ok(p)
+}
+
+pub fn sandbox_type(t: Option<&str>) -> Result<String> {
+    match t.unwrap_or("shell") {
+        t @ ("shell" | "python" | "node") => Ok(t.to_string()),
+        other => Err(CoreError::invalid(format!("unknown sandbox_type '{other}' (expected shell, python or node)"))),
+    }
+}
+
+pub fn command_text(c: &str, what: &str) -> Result<()> {
+    if c.trim().is_empty() {
+        return Err(CoreError::invalid(format!("{what} is empty")));
+    }
+    if c.contains('\0') {
+        return Err(CoreError::invalid(format!("{what} contains a NUL byte")));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sandbox_paths() {
+        assert_eq!(sandbox_path("/data//x/", "p").unwrap(), "/data/x");
+        assert!(sandbox_path("data", "p").is_err());
+        assert!(sandbox_path("/a/../etc", "p").is_err());
+    }
+
+    #[test]
+    fn reserved_mounts_are_refused() {
+        let tmp = std::env::temp_dir().display().to_string();
+        for bad in ["/usr", "/usr/local", "/proc", "/", "/workspace"] {
+            let m = MountSpec { host_path: tmp.clone(), sandbox_path: bad.into(), read_only: false };
+            assert!(mount(&m).is_err(), "{bad}");
+        }
+        let ok = MountSpec { host_path: tmp.clone(), sandbox_path: "/data".into(), read_only: true };
+        assert!(mount(&ok).is_ok());
+        let missing = MountSpec { host_path: "/nonexistent/x".into(), sandbox_path: "/data".into(), read_only: true };
+        assert!(mount(&missing).is_err());
+    }
+
+    #[test]
+    fn env_names() {
+        assert!(env(&BTreeMap::from([("A_1".into(), "x".into())])).is_ok());
+        assert!(env(&BTreeMap::from([("1A".into(), "x".into())])).is_err());
+        assert!(env(&BTreeMap::from([("A=B".into(), "x".into())])).is_err());
+    }
+}

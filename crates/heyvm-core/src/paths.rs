@@ -1,0 +1,93 @@
+//! The data directory layout (`MVM_DATA_DIR`, default `~/.heyo`).
+
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, Clone)]
+pub struct DataDir {
+    root: PathBuf,
+}
+
+impl DataDir {
+    /// `MVM_DATA_DIR` if set, else `$HOME/.heyo`.
+    pub fn from_env() -> Self {
+        if let Some(d) = std::env::var_os("MVM_DATA_DIR").filter(|v| !v.is_empty()) {
+            return Self::new(PathBuf::from(d));
+        }
+        let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/root"));
+        Self::new(home.join(".heyo"))
+    }
+
+    pub fn new(root: PathBuf) -> Self {
+        // Absolute, so paths handed to sandbox supervisors stay valid.
+        let root = if root.is_absolute() {
+            root
+        } else {
+            std::env::current_dir().map(|c| c.join(&root)).unwrap_or(root)
+        };
+        DataDir { root }
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+    pub fn db_path(&self) -> PathBuf {
+        self.root.join("heyvm.db")
+    }
+    pub fn daemon_lock(&self) -> PathBuf {
+        self.root.join("daemon.lock")
+    }
+    pub fn daemon_log(&self) -> PathBuf {
+        self.root.join("daemon.log")
+    }
+    pub fn sandboxes_dir(&self) -> PathBuf {
+        self.root.join("sandboxes")
+    }
+    pub fn sandbox(&self, id: &str) -> SandboxPaths {
+        SandboxPaths { dir: self.sandboxes_dir().join(id) }
+    }
+}
+
+/// Files of one sandbox.
+#[derive(Debug, Clone)]
+pub struct SandboxPaths {
+    pub dir: PathBuf,
+}
+
+impl SandboxPaths {
+    /// Persistent writable root directory (becomes `/` in the sandbox).
+    pub fn root(&self) -> PathBuf {
+        self.dir.join("root")
+    }
+    pub fn workspace(&self) -> PathBuf {
+        self.dir.join("workspace")
+    }
+    /// Copy-on-write upper layers over the host's system directories.
+    pub fn upper(&self) -> PathBuf {
+        self.dir.join("upper")
+    }
+    pub fn overlay_work(&self) -> PathBuf {
+        self.dir.join("work")
+    }
+    pub fn merged(&self) -> PathBuf {
+        self.dir.join("merged")
+    }
+    /// Shared with the agent: its socket and the log file.
+    pub fn run_dir(&self) -> PathBuf {
+        self.dir.join("run")
+    }
+    pub fn agent_socket(&self) -> PathBuf {
+        self.run_dir().join("agent.sock")
+    }
+    pub fn log_file(&self) -> PathBuf {
+        self.run_dir().join("logs.jsonl")
+    }
+    pub fn owner_json(&self) -> PathBuf {
+        self.dir.join("owner.json")
+    }
+    pub fn owner_log(&self) -> PathBuf {
+        self.dir.join("owner.log")
+    }
+    pub fn launch_json(&self) -> PathBuf {
+        self.dir.join("launch.json")
+    }
+}

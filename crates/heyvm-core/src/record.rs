@@ -1,0 +1,57 @@
+//! The persisted state of one sandbox.
+
+use std::collections::BTreeMap;
+
+use heyvm_types::{MountSpec, SandboxStatus, SizeClass};
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SandboxRecord {
+    pub id: String,
+    pub name: String,
+    pub slug: String,
+    pub status: SandboxStatus,
+    pub sandbox_type: String,
+    pub image: String,
+    pub backend_type: String,
+    pub size_class: SizeClass,
+    pub ttl_seconds: Option<u64>,
+    /// Seconds of TTL consumed by earlier running periods.
+    pub ttl_used_secs: u64,
+    /// Unix time the current running period began.
+    pub running_since: Option<i64>,
+    pub created_at: i64,
+    pub start_command: Option<String>,
+    pub working_directory: String,
+    pub env_vars: BTreeMap<String, String>,
+    pub setup_hooks: Vec<String>,
+    pub mounts: Vec<MountSpec>,
+    pub open_ports: Vec<u16>,
+    pub error_message: Option<String>,
+    /// Setup hooks run once per sandbox, on its first start.
+    pub hooks_done: bool,
+}
+
+pub fn now_secs() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+impl SandboxRecord {
+    /// TTL seconds consumed so far, counting the current running period.
+    pub fn ttl_consumed(&self, now: i64) -> u64 {
+        self.ttl_used_secs + self.running_since.map(|s| (now - s).max(0) as u64).unwrap_or(0)
+    }
+
+    pub fn ttl_remaining(&self, now: i64) -> Option<u64> {
+        self.ttl_seconds.map(|t| t.saturating_sub(self.ttl_consumed(now)))
+    }
+
+    /// Closes the current running period, folding it into `ttl_used_secs`.
+    pub fn end_running_period(&mut self, now: i64) {
+        self.ttl_used_secs = self.ttl_consumed(now);
+        self.running_since = None;
+    }
+}

@@ -1,0 +1,159 @@
+//! SQLite-backed state. One row per sandbox: indexed identity columns plus
+//! the full record as JSON, so adding a field needs no migration.
+
+use std::path::Path;
+use std::sync::Mutex;
+
+use rusqlite::{params, Connection, OptionalExtension};
+
+use crate::error::{CoreError, Result};
+use crate::ids::looks_like_id;
+use crate::record::SandboxRecord;
+
+pub struct Store {
+    conn: Mutex<Connection>,
+}
+
+impl Store {
+    pub fn open(path: &Path) -> Result<Self> {
+        let conn = Connection::open(path)?;
+        // WAL keeps readers off writers' backs; FULL sync because lifecycle
+        // writes are rare and must survive a crash.
+        conn.execute_batch(
+            "PRAGMA journal_mode=WAL;
+             PRAGMA synchronous=FULL;
+             PRAGMA busy_timeout=5000;
+             CREATE TABLE IF NOT EXISTS sandboxes (
+                 id TEXT PRIMARY KEY,
+                 name TEXT NOT NULL UNIQUE,
+                 slug TEXT NOT NULL UNIQUE,
+                 status TEXT NOT NULL,
+                 created_at INTEGER NOT NULL,
+                 record TEXT NOT NULL
+             );",
+        )?;
+        Ok(Store { conn: Mutex::new(conn) })
+    }
+
+    fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
+        self.conn.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn insert(&self, r: &SandboxRecord) -> Result<()> {
+        let json = serde_json::to_string(r).map_err(|e| CoreError::Backend(e.to_string()))?;
+        let res = self.conn().execute(
+            "INSERT INTO sandboxes (id, name, slug, status, created_at, record) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![r.id, r.name, r.slug, r.status.as_str(), r.created_at, json],
+        );
+        match res {
+            Ok(_) => Ok(()),
+            Err(rusqlite::Error::SqliteFailure(e, _)) if e.code == rusqlite::ErrorCode::ConstraintViolation => {
+                Err(CoreError::NameTaken(r.name.clone()))
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    pub fn update(&self, r: &SandboxRecord) -> Result<()> {
+        let json = serde_json::to_string(r).map_err(|e| CoreError::Backend(e.to_string()))?;
+        let res = self.conn().execute(
+            "UPDATE sandboxes SET name = ?2, slug = ?3, status = ?4, record = ?5 WHERE id = ?1",
+            params![r.id, r.name, r.slug, r.status.as_str(), json],
+        );
+        match res {
+            Ok(0) => Err(CoreError::NotFound(r.id.clone())),
+            Ok(_) => Ok(()),
+            Err(rusqlite::Error::SqliteFailure(e, _)) if e.code == rusqlite::ErrorCode::ConstraintViolation => {
+                Err(CoreError::NameTaken(r.name.clone()))
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    pub fn delete(&self, id: &str) -> Result<()> {
+        self.conn().execute("DELETE FROM sandboxes WHERE id = ?1", params![id])?;
+        Ok(())
+    }
+
+    /// Finds a sandbox by id, then slug, then name.
+    pub fn resolve(&self, key: &str) -> Result<SandboxRecord> {
+        let conn = self.conn();
+        let column_order: &[&str] = if looks_like_id(key) { &["id"] } else { &["slug", "name", "id"] };
+        for col in column_order {
+            let sql = format!("SELECT record FROM sandboxes WHERE {col} = ?1");
+            let found: Option<String> = conn.query_row(&sql, params![key], |row| row.get(0)).optional()?;
+            if let Some(json) = found {
+                return decode(&json);
+            }
+        }
+        Err(CoreError::NotFound(key.to_string()))
+    }
+
+    pub fn list(&self) -> Result<Vec<SandboxRecord>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare("SELECT record FROM sandboxes ORDER BY created_at, id")?;
+        let rows = stmt.query_map([], |row| row.get::<_, String>(0))?;
+        let mut out = Vec::new();
+        for json in rows {
+            out.push(decode(&json?)?);
+        }
+        Ok(out)
+    }
+}
+
+fn decode(json: &str) -> Result<SandboxRecord> {
+    serde_json::from_str(json).map_err(|e| CoreError::Backend(format!("corrupt sandbox record: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use heyvm_types::{SandboxStatus, SizeClass};
+
+    fn rec(id: &str, name: &str) -> SandboxRecord {
+        SandboxRecord {
+            id: id.into(),
+            name: name.into(),
+            slug: crate::ids::slugify(name),
+            status: SandboxStatus::Stopped,
+            sandbox_type: "shell".into(),
+            image: "host".into(),
+            backend_type: "bubblewrap".into(),
+            size_class: SizeClass::Small,
+            ttl_seconds: None,
+            ttl_used_secs: 0,
+            running_since: None,
+            created_at: 1,
+            start_command: None,
+            working_directory: "/workspace".into(),
+            env_vars: Default::default(),
+            setup_hooks: vec![],
+            mounts: vec![],
+            open_ports: vec![],
+            error_message: None,
+            hooks_done: false,
+        }
+    }
+
+    #[test]
+    fn resolves_by_id_slug_and_name_and_survives_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("s.db");
+        {
+            let s = Store::open(&db).unwrap();
+            s.insert(&rec("sb-00000001", "My_App")).unwrap();
+            assert!(matches!(s.insert(&rec("sb-00000002", "My_App")), Err(CoreError::NameTaken(_))));
+        }
+        let s = Store::open(&db).unwrap();
+        assert_eq!(s.resolve("sb-00000001").unwrap().name, "My_App");
+        assert_eq!(s.resolve("my-app").unwrap().id, "sb-00000001");
+        assert_eq!(s.resolve("My_App").unwrap().id, "sb-00000001");
+        assert!(matches!(s.resolve("nope"), Err(CoreError::NotFound(_))));
+        let mut r = s.resolve("my-app").unwrap();
+        r.status = SandboxStatus::Running;
+        s.update(&r).unwrap();
+        assert_eq!(s.list().unwrap()[0].status, SandboxStatus::Running);
+        s.delete("sb-00000001").unwrap();
+        assert!(s.list().unwrap().is_empty());
+    }
+}

@@ -1,0 +1,245 @@
+//! The host <-> agent protocol. One connection carries one request: the host
+//! sends a JSON control frame, the agent answers with a stream of frames.
+//!
+//! Wire format of a frame: `kind: u8`, `len: u32 big-endian`, `len` bytes.
+//! Control frames carry JSON; output frames carry raw bytes so binary output
+//! costs nothing to encode. The same framing works over a unix socket (the
+//! bubblewrap backend) and a virtio-serial port (the microVM backend).
+
+use std::collections::BTreeMap;
+use std::io::{self, Read, Write};
+
+use serde::{Deserialize, Serialize};
+
+/// Bumped on any incompatible change; the agent refuses other versions.
+pub const PROTOCOL_VERSION: u32 = 1;
+/// Upper bound on one frame's payload, so a corrupt header cannot make
+/// either side allocate without bound.
+pub const MAX_FRAME: usize = 16 * 1024 * 1024;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum FrameKind {
+    /// JSON-encoded [`Request`] or [`Event`].
+    Control = 1,
+    Stdout = 2,
+    Stderr = 3,
+    Stdin = 4,
+    /// End of stdin.
+    StdinEof = 5,
+}
+
+impl FrameKind {
+    pub fn from_u8(b: u8) -> Option<Self> {
+        Some(match b {
+            1 => Self::Control,
+            2 => Self::Stdout,
+            3 => Self::Stderr,
+            4 => Self::Stdin,
+            5 => Self::StdinEof,
+            _ => return None,
+        })
+    }
+}
+
+/// Host -> agent.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Request {
+    /// Liveness probe; answered with [`Event::Pong`].
+    Ping { version: u32 },
+    /// Run a command to completion, streaming its output.
+    Exec(ExecSpec),
+    /// (Re)start the long-running start command; its output goes to the log.
+    StartService { command: String, env: BTreeMap<String, String>, cwd: String },
+    /// Terminate every process in the sandbox, waiting `grace_ms` before
+    /// SIGKILL; answered with [`Event::Done`] just before the agent exits.
+    Shutdown { grace_ms: u64 },
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ExecSpec {
+    pub argv: Vec<String>,
+    pub env: BTreeMap<String, String>,
+    pub cwd: String,
+    /// Kill the whole process group after this long.
+    pub timeout_ms: Option<u64>,
+    /// Whether the host will send stdin frames; otherwise stdin is /dev/null.
+    #[serde(default)]
+    pub stdin: bool,
+}
+
+/// Agent -> host.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Event {
+    Pong { version: u32, pid: u32 },
+    Started { pid: u32 },
+    Exit(ExitStatus),
+    Done,
+    Error { message: String },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExitStatus {
+    /// Shell convention: the exit code, or 128 + signal.
+    pub code: i32,
+    pub signal: Option<i32>,
+    pub timed_out: bool,
+    pub duration_ms: u64,
+}
+
+/// A decoded frame.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Frame {
+    Control(Vec<u8>),
+    Stdout(Vec<u8>),
+    Stderr(Vec<u8>),
+    Stdin(Vec<u8>),
+    StdinEof,
+}
+
+pub fn encode(kind: FrameKind, payload: &[u8]) -> Vec<u8> {
+    let mut buf = Vec::with_capacity(5 + payload.len());
+    buf.push(kind as u8);
+    buf.extend_from_slice(&(payload.len() as u32).to_be_bytes());
+    buf.extend_from_slice(payload);
+    buf
+}
+
+pub fn encode_json<T: Serialize>(msg: &T) -> Vec<u8> {
+    let body = serde_json::to_vec(msg).expect("protocol messages always serialise");
+    encode(FrameKind::Control, &body)
+}
+
+/// Parses a 5-byte header into kind and length, validating both.
+pub fn parse_header(h: [u8; 5]) -> io::Result<(FrameKind, usize)> {
+    let kind = FrameKind::from_u8(h[0])
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, format!("unknown frame kind {}", h[0])))?;
+    let len = u32::from_be_bytes([h[1], h[2], h[3], h[4]]) as usize;
+    if len > MAX_FRAME {
+        return Err(io::Error::new(io::ErrorKind::InvalidData, format!("frame of {len} bytes exceeds limit")));
+    }
+    Ok((kind, len))
+}
+
+pub fn make_frame(kind: FrameKind, payload: Vec<u8>) -> Frame {
+    match kind {
+        FrameKind::Control => Frame::Control(payload),
+        FrameKind::Stdout => Frame::Stdout(payload),
+        FrameKind::Stderr => Frame::Stderr(payload),
+        FrameKind::Stdin => Frame::Stdin(payload),
+        FrameKind::StdinEof => Frame::StdinEof,
+    }
+}
+
+/// Blocking read of one frame; `Ok(None)` at a clean end of stream.
+pub fn read_frame(r: &mut impl Read) -> io::Result<Option<Frame>> {
+    let mut h = [0u8; 5];
+    match r.read_exact(&mut h) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(None),
+        Err(e) => return Err(e),
+    }
+    let (kind, len) = parse_header(h)?;
+    let mut payload = vec![0u8; len];
+    r.read_exact(&mut payload)?;
+    Ok(Some(make_frame(kind, payload)))
+}
+
+pub fn write_json<T: Serialize>(w: &mut impl Write, msg: &T) -> io::Result<()> {
+    w.write_all(&encode_json(msg))
+}
+
+pub fn decode_json<T: for<'de> Deserialize<'de>>(payload: &[u8]) -> io::Result<T> {
+    serde_json::from_slice(payload).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_round_trip() {
+        let mut buf = Vec::new();
+        write_json(&mut buf, &Request::Ping { version: PROTOCOL_VERSION }).unwrap();
+        buf.extend(encode(FrameKind::Stdout, b"hello"));
+        buf.extend(encode(FrameKind::StdinEof, b""));
+        let mut r = &buf[..];
+        let Some(Frame::Control(c)) = read_frame(&mut r).unwrap() else { panic!("control expected") };
+        assert_eq!(decode_json::<Request>(&c).unwrap(), Request::Ping { version: 1 });
+        assert_eq!(read_frame(&mut r).unwrap(), Some(Frame::Stdout(b"hello".to_vec())));
+        assert_eq!(read_frame(&mut r).unwrap(), Some(Frame::StdinEof));
+        assert_eq!(read_frame(&mut r).unwrap(), None);
+    }
+
+    #[test]
+    fn rejects_oversized_and_unknown_frames() {
+        let mut h = [1u8, 0, 0, 0, 0];
+        h[1..].copy_from_slice(&((MAX_FRAME as u32) + 1).to_be_bytes());
+        assert!(parse_header(h).is_err());
+        assert!(parse_header([9, 0, 0, 0, 0]).is_err());
+    }
+
+    /// The JSON shape is the protocol: a change here breaks deployed agents.
+    #[test]
+    fn schema_snapshot() {
+        let exec = Request::Exec(ExecSpec {
+            argv: vec!["echo".into(), "hi".into()],
+            env: BTreeMap::from([("A".into(), "1".into())]),
+            cwd: "/workspace".into(),
+            timeout_ms: Some(1000),
+            stdin: false,
+        });
+        assert_eq!(
+            serde_json::to_string(&exec).unwrap(),
+            r#"{"type":"exec","argv":["echo","hi"],"env":{"A":"1"},"cwd":"/workspace","timeout_ms":1000,"stdin":false}"#
+        );
+        let exit = Event::Exit(ExitStatus { code: 137, signal: Some(9), timed_out: true, duration_ms: 5 });
+        assert_eq!(
+            serde_json::to_string(&exit).unwrap(),
+            r#"{"type":"exit","code":137,"signal":9,"timed_out":true,"duration_ms":5}"#
+        );
+    }
+}
+
+/// One line of the sandbox log, as stored (JSON lines) in the log file that
+/// the agent and the daemon both append to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogLine {
+    pub timestamp: i64,
+    pub source: String,
+    pub level: String,
+    pub message: String,
+}
+
+impl LogLine {
+    pub fn new(source: &str, message: &str) -> Self {
+        let timestamp = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs() as i64)
+            .unwrap_or(0);
+        LogLine { timestamp, source: source.into(), level: log_level(message).into(), message: message.into() }
+    }
+
+    /// The line as appended to the log file, newline included.
+    pub fn to_jsonl(&self) -> Vec<u8> {
+        let mut v = serde_json::to_vec(self).expect("log lines always serialise");
+        v.push(b'\n');
+        v
+    }
+}
+
+/// Programs rarely tag their output, so the level is inferred from the
+/// words of the message: `error` for error/fatal/panic, `warn` for
+/// warnings, otherwise `info`.
+pub fn log_level(message: &str) -> &'static str {
+    let lower = message.to_ascii_lowercase();
+    if ["error", "fatal", "panic", "exception", "traceback"].iter().any(|w| lower.contains(w)) {
+        "error"
+    } else if lower.contains("warn") {
+        "warn"
+    } else {
+        "info"
+    }
+}

@@ -1,0 +1,22 @@
+//! heyvm's HTTP API. Handlers only parse requests and call
+//! [`heyvm_core::SandboxManager`]; every error leaves as
+//! `{"error": "<stable_code>", "message": "…"}` with a fitting status.
+
+mod error;
+mod extract;
+mod routes;
+mod serve;
+
+pub use error::AppError;
+pub use routes::router;
+pub use serve::{serve, ServeOptions};
+
+use std::sync::Arc;
+
+use heyvm_core::SandboxManager;
+
+/// Shared by all handlers.
+#[derive(Clone)]
+pub struct AppState {
+    pub mgr: Arc<SandboxManager>,
+}

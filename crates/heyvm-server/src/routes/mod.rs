@@ -1,0 +1,41 @@
+//! The route table (seed 002 plus heyvm-compatible additions).
+
+mod exec;
+mod files;
+mod logs;
+mod mounts;
+mod sandboxes;
+
+use axum::extract::DefaultBodyLimit;
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use heyvm_types::Health;
+
+use crate::error::AppError;
+use crate::AppState;
+
+pub fn router(state: AppState) -> Router {
+    // JSON uploads carry base64 (4/3 of the file) plus a little framing.
+    let json_limit = (state.mgr.config().max_upload_bytes as usize / 3 * 4).saturating_add(64 * 1024);
+    Router::new()
+        .route("/health", get(|| async { Json(Health { status: "ok".into() }) }))
+        .route("/sandboxes", get(sandboxes::list).post(sandboxes::create))
+        .route("/sandboxes/{id}", get(sandboxes::get).patch(sandboxes::update).delete(sandboxes::delete))
+        .route("/sandboxes/{id}/start", post(sandboxes::start))
+        .route("/sandboxes/{id}/stop", post(sandboxes::stop))
+        .route("/sandboxes/{id}/restart", post(sandboxes::restart))
+        .route("/sandboxes/{id}/force-stop", post(sandboxes::force_stop))
+        .route("/sandboxes/{id}/execute", post(exec::execute))
+        .route("/sandboxes/{id}/files", get(files::list).post(files::upload_multipart).layer(DefaultBodyLimit::disable()))
+        .route("/sandboxes/{id}/files/upload", post(files::upload_json).layer(DefaultBodyLimit::max(json_limit)))
+        .route("/sandboxes/{id}/files/{*path}", get(files::download).delete(files::delete))
+        .route("/sandboxes/{id}/logs", get(logs::get))
+        .route("/sandboxes/{id}/mounts", get(mounts::list).post(mounts::add))
+        .route("/sandboxes/{id}/mounts/{*path}", axum::routing::delete(mounts::remove))
+        .fallback(|| async { AppError::new(StatusCode::NOT_FOUND, "route_not_found", "no such route") })
+        .method_not_allowed_fallback(|| async {
+            AppError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "method not allowed on this route")
+        })
+        .with_state(state)
+}

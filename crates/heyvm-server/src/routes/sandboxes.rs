@@ -1,0 +1,55 @@
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::Json;
+use heyvm_types::{CreateSandboxRequest, SandboxInfo, SandboxStatus, UpdateSandboxRequest};
+use serde::Deserialize;
+
+use crate::error::{ApiResult, AppError};
+use crate::extract::{ApiJson, ApiQuery};
+use crate::AppState;
+
+#[derive(Deserialize)]
+pub struct ListQuery {
+    status: Option<String>,
+}
+
+pub async fn list(State(s): State<AppState>, ApiQuery(q): ApiQuery<ListQuery>) -> ApiResult<Json<Vec<SandboxInfo>>> {
+    let status = match q.status.as_deref() {
+        None | Some("") | Some("all") => None,
+        Some(v) => Some(v.parse::<SandboxStatus>().map_err(|e| AppError::bad_request("invalid_query", e))?),
+    };
+    Ok(Json(s.mgr.list(status)?))
+}
+
+pub async fn create(State(s): State<AppState>, ApiJson(req): ApiJson<CreateSandboxRequest>) -> ApiResult<(StatusCode, Json<SandboxInfo>)> {
+    Ok((StatusCode::CREATED, Json(s.mgr.create(req).await?)))
+}
+
+pub async fn get(State(s): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<SandboxInfo>> {
+    Ok(Json(s.mgr.get(&id)?))
+}
+
+pub async fn update(State(s): State<AppState>, Path(id): Path<String>, ApiJson(req): ApiJson<UpdateSandboxRequest>) -> ApiResult<Json<SandboxInfo>> {
+    Ok(Json(s.mgr.update(&id, req).await?))
+}
+
+pub async fn delete(State(s): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<serde_json::Value>> {
+    let info = s.mgr.delete(&id).await?;
+    Ok(Json(serde_json::json!({ "id": info.id, "name": info.name, "deleted": true })))
+}
+
+pub async fn start(State(s): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<SandboxInfo>> {
+    Ok(Json(s.mgr.start(&id).await?))
+}
+
+pub async fn stop(State(s): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<SandboxInfo>> {
+    Ok(Json(s.mgr.stop(&id, false).await?))
+}
+
+pub async fn force_stop(State(s): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<SandboxInfo>> {
+    Ok(Json(s.mgr.stop(&id, true).await?))
+}
+
+pub async fn restart(State(s): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<SandboxInfo>> {
+    Ok(Json(s.mgr.restart(&id).await?))
+}

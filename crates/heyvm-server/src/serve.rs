@@ -1,0 +1,65 @@
+//! Running the API server: address policy, daemon lock, background reaper.
+
+use std::net::{IpAddr, SocketAddr};
+use std::os::fd::AsRawFd;
+use std::sync::Arc;
+
+use heyvm_core::manager::ManagerConfig;
+use heyvm_core::{Backend, DataDir, SandboxManager};
+
+use crate::{router, AppState};
+
+#[derive(Debug, Clone)]
+pub struct ServeOptions {
+    pub host: Option<IpAddr>,
+    pub port: u16,
+    pub data: DataDir,
+    pub config: ManagerConfig,
+    /// `JWT_SECRET`: when absent the server refuses non-loopback addresses.
+    pub jwt_secret: Option<String>,
+}
+
+/// Binds, prints where it listens, and serves until the process ends.
+pub async fn serve(opts: ServeOptions, backend: Arc<dyn Backend>) -> anyhow_like::Result<()> {
+    std::fs::create_dir_all(opts.data.root())?;
+    let _lock = lock_data_dir(&opts.data)?;
+    let auth = opts.jwt_secret.is_some();
+    let host = match (opts.host, auth) {
+        (Some(h), true) => h,
+        (None, true) => IpAddr::from([0, 0, 0, 0]),
+        (Some(h), false) if h.is_loopback() => h,
+        (Some(h), false) => {
+            return Err(format!(
+                "refusing to listen on {h} without authentication: set JWT_SECRET to enable auth, or use a loopback address"
+            )
+            .into())
+        }
+        (None, false) => IpAddr::from([127, 0, 0, 1]),
+    };
+    let mgr = SandboxManager::open(opts.data.clone(), backend, opts.config).await?;
+    mgr.spawn_reaper();
+    let addr = SocketAddr::new(host, opts.port);
+    let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+    let local = listener.local_addr()?;
+    let note = if auth { "JWT auth enabled" } else { "no JWT_SECRET: loopback only, unauthenticated" };
+    println!("heyvm API listening on http://{local} ({note}); data dir {}", opts.data.root().display());
+    tracing::info!(%local, backend = mgr.backend_name(), limits = mgr.limits_enforced(), "serving");
+    let app = router(AppState { mgr });
+    axum::serve(listener, app).await?;
+    Ok(())
+}
+
+/// One daemon per data directory: a second one would fight over sandboxes.
+fn lock_data_dir(data: &DataDir) -> anyhow_like::Result<std::fs::File> {
+    let f = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(data.daemon_lock())?;
+    // SAFETY: flock on a descriptor we own.
+    if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        return Err(format!("another heyvm daemon is already using {}", data.root().display()).into());
+    }
+    Ok(f)
+}
+
+/// Boxed errors without pulling anyhow into a library crate.
+pub mod anyhow_like {
+    pub type Result<T> = std::result::Result<T, Box<dyn std::error::Error + Send + Sync>>;
+}

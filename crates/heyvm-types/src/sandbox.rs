@@ -1,0 +1,251 @@
+use std::collections::BTreeMap;
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+/// Lifecycle states. Lowercase on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SandboxStatus {
+    Provisioning,
+    Running,
+    Stopped,
+    Paused,
+    Failed,
+}
+
+impl SandboxStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Provisioning => "provisioning",
+            Self::Running => "running",
+            Self::Stopped => "stopped",
+            Self::Paused => "paused",
+            Self::Failed => "failed",
+        }
+    }
+}
+
+impl fmt::Display for SandboxStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for SandboxStatus {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        Ok(match s {
+            "provisioning" => Self::Provisioning,
+            "running" => Self::Running,
+            "stopped" => Self::Stopped,
+            "paused" => Self::Paused,
+            "failed" => Self::Failed,
+            other => return Err(format!("unknown status '{other}'")),
+        })
+    }
+}
+
+/// Size classes: enforced as CPU, memory and pids limits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum SizeClass {
+    Micro,
+    Mini,
+    #[default]
+    Small,
+    Medium,
+    Large,
+    Xlarge,
+}
+
+/// Resource limits derived from a size class.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// CPU in thousandths of a core (250 = a quarter core).
+    pub millicpu: u32,
+    pub memory_bytes: u64,
+    pub pids: u32,
+}
+
+const MIB: u64 = 1024 * 1024;
+
+impl SizeClass {
+    pub const ALL: [SizeClass; 6] = [
+        Self::Micro,
+        Self::Mini,
+        Self::Small,
+        Self::Medium,
+        Self::Large,
+        Self::Xlarge,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Micro => "micro",
+            Self::Mini => "mini",
+            Self::Small => "small",
+            Self::Medium => "medium",
+            Self::Large => "large",
+            Self::Xlarge => "xlarge",
+        }
+    }
+
+    pub fn limits(self) -> Limits {
+        let (millicpu, mem_mib, pids) = match self {
+            Self::Micro => (250, 512, 256),
+            Self::Mini => (500, 1024, 512),
+            Self::Small => (1000, 2048, 1024),
+            Self::Medium => (2000, 4096, 2048),
+            Self::Large => (4000, 8192, 4096),
+            Self::Xlarge => (8000, 16384, 8192),
+        };
+        Limits { millicpu, memory_bytes: mem_mib * MIB, pids }
+    }
+}
+
+impl fmt::Display for SizeClass {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for SizeClass {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        Self::ALL
+            .into_iter()
+            .find(|c| c.as_str() == s.to_ascii_lowercase())
+            .ok_or_else(|| format!("unknown size class '{s}' (expected micro, mini, small, medium, large or xlarge)"))
+    }
+}
+
+/// A host directory bound into the sandbox.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MountSpec {
+    pub host_path: String,
+    pub sandbox_path: String,
+    #[serde(default)]
+    pub read_only: bool,
+}
+
+/// A proxy endpoint reaching a port inside the sandbox.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UrlInfo {
+    pub subdomain: String,
+    pub hostname: String,
+    pub url: String,
+    pub port: u16,
+    pub is_public: bool,
+}
+
+/// Same shape as Rust's `std::time::Duration` serialisation, which the
+/// existing product emits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct Uptime {
+    pub secs: u64,
+    pub nanos: u32,
+}
+
+/// What `GET /sandboxes/:id` returns.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SandboxInfo {
+    pub id: String,
+    pub name: String,
+    pub slug: String,
+    pub status: SandboxStatus,
+    pub sandbox_type: String,
+    pub image: String,
+    pub backend_type: String,
+    pub size_class: SizeClass,
+    pub uptime: Uptime,
+    /// Percent of one core, averaged since the previous sample.
+    pub cpu_usage: f64,
+    /// Bytes currently charged to the sandbox.
+    pub memory_usage: u64,
+    pub mounts: Vec<MountSpec>,
+    pub open_ports: Vec<u16>,
+    pub ttl_seconds: Option<u64>,
+    /// Seconds of TTL left (TTL counts only while running).
+    pub ttl_remaining_seconds: Option<u64>,
+    pub created_at: i64,
+    pub guest_ip: Option<String>,
+    /// Always an array, never null.
+    pub urls: Vec<UrlInfo>,
+    pub start_command: Option<String>,
+    pub working_directory: String,
+    pub env_vars: BTreeMap<String, String>,
+    pub setup_hooks: Vec<String>,
+    pub error_message: Option<String>,
+    pub is_deployed: bool,
+}
+
+/// Body of `POST /sandboxes`. Every field is optional.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateSandboxRequest {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sandbox_type: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backend_type: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size_class: Option<SizeClass>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttl_seconds: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_command: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub working_directory: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub open_ports: Option<Vec<u16>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub env_vars: Option<BTreeMap<String, String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub setup_hooks: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mounts: Option<Vec<MountSpec>>,
+    /// Create the sandbox without starting it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub no_start: Option<bool>,
+}
+
+/// Body of `PATCH /sandboxes/:id`. Absent fields are left unchanged;
+/// `ttl_seconds: null` is not distinguishable from absent, so use
+/// `clear_ttl: true` to remove a TTL.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateSandboxRequest {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_command: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub working_directory: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub env_vars: Option<BTreeMap<String, String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub open_ports: Option<Vec<u16>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttl_seconds: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clear_ttl: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size_class: Option<SizeClass>,
+}
+
+/// What `stop`/`start`-style actions return to the CLI.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StatusResponse {
+    pub id: String,
+    pub status: SandboxStatus,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Health {
+    pub status: String,
+}
