@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Installs what heyvm needs on Debian/Ubuntu, builds it, installs `heyvm`
+# on PATH and runs a short demo. Run as root (or with sudo available).
+#   scripts/setup.sh            install + demo
+#   scripts/setup.sh --no-demo  install only (what CI uses)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+SUDO=""
+if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
+
+packages=(bubblewrap tmux curl python3 git ca-certificates build-essential)
+missing=()
+for p in "${packages[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
+if [ "${#missing[@]}" -gt 0 ]; then
+  echo "==> installing ${missing[*]}"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+if ! command -v cargo >/dev/null; then
+  echo "cargo is required (https://rustup.rs)" >&2
+  exit 1
+fi
+
+echo "==> building heyvm (release)"
+cargo build --release --locked -p heyvm-cli
+$SUDO install -m 0755 target/release/heyvm /usr/local/bin/heyvm
+echo "==> installed $(command -v heyvm)"
+
+if [ "${1:-}" = "--no-demo" ]; then exit 0; fi
+
+echo "==> demo: create a sandbox, run a command in it, delete it"
+name="demo-$$"
+heyvm create --name "$name" --size-class micro
+heyvm exec "$name" -- sh -c 'echo "hello from $(hostname): $(uname -sr), pid $$ in its own namespace"'
+heyvm exec "$name" --format json -- python3 -c 'print(6 * 7)'
+heyvm list
+heyvm rm -y "$name"

@@ -1,0 +1,7 @@
+#!/usr/bin/env bash
+# Runs the whole test suite: unit tests and end-to-end tests that drive the
+# real `heyvm` binary and daemon with real bubblewrap sandboxes. Needs root
+# (cgroups, overlays); in CI (CI=true) missing capabilities fail the run.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+cargo test --release --locked --workspace -- --test-threads 4 "$@"
