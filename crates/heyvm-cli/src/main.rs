@@ -14,7 +14,7 @@ use clap::Parser;
 use args::{Cli, Command};
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = Cli::parse_from(hoist_trailing_format(std::env::args().collect()));
     let format = cli.format;
     match run(cli) {
         Ok(code) => code,
@@ -22,6 +22,41 @@ fn main() -> ExitCode {
             output::print_error(format, &e);
             ExitCode::from(1)
         }
+    }
+}
+
+/// Scripts written for heyvm append `--format json` to every call, even
+/// after `exec … -- argv`. A trailing `--format json|text` after `--` is
+/// therefore taken as heyvm's own flag, not the command's.
+fn hoist_trailing_format(mut args: Vec<String>) -> Vec<String> {
+    let Some(sep) = args.iter().position(|a| a == "--") else { return args };
+    let n = args.len();
+    let trailing = if n >= sep + 3 && args[n - 2] == "--format" && matches!(args[n - 1].as_str(), "json" | "text") {
+        2
+    } else if n >= sep + 2 && matches!(args[n - 1].as_str(), "--format=json" | "--format=text") {
+        1
+    } else {
+        return args;
+    };
+    let flag: Vec<String> = args.drain(n - trailing..).collect();
+    args.splice(sep..sep, flag);
+    args
+}
+
+#[cfg(test)]
+mod tests {
+    use super::hoist_trailing_format;
+
+    fn v(s: &str) -> Vec<String> {
+        s.split(' ').map(String::from).collect()
+    }
+
+    #[test]
+    fn trailing_format_after_argv_is_heyvms() {
+        assert_eq!(hoist_trailing_format(v("heyvm exec x -- echo hi --format json")), v("heyvm exec x --format json -- echo hi"));
+        assert_eq!(hoist_trailing_format(v("heyvm exec x -- ls --format=json")), v("heyvm exec x --format=json -- ls"));
+        assert_eq!(hoist_trailing_format(v("heyvm exec x -- ls --format")), v("heyvm exec x -- ls --format"));
+        assert_eq!(hoist_trailing_format(v("heyvm list --format json")), v("heyvm list --format json"));
     }
 }
 

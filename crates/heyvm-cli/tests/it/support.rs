@@ -1,0 +1,203 @@
+//! Test fixtures: a daemon per test, CLI invocation, raw HTTP.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_heyvm");
+
+/// Whether this machine can run sandboxes. In CI a missing capability is a
+/// failure; elsewhere the test is skipped with the reason printed.
+pub fn sandbox_support() -> bool {
+    let root = unsafe { libc::geteuid() } == 0;
+    let bwrap = std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).any(|d| d.join("bwrap").is_file()))
+        .unwrap_or(false);
+    let why = match (root, bwrap) {
+        (true, true) => return true,
+        (false, _) => "not running as root (cgroups and overlays need it)",
+        (_, false) => "bubblewrap is not installed",
+    };
+    if std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "0" && v != "false") {
+        panic!("sandbox tests cannot run in CI: {why}");
+    }
+    eprintln!("SKIP: {why}");
+    false
+}
+
+pub struct Daemon {
+    pub url: String,
+    pub port: u16,
+    pub data: tempfile::TempDir,
+    child: Option<Child>,
+    extra_env: Vec<(String, String)>,
+}
+
+impl Daemon {
+    /// Starts a daemon, or returns None (test skipped) without sandbox support.
+    pub fn start() -> Option<Daemon> {
+        Self::start_with(&[])
+    }
+
+    pub fn start_with(env: &[(&str, &str)]) -> Option<Daemon> {
+        if !sandbox_support() {
+            return None;
+        }
+        let data = tempfile::Builder::new().prefix("heyvm-test-").tempdir_in("/tmp").expect("tempdir");
+        let mut d = Daemon {
+            url: String::new(),
+            port: 0,
+            data,
+            child: None,
+            extra_env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+        };
+        d.spawn(0);
+        Some(d)
+    }
+
+    fn spawn(&mut self, port: u16) {
+        let mut cmd = Command::new(BIN);
+        cmd.args(["--api", "--port", &port.to_string()])
+            .env("MVM_DATA_DIR", self.data.path())
+            .env_remove("JWT_SECRET")
+            .env_remove("HEYVM_API_URL")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
+        for (k, v) in &self.extra_env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("spawn daemon");
+        let stdout = child.stdout.take().unwrap();
+        let mut line = String::new();
+        BufReader::new(stdout).read_line(&mut line).expect("daemon banner");
+        let addr = line
+            .split("http://")
+            .nth(1)
+            .and_then(|r| r.split_whitespace().next())
+            .unwrap_or_else(|| panic!("unexpected daemon banner: {line:?}"));
+        self.url = format!("http://{addr}");
+        self.port = addr.rsplit(':').next().unwrap().parse().unwrap();
+        self.child = Some(child);
+    }
+
+    /// SIGKILLs the daemon (sandboxes keep running).
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Starts the daemon again on the same port and data dir.
+    pub fn restart(&mut self) {
+        self.kill9();
+        let port = self.port;
+        // The old listener is gone once the process is reaped.
+        self.spawn(port);
+    }
+
+    pub fn cmd(&self) -> Command {
+        let mut c = Command::new(BIN);
+        c.env("HEYVM_API_URL", &self.url).env("MVM_DATA_DIR", self.data.path()).stdin(Stdio::null());
+        c
+    }
+
+    /// Runs the CLI against this daemon.
+    pub fn heyvm(&self, args: &[&str]) -> Output {
+        self.cmd().args(args).output().expect("run heyvm")
+    }
+
+    /// Runs the CLI with `--format json`, asserts success, parses stdout.
+    pub fn heyvm_json(&self, args: &[&str]) -> Value {
+        let mut a = args.to_vec();
+        a.extend(["--format", "json"]);
+        let out = self.heyvm(&a);
+        assert!(out.status.success(), "heyvm {a:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("heyvm {a:?} printed non-JSON ({e}): {}", String::from_utf8_lossy(&out.stdout)))
+    }
+
+    fn agent(&self) -> ureq::Agent {
+        ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(Duration::from_secs(120)))
+            .build()
+            .into()
+    }
+
+    fn finish(resp: Result<ureq::http::Response<ureq::Body>, ureq::Error>) -> (u16, Value) {
+        let resp = resp.expect("HTTP request");
+        let status = resp.status().as_u16();
+        let body = resp.into_body().with_config().limit(u64::MAX).read_to_vec().unwrap();
+        let v = if body.is_empty() { Value::Null } else { serde_json::from_slice(&body).unwrap_or(Value::String(String::from_utf8_lossy(&body).into())) };
+        (status, v)
+    }
+
+    pub fn get(&self, path: &str) -> (u16, Value) {
+        Self::finish(self.agent().get(format!("{}{path}", self.url)).call())
+    }
+
+    pub fn get_bytes(&self, path: &str) -> (u16, Vec<u8>) {
+        let resp = self.agent().get(format!("{}{path}", self.url)).call().unwrap();
+        let status = resp.status().as_u16();
+        (status, resp.into_body().with_config().limit(u64::MAX).read_to_vec().unwrap())
+    }
+
+    pub fn post(&self, path: &str, body: &Value) -> (u16, Value) {
+        Self::finish(self.agent().post(format!("{}{path}", self.url)).content_type("application/json").send(body.to_string().as_bytes()))
+    }
+
+    pub fn post_raw(&self, path: &str, content_type: &str, body: &[u8]) -> (u16, Value) {
+        Self::finish(self.agent().post(format!("{}{path}", self.url)).content_type(content_type).send(body))
+    }
+
+    pub fn patch(&self, path: &str, body: &Value) -> (u16, Value) {
+        Self::finish(self.agent().patch(format!("{}{path}", self.url)).content_type("application/json").send(body.to_string().as_bytes()))
+    }
+
+    pub fn delete(&self, path: &str) -> (u16, Value) {
+        Self::finish(self.agent().delete(format!("{}{path}", self.url)).call())
+    }
+
+    /// Creates a sandbox through the API and returns its info.
+    pub fn create(&self, body: Value) -> Value {
+        let (s, v) = self.post("/sandboxes", &body);
+        assert_eq!(s, 201, "create failed: {v}");
+        v
+    }
+
+    /// Runs a shell command in a sandbox through the API.
+    pub fn sh(&self, id: &str, script: &str) -> Value {
+        let (s, v) = self.post(&format!("/sandboxes/{id}/execute"), &serde_json::json!({"command": "/bin/sh", "args": ["-c", script]}));
+        assert_eq!(s, 200, "exec failed: {v}");
+        v
+    }
+
+    pub fn wait_until(&self, what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if f() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("timed out waiting for {what}");
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        // Delete every sandbox so no processes or cgroups outlive the test.
+        if self.child.is_some() {
+            if let (200, Value::Array(items)) = self.get("/sandboxes") {
+                for sb in items {
+                    let _ = self.delete(&format!("/sandboxes/{}", sb["id"].as_str().unwrap_or("")));
+                }
+            }
+        }
+        self.kill9();
+    }
+}
