@@ -1,1 +1,190 @@
-fn main() {}
+//! heyvm benchmarks: starts its own daemon (the release `heyvm` binary next
+//! to this one) in a throwaway data dir and prints latencies next to bare
+//! baselines measured in the same process, with their ratios.
+//!
+//! `cargo build --release && cargo run --release -p heyvm-bench [-- --out FILE]`
+//! (root and bubblewrap required, like the daemon itself).
+
+mod daemon;
+mod stats;
+
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Barrier};
+use std::time::{Duration, Instant};
+
+use heyvm_client::Client;
+use heyvm_types::{CreateSandboxRequest, ExecRequest};
+
+use stats::{Samples, Table};
+
+const COLD_N: usize = 20;
+const WARM_N: usize = 300;
+const HEALTH_N: usize = 300;
+const CONCURRENT: usize = 100;
+
+fn main() {
+    let out = parse_out_arg();
+    let daemon = match daemon::BenchDaemon::start() {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("heyvm-bench: {e}");
+            std::process::exit(1);
+        }
+    };
+    let client = Client::new(&daemon.url, None);
+    eprintln!("heyvm-bench: daemon {} at {} (data {})", daemon.bin.display(), daemon.url, daemon.data.display());
+
+    let mut table = Table::default();
+    cold_start(&client, &mut table);
+    let id = client.create(&CreateSandboxRequest { name: Some("bench-warm".into()), ..Default::default() }).expect("create warm sandbox").id;
+    warm_exec(&client, &id, &mut table);
+    concurrent(&client, &id, &mut table);
+    let _ = client.delete_sandbox(&id);
+
+    let report = table.render();
+    println!("{report}");
+    if let Some(path) = out {
+        match std::fs::write(&path, &report) {
+            Ok(()) => eprintln!("heyvm-bench: results written to {path}"),
+            Err(e) => eprintln!("heyvm-bench: cannot write {path}: {e}"),
+        }
+    }
+}
+
+fn parse_out_arg() -> Option<String> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match args.as_slice() {
+        [] => None,
+        [flag, path] if flag == "--out" => Some(path.clone()),
+        _ => {
+            eprintln!("usage: heyvm-bench [--out FILE]");
+            std::process::exit(2);
+        }
+    }
+}
+
+fn echo_hi() -> ExecRequest {
+    ExecRequest { command: "echo".into(), args: vec!["hi".into()], ..Default::default() }
+}
+
+/// 1. create -> first exec output, against a bare bwrap sandbox of `true`.
+fn cold_start(client: &Client, table: &mut Table) {
+    let (mut create, mut first_exec, mut total, mut delete) = (Samples::default(), Samples::default(), Samples::default(), Samples::default());
+    for i in 0..COLD_N {
+        let t0 = Instant::now();
+        let sb = client.create(&CreateSandboxRequest { name: Some(format!("bench-cold-{i}")), ..Default::default() }).expect("create");
+        let t1 = Instant::now();
+        let r = client.execute(&sb.id, &echo_hi()).expect("first exec");
+        let t2 = Instant::now();
+        assert_eq!(r.stdout.trim(), "hi", "unexpected first exec output");
+        client.delete_sandbox(&sb.id).expect("delete");
+        delete.push(t2.elapsed());
+        create.push(t1 - t0);
+        first_exec.push(t2 - t1);
+        total.push(t2 - t0);
+    }
+    let mut bwrap = Samples::default();
+    for _ in 0..COLD_N {
+        let t0 = Instant::now();
+        let st = Command::new("bwrap")
+            .args(["--unshare-all", "--ro-bind", "/", "/", "--proc", "/proc", "--dev", "/dev", "true"])
+            .stdout(Stdio::null())
+            .status()
+            .expect("run bwrap");
+        assert!(st.success(), "bare bwrap failed: {st}");
+        bwrap.push(t0.elapsed());
+    }
+    table.section(&format!("1. cold start: create -> first exec output (N={COLD_N})"));
+    table.row_ratio("create + first `echo hi` p50", total.p50(), "bare bwrap `true` p50", bwrap.p50());
+    table.row("  create (POST /sandboxes) p50", create.p50());
+    table.row("  first exec p50", first_exec.p50());
+    table.row("  delete p50 (not in total)", delete.p50());
+    table.row("  create + first exec p99", total.p99());
+}
+
+/// 2. warm exec round trips through the API, against bare fork+exec.
+fn warm_exec(client: &Client, id: &str, table: &mut Table) {
+    let req = ExecRequest { command: "true".into(), ..Default::default() };
+    for _ in 0..10 {
+        client.execute(id, &req).expect("warm-up exec");
+    }
+    let mut api = Samples::default();
+    let mut server_side = Samples::default();
+    for _ in 0..WARM_N {
+        let t0 = Instant::now();
+        let r = client.execute(id, &req).expect("exec");
+        api.push(t0.elapsed());
+        server_side.push(Duration::from_millis(r.duration_ms));
+        assert_eq!(r.exit_code, 0);
+    }
+    let mut bare = Samples::default();
+    for _ in 0..WARM_N {
+        let t0 = Instant::now();
+        let st = Command::new("true").status().expect("fork+exec true");
+        assert!(st.success());
+        bare.push(t0.elapsed());
+    }
+    let mut health = Samples::default();
+    for _ in 0..HEALTH_N {
+        let t0 = Instant::now();
+        client.health().expect("health");
+        health.push(t0.elapsed());
+    }
+    table.section(&format!("2. warm exec round trip of `true` (N={WARM_N})"));
+    table.row_ratio("API exec p50", api.p50(), "bare fork+exec p50", bare.p50());
+    table.row_ratio("API exec p99", api.p99(), "bare fork+exec p99", bare.p99());
+    table.row("  GET /health round trip p50 (HTTP floor)", health.p50());
+    table.row("  exec duration_ms reported by daemon p50", server_side.p50());
+}
+
+/// 3. 100 execs at once on one sandbox, against 100 bare fork+execs at once.
+fn concurrent(client: &Client, id: &str, table: &mut Table) {
+    let req = echo_hi();
+    let (failures, wall) = burst(CONCURRENT, |_| match client.execute(id, &req) {
+        Ok(r) if r.exit_code == 0 && r.stdout.trim() == "hi" => None,
+        Ok(r) => Some(format!("exit {} stdout {:?} stderr {:?}", r.exit_code, r.stdout, r.stderr)),
+        Err(e) => Some(e.to_string()),
+    });
+    let (bare_failures, bare_wall) = burst(CONCURRENT, |_| match Command::new("echo").arg("hi").stdout(Stdio::null()).status() {
+        Ok(s) if s.success() => None,
+        Ok(s) => Some(s.to_string()),
+        Err(e) => Some(e.to_string()),
+    });
+    table.section(&format!("3. {CONCURRENT} concurrent `echo hi` on one sandbox"));
+    table.row_ratio("wall time", wall, "bare fork+exec wall", bare_wall);
+    let rate = |d: Duration| CONCURRENT as f64 / d.as_secs_f64();
+    table.line(&format!(
+        "  throughput: {:.0} execs/s vs bare {:.0} execs/s (ratio {:.1}x slower)",
+        rate(wall),
+        rate(bare_wall),
+        rate(bare_wall) / rate(wall)
+    ));
+    table.line(&format!("  failures: {} of {CONCURRENT} (bare: {})", failures.len(), bare_failures.len()));
+    for f in failures.iter().take(3) {
+        table.line(&format!("    e.g. {f}"));
+    }
+}
+
+/// Runs `n` copies of `f` released together; returns failure messages and wall time.
+fn burst<F>(n: usize, f: F) -> (Vec<String>, Duration)
+where
+    F: Fn(usize) -> Option<String> + Sync,
+{
+    let barrier = Arc::new(Barrier::new(n + 1));
+    std::thread::scope(|s| {
+        let handles: Vec<_> = (0..n)
+            .map(|i| {
+                let b = barrier.clone();
+                let f = &f;
+                s.spawn(move || {
+                    b.wait();
+                    f(i)
+                })
+            })
+            .collect();
+        barrier.wait();
+        let t0 = Instant::now();
+        let failures: Vec<String> = handles.into_iter().filter_map(|h| h.join().unwrap_or(Some("thread panicked".into()))).collect();
+        (failures, t0.elapsed())
+    })
+}

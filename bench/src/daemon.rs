@@ -1,0 +1,67 @@
+//! The daemon under test: the release `heyvm` binary beside this one (or
+//! `HEYVM_BIN`), on an ephemeral loopback port with its own data dir.
+
+use std::io::{BufRead, BufReader, Read};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+
+use heyvm_client::Client;
+
+pub struct BenchDaemon {
+    pub url: String,
+    pub bin: PathBuf,
+    pub data: PathBuf,
+    child: Child,
+}
+
+impl BenchDaemon {
+    pub fn start() -> Result<BenchDaemon, String> {
+        let bin = match std::env::var_os("HEYVM_BIN") {
+            Some(p) => PathBuf::from(p),
+            None => std::env::current_exe().map_err(|e| e.to_string())?.with_file_name("heyvm"),
+        };
+        if !bin.is_file() {
+            return Err(format!("{} not found; run `cargo build --release` first (or set HEYVM_BIN)", bin.display()));
+        }
+        let data = PathBuf::from(format!("/tmp/heyvm-bench-{}", std::process::id()));
+        std::fs::create_dir_all(&data).map_err(|e| format!("creating {}: {e}", data.display()))?;
+        let log = std::fs::File::create(data.join("bench-daemon.log")).map_err(|e| e.to_string())?;
+        let mut child = Command::new(&bin)
+            .args(["--api", "--port", "0", "--host", "127.0.0.1"])
+            .env("MVM_DATA_DIR", &data)
+            .env("HEYVM_LOG", "warn")
+            .env_remove("JWT_SECRET")
+            .env_remove("HEYVM_API_URL")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(log)
+            .spawn()
+            .map_err(|e| format!("spawning {}: {e}", bin.display()))?;
+        let mut stdout = BufReader::new(child.stdout.take().expect("piped stdout"));
+        let mut line = String::new();
+        let _ = stdout.read_line(&mut line);
+        // Keep draining so a chatty daemon never blocks on a full pipe.
+        std::thread::spawn(move || {
+            let _ = std::io::copy(&mut stdout.get_mut().by_ref(), &mut std::io::sink());
+        });
+        let Some(addr) = line.split("http://").nth(1).and_then(|r| r.split_whitespace().next()) else {
+            let _ = child.kill();
+            return Err(format!("daemon did not print its address (got {line:?}); see {}/bench-daemon.log", data.display()));
+        };
+        Ok(BenchDaemon { url: format!("http://{addr}"), bin, data, child })
+    }
+}
+
+impl Drop for BenchDaemon {
+    fn drop(&mut self) {
+        let client = Client::new(&self.url, None);
+        if let Ok(list) = client.list(None) {
+            for sb in list {
+                let _ = client.delete_sandbox(&sb.id);
+            }
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.data);
+    }
+}
