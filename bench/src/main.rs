@@ -97,6 +97,8 @@ fn cold_start(client: &Client, table: &mut Table) {
     table.section(&format!("1. cold start: create -> first exec output (N={COLD_N})"));
     table.row_ratio("create + first `echo hi` p50", total.p50(), "bare bwrap `true` p50", bwrap.p50());
     table.row("  create (POST /sandboxes) p50", create.p50());
+    table.row("  create min", create.pct(0.0));
+    table.row("  create p90", create.pct(90.0));
     table.row("  first exec p50", first_exec.p50());
     table.row("  delete p50 (not in total)", delete.p50());
     table.row("  create + first exec p99", total.p99());
