@@ -27,7 +27,8 @@ pub fn run(mut conn: UnixStream, spec: ExecSpec) -> io::Result<()> {
         return write_json(&mut conn, &Event::Error { message });
     }
     let mut cmd = Command::new(&spec.argv[0]);
-    cmd.args(&spec.argv[1..]).env_clear().envs(&spec.env).current_dir(&spec.cwd);
+    let tag = exec_tag();
+    cmd.args(&spec.argv[1..]).env_clear().envs(&spec.env).env(TAG_VAR, &tag).current_dir(&spec.cwd);
     cmd.stdin(if spec.stdin { Stdio::piped() } else { Stdio::null() });
     cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
     isolate_child(&mut cmd);
@@ -36,7 +37,7 @@ pub fn run(mut conn: UnixStream, spec: ExecSpec) -> io::Result<()> {
         Ok(c) => c,
         Err(e) => return report_spawn_failure(&mut conn, &spec.argv[0], e),
     };
-    let pgid = child.id() as i32;
+    let pgid = Tree { pgid: child.id() as i32, tag: Arc::new(tag) };
     let writer = Arc::new(Mutex::new(conn.try_clone()?));
     send(&writer, &encode_json(&Event::Started { pid: child.id() }))?;
 
@@ -44,14 +45,14 @@ pub fn run(mut conn: UnixStream, spec: ExecSpec) -> io::Result<()> {
     let (done_tx, done_rx) = mpsc::channel::<()>();
     let mut pumps = 0;
     if let Some(out) = child.stdout.take() {
-        pump(out, FrameKind::Stdout, writer.clone(), done_tx.clone(), pgid, finished.clone());
+        pump(out, FrameKind::Stdout, writer.clone(), done_tx.clone(), pgid.clone(), finished.clone());
         pumps += 1;
     }
     if let Some(err) = child.stderr.take() {
-        pump(err, FrameKind::Stderr, writer.clone(), done_tx.clone(), pgid, finished.clone());
+        pump(err, FrameKind::Stderr, writer.clone(), done_tx.clone(), pgid.clone(), finished.clone());
         pumps += 1;
     }
-    watch_host(conn, child.stdin.take(), pgid, finished.clone());
+    watch_host(conn, child.stdin.take(), pgid.clone(), finished.clone());
 
     let (exit_tx, exit_rx) = mpsc::channel();
     thread::spawn(move || {
@@ -63,7 +64,7 @@ pub fn run(mut conn: UnixStream, spec: ExecSpec) -> io::Result<()> {
             Ok(s) => s,
             Err(_) => {
                 timed_out = true;
-                kill_group(pgid);
+                pgid.kill();
                 exit_rx.recv().map_err(|_| io::Error::other("waiter vanished"))?
             }
         },
@@ -72,7 +73,7 @@ pub fn run(mut conn: UnixStream, spec: ExecSpec) -> io::Result<()> {
     if timed_out {
         // Stragglers that left the group cannot hold the pipes open longer
         // than the drain window either.
-        kill_group(pgid);
+        pgid.kill();
     }
     let deadline = Instant::now() + DRAIN_AFTER_EXIT;
     for _ in 0..pumps {
@@ -113,7 +114,7 @@ fn pump(
     kind: FrameKind,
     writer: Arc<Mutex<UnixStream>>,
     done: mpsc::Sender<()>,
-    pgid: i32,
+    pgid: Tree,
     finished: Arc<AtomicBool>,
 ) {
     thread::spawn(move || {
@@ -124,7 +125,7 @@ fn pump(
                 Ok(n) => {
                     if send(&writer, &encode(kind, &buf[..n])).is_err() {
                         if !finished.load(Ordering::SeqCst) {
-                            kill_group(pgid);
+                            pgid.kill();
                         }
                         break;
                     }
@@ -139,7 +140,7 @@ fn pump(
 
 /// Reads stdin frames from the host; end of stream before the command has
 /// finished means the host went away, so the command is killed.
-fn watch_host(mut conn: UnixStream, mut stdin: Option<std::process::ChildStdin>, pgid: i32, finished: Arc<AtomicBool>) {
+fn watch_host(mut conn: UnixStream, mut stdin: Option<std::process::ChildStdin>, pgid: Tree, finished: Arc<AtomicBool>) {
     thread::spawn(move || loop {
         match read_frame(&mut conn) {
             Ok(Some(Frame::Stdin(data))) => {
@@ -153,12 +154,60 @@ fn watch_host(mut conn: UnixStream, mut stdin: Option<std::process::ChildStdin>,
             Ok(Some(_)) => {}
             Ok(None) | Err(_) => {
                 if !finished.load(Ordering::SeqCst) {
-                    kill_group(pgid);
+                    pgid.kill();
                 }
                 return;
             }
         }
     });
+}
+
+/// Environment variable that marks every process started by one exec. A
+/// background child that calls `setsid` (or daemonizes) leaves the process
+/// group, but keeps its inherited environment, so the tag still finds it.
+const TAG_VAR: &str = "HEYVM_EXEC_TAG";
+
+fn exec_tag() -> String {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    format!("{}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed))
+}
+
+/// The processes of one exec: its process group plus anything carrying its
+/// tag.
+#[derive(Clone)]
+struct Tree {
+    pgid: i32,
+    tag: Arc<String>,
+}
+
+impl Tree {
+    fn kill(&self) {
+        kill_group(self.pgid);
+        let needle = format!("{TAG_VAR}={}", self.tag).into_bytes();
+        // Repeat while tagged processes remain: they may be forking.
+        for _ in 0..100 {
+            let pids = tagged_pids(&needle);
+            if pids.is_empty() {
+                return;
+            }
+            for p in pids {
+                // SAFETY: kill(2) has no memory-safety preconditions.
+                unsafe { libc::kill(p, libc::SIGKILL) };
+            }
+            thread::sleep(Duration::from_millis(1));
+        }
+    }
+}
+
+fn tagged_pids(needle: &[u8]) -> Vec<i32> {
+    let Ok(dir) = std::fs::read_dir("/proc") else { return vec![] };
+    dir.flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/environ"))
+                .is_ok_and(|env| env.split(|&b| b == 0).any(|kv| kv == needle))
+        })
+        .collect()
 }
 
 /// Puts the child in its own session (so its whole tree can be signalled
