@@ -4,3 +4,5 @@
 mod support;
 
 mod smoke;
+mod walkthrough;
+mod isolation;

@@ -201,3 +201,49 @@ impl Drop for Daemon {
         self.kill9();
     }
 }
+
+/// A multipart/form-data body: `(name, filename, content)` parts.
+pub fn multipart(parts: &[(&str, Option<&str>, &[u8])]) -> (String, Vec<u8>) {
+    let boundary = "heyvm-test-boundary-7d1f0c";
+    let mut body = Vec::new();
+    for (name, filename, content) in parts {
+        body.extend_from_slice(format!("--{boundary}\r\n").as_bytes());
+        match filename {
+            Some(f) => body.extend_from_slice(
+                format!("Content-Disposition: form-data; name=\"{name}\"; filename=\"{f}\"\r\nContent-Type: application/octet-stream\r\n\r\n").as_bytes(),
+            ),
+            None => body.extend_from_slice(format!("Content-Disposition: form-data; name=\"{name}\"\r\n\r\n").as_bytes()),
+        }
+        body.extend_from_slice(content);
+        body.extend_from_slice(b"\r\n");
+    }
+    body.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
+    (format!("multipart/form-data; boundary={boundary}"), body)
+}
+
+impl Daemon {
+    /// `POST /sandboxes/:id/files` as a multipart upload.
+    pub fn upload_multipart(&self, id: &str, mount_path: &str, file_path: &str, content: &[u8]) -> (u16, Value) {
+        let (ct, body) = multipart(&[("mount_path", None, mount_path.as_bytes()), ("file_path", None, file_path.as_bytes()), ("file", Some("f.bin"), content)]);
+        self.post_raw(&format!("/sandboxes/{id}/files"), &ct, &body)
+    }
+
+    /// `POST /sandboxes/:id/files/upload` with base64 content.
+    pub fn upload_json(&self, id: &str, mount_path: &str, file_path: &str, content: &[u8]) -> (u16, Value) {
+        use base64::Engine;
+        let b64 = base64::engine::general_purpose::STANDARD.encode(content);
+        self.post(&format!("/sandboxes/{id}/files/upload"), &serde_json::json!({"mount_path": mount_path, "file_path": file_path, "content": b64}))
+    }
+
+    /// The daemon's pid, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+}
+
+/// Percent-encodes a string for a query parameter value.
+pub fn enc(s: &str) -> String {
+    s.bytes()
+        .map(|b| if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) { (b as char).to_string() } else { format!("%{b:02X}") })
+        .collect()
+}

@@ -1,0 +1,220 @@
+//! What a sandbox cannot do: see the host's processes, write outside its
+//! own layers and mounts, exceed its size class (memory, pids), read host
+//! secrets. And that size classes really are cgroup limits.
+
+use std::path::PathBuf;
+
+use serde_json::json;
+
+use crate::support::Daemon;
+
+#[test]
+fn cannot_see_host_processes() {
+    let Some(d) = Daemon::start() else { return };
+    let id = d.create(json!({"name": "pidns", "size_class": "micro"}))["id"].as_str().unwrap().to_string();
+    let v = d.sh(&id, "for f in /proc/[0-9]*/cmdline; do tr '\\0' ' ' < $f; echo; done");
+    let cmdlines = v["stdout"].as_str().unwrap();
+    assert!(!cmdlines.contains("--api"), "the daemon is visible inside: {cmdlines}");
+    assert!(!cmdlines.contains("/it-"), "the test runner is visible inside: {cmdlines}");
+    let n = d.sh(&id, "ps -e --no-headers | wc -l")["stdout"].as_str().unwrap().trim().parse::<u32>().unwrap();
+    assert!(n < 10, "a fresh sandbox shows only its own few processes, got {n}");
+    // Signalling a host pid number goes nowhere (it does not exist in here).
+    let me = std::process::id();
+    let v = d.sh(&id, &format!("kill -0 {me} 2>/dev/null && echo visible || echo gone"));
+    if me > 100 {
+        assert_eq!(v["stdout"], "gone\n");
+    }
+}
+
+#[test]
+fn writes_stay_inside_the_sandbox() {
+    let Some(d) = Daemon::start() else { return };
+    let id = d.create(json!({"name": "cow", "size_class": "micro"}))["id"].as_str().unwrap().to_string();
+    let tag = id.clone();
+    let v = d.sh(&id, &format!("echo x > /usr/heyvm-{tag} && echo x > /etc/heyvm-{tag} && echo x > /heyvm-{tag} && cat /usr/heyvm-{tag}"));
+    assert_eq!(v["stdout"], "x\n", "the copy-on-write layer is writable inside: {v}");
+    for p in [format!("/usr/heyvm-{tag}"), format!("/etc/heyvm-{tag}"), format!("/heyvm-{tag}")] {
+        assert!(!std::path::Path::new(&p).exists(), "{p} leaked to the host");
+    }
+    // Deleting a host file inside only hides it in the sandbox.
+    let v = d.sh(&id, "rm -f /etc/os-release && test ! -e /etc/os-release && echo removed");
+    assert_eq!(v["stdout"], "removed\n", "{v}");
+    assert!(std::path::Path::new("/etc/os-release").exists(), "deleting inside removed the host's file");
+    // Kernel interfaces are not writable.
+    let v = d.sh(&id, "echo 1 > /proc/sys/kernel/sysrq 2>/dev/null && echo wrote; mount -t tmpfs x /mnt 2>/dev/null && echo mounted; true");
+    assert_eq!(v["stdout"], "", "{v}");
+    // Separate hostname, no shadow file.
+    let v = d.sh(&id, "hostname; cat /etc/shadow 2>&1 | head -c 200");
+    let out = v["stdout"].as_str().unwrap();
+    assert!(out.starts_with("cow\n"), "hostname is the sandbox's: {out}");
+    assert!(!out.contains("root:"), "/etc/shadow is readable inside: {out}");
+}
+
+#[test]
+fn mounts_honour_read_only() {
+    let Some(d) = Daemon::start() else { return };
+    let ro = tempfile::tempdir().unwrap();
+    let rw = tempfile::tempdir().unwrap();
+    std::fs::write(ro.path().join("given.txt"), "hello").unwrap();
+    let id = d.create(json!({"name": "mnt", "size_class": "micro", "mounts": [
+        {"host_path": ro.path(), "sandbox_path": "/data", "read_only": true},
+        {"host_path": rw.path(), "sandbox_path": "/out", "read_only": false},
+    ]}))["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let v = d.sh(&id, "cat /data/given.txt; echo; touch /data/new 2>/dev/null && echo wrote-ro; rm /data/given.txt 2>/dev/null && echo removed-ro; echo out > /out/made.txt");
+    assert_eq!(v["stdout"], "hello\n", "{v}");
+    assert!(!ro.path().join("new").exists());
+    assert!(ro.path().join("given.txt").exists());
+    assert_eq!(std::fs::read_to_string(rw.path().join("made.txt")).unwrap(), "out\n");
+    // The file API honours read_only too.
+    let (s, v) = d.upload_json(&id, "/data", "x.txt", b"no");
+    assert_eq!((s, v["error"].as_str()), (403, Some("read_only_mount")), "{v}");
+    let (s, v) = d.delete(&format!("/sandboxes/{id}/files/given.txt?mount_path=/data"));
+    assert_eq!((s, v["error"].as_str()), (403, Some("read_only_mount")), "{v}");
+    assert!(!ro.path().join("x.txt").exists());
+    let (s, body) = d.get_bytes(&format!("/sandboxes/{id}/files/given.txt?mount_path=/data"));
+    assert_eq!((s, body.as_slice()), (200, &b"hello"[..]));
+}
+
+#[test]
+fn micro_sandbox_allocating_1gib_is_oom_killed() {
+    let Some(d) = Daemon::start() else { return };
+    let id = d.create(json!({"name": "oom", "size_class": "micro"}))["id"].as_str().unwrap().to_string();
+    // dd with a 1 GiB block size fills a 1 GiB buffer from /dev/zero.
+    let (s, v) = d.post(&format!("/sandboxes/{id}/execute"), &json!({"command": "dd", "args": ["if=/dev/zero", "of=/dev/null", "bs=1G", "count=1"], "timeout_secs": 60}));
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["oom_killed"], true, "{v}");
+    assert_ne!(v["exit_code"], 0, "{v}");
+    assert!(v["output"].as_str().unwrap().contains("memory limit"), "the response says why: {v}");
+    // The sandbox itself survives its command's OOM kill.
+    assert_eq!(d.sh(&id, "echo alive")["stdout"], "alive\n");
+    let (_, info) = d.get(&format!("/sandboxes/{id}"));
+    assert_eq!(info["status"], "running");
+    // A smaller allocation is fine.
+    let v = d.sh(&id, "dd if=/dev/zero of=/dev/null bs=100M count=1 2>/dev/null && echo ok");
+    assert_eq!((v["stdout"].as_str(), v["oom_killed"].as_bool()), (Some("ok\n"), Some(false)), "{v}");
+}
+
+#[test]
+fn fork_bomb_stops_at_the_pids_limit() {
+    let Some(d) = Daemon::start() else { return };
+    let id = d.create(json!({"name": "bomb", "size_class": "micro"}))["id"].as_str().unwrap().to_string();
+    let (s, v) = d.post(&format!("/sandboxes/{id}/execute"), &json!({"command": "/bin/sh", "args": ["-c", "f() { f | f & }; f; sleep 3"], "timeout_secs": 3}));
+    assert_eq!(s, 200, "{v}");
+    let cg = Cgroup::find(&id);
+    let events = cg.read("pids", "pids.events");
+    let max_hits: u64 = events.split_whitespace().nth(1).and_then(|n| n.parse().ok()).unwrap_or(0);
+    assert!(max_hits > 0, "the bomb ran into pids.max: {events}");
+    // Everything of the bomb is gone once the exec's tree was killed, and
+    // the sandbox and the daemon still work.
+    d.wait_until("the bomb's processes to die", std::time::Duration::from_secs(20), || {
+        let (s, v) = d.post(&format!("/sandboxes/{id}/execute"), &json!({"command": "/bin/sh", "args": ["-c", "ps -e --no-headers | wc -l"]}));
+        s == 200 && v["stdout"].as_str().unwrap().trim().parse::<u32>().unwrap_or(999) < 10
+    });
+    assert_eq!(d.sh(&id, "echo fine")["stdout"], "fine\n");
+    assert_eq!(d.get("/health").0, 200);
+    // The host can still fork.
+    assert!(std::process::Command::new("true").status().unwrap().success());
+}
+
+/// A sandbox's cgroup directories on this host (v1 or v2).
+struct Cgroup {
+    v1: bool,
+    id: String,
+}
+
+fn cgroup_mount(pred: impl Fn(&str, &str) -> bool) -> Option<PathBuf> {
+    let text = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    text.lines().find_map(|l| {
+        let (pre, post) = l.split_once(" - ")?;
+        let mp = pre.split(' ').nth(4)?;
+        let mut it = post.split(' ');
+        let fstype = it.next()?;
+        let opts = it.nth(1).unwrap_or("");
+        pred(fstype, opts).then(|| PathBuf::from(mp))
+    })
+}
+
+impl Cgroup {
+    fn find(id: &str) -> Cgroup {
+        let v1 = cgroup_mount(|t, o| t == "cgroup" && o.split(',').any(|x| x == "memory")).is_some();
+        Cgroup { v1, id: id.into() }
+    }
+
+    fn dir(&self, controller: &str) -> PathBuf {
+        if self.v1 {
+            cgroup_mount(|t, o| t == "cgroup" && o.split(',').any(|x| x == controller)).expect("v1 controller").join("heyvm").join(&self.id)
+        } else {
+            cgroup_mount(|t, _| t == "cgroup2").expect("cgroup2").join("heyvm").join(&self.id)
+        }
+    }
+
+    fn read(&self, controller: &str, file: &str) -> String {
+        let p = self.dir(controller).join(file);
+        std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display())).trim().to_string()
+    }
+
+    /// (memory bytes, cpu quota µs per 100 ms period, pids)
+    fn limits(&self) -> (u64, u64, u64) {
+        if self.v1 {
+            assert_eq!(self.read("cpu", "cpu.cfs_period_us"), "100000");
+            (
+                self.read("memory", "memory.limit_in_bytes").parse().unwrap(),
+                self.read("cpu", "cpu.cfs_quota_us").parse().unwrap(),
+                self.read("pids", "pids.max").parse().unwrap(),
+            )
+        } else {
+            let cpu = self.read("cpu", "cpu.max");
+            let (q, p) = cpu.split_once(' ').unwrap();
+            assert_eq!(p, "100000");
+            (self.read("memory", "memory.max").parse().unwrap(), q.parse().unwrap(), self.read("pids", "pids.max").parse().unwrap())
+        }
+    }
+}
+
+#[test]
+fn size_classes_are_cgroup_limits() {
+    let Some(d) = Daemon::start() else { return };
+    let info = d.create(json!({"name": "sized", "size_class": "micro"}));
+    let id = info["id"].as_str().unwrap().to_string();
+    assert_eq!(info["size_class"], "micro");
+    let cg = Cgroup::find(&id);
+    const MIB: u64 = 1 << 20;
+    assert_eq!(cg.limits(), (512 * MIB, 25_000, 256), "micro");
+    // The sandbox's processes are in it.
+    let procs = cg.read("pids", "cgroup.procs");
+    assert!(!procs.is_empty(), "no process in the sandbox's cgroup");
+    // PATCH size_class changes the limits live, in both directions.
+    let classes: [(&str, u64, u64, u64); 6] = [
+        ("mini", 1024 * MIB, 50_000, 512),
+        ("small", 2048 * MIB, 100_000, 1024),
+        ("medium", 4096 * MIB, 200_000, 2048),
+        ("large", 8192 * MIB, 400_000, 4096),
+        ("xlarge", 16384 * MIB, 800_000, 8192),
+        ("micro", 512 * MIB, 25_000, 256),
+    ];
+    for (class, mem, cpu, pids) in classes {
+        let (s, v) = d.patch(&format!("/sandboxes/{id}"), &json!({"size_class": class}));
+        assert_eq!(s, 200, "{v}");
+        assert_eq!(v["size_class"], class);
+        assert_eq!(cg.limits(), (mem, cpu, pids), "{class}");
+    }
+    assert_eq!(d.sh(&id, "echo still-running")["stdout"], "still-running\n");
+    // A stopped sandbox has no cgroup; it gets the new class at start.
+    d.post(&format!("/sandboxes/{id}/stop"), &json!({}));
+    assert!(!cg.dir("memory").exists(), "stop removes the cgroup");
+    let (s, v) = d.patch(&format!("/sandboxes/{id}"), &json!({"size_class": "mini"}));
+    assert_eq!(s, 200, "{v}");
+    let (s, v) = d.post(&format!("/sandboxes/{id}/start"), &json!({}));
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(cg.limits(), (1024 * MIB, 50_000, 512), "mini after start");
+    let (s, v) = d.patch(&format!("/sandboxes/{id}"), &json!({"size_class": "huge"}));
+    assert_eq!(s, 400, "{v}");
+    // Delete removes the cgroups.
+    d.delete(&format!("/sandboxes/{id}"));
+    for c in ["memory", "cpu", "pids"] {
+        assert!(!cg.dir(c).exists(), "{c} cgroup left behind");
+    }
+}
