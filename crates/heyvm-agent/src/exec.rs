@@ -44,15 +44,18 @@ pub fn run(mut conn: UnixStream, spec: ExecSpec) -> io::Result<()> {
     let finished = Arc::new(AtomicBool::new(false));
     let (done_tx, done_rx) = mpsc::channel::<()>();
     let mut pumps = 0;
+    // A background command outlives its host connection: for the disconnect
+    // checks it counts as already finished.
+    let keep_alive = if spec.background { Arc::new(AtomicBool::new(true)) } else { finished.clone() };
     if let Some(out) = child.stdout.take() {
-        pump(out, FrameKind::Stdout, writer.clone(), done_tx.clone(), pgid.clone(), finished.clone());
+        pump(out, FrameKind::Stdout, writer.clone(), done_tx.clone(), pgid.clone(), keep_alive.clone());
         pumps += 1;
     }
     if let Some(err) = child.stderr.take() {
-        pump(err, FrameKind::Stderr, writer.clone(), done_tx.clone(), pgid.clone(), finished.clone());
+        pump(err, FrameKind::Stderr, writer.clone(), done_tx.clone(), pgid.clone(), keep_alive.clone());
         pumps += 1;
     }
-    watch_host(conn, child.stdin.take(), pgid.clone(), finished.clone());
+    watch_host(conn, child.stdin.take(), pgid.clone(), keep_alive);
 
     let (exit_tx, exit_rx) = mpsc::channel();
     thread::spawn(move || {
@@ -119,15 +122,20 @@ fn pump(
 ) {
     thread::spawn(move || {
         let mut buf = vec![0u8; 64 * 1024];
+        let mut host_gone = false;
         loop {
             match src.read(&mut buf) {
                 Ok(0) => break,
                 Ok(n) => {
+                    if host_gone {
+                        continue; // drain so the command never blocks on a full pipe
+                    }
                     if send(&writer, &encode(kind, &buf[..n])).is_err() {
                         if !finished.load(Ordering::SeqCst) {
                             pgid.kill();
+                            break;
                         }
-                        break;
+                        host_gone = true;
                     }
                 }
                 Err(e) if e.kind() == ErrorKind::Interrupted => continue,

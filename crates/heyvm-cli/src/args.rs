@@ -39,8 +39,9 @@ pub struct Cli {
     /// API server URL (default: $HEYVM_API_URL or the local daemon).
     #[arg(long, global = true, env = "HEYVM_API_URL")]
     pub server: Option<String>,
-    /// Bearer token for the API server.
-    #[arg(long, global = true, env = "HEYVM_TOKEN", hide_env_values = true)]
+    /// Bearer token for the API server (default: $HEYO_ARCHIVE_TOKEN, $HEYVM_TOKEN, then the token
+    /// stored by `heyvm login` in $MVM_DATA_DIR/token.json).
+    #[arg(long, global = true, hide_env_values = true)]
     pub token: Option<String>,
     #[command(subcommand)]
     pub command: Option<Command>,
@@ -98,6 +99,9 @@ pub enum Command {
         /// Start at this entry instead of showing the most recent.
         #[arg(long)]
         offset: Option<usize>,
+        /// Keep printing new entries as they are written (Ctrl-C to stop).
+        #[arg(long, short)]
+        follow: bool,
     },
     /// Copy a file between the host and a sandbox: `cp ./a SANDBOX:/workspace/a` or `cp SANDBOX:/workspace/a ./a`.
     Cp {
@@ -129,6 +133,59 @@ pub enum Command {
         #[arg(long)]
         remove: Option<String>,
     },
+    /// Open an interactive shell in a sandbox (a real terminal: raw mode, window resizes,
+    /// reconnects after a dropped connection). heyvm's exit code is the shell's.
+    #[command(after_help = "Examples:\n  heyvm sh demo\n  heyvm sh demo --cwd /tmp --env DEBUG=1")]
+    Sh(ShellArgs),
+    /// Attach to a shell stream URL (the connection_url from POST /sandboxes/:id/shell-session).
+    #[command(after_help = "Example:\n  heyvm connect ws://127.0.0.1:34099/sandboxes/sb-1a2b3c4d/shell-stream --shell")]
+    Connect {
+        /// ws:// URL of a shell stream.
+        url: String,
+        /// Open an interactive shell (the only kind of connection so far).
+        #[arg(long)]
+        shell: bool,
+        #[command(flatten)]
+        opts: ShellOptArgs,
+    },
+    /// Archive a directory, run it in a new sandbox, expose its ports and wait until healthy.
+    #[command(after_help = "Example:\n  heyvm deploy ./my-app --name web --port 8080 --start-command 'python3 server.py' \\\n    --health-path /health --ttl-seconds 3600 --format json")]
+    Deploy(DeployArgs),
+    /// Mint API tokens (HS256 JWTs signed with the server's JWT_SECRET).
+    Token {
+        #[command(subcommand)]
+        action: TokenAction,
+    },
+    /// Store a token for this machine's CLI ($MVM_DATA_DIR/token.json, default ~/.heyo).
+    #[command(after_help = "Examples:\n  heyvm login --token \"$TOKEN\"\n  heyvm token create --sub me | heyvm login -")]
+    Login {
+        /// The token (a JWT), instead of --token; `-` reads it from stdin.
+        #[arg(value_name = "TOKEN")]
+        token_arg: Option<String>,
+    },
+    /// Forget the token stored by `heyvm login`.
+    Logout,
+    /// Expose a port of a sandbox through the proxy and print its URL.
+    #[command(after_help = "Without API_HOSTNAME on the server the URL is a 127.0.0.1 port; with it, http://<subdomain>.<API_HOSTNAME>:<api port>.\n\
+        Examples:\n  heyvm bind demo 8080 --format json\n  heyvm bind demo 8080 --private   # callers need Authorization: Bearer <token>")]
+    Bind {
+        id: String,
+        /// Port inside the sandbox.
+        port: u16,
+        /// Require `Authorization: Bearer <token>` (a token the server's JWT_SECRET verifies).
+        #[arg(long)]
+        private: bool,
+    },
+    /// Remove a proxy endpoint created by `bind`.
+    Unbind {
+        id: String,
+        /// The endpoint's subdomain, as printed by `bind`.
+        subdomain: String,
+    },
+    /// Wait until a port inside a sandbox accepts connections (or a URL answers); exits 1 on timeout.
+    #[command(after_help = "Examples:\n  heyvm wait-for demo 8080 --path /health --timeout 60s --format json\n  \
+        heyvm wait-for --url http://127.0.0.1:41234/health --timeout 30s")]
+    WaitFor(WaitForArgs),
     /// Run the sandbox agent (inside a sandbox; internal).
     #[command(name = "__agent", hide = true)]
     Agent(AgentArgs),
@@ -189,6 +246,19 @@ pub struct CreateArgs {
     /// Create without starting.
     #[arg(long)]
     pub no_start: bool,
+    /// Network: `nat` (default; outbound access through the host, needs a
+    /// root daemon) or `none` (loopback only).
+    #[arg(long, value_name = "nat|none")]
+    pub network: Option<String>,
+    /// Egress allow list entry (CIDR, IP or domain name; repeatable). When
+    /// given, only these destinations are reachable (DNS servers too).
+    /// Names are resolved when the sandbox starts.
+    #[arg(long = "allow-out", value_name = "DEST")]
+    pub allow_out: Vec<String>,
+    /// Egress deny list entry (CIDR, IP or domain name; repeatable); always
+    /// blocked, even if also allowed.
+    #[arg(long = "deny-out", value_name = "DEST")]
+    pub deny_out: Vec<String>,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -226,7 +296,111 @@ pub struct ExecArgs {
     /// Kill the command's process tree after this long (e.g. 30s, 2m, 500ms).
     #[arg(long)]
     pub timeout: Option<String>,
+    /// Print output as it is produced instead of when the command ends.
+    #[arg(long)]
+    pub stream: bool,
     /// The command and its arguments (after --).
     #[arg(last = true, required = true)]
     pub argv: Vec<String>,
+}
+
+#[derive(Subcommand, Debug, Clone)]
+pub enum TokenAction {
+    /// Print a new token. The secret comes from --secret or $JWT_SECRET.
+    #[command(after_help = "Example:\n  JWT_SECRET=... heyvm token create --sub ci-runner --ttl 1h --aud heyvm")]
+    Create {
+        /// Subject: who the token is for.
+        #[arg(long)]
+        sub: String,
+        /// Lifetime (e.g. 30m, 1h, 7d is 168h).
+        #[arg(long, default_value = "1h")]
+        ttl: String,
+        /// Audience claim (must match the server's JWT_AUDIENCE when that is set).
+        #[arg(long)]
+        aud: Option<String>,
+        /// Signing secret (default: $JWT_SECRET).
+        #[arg(long, env = "JWT_SECRET", hide_env_values = true)]
+        secret: Option<String>,
+    },
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct DeployArgs {
+    /// Directory to deploy; archived honouring .gitignore and unpacked at /workspace.
+    pub dir: PathBuf,
+    /// Sandbox name (default: the directory name).
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Port to expose through the proxy (repeatable).
+    #[arg(long = "port")]
+    pub ports: Vec<u16>,
+    /// Long-running process that serves the app (run in /workspace).
+    #[arg(long)]
+    pub start_command: Option<String>,
+    /// HTTP path polled through the first port until it answers 2xx (e.g. /health).
+    #[arg(long)]
+    pub health_path: Option<String>,
+    /// How long to wait for the health check (e.g. 60s, 2m).
+    #[arg(long, default_value = "120s")]
+    pub health_timeout: String,
+    /// micro, mini, small, medium, large or xlarge.
+    #[arg(long)]
+    pub size_class: Option<String>,
+    /// US or EU (recorded on the sandbox; local servers run everything here).
+    #[arg(long)]
+    pub region: Option<String>,
+    /// Environment variable KEY=VALUE (repeatable).
+    #[arg(long = "env")]
+    pub env: Vec<String>,
+    /// Shell command run in /workspace after the files are in place, before the start command (repeatable).
+    #[arg(long = "setup-hook")]
+    pub setup_hooks: Vec<String>,
+    /// Delete the sandbox after it has run this many seconds.
+    #[arg(long)]
+    pub ttl_seconds: Option<u64>,
+    /// Require a Bearer token on the exposed ports.
+    #[arg(long)]
+    pub private: bool,
+    /// Keep the sandbox when the deploy fails (default: delete it).
+    #[arg(long)]
+    pub keep_on_failure: bool,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct WaitForArgs {
+    /// The sandbox (id, name or slug).
+    #[arg(required_unless_present = "url", conflicts_with = "url")]
+    pub id: Option<String>,
+    /// Port inside the sandbox.
+    #[arg(required_unless_present = "url")]
+    pub port: Option<u16>,
+    /// Also require an HTTP GET of this path to answer 2xx or 3xx (e.g. /health).
+    #[arg(long)]
+    pub path: Option<String>,
+    /// Give up after this long (e.g. 60s, 2m).
+    #[arg(long, default_value = "60s")]
+    pub timeout: String,
+    /// Instead of a sandbox port, poll this URL from here until it answers 2xx or 3xx.
+    #[arg(long)]
+    pub url: Option<String>,
+    /// With --url: send the CLI's API token as a Bearer token (for private endpoints).
+    #[arg(long, requires = "url")]
+    pub with_token: bool,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct ShellArgs {
+    pub id: String,
+    #[command(flatten)]
+    pub opts: ShellOptArgs,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct ShellOptArgs {
+    /// Working directory of the shell (default: the sandbox's working directory).
+    #[arg(long)]
+    pub cwd: Option<String>,
+    /// Environment variable KEY=VALUE for the shell (repeatable).
+    #[arg(long = "env")]
+    pub env: Vec<String>,
 }

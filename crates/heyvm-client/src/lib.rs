@@ -160,6 +160,12 @@ impl Client {
         self.send("POST", &format!("/sandboxes/{}/{action}", encode(id)), &serde_json::json!({}))
     }
 
+    /// `POST /sandboxes/:id/shell-session`: `{connection_url, sandbox_id}`,
+    /// the WebSocket URL of an interactive shell.
+    pub fn shell_session(&self, id: &str) -> Result<serde_json::Value> {
+        self.send("POST", &format!("/sandboxes/{}/shell-session", encode(id)), &serde_json::json!({}))
+    }
+
     pub fn execute(&self, id: &str, req: &ExecRequest) -> Result<ExecResponse> {
         self.send("POST", &format!("/sandboxes/{}/execute", encode(id)), req)
     }
@@ -216,6 +222,58 @@ impl Client {
         self.get(&format!("/sandboxes/{}/logs?{}", encode(id), q.join("&")))
     }
 
+    /// Opens a server-sent event stream and calls `on_event(name, data)` for
+    /// each event until the stream ends or `on_event` returns false.
+    fn sse(&self, resp: std::result::Result<ureq::http::Response<ureq::Body>, ureq::Error>, mut on_event: impl FnMut(&str, &serde_json::Value) -> bool) -> Result<()> {
+        let resp = resp.map_err(|e| self.transport(e))?;
+        if resp.status().as_u16() >= 400 {
+            return self.finish::<serde_json::Value>(Ok(resp)).map(|_| ());
+        }
+        let reader = resp.into_body().into_with_config().limit(u64::MAX).reader();
+        let (mut name, mut data) = (String::new(), String::new());
+        for line in std::io::BufRead::lines(std::io::BufReader::new(reader)) {
+            let line = line.map_err(|e| self.transport(e))?;
+            if line.is_empty() {
+                if !data.is_empty() {
+                    let v = serde_json::from_str(&data).unwrap_or(serde_json::Value::String(data.clone()));
+                    if !on_event(if name.is_empty() { "message" } else { &name }, &v) {
+                        return Ok(());
+                    }
+                }
+                name.clear();
+                data.clear();
+            } else if let Some(v) = line.strip_prefix("event:") {
+                name = v.trim().to_string();
+            } else if let Some(v) = line.strip_prefix("data:") {
+                if !data.is_empty() {
+                    data.push('\n');
+                }
+                data.push_str(v.strip_prefix(' ').unwrap_or(v));
+            }
+        }
+        Ok(())
+    }
+
+    /// Streamed exec (`POST /sandboxes/:id/exec/stream`).
+    pub fn exec_stream(&self, id: &str, req: &ExecRequest, on_event: impl FnMut(&str, &serde_json::Value) -> bool) -> Result<()> {
+        let mut r = self.agent.post(self.url(&format!("/sandboxes/{}/exec/stream", encode(id))));
+        if let Some(t) = &self.token {
+            r = r.header("Authorization", format!("Bearer {t}"));
+        }
+        let bytes = serde_json::to_vec(req).map_err(|e| self.transport(e))?;
+        self.sse(r.content_type("application/json").send(&bytes[..]), on_event)
+    }
+
+    /// Follows the sandbox log (`GET /sandboxes/:id/logs/stream`).
+    pub fn follow_logs(&self, id: &str, query: &[(&str, String)], on_event: impl FnMut(&str, &serde_json::Value) -> bool) -> Result<()> {
+        let q: Vec<String> = query.iter().map(|(k, v)| format!("{k}={}", encode(v))).collect();
+        let mut r = self.agent.get(self.url(&format!("/sandboxes/{}/logs/stream?{}", encode(id), q.join("&"))));
+        if let Some(t) = &self.token {
+            r = r.header("Authorization", format!("Bearer {t}"));
+        }
+        self.sse(r.call(), on_event)
+    }
+
     pub fn mounts(&self, id: &str) -> Result<Vec<MountSpec>> {
         self.get(&format!("/sandboxes/{}/mounts", encode(id)))
     }
@@ -226,5 +284,67 @@ impl Client {
 
     pub fn remove_mount(&self, id: &str, sandbox_path: &str) -> Result<serde_json::Value> {
         self.delete(&format!("/sandboxes/{}/mounts/{}", encode(id), encode_path(sandbox_path.trim_start_matches('/'))))
+    }
+}
+
+/// Proxy endpoints and readiness waits.
+impl Client {
+    /// `POST /sandboxes/:id/proxy`: expose `port` of the sandbox.
+    pub fn create_proxy(&self, id: &str, port: u16, is_public: bool) -> Result<ProxyEndpoint> {
+        self.send("POST", &format!("/sandboxes/{}/proxy", encode(id)), &CreateProxyRequest { port, is_public })
+    }
+
+    pub fn list_proxies(&self, id: &str) -> Result<Vec<ProxyEndpoint>> {
+        self.get(&format!("/sandboxes/{}/proxy", encode(id)))
+    }
+
+    pub fn delete_proxy(&self, id: &str, subdomain: &str) -> Result<ProxyEndpoint> {
+        self.delete(&format!("/sandboxes/{}/proxy?subdomain={}", encode(id), encode(subdomain)))
+    }
+
+    /// `POST /sandboxes/:id/wait-for`; blocks server-side up to the timeout.
+    pub fn wait_for(&self, id: &str, req: &WaitForRequest) -> Result<WaitForResponse> {
+        self.send("POST", &format!("/sandboxes/{}/wait-for", encode(id)), req)
+    }
+}
+
+/// One GET of `url` (redirects not followed), sending `token` as a Bearer
+/// token when given; the HTTP status, or why there was none.
+pub fn probe_url(url: &str, token: Option<&str>, timeout: Duration) -> std::result::Result<u16, String> {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .max_redirects(0)
+        .timeout_global(Some(timeout))
+        .build()
+        .into();
+    let mut req = agent.get(url);
+    if let Some(t) = token {
+        req = req.header("Authorization", format!("Bearer {t}"));
+    }
+    req.call().map(|r| r.status().as_u16()).map_err(|e| e.to_string())
+}
+
+/// Deploy support: archives and probing exposed URLs.
+impl Client {
+    /// `POST /archives`: streams a tar.gz file; returns its `ar-…` id.
+    pub fn upload_archive(&self, path: &std::path::Path) -> Result<ArchiveInfo> {
+        let file = std::fs::File::open(path).map_err(|e| self.transport(format!("{}: {e}", path.display())))?;
+        let mut r = self.agent.post(self.url("/archives"));
+        if let Some(t) = &self.token {
+            r = r.header("Authorization", format!("Bearer {t}"));
+        }
+        let mut reader = std::io::BufReader::new(file);
+        self.finish(r.content_type("application/gzip").send(ureq::SendBody::from_reader(&mut reader)))
+    }
+
+    /// GETs an absolute URL (an exposed sandbox port) with this client's
+    /// token; returns the HTTP status. Transport errors are errors.
+    pub fn probe(&self, url: &str, timeout: Duration) -> Result<u16> {
+        let mut r = self.agent.get(url).config().timeout_global(Some(timeout)).build();
+        if let Some(t) = &self.token {
+            r = r.header("Authorization", format!("Bearer {t}"));
+        }
+        let resp = r.call().map_err(|e| ClientError::Transport { url: url.to_string(), detail: e.to_string() })?;
+        Ok(resp.status().as_u16())
     }
 }

@@ -6,14 +6,18 @@
 //! This crate knows nothing about HTTP or the command line.
 
 pub mod agent_client;
+pub mod archive;
 pub mod backend;
+pub mod egress;
 pub mod error;
 pub mod ids;
 pub mod manager;
 pub mod paths;
 pub mod record;
 pub mod safe_fs;
+pub mod shell;
 pub mod store;
+pub mod text;
 
 pub use backend::{Backend, LaunchSpec, Usage};
 pub use error::{CoreError, Result};

@@ -6,6 +6,8 @@ use std::sync::Mutex;
 
 use rusqlite::{params, Connection, OptionalExtension};
 
+use heyvm_types::{ExecOperation, OperationStatus};
+
 use crate::error::{CoreError, Result};
 use crate::ids::looks_like_id;
 use crate::record::SandboxRecord;
@@ -29,6 +31,18 @@ impl Store {
                  slug TEXT NOT NULL UNIQUE,
                  status TEXT NOT NULL,
                  created_at INTEGER NOT NULL,
+                 record TEXT NOT NULL
+             );
+             CREATE TABLE IF NOT EXISTS exec_operations (
+                 sandbox_id TEXT NOT NULL,
+                 operation_id TEXT NOT NULL,
+                 status TEXT NOT NULL,
+                 record TEXT NOT NULL,
+                 PRIMARY KEY (sandbox_id, operation_id)
+             );
+             CREATE TABLE IF NOT EXISTS proxy_endpoints (
+                 subdomain TEXT PRIMARY KEY,
+                 sandbox_id TEXT NOT NULL,
                  record TEXT NOT NULL
              );",
         )?;
@@ -71,8 +85,49 @@ impl Store {
     }
 
     pub fn delete(&self, id: &str) -> Result<()> {
-        self.conn().execute("DELETE FROM sandboxes WHERE id = ?1", params![id])?;
+        let conn = self.conn();
+        conn.execute("DELETE FROM sandboxes WHERE id = ?1", params![id])?;
+        conn.execute("DELETE FROM exec_operations WHERE sandbox_id = ?1", params![id])?;
         Ok(())
+    }
+
+    pub fn insert_operation(&self, op: &ExecOperation) -> Result<()> {
+        self.conn().execute(
+            "INSERT INTO exec_operations (sandbox_id, operation_id, status, record) VALUES (?1, ?2, ?3, ?4)",
+            params![op.sandbox_id, op.operation_id, status_str(op.status), encode(op)?],
+        )?;
+        Ok(())
+    }
+
+    pub fn update_operation(&self, op: &ExecOperation) -> Result<()> {
+        self.conn().execute(
+            "UPDATE exec_operations SET status = ?3, record = ?4 WHERE sandbox_id = ?1 AND operation_id = ?2",
+            params![op.sandbox_id, op.operation_id, status_str(op.status), encode(op)?],
+        )?;
+        Ok(())
+    }
+
+    pub fn get_operation(&self, sandbox_id: &str, operation_id: &str) -> Result<Option<ExecOperation>> {
+        let json: Option<String> = self
+            .conn()
+            .query_row(
+                "SELECT record FROM exec_operations WHERE sandbox_id = ?1 AND operation_id = ?2",
+                params![sandbox_id, operation_id],
+                |row| row.get(0),
+            )
+            .optional()?;
+        json.map(|j| serde_json::from_str(&j).map_err(|e| CoreError::Backend(format!("corrupt operation record: {e}")))).transpose()
+    }
+
+    pub fn unfinished_operations(&self) -> Result<Vec<ExecOperation>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare("SELECT record FROM exec_operations WHERE status IN ('queued', 'running')")?;
+        let rows = stmt.query_map([], |row| row.get::<_, String>(0))?;
+        let mut out = Vec::new();
+        for j in rows {
+            out.push(serde_json::from_str(&j?).map_err(|e| CoreError::Backend(format!("corrupt operation record: {e}")))?);
+        }
+        Ok(out)
     }
 
     /// Finds a sandbox by id, then slug, then name.
@@ -99,6 +154,64 @@ impl Store {
         }
         Ok(out)
     }
+}
+
+/// Proxy endpoints (see `manager::proxy`), one row per subdomain.
+impl Store {
+    /// Fails with `Conflict` when the subdomain is taken.
+    pub fn insert_endpoint(&self, e: &crate::manager::Endpoint) -> Result<()> {
+        let res = self.conn().execute(
+            "INSERT INTO proxy_endpoints (subdomain, sandbox_id, record) VALUES (?1, ?2, ?3)",
+            params![e.subdomain, e.sandbox_id, encode(e)?],
+        );
+        match res {
+            Ok(_) => Ok(()),
+            Err(rusqlite::Error::SqliteFailure(f, _)) if f.code == rusqlite::ErrorCode::ConstraintViolation => {
+                Err(CoreError::Conflict(format!("subdomain '{}' is taken", e.subdomain)))
+            }
+            Err(err) => Err(err.into()),
+        }
+    }
+
+    pub fn update_endpoint(&self, e: &crate::manager::Endpoint) -> Result<()> {
+        self.conn().execute("UPDATE proxy_endpoints SET record = ?2 WHERE subdomain = ?1", params![e.subdomain, encode(e)?])?;
+        Ok(())
+    }
+
+    /// Whether a row was removed.
+    pub fn delete_endpoint(&self, subdomain: &str) -> Result<bool> {
+        Ok(self.conn().execute("DELETE FROM proxy_endpoints WHERE subdomain = ?1", params![subdomain])? > 0)
+    }
+
+    pub fn delete_endpoints_of(&self, sandbox_id: &str) -> Result<()> {
+        self.conn().execute("DELETE FROM proxy_endpoints WHERE sandbox_id = ?1", params![sandbox_id])?;
+        Ok(())
+    }
+
+    /// Every endpoint, or one sandbox's, oldest first.
+    pub fn endpoints(&self, sandbox_id: Option<&str>) -> Result<Vec<crate::manager::Endpoint>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare("SELECT record FROM proxy_endpoints WHERE ?1 IS NULL OR sandbox_id = ?1 ORDER BY rowid")?;
+        let rows = stmt.query_map(params![sandbox_id], |row| row.get::<_, String>(0))?;
+        let mut out = Vec::new();
+        for j in rows {
+            out.push(serde_json::from_str(&j?).map_err(|e| CoreError::Backend(format!("corrupt endpoint record: {e}")))?);
+        }
+        Ok(out)
+    }
+}
+
+fn status_str(s: OperationStatus) -> &'static str {
+    match s {
+        OperationStatus::Queued => "queued",
+        OperationStatus::Running => "running",
+        OperationStatus::Completed => "completed",
+        OperationStatus::Failed => "failed",
+    }
+}
+
+fn encode<T: serde::Serialize>(v: &T) -> Result<String> {
+    serde_json::to_string(v).map_err(|e| CoreError::Backend(e.to_string()))
 }
 
 fn decode(json: &str) -> Result<SandboxRecord> {
@@ -132,6 +245,11 @@ mod tests {
             open_ports: vec![],
             error_message: None,
             hooks_done: false,
+            network: Default::default(),
+            allow_out: vec![],
+            deny_out: vec![],
+            archive_id: None,
+            region: None,
         }
     }
 

@@ -55,6 +55,29 @@ pub enum Request {
     /// Terminate every process in the sandbox, waiting `grace_ms` before
     /// SIGKILL; answered with [`Event::Done`] just before the agent exits.
     Shutdown { grace_ms: u64 },
+    /// Connect to `127.0.0.1:port` inside the sandbox. On success the agent
+    /// answers [`Event::Connected`] and from then on the connection carries
+    /// raw bytes both ways (no more frames) until either side closes.
+    Connect { port: u16 },
+    /// Open an interactive shell on a new pseudo-terminal. The agent answers
+    /// [`Event::Started`], then PTY output as `Stdout` frames and finally
+    /// [`Event::Exit`]; the host sends `Stdin` frames and [`Request::Resize`]
+    /// control frames on the same connection. Closing the host's side hangs
+    /// up the terminal.
+    Shell(ShellSpec),
+    /// Only valid on an open shell connection: new terminal size.
+    Resize { cols: u16, rows: u16 },
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ShellSpec {
+    /// The program; `None` means the login shell (`/bin/bash -l`, else `/bin/sh -l`).
+    #[serde(default)]
+    pub argv: Option<Vec<String>>,
+    pub env: BTreeMap<String, String>,
+    pub cwd: String,
+    pub cols: u16,
+    pub rows: u16,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -67,6 +90,14 @@ pub struct ExecSpec {
     /// Whether the host will send stdin frames; otherwise stdin is /dev/null.
     #[serde(default)]
     pub stdin: bool,
+    /// Keep the command running if the host disconnects (its output is then
+    /// discarded); otherwise a disconnect kills the process group.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub background: bool,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 /// Agent -> host.
@@ -78,6 +109,8 @@ pub enum Event {
     Exit(ExitStatus),
     Done,
     Error { message: String },
+    /// Answer to [`Request::Connect`]: the byte stream starts right after.
+    Connected,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -190,6 +223,7 @@ mod tests {
             cwd: "/workspace".into(),
             timeout_ms: Some(1000),
             stdin: false,
+            background: false,
         });
         assert_eq!(
             serde_json::to_string(&exec).unwrap(),
@@ -200,6 +234,14 @@ mod tests {
             serde_json::to_string(&exit).unwrap(),
             r#"{"type":"exit","code":137,"signal":9,"timed_out":true,"duration_ms":5}"#
         );
+        let shell = Request::Shell(ShellSpec { argv: None, env: BTreeMap::new(), cwd: "/workspace".into(), cols: 80, rows: 24 });
+        assert_eq!(
+            serde_json::to_string(&shell).unwrap(),
+            r#"{"type":"shell","argv":null,"env":{},"cwd":"/workspace","cols":80,"rows":24}"#
+        );
+        assert_eq!(serde_json::to_string(&Request::Resize { cols: 100, rows: 30 }).unwrap(), r#"{"type":"resize","cols":100,"rows":30}"#);
+        assert_eq!(serde_json::to_string(&Request::Connect { port: 8080 }).unwrap(), r#"{"type":"connect","port":8080}"#);
+        assert_eq!(serde_json::to_string(&Event::Connected).unwrap(), r#"{"type":"connected"}"#);
     }
 }
 

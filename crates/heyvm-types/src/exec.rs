@@ -14,6 +14,9 @@ pub struct ExecRequest {
     pub env: Option<BTreeMap<String, String>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout_secs: Option<f64>,
+    /// Streamed exec only: keep running if the client disconnects.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub background: bool,
 }
 
 /// Result of a finished command. `output` is stdout and stderr merged in
@@ -33,4 +36,61 @@ pub struct ExecResponse {
     pub signal: Option<i32>,
     #[serde(default)]
     pub duration_ms: u64,
+}
+
+/// A command given either as one shell string or as an argv array.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum CommandLine {
+    Shell(String),
+    Argv(Vec<String>),
+}
+
+/// Body of `POST /sandboxes/:id/exec-operations` (camelCase on the wire).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ExecOperationRequest {
+    pub operation_id: String,
+    pub command: CommandLine,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub env: Option<BTreeMap<String, String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_secs: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cwd: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OperationStatus {
+    Queued,
+    Running,
+    Completed,
+    Failed,
+}
+
+/// The result part of an operation record (snake_case, like `execute`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OperationResult {
+    pub output: String,
+    pub stdout: String,
+    pub stderr: String,
+    pub exit_code: i32,
+    #[serde(default)]
+    pub timed_out: bool,
+}
+
+/// What `GET /sandboxes/:id/exec-operations/:op` returns.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ExecOperation {
+    pub operation_id: String,
+    pub sandbox_id: String,
+    pub status: OperationStatus,
+    pub command: CommandLine,
+    pub result: Option<OperationResult>,
+    pub error: Option<String>,
+    pub created_at: i64,
+    pub updated_at: i64,
+    pub completed_at: Option<i64>,
 }

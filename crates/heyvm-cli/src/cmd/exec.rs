@@ -30,7 +30,11 @@ pub fn run(c: &Client, f: Format, a: ExecArgs) -> anyhow::Result<ExitCode> {
         cwd: a.cwd,
         env: Some(parse_env(&a.env)?).filter(|e| !e.is_empty()),
         timeout_secs: a.timeout.as_deref().map(parse_duration).transpose()?,
+        background: false,
     };
+    if a.stream {
+        return stream(c, f, &a.id, &req);
+    }
     let r = c.execute(&a.id, &req)?;
     match f {
         Format::Json => output::json(&ExecJson {
@@ -47,4 +51,33 @@ pub fn run(c: &Client, f: Format, a: ExecArgs) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::from(r.exit_code.clamp(0, 255) as u8))
+}
+
+/// Prints output as it arrives. JSON mode prints one JSON object per event
+/// (`{"event": "stdout", "data": "…"}`), a stream a program can follow.
+fn stream(c: &Client, f: Format, id: &str, req: &ExecRequest) -> anyhow::Result<ExitCode> {
+    let mut code = 1;
+    let mut failure = None;
+    c.exec_stream(id, req, |name, data| {
+        if f == Format::Json {
+            println!("{}", serde_json::json!({ "event": name, "data": data }));
+        }
+        match name {
+            "stdout" if f == Format::Text => {
+                let _ = std::io::stdout().write_all(data["data"].as_str().unwrap_or("").as_bytes());
+                let _ = std::io::stdout().flush();
+            }
+            "stderr" if f == Format::Text => {
+                let _ = std::io::stderr().write_all(data["data"].as_str().unwrap_or("").as_bytes());
+            }
+            "exit" => code = data["exit_code"].as_i64().unwrap_or(1) as i32,
+            "error" => failure = Some(data["message"].as_str().unwrap_or("exec failed").to_string()),
+            _ => {}
+        }
+        true
+    })?;
+    if let Some(msg) = failure {
+        anyhow::bail!(msg);
+    }
+    Ok(ExitCode::from(code.clamp(0, 255) as u8))
 }

@@ -5,6 +5,13 @@ mod files;
 mod logs;
 mod mounts;
 mod sandbox;
+mod shell;
+mod tty;
+mod bind;
+mod wait_for;
+mod token;
+mod deploy;
+mod archive;
 
 use std::collections::BTreeMap;
 use std::process::ExitCode;
@@ -15,8 +22,23 @@ use crate::args::{Cli, Command};
 use crate::daemon;
 
 pub fn dispatch(cli: &Cli, command: Command) -> anyhow::Result<ExitCode> {
-    let client = daemon::client(cli)?;
     let f = cli.format;
+    // Credential commands work without any server.
+    match command {
+        Command::Token { action } => return token::token(f, action),
+        Command::Login { token_arg } => return token::login(f, cli.token.clone(), token_arg),
+        Command::Logout => return token::logout(f),
+        // A URL is probed from here; no server needed.
+        Command::WaitFor(ref a) if a.url.is_some() => return wait_for::url(f, a, crate::credentials::token(cli)),
+        Command::Connect { ref url, shell, ref opts } => {
+            if !shell {
+                bail!("`heyvm connect` needs --shell (interactive shell) — the only connection kind so far");
+            }
+            return shell::connect(f, crate::credentials::token(cli).as_deref(), url, shell_opts(opts)?);
+        }
+        _ => {}
+    }
+    let client = daemon::client(cli)?;
     match command {
         Command::Create(a) => sandbox::create(&client, f, a),
         Command::List { all, status } => sandbox::list(&client, f, all, status),
@@ -28,13 +50,26 @@ pub fn dispatch(cli: &Cli, command: Command) -> anyhow::Result<ExitCode> {
         Command::Rm { ids, yes } => sandbox::remove(&client, f, &ids, yes),
         Command::Update(a) => sandbox::update(&client, f, a),
         Command::Exec(a) => exec::run(&client, f, a),
-        Command::Logs { id, source, level, limit, offset } => logs::show(&client, f, &id, source, level, limit, offset),
+        Command::Logs { id, source, level, limit, offset, follow } => {
+            let q = logs::Query { source, level, limit, offset };
+            if follow { logs::follow(&client, f, &id, q) } else { logs::show(&client, f, &id, q) }
+        }
         Command::Cp { src, dst } => files::cp(&client, f, &src, &dst),
         Command::Files { id, path } => files::list(&client, f, &id, &path),
         Command::RmFile { id, path, recursive } => files::remove(&client, f, &id, &path, recursive),
         Command::Mounts { id, add, remove } => mounts::run(&client, f, &id, add, remove),
+        Command::Sh(a) => shell::sh(&client, f, crate::credentials::token(cli).as_deref(), &a.id, shell_opts(&a.opts)?),
+        Command::Deploy(a) => deploy::run(&client, f, a),
+        Command::Bind { id, port, private } => bind::bind(&client, f, &id, port, private),
+        Command::Unbind { id, subdomain } => bind::unbind(&client, f, &id, &subdomain),
+        Command::WaitFor(a) => wait_for::port(&client, f, a),
         Command::Agent(_) | Command::SandboxOwner { .. } => unreachable!("handled in main"),
+        Command::Token { .. } | Command::Login { .. } | Command::Logout | Command::Connect { .. } => unreachable!("handled above"),
     }
+}
+
+fn shell_opts(a: &crate::args::ShellOptArgs) -> anyhow::Result<shell::ShellOpts> {
+    Ok(shell::ShellOpts { cwd: a.cwd.clone(), env: parse_env(&a.env)? })
 }
 
 /// Parses repeated `KEY=VALUE` flags.

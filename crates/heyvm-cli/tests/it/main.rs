@@ -4,5 +4,13 @@
 mod support;
 
 mod smoke;
+mod network;
 mod walkthrough;
 mod isolation;
+mod tui;
+mod streams;
+mod compat;
+mod persistence;
+mod lifecycle;
+mod bad_input;
+mod cli;

@@ -75,7 +75,7 @@ impl SandboxManager {
             Some(c) => validate::sandbox_path(c, "cwd")?,
             None => rec.working_directory.clone(),
         };
-        Ok(ExecSpec { argv, env, cwd, timeout_ms, stdin: false })
+        Ok(ExecSpec { argv, env, cwd, timeout_ms, stdin: false, background: req.background })
     }
 
     /// Starts a command and returns its event stream.

@@ -3,11 +3,16 @@
 //! Lifecycle operations on one sandbox are serialised by a per-sandbox lock;
 //! execs and file operations do not take it, so they run concurrently.
 
+mod archives;
 mod exec;
 mod files;
 mod lifecycle;
 mod logs;
+mod operations;
+mod proxy;
 mod reaper;
+mod shell;
+mod usage;
 mod validate;
 
 use std::collections::HashMap;
@@ -16,9 +21,13 @@ use std::time::{Duration, Instant};
 
 use heyvm_types::{SandboxInfo, SandboxStatus, Uptime, UrlInfo};
 
+pub use archives::{valid_archive_id, ArchiveUpload};
 pub use exec::RunningExec;
 pub use files::MountRoot;
 pub use logs::LogQuery;
+pub use shell::{terminal_size, ShellRequest};
+pub use usage::{HostStats, SandboxStats, UsageReport};
+pub use proxy::{is_subdomain, Endpoint};
 
 use crate::agent_client::AgentClient;
 use crate::backend::{Backend, LaunchSpec};
@@ -62,6 +71,10 @@ pub struct SandboxManager {
     /// Proxy endpoints are added by the networking layer; kept here so
     /// `SandboxInfo.urls` has one source.
     urls: Mutex<HashMap<String, Vec<UrlInfo>>>,
+    /// Bumped on every proxy endpoint change (see `proxy.rs`).
+    endpoint_gen: tokio::sync::watch::Sender<u64>,
+    /// Interactive shell sessions (they outlive client connections).
+    shells: crate::shell::ShellSessions,
 }
 
 impl SandboxManager {
@@ -78,6 +91,8 @@ impl SandboxManager {
             locks: Mutex::default(),
             cpu_samples: Mutex::default(),
             urls: Mutex::default(),
+            endpoint_gen: tokio::sync::watch::Sender::new(0),
+            shells: Default::default(),
         });
         mgr.reconcile().await?;
         Ok(mgr)
@@ -106,6 +121,7 @@ impl SandboxManager {
             paths: self.data.sandbox(&rec.id),
             limits: rec.size_class.limits(),
             mounts: rec.mounts.clone(),
+            network: crate::backend::NetworkSpec { mode: rec.network, allow_out: rec.allow_out.clone(), deny_out: rec.deny_out.clone() },
         }
     }
 
@@ -158,14 +174,19 @@ impl SandboxManager {
             ttl_seconds: r.ttl_seconds,
             ttl_remaining_seconds: r.ttl_remaining(now),
             created_at: r.created_at,
-            guest_ip: None,
+            guest_ip: if running { self.backend.guest_ip(&self.spec(r)) } else { None },
             urls,
             start_command: r.start_command.clone(),
             working_directory: r.working_directory.clone(),
             env_vars: r.env_vars.clone(),
             setup_hooks: r.setup_hooks.clone(),
             error_message: r.error_message.clone(),
-            is_deployed: false,
+            is_deployed: r.archive_id.is_some(),
+            archive_id: r.archive_id.clone(),
+            region: r.region.clone(),
+            network: r.network.to_string(),
+            allow_out: r.allow_out.clone(),
+            deny_out: r.deny_out.clone(),
         }
     }
 

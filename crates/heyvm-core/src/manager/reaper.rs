@@ -14,6 +14,7 @@ impl SandboxManager {
     /// anything else recorded as running or provisioning becomes `failed`
     /// with the reason, so nothing stays in a transitional state.
     pub(super) async fn reconcile(self: &Arc<Self>) -> Result<()> {
+        self.fail_interrupted_operations()?;
         for mut rec in self.store.list()? {
             if !matches!(rec.status, SandboxStatus::Running | SandboxStatus::Provisioning) {
                 continue;

@@ -1,10 +1,16 @@
 //! The route table (seed 002 plus heyvm-compatible additions).
 
+mod compat;
+mod archives;
 mod exec;
 mod files;
 mod logs;
 mod mounts;
+mod operations;
+mod proxy;
 mod sandboxes;
+mod shell;
+mod stream;
 
 use axum::extract::DefaultBodyLimit;
 use axum::http::StatusCode;
@@ -21,21 +27,36 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/health", get(|| async { Json(Health { status: "ok".into() }) }))
         .route("/sandboxes", get(sandboxes::list).post(sandboxes::create))
+        .route("/archives", post(archives::upload).layer(DefaultBodyLimit::disable()))
         .route("/sandboxes/{id}", get(sandboxes::get).patch(sandboxes::update).delete(sandboxes::delete))
         .route("/sandboxes/{id}/start", post(sandboxes::start))
         .route("/sandboxes/{id}/stop", post(sandboxes::stop))
         .route("/sandboxes/{id}/restart", post(sandboxes::restart))
         .route("/sandboxes/{id}/force-stop", post(sandboxes::force_stop))
         .route("/sandboxes/{id}/execute", post(exec::execute))
+        .route("/sandboxes/{id}/exec/stream", post(stream::exec_stream))
+        .route("/sandboxes/{id}/exec-operations", post(operations::create))
+        .route("/sandboxes/{id}/exec-operations/{op}", get(operations::get))
+        .route("/sandboxes/{id}/logs/stream", get(stream::logs_stream))
         .route("/sandboxes/{id}/files", get(files::list).post(files::upload_multipart).layer(DefaultBodyLimit::disable()))
         .route("/sandboxes/{id}/files/upload", post(files::upload_json).layer(DefaultBodyLimit::max(json_limit)))
         .route("/sandboxes/{id}/files/{*path}", get(files::download).delete(files::delete))
         .route("/sandboxes/{id}/logs", get(logs::get))
+        .route("/sandboxes/{id}/shell-stream", get(shell::stream))
+        .route("/sandboxes/{id}/shell-session", post(shell::create_session))
+        // heyo-sdk's `Sandbox::shell` dials the deployed-sandbox path.
+        .route("/deployed-sandboxes/{id}/shell-stream", get(shell::stream))
         .route("/sandboxes/{id}/mounts", get(mounts::list).post(mounts::add))
         .route("/sandboxes/{id}/mounts/{*path}", axum::routing::delete(mounts::remove))
+        .route("/sandboxes/{id}/proxy", get(proxy::list).post(proxy::create).delete(proxy::delete))
+        .route("/sandboxes/{id}/wait-for", post(proxy::wait_for))
+        // heyo-sdk's cloud dialect (/sandbox-deploy, /deployed-sandboxes, /sandbox/:id/…).
+        .merge(compat::routes(json_limit))
         .fallback(|| async { AppError::new(StatusCode::NOT_FOUND, "route_not_found", "no such route") })
         .method_not_allowed_fallback(|| async {
             AppError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "method not allowed on this route")
         })
+        // Outermost, so unknown routes are hidden from unauthenticated callers too.
+        .layer(axum::middleware::from_fn_with_state(state.clone(), crate::auth::require_auth))
         .with_state(state)
 }
