@@ -10,9 +10,17 @@ pub fn alive_with(pid: i32, marker: &str) -> bool {
     if zombie {
         return false;
     }
-    std::fs::read(format!("/proc/{pid}/cmdline"))
-        .map(|c| String::from_utf8_lossy(&c).contains(marker))
-        .unwrap_or(false)
+    // While a process is inside execve (the sandbox owner becoming bwrap)
+    // its command line reads as empty for a moment; look again rather than
+    // declare it dead.
+    for _ in 0..50 {
+        match std::fs::read(format!("/proc/{pid}/cmdline")) {
+            Ok(c) if c.is_empty() => std::thread::sleep(std::time::Duration::from_micros(200)),
+            Ok(c) => return String::from_utf8_lossy(&c).contains(marker),
+            Err(_) => return false,
+        }
+    }
+    false
 }
 
 /// Direct children of `pid`.
