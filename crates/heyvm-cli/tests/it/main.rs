@@ -14,3 +14,7 @@ mod persistence;
 mod lifecycle;
 mod bad_input;
 mod cli;
+mod persistence;
+mod lifecycle;
+mod bad_input;
+mod cli;

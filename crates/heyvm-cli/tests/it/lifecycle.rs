@@ -1,0 +1,122 @@
+//! Setup hooks, the start command and its logs, env/working directory, TTL.
+
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use crate::support::Daemon;
+
+fn logs(d: &Daemon, id: &str, query: &str) -> Vec<Value> {
+    let (s, v) = d.get(&format!("/sandboxes/{id}/logs?limit=1000{query}"));
+    assert_eq!(s, 200, "{v}");
+    v["logs"].as_array().unwrap().clone()
+}
+
+fn messages(entries: &[Value]) -> Vec<String> {
+    entries.iter().map(|e| e["message"].as_str().unwrap().to_string()).collect()
+}
+
+#[test]
+fn setup_hooks_run_once_and_log_their_output() {
+    let Some(d) = Daemon::start() else { return };
+    let info = d.create(json!({
+        "name": "hooks", "size_class": "micro",
+        "env_vars": {"GREETING": "hello"},
+        "setup_hooks": ["echo hook-one $GREETING", "echo hook-two >&2; echo installed > /root/marker"],
+    }));
+    assert_eq!(info["status"], "running", "{info}");
+    let id = info["id"].as_str().unwrap().to_string();
+    let setup = logs(&d, &id, "&source=setup");
+    assert!(setup.iter().all(|e| e["source"] == "setup"), "{setup:?}");
+    assert_eq!(messages(&setup), ["hook-one hello", "hook-two"]);
+    assert_eq!(d.sh(&id, "cat /root/marker")["stdout"], "installed\n");
+    // Hooks run once, not at every start.
+    d.post(&format!("/sandboxes/{id}/restart"), &json!({}));
+    assert_eq!(logs(&d, &id, "&source=setup").len(), 2);
+}
+
+#[test]
+fn failing_setup_hook_marks_the_sandbox_failed() {
+    let Some(d) = Daemon::start() else { return };
+    let (s, v) = d.post("/sandboxes", &json!({"name": "badhook", "size_class": "micro", "setup_hooks": ["echo trying; exit 3"]}));
+    assert!(s >= 400, "a failed setup is an error: {s} {v}");
+    assert!(v["error"].is_string() && v["message"].as_str().unwrap().contains("setup hook"), "{v}");
+    let (s, info) = d.get("/sandboxes/badhook");
+    assert_eq!(s, 200, "the failed sandbox stays listed: {info}");
+    assert_eq!(info["status"], "failed");
+    let msg = info["error_message"].as_str().unwrap();
+    assert!(msg.contains("setup hook 1") && msg.contains("exit code 3"), "{msg}");
+    assert_eq!(messages(&logs(&d, "badhook", "&source=setup")), ["trying"]);
+    let (s, v) = d.post("/sandboxes/badhook/execute", &json!({"command": "true"}));
+    assert_eq!((s, v["error"].as_str()), (409, Some("invalid_state")), "{v}");
+}
+
+#[test]
+fn start_command_output_is_logged_and_restarted() {
+    let Some(d) = Daemon::start() else { return };
+    let info = d.create(json!({
+        "name": "svc", "size_class": "micro",
+        "working_directory": "/srv", "env_vars": {"MODE": "prod"},
+        "start_command": "echo \"up $MODE in $(pwd)\"; echo oops >&2; exec sleep 100000",
+    }));
+    let id = info["id"].as_str().unwrap().to_string();
+    assert_eq!(info["start_command"].as_str().unwrap().split(';').next(), Some("echo \"up $MODE in $(pwd)\""));
+    let wait_lines = |n: usize| {
+        d.wait_until("start command output", Duration::from_secs(10), || logs(&d, &id, "&source=stdout").len() >= n && logs(&d, &id, "&source=stderr").len() >= n)
+    };
+    wait_lines(1);
+    assert_eq!(messages(&logs(&d, &id, "&source=stdout")), ["up prod in /srv"]);
+    let err = logs(&d, &id, "&source=stderr");
+    assert_eq!(messages(&err), ["oops"]);
+    assert_eq!(err[0]["source"], "stderr");
+    assert_eq!(d.sh(&id, "pgrep -xc sleep")["stdout"], "1\n");
+    // restart runs it again, exactly once.
+    let (s, _) = d.post(&format!("/sandboxes/{id}/restart"), &json!({}));
+    assert_eq!(s, 200);
+    wait_lines(2);
+    assert_eq!(messages(&logs(&d, &id, "&source=stdout")), ["up prod in /srv", "up prod in /srv"]);
+    assert_eq!(d.sh(&id, "pgrep -xc sleep")["stdout"], "1\n");
+    // stop + start too.
+    d.post(&format!("/sandboxes/{id}/stop"), &json!({}));
+    d.post(&format!("/sandboxes/{id}/start"), &json!({}));
+    wait_lines(3);
+    // Pagination and tail over the log.
+    let (_, all) = d.get(&format!("/sandboxes/{id}/logs?source=stdout&limit=1&offset=1"));
+    assert_eq!((all["total"].as_u64(), all["limit"].as_u64(), all["offset"].as_u64()), (Some(3), Some(1), Some(1)), "{all}");
+    assert_eq!(all["logs"].as_array().unwrap().len(), 1);
+    // PATCH start_command replaces the running one.
+    let (s, v) = d.patch(&format!("/sandboxes/{id}"), &json!({"start_command": "echo second; exec sleep 100001"}));
+    assert_eq!(s, 200, "{v}");
+    d.wait_until("the new start command", Duration::from_secs(10), || messages(&logs(&d, &id, "&source=stdout")).contains(&"second".to_string()));
+    assert_eq!(d.sh(&id, "pgrep -xc sleep")["stdout"], "1\n");
+}
+
+#[test]
+fn ttl_deletes_after_running_time_and_patch_changes_it() {
+    let Some(d) = Daemon::start() else { return };
+    let t0 = Instant::now();
+    let short = d.create(json!({"name": "short", "size_class": "micro", "ttl_seconds": 2}));
+    assert_eq!(short["ttl_seconds"], 2);
+    d.create(json!({"name": "cleared", "size_class": "micro", "ttl_seconds": 2}));
+    let shortened = d.create(json!({"name": "shortened", "size_class": "micro", "ttl_seconds": 3600}));
+    d.create(json!({"name": "parked", "size_class": "micro", "ttl_seconds": 2}));
+    let (s, v) = d.patch("/sandboxes/cleared", &json!({"clear_ttl": true}));
+    assert_eq!((s, v["ttl_seconds"].clone()), (200, Value::Null), "{v}");
+    let (s, v) = d.patch("/sandboxes/shortened", &json!({"ttl_seconds": 1}));
+    assert_eq!((s, v["ttl_seconds"].as_u64()), (200, Some(1)), "{v}");
+    let (s, v) = d.patch("/sandboxes/cleared", &json!({"ttl_seconds": 0}));
+    assert_eq!(s, 400, "{v}");
+    // TTL counts running time only: a stopped sandbox does not expire.
+    d.post("/sandboxes/parked/stop", &json!({}));
+    let gone = |name: &str| d.get(&format!("/sandboxes/{name}")).0 == 404;
+    d.wait_until("TTL expiry", Duration::from_secs(15), || gone("short") && gone("shortened"));
+    while t0.elapsed() < Duration::from_secs(4) {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(!gone("cleared") && !gone("parked"), "cleared TTL / stopped sandboxes must not expire");
+    assert_eq!(d.get("/sandboxes/parked").1["status"], "stopped");
+    for v in [&short, &shortened] {
+        let dir = d.data.path().join("sandboxes").join(v["id"].as_str().unwrap());
+        assert!(!dir.exists(), "expired sandbox's files are removed: {}", dir.display());
+    }
+}
