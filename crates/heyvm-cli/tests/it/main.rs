@@ -14,7 +14,3 @@ mod persistence;
 mod lifecycle;
 mod bad_input;
 mod cli;
-mod persistence;
-mod lifecycle;
-mod bad_input;
-mod cli;
