@@ -258,4 +258,9 @@ impl Backend for BubblewrapBackend {
     fn limits_enforced(&self) -> bool {
         self.cgroups.is_some()
     }
+
+    fn pids(&self, spec: &LaunchSpec) -> Vec<u32> {
+        let pids = self.cgroups.as_ref().map(|c| c.pids(&spec.id)).unwrap_or_default();
+        pids.into_iter().filter_map(|p| u32::try_from(p).ok()).collect()
+    }
 }

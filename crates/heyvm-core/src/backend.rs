@@ -64,4 +64,9 @@ pub trait Backend: Send + Sync + 'static {
     fn agent_socket(&self, spec: &LaunchSpec) -> PathBuf {
         spec.paths.agent_socket()
     }
+
+    /// Host pids of the sandbox's processes; empty when the backend cannot tell.
+    fn pids(&self, _spec: &LaunchSpec) -> Vec<u32> {
+        Vec::new()
+    }
 }

@@ -8,6 +8,8 @@ mod exec;
 mod files;
 mod logs;
 mod error;
+/// heyo-sdk's cloud dialect; not glob-exported (names overlap the native API).
+pub mod compat;
 
 pub use error::*;
 pub use exec::*;

@@ -1,0 +1,43 @@
+//! The heyvm product's cloud dialect, as its Rust client `heyo-sdk` 0.1.15
+//! speaks it (`Sandbox`, `Commands`, `Files` and `Daemon` in local-daemon
+//! mode). Thin adapters over [`heyvm_core::SandboxManager`]: no lifecycle
+//! logic lives here, only request and response mapping.
+//!
+//! Identity: the cloud calls its sandboxes "deployed" (`dep-…` ids); this
+//! daemon has only local sandboxes, and the SDK treats ids as opaque
+//! strings, so every local sandbox is listed as a deployed one under its own
+//! `sb-…` id (`is_deployed: false`, as the product's local daemon reports).
+//! Every `:id` also accepts the slug or the name, as on the native routes.
+//! `GET /deployed-sandboxes` lists stopped and failed sandboxes too; the
+//! SDK's `Sandbox::get` contract is that a stopped sandbox still resolves.
+
+mod actions;
+mod convert;
+mod deploy;
+mod files;
+mod host;
+
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, post};
+use axum::Router;
+
+use crate::AppState;
+
+/// The compatibility routes; `json_limit` bounds `write-file` bodies
+/// (base64 of the largest accepted upload).
+pub fn routes(json_limit: usize) -> Router<AppState> {
+    Router::new()
+        .route("/sandbox-deploy", post(deploy::deploy))
+        .route("/deployed-sandboxes", get(deploy::list))
+        .route("/deployed-sandboxes/{id}", get(deploy::get).delete(deploy::delete))
+        .route("/deployed-sandboxes/{id}/restart", post(deploy::restart))
+        .route("/deployed-sandboxes/{id}/ttl", post(deploy::ttl))
+        .route("/deployed-sandboxes/{id}/resize", post(deploy::resize))
+        .route("/sandbox/{id}/exec", post(actions::exec))
+        .route("/sandbox/{id}/start", post(actions::start))
+        .route("/sandbox/{id}/stop", post(actions::stop))
+        .route("/sandbox/{id}/read-file", post(files::read_file))
+        .route("/sandbox/{id}/write-file", post(files::write_file).layer(DefaultBodyLimit::max(json_limit)))
+        .route("/sandboxes/inactive", get(host::inactive))
+        .route("/system/usage", get(host::system_usage))
+}
