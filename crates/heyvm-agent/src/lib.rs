@@ -8,6 +8,7 @@
 
 mod exec;
 mod logfile;
+mod pty;
 mod service;
 
 use std::io;
@@ -67,6 +68,8 @@ fn handle(mut conn: UnixStream, shared: &Shared) -> io::Result<()> {
             write_json(&mut conn, &Event::Pong { version: PROTOCOL_VERSION, pid: std::process::id() })
         }
         Request::Exec(spec) => exec::run(conn, spec),
+        Request::Shell(spec) => pty::run(conn, spec),
+        Request::Resize { .. } => write_json(&mut conn, &Event::Error { message: "resize outside a shell connection".into() }),
         Request::StartService { command, env, cwd } => match shared.service.start(&command, &env, &cwd, &shared.log) {
             Ok(pid) => write_json(&mut conn, &Event::Started { pid }),
             Err(e) => write_json(&mut conn, &Event::Error { message: format!("start command failed: {e}") }),

@@ -96,6 +96,66 @@ impl AgentClient {
     }
 }
 
+/// What a shell connection delivers, in order.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ShellEvent {
+    Started { pid: u32 },
+    /// Terminal output (stdout and stderr are one stream on a PTY).
+    Output(Vec<u8>),
+    Exit(ExitStatus),
+}
+
+/// Reading half of a shell connection (see [`AgentClient::shell`]).
+pub struct AgentShellReader {
+    reader: BufReader<OwnedReadHalf>,
+}
+
+/// Writing half of a shell connection. Dropping it (or [`Self::hang_up`])
+/// hangs up the terminal; the reader then still receives the exit.
+pub struct AgentShellWriter {
+    writer: OwnedWriteHalf,
+}
+
+impl AgentClient {
+    /// Opens a shell on a new PTY inside the sandbox.
+    pub async fn shell(&self, spec: heyvm_protocol::ShellSpec) -> io::Result<(AgentShellReader, AgentShellWriter)> {
+        let (reader, writer) = self.request(&Request::Shell(spec)).await?;
+        Ok((AgentShellReader { reader }, AgentShellWriter { writer }))
+    }
+}
+
+impl AgentShellReader {
+    /// The next event; an agent-side refusal (bad cwd, no shell) is an
+    /// `InvalidInput` error.
+    pub async fn next(&mut self) -> io::Result<ShellEvent> {
+        match read_frame(&mut self.reader).await? {
+            Frame::Stdout(d) | Frame::Stderr(d) => Ok(ShellEvent::Output(d)),
+            Frame::Control(body) => match decode_json::<Event>(&body)? {
+                Event::Started { pid } => Ok(ShellEvent::Started { pid }),
+                Event::Exit(s) => Ok(ShellEvent::Exit(s)),
+                Event::Error { message } => Err(io::Error::new(io::ErrorKind::InvalidInput, message)),
+                other => Err(unexpected(&other)),
+            },
+            other => Err(io::Error::other(format!("unexpected frame from agent: {other:?}"))),
+        }
+    }
+}
+
+impl AgentShellWriter {
+    pub async fn stdin(&mut self, data: &[u8]) -> io::Result<()> {
+        self.writer.write_all(&heyvm_protocol::encode(FrameKind::Stdin, data)).await
+    }
+
+    pub async fn resize(&mut self, cols: u16, rows: u16) -> io::Result<()> {
+        self.writer.write_all(&encode_json(&Request::Resize { cols, rows })).await
+    }
+
+    /// Closes the host's side: the agent sends SIGHUP to the shell.
+    pub async fn hang_up(mut self) -> io::Result<()> {
+        self.writer.shutdown().await
+    }
+}
+
 impl AgentExec {
     /// The next event; an agent-side error becomes `Err`.
     pub async fn next(&mut self) -> io::Result<ExecEvent> {
