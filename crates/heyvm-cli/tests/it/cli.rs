@@ -34,6 +34,11 @@ fn every_command_prints_json() {
     let v = d.heyvm_json(&["mounts", "cli"]);
     let paths: Vec<&str> = v.as_array().unwrap().iter().map(|m| m["sandbox_path"].as_str().unwrap()).collect();
     assert_eq!(paths, ["/workspace", "/data"]);
+    let extra = tempfile::tempdir().unwrap();
+    let v = d.heyvm_json(&["mounts", "cli", "--add", &format!("{}:/extra", extra.path().display())]);
+    assert_eq!(v.as_array().map(Vec::len), Some(3), "{v}");
+    let v = d.heyvm_json(&["mounts", "cli", "--remove", "/extra"]);
+    assert_eq!(v.as_array().map(Vec::len), Some(2), "{v}");
     let local = host.path().join("up.txt");
     std::fs::write(&local, "cli upload").unwrap();
     let v = d.heyvm_json(&["cp", local.to_str().unwrap(), "cli:/workspace/up.txt"]);
@@ -227,4 +232,21 @@ fn cli_starts_the_local_daemon() {
     while !port_free(PORT) && start.elapsed() < Duration::from_secs(5) {
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+#[test]
+fn help_explains_commands() {
+    for cmd in ["create", "list", "get", "start", "stop", "restart", "force-stop", "rm", "exec", "logs", "cp", "files", "rm-file", "mounts", "update"] {
+        let out = Command::new(BIN).args([cmd, "--help"]).output().unwrap();
+        assert!(out.status.success(), "{cmd} --help");
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(text.contains("Usage:") && text.contains("--format"), "{cmd} --help: {text}");
+    }
+    let out = Command::new(BIN).arg("--help").output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("HEYVM_API_URL") && text.contains("MVM_DATA_DIR"), "{text}");
+    // Bad usage is an error with a non-zero exit, not a panic.
+    let out = Command::new(BIN).args(["exec", "x"]).output().unwrap();
+    assert!(!out.status.success());
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("panicked"));
 }

@@ -120,3 +120,40 @@ fn ttl_deletes_after_running_time_and_patch_changes_it() {
         assert!(!dir.exists(), "expired sandbox's files are removed: {}", dir.display());
     }
 }
+
+#[test]
+fn mounts_api_adds_and_removes_mounts() {
+    let Some(d) = Daemon::start() else { return };
+    let host = tempfile::tempdir().unwrap();
+    std::fs::write(host.path().join("in.txt"), "from host").unwrap();
+    d.create(json!({"name": "m", "size_class": "micro"}));
+    let (s, v) = d.get("/sandboxes/m/mounts");
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v.as_array().unwrap().len(), 1, "the workspace is always a mount: {v}");
+    assert_eq!(v[0]["sandbox_path"], "/workspace");
+    let (s, v) = d.post("/sandboxes/m/mounts", &json!({"host_path": host.path(), "sandbox_path": "/data"}));
+    assert_eq!(s, 201, "{v}");
+    assert_eq!(v["applies_on_restart"], true, "{v}");
+    let (s, v) = d.post("/sandboxes/m/mounts", &json!({"host_path": host.path(), "sandbox_path": "/data"}));
+    assert_eq!((s, v["error"].as_str()), (409, Some("conflict")), "{v}");
+    for bad in ["/usr", "/etc/x", "/proc", "relative", "/run/heyvm", "/a/../etc"] {
+        let (s, v) = d.post("/sandboxes/m/mounts", &json!({"host_path": host.path(), "sandbox_path": bad}));
+        assert_eq!(s, 400, "{bad}: {v}");
+    }
+    d.post("/sandboxes/m/restart", &json!({}));
+    assert_eq!(d.sh("m", "cat /data/in.txt; echo back > /data/out.txt")["stdout"], "from host");
+    assert_eq!(std::fs::read_to_string(host.path().join("out.txt")).unwrap(), "back\n");
+    // The file API reaches the mount.
+    let (s, v) = d.get("/sandboxes/m/files?mount_path=/data");
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["files"].as_array().unwrap().len(), 2, "{v}");
+    let (s, v) = d.delete("/sandboxes/m/mounts/data");
+    assert_eq!(s, 200, "{v}");
+    let (s, v) = d.delete("/sandboxes/m/mounts/data");
+    assert_eq!(s, 404, "{v}");
+    let (s, v) = d.delete("/sandboxes/m/mounts/workspace");
+    assert_eq!(s, 400, "{v}");
+    d.post("/sandboxes/m/restart", &json!({}));
+    assert_eq!(d.sh("m", "test -e /data/in.txt && echo still")["stdout"], "", "removed at restart");
+    assert!(host.path().join("in.txt").exists(), "removing a mount keeps the host files");
+}

@@ -220,3 +220,73 @@ fn fifty_concurrent_execs_on_one_sandbox() {
         }
     });
 }
+
+#[test]
+fn id_slug_and_name_all_resolve() {
+    let Some(d) = Daemon::start() else { return };
+    let info = d.create(json!({"name": "My_Box.1", "size_class": "micro"}));
+    assert_eq!(info["slug"], "my-box-1");
+    let id = info["id"].as_str().unwrap();
+    for key in [id, "my-box-1", "My_Box.1"] {
+        let (s, v) = d.get(&format!("/sandboxes/{key}"));
+        assert_eq!((s, v["id"].as_str()), (200, Some(id)), "{key}: {v}");
+        let (s, v) = d.post(&format!("/sandboxes/{key}/execute"), &json!({"command": "hostname"}));
+        assert_eq!((s, v["stdout"].as_str()), (200, Some("my-box-1\n")), "{key}: {v}");
+    }
+    // The CLI resolves the same keys.
+    assert_eq!(d.heyvm_json(&["get", "my-box-1"])["id"], id);
+}
+
+#[test]
+fn large_files_and_output() {
+    let Some(d) = Daemon::start() else { return };
+    let id = d.create(json!({"name": "big", "size_class": "small"}))["id"].as_str().unwrap().to_string();
+    // Well past the 10 MB cap of the product this replaces.
+    let data: Vec<u8> = (0..24 * 1024 * 1024u32).map(|i| (i.wrapping_mul(2654435761) >> 24) as u8).collect();
+    let (s, v) = d.upload_multipart(&id, "/workspace", "deep/dir/blob.bin", &data);
+    assert_eq!(s, 201, "{v}");
+    assert_eq!(v["size"], data.len());
+    let (s, body) = d.get_bytes(&format!("/sandboxes/{id}/files/deep/dir/blob.bin"));
+    assert_eq!(s, 200);
+    assert!(body == data, "downloaded content differs");
+    assert_eq!(d.sh(&id, "stat -c %s /workspace/deep/dir/blob.bin")["stdout"], format!("{}\n", data.len()));
+    // 8 MiB of output comes back whole, on both streams.
+    let v = d.sh(&id, "head -c 8388608 /dev/zero | tr '\\0' a; head -c 1000 /dev/zero | tr '\\0' b >&2");
+    assert_eq!(v["stdout"].as_str().unwrap().len(), 8 << 20);
+    assert_eq!(v["stderr"].as_str().unwrap(), "b".repeat(1000));
+    assert_eq!(v["output"].as_str().unwrap().len(), (8 << 20) + 1000);
+}
+
+#[test]
+fn background_children_do_not_hold_an_exec_open() {
+    let Some(d) = Daemon::start() else { return };
+    let id = d.create(json!({"name": "bg", "size_class": "micro"}))["id"].as_str().unwrap().to_string();
+    let v = d.sh(&id, "sleep 1000 & echo started");
+    assert_eq!(v["stdout"], "started\n");
+    assert!(v["duration_ms"].as_u64().unwrap() < 60_000, "{v}");
+}
+
+#[test]
+fn stop_and_delete_end_execs_in_flight() {
+    let Some(d) = Daemon::start() else { return };
+    for action in ["stop", "force-stop", "delete"] {
+        let name = format!("busy-{action}");
+        d.create(json!({"name": name, "size_class": "micro"}));
+        std::thread::scope(|s| {
+            let long = s.spawn(|| d.post(&format!("/sandboxes/{name}/execute"), &json!({"command": "sleep", "args": ["1000"]})));
+            d.wait_until("the exec to start", std::time::Duration::from_secs(10), || {
+                d.sh(&name, "pgrep -x sleep >/dev/null && echo y")["stdout"] == "y\n"
+            });
+            let (s, v) = if action == "delete" {
+                d.delete(&format!("/sandboxes/{name}"))
+            } else {
+                d.post(&format!("/sandboxes/{name}/{action}"), &json!({}))
+            };
+            assert_eq!(s, 200, "{action}: {v}");
+            // The in-flight exec ends (killed), as a response rather than a hang.
+            let (s, v) = long.join().unwrap();
+            assert!(s == 200 && v["exit_code"] != 0 || s >= 500, "{action}: exec in flight got {s} {v}");
+            assert!(v["error"].is_string() || v["exit_code"].is_i64(), "{action}: {v}");
+        });
+    }
+}
