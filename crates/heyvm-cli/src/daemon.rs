@@ -27,6 +27,7 @@ pub fn run_api(cli: &Cli) -> anyhow::Result<ExitCode> {
         data: DataDir::from_env(),
         config,
         jwt_secret: std::env::var("JWT_SECRET").ok().filter(|s| !s.is_empty()),
+        jwt_audience: std::env::var("JWT_AUDIENCE").ok().filter(|s| !s.is_empty()),
     };
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     rt.block_on(heyvm_server::serve(opts, backend)).map_err(|e| anyhow::anyhow!("{e}"))?;
@@ -41,11 +42,12 @@ fn init_tracing(debug: bool) {
 
 /// A client for the configured server, starting the local daemon if needed.
 pub fn client(cli: &Cli) -> anyhow::Result<Client> {
-    if let Some(url) = cli.server.as_deref().filter(|u| !u.is_empty()) {
-        return Ok(Client::new(url, cli.token.clone()));
+    let token = crate::credentials::token(cli);
+    if let Some(url) = crate::credentials::server_url(cli) {
+        return Ok(Client::new(&url, token));
     }
     let url = format!("http://127.0.0.1:{}", heyvm_types::DEFAULT_LOCAL_PORT);
-    let client = Client::new(&url, cli.token.clone());
+    let client = Client::new(&url, token);
     if client.health().is_ok() {
         return Ok(client);
     }

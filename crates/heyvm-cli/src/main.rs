@@ -4,6 +4,7 @@
 
 mod args;
 mod cmd;
+mod credentials;
 mod daemon;
 mod output;
 

@@ -32,6 +32,10 @@ pub enum CoreError {
     Backend(String),
     #[error("the sandbox agent did not answer: {0}")]
     AgentUnreachable(String),
+    #[error("invalid archive: {0}")]
+    InvalidArchive(String),
+    #[error("archive '{0}' not found")]
+    ArchiveNotFound(String),
     #[error("state store error: {0}")]
     Store(#[from] rusqlite::Error),
     #[error("i/o error: {0}")]
@@ -54,6 +58,8 @@ impl CoreError {
             Self::SandboxFailed { .. } => "sandbox_failed",
             Self::Backend(_) => "backend_error",
             Self::AgentUnreachable(_) => "agent_unreachable",
+            Self::InvalidArchive(_) => "invalid_archive",
+            Self::ArchiveNotFound(_) => "archive_not_found",
             Self::Store(_) => "store_error",
             Self::Io(_) => "io_error",
         }
@@ -62,7 +68,8 @@ impl CoreError {
     pub fn status(&self) -> u16 {
         match self {
             Self::NotFound(_) | Self::FileNotFound(_) => 404,
-            Self::InvalidRequest(_) | Self::InvalidPath(_) | Self::BackendUnavailable(..) => 400,
+            Self::InvalidRequest(_) | Self::InvalidPath(_) | Self::BackendUnavailable(..) | Self::InvalidArchive(_) => 400,
+            Self::ArchiveNotFound(_) => 404,
             Self::ReadOnlyMount(_) => 403,
             Self::NameTaken(_) | Self::InvalidState { .. } | Self::Conflict(_) => 409,
             Self::PayloadTooLarge(_) => 413,

@@ -30,6 +30,11 @@ pub struct SandboxRecord {
     pub error_message: Option<String>,
     /// Setup hooks run once per sandbox, on its first start.
     pub hooks_done: bool,
+    /// Deploy archive unpacked into /workspace at creation.
+    #[serde(default)]
+    pub archive_id: Option<String>,
+    #[serde(default)]
+    pub region: Option<String>,
 }
 
 pub fn now_secs() -> i64 {

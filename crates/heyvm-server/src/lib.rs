@@ -2,6 +2,7 @@
 //! [`heyvm_core::SandboxManager`]; every error leaves as
 //! `{"error": "<stable_code>", "message": "…"}` with a fitting status.
 
+pub mod auth;
 mod error;
 mod extract;
 mod routes;
@@ -19,4 +20,6 @@ use heyvm_core::SandboxManager;
 #[derive(Clone)]
 pub struct AppState {
     pub mgr: Arc<SandboxManager>,
+    /// Bearer-token auth (`JWT_SECRET`); None leaves the API open.
+    pub auth: Option<Arc<auth::AuthConfig>>,
 }

@@ -17,6 +17,8 @@ pub struct ServeOptions {
     pub config: ManagerConfig,
     /// `JWT_SECRET`: when absent the server refuses non-loopback addresses.
     pub jwt_secret: Option<String>,
+    /// `JWT_AUDIENCE`: the `aud` tokens must carry (with `jwt_secret`).
+    pub jwt_audience: Option<String>,
 }
 
 /// Binds, prints where it listens, and serves until the process ends.
@@ -44,7 +46,8 @@ pub async fn serve(opts: ServeOptions, backend: Arc<dyn Backend>) -> anyhow_like
     let note = if auth { "JWT auth enabled" } else { "no JWT_SECRET: loopback only, unauthenticated" };
     println!("heyvm API listening on http://{local} ({note}); data dir {}", opts.data.root().display());
     tracing::info!(%local, backend = mgr.backend_name(), limits = mgr.limits_enforced(), "serving");
-    let app = router(AppState { mgr });
+    let auth = opts.jwt_secret.map(|s| Arc::new(crate::auth::AuthConfig::new(s, opts.jwt_audience)));
+    let app = router(AppState { mgr, auth });
     axum::serve(listener, app).await?;
     Ok(())
 }

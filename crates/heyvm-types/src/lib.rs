@@ -8,9 +8,11 @@ mod exec;
 mod files;
 mod logs;
 mod error;
+mod archive;
 /// heyo-sdk's cloud dialect; not glob-exported (names overlap the native API).
 pub mod compat;
 
+pub use archive::*;
 pub use error::*;
 pub use exec::*;
 pub use files::*;

@@ -179,6 +179,12 @@ pub struct SandboxInfo {
     pub setup_hooks: Vec<String>,
     pub error_message: Option<String>,
     pub is_deployed: bool,
+    /// The archive unpacked into /workspace at creation (`deploy`).
+    #[serde(default)]
+    pub archive_id: Option<String>,
+    /// Region recorded at creation (`US`, `EU`); local servers run everything here.
+    #[serde(default)]
+    pub region: Option<String>,
 }
 
 /// Body of `POST /sandboxes`. Every field is optional.
@@ -212,6 +218,13 @@ pub struct CreateSandboxRequest {
     /// Create the sandbox without starting it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub no_start: Option<bool>,
+    /// An uploaded archive (`POST /archives`) unpacked into /workspace
+    /// before the setup hooks run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub archive_id: Option<String>,
+    /// `US` or `EU`: recorded on the sandbox.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
 }
 
 /// Body of `PATCH /sandboxes/:id`. Absent fields are left unchanged;

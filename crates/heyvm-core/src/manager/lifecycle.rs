@@ -47,6 +47,10 @@ impl SandboxManager {
         if req.ttl_seconds == Some(0) {
             return Err(CoreError::invalid("ttl_seconds must be at least 1"));
         }
+        if let Some(a) = &req.archive_id {
+            self.check_archive(a)?;
+        }
+        let region = super::archives::region(req.region.as_deref())?;
         let rec = SandboxRecord {
             slug: ids::slugify(&name),
             id,
@@ -68,14 +72,24 @@ impl SandboxManager {
             open_ports: validate::ports(&req.open_ports.unwrap_or_default())?,
             error_message: None,
             hooks_done: false,
+            archive_id: req.archive_id,
+            region,
         };
         let lock = self.lock_for(&rec.id);
         let _guard = lock.lock().await;
         self.store.insert(&rec)?;
         let spec = self.spec(&rec);
-        if let Err(e) = self.backend.prepare(&spec) {
+        let mut prepared = self.backend.prepare(&spec);
+        if let (Ok(()), Some(a)) = (&prepared, rec.archive_id.clone()) {
+            // Files in place before setup hooks and the start command run.
+            let (me, r) = (self.clone(), rec.clone());
+            prepared = tokio::task::spawn_blocking(move || me.unpack_archive(&r, &a))
+                .await
+                .unwrap_or_else(|e| Err(CoreError::Backend(format!("archive unpacking panicked: {e}"))));
+        }
+        if let Err(e) = prepared {
             let _ = self.store.delete(&rec.id);
-            let _ = std::fs::remove_dir_all(&spec.paths.dir);
+            remove_tree(&spec.paths.dir);
             return Err(e);
         }
         self.log_system(&rec, &format!("sandbox created (size {}, backend {})", rec.size_class, rec.backend_type));

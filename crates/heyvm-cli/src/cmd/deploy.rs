@@ -1,0 +1,212 @@
+//! `heyvm deploy <dir>`: archive, upload, create with the archive at
+//! /workspace (setup hooks, then the start command), expose ports, wait for
+//! the health path, print the seed's JSON. A failed deploy shows the start
+//! command's last log lines and deletes the sandbox unless
+//! `--keep-on-failure`.
+
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use heyvm_client::{Client, ClientError};
+use heyvm_types::{CreateSandboxRequest, LogEntry, SandboxStatus, SizeClass, UrlInfo};
+use serde::Serialize;
+
+use super::archive::{self, TempFile};
+use super::{parse_duration, parse_env};
+use crate::args::DeployArgs;
+use crate::output::{self, Format};
+
+/// What `deploy --format json` prints (seed 001).
+#[derive(Serialize)]
+struct Deployed {
+    id: String,
+    name: String,
+    status: SandboxStatus,
+    archive_id: String,
+    urls: Vec<UrlInfo>,
+}
+
+/// A failed deploy, printed on stderr.
+#[derive(Serialize)]
+struct Failed<'a> {
+    error: &'a str,
+    message: String,
+    id: Option<String>,
+    kept: bool,
+    logs: Vec<String>,
+}
+
+fn progress(f: Format, msg: impl AsRef<str>) {
+    if f == Format::Text {
+        eprintln!("==> {}", msg.as_ref());
+    }
+}
+
+/// Default name: the directory's name, made valid, plus a short suffix so
+/// deploying the same directory twice does not collide.
+fn default_name(dir: &std::path::Path) -> String {
+    let base: String = dir
+        .canonicalize()
+        .ok()
+        .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+        .unwrap_or_default()
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() || "._-".contains(c) { c } else { '-' })
+        .collect();
+    let base = base.trim_start_matches(|c: char| !c.is_ascii_alphanumeric());
+    let base = if base.is_empty() { "app" } else { &base[..base.len().min(50)] };
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
+    format!("{base}-{:04x}", (nanos ^ std::process::id()) & 0xffff)
+}
+
+fn tail_logs(c: &Client, id: &str) -> Vec<String> {
+    let q = [("tail", "true".to_string()), ("limit", "20".to_string())];
+    c.logs(id, &q)
+        .map(|r| r.logs.iter().map(|l: &LogEntry| format!("[{}] {}", l.source, l.message)).collect())
+        .unwrap_or_default()
+}
+
+pub fn run(c: &Client, f: Format, a: DeployArgs) -> anyhow::Result<ExitCode> {
+    if !a.dir.is_dir() {
+        bail!("{} is not a directory", a.dir.display());
+    }
+    let health_timeout = Duration::from_secs_f64(parse_duration(&a.health_timeout)?);
+    let size_class = a.size_class.as_deref().map(|s| s.parse::<SizeClass>().map_err(|e| anyhow::anyhow!(e))).transpose()?;
+    let region = match a.region.as_deref().map(str::to_ascii_uppercase) {
+        Some(r) if r != "US" && r != "EU" => bail!("--region must be US or EU, not '{r}'"),
+        r => r,
+    };
+    if let Some(p) = &a.health_path {
+        if !p.starts_with('/') {
+            bail!("--health-path must start with '/' (e.g. /health)");
+        }
+        if a.ports.is_empty() {
+            bail!("--health-path needs a --port to reach the app through");
+        }
+    }
+    let env = parse_env(&a.env)?;
+    let name = a.name.clone().unwrap_or_else(|| default_name(&a.dir));
+
+    progress(f, format!("archiving {}", a.dir.display()));
+    let tmp = TempFile::new(".tar.gz");
+    let packed = archive::pack(&a.dir, &tmp.0)?;
+    for s in &packed.skipped_symlinks {
+        eprintln!("heyvm: warning: skipped symlink '{s}' (it points outside {})", a.dir.display());
+    }
+    let size = std::fs::metadata(&tmp.0).map(|m| m.len()).unwrap_or(0);
+    progress(f, format!("uploading {} files ({} unpacked, {} compressed)", packed.files, output::human_bytes(packed.bytes), output::human_bytes(size)));
+    let ar = c.upload_archive(&tmp.0).context("uploading the archive")?;
+    drop(tmp);
+
+    progress(f, format!("creating sandbox {name} with archive {}", ar.archive_id));
+    let req = CreateSandboxRequest {
+        name: Some(name.clone()),
+        size_class,
+        ttl_seconds: a.ttl_seconds,
+        start_command: a.start_command.clone(),
+        open_ports: (!a.ports.is_empty()).then(|| a.ports.clone()),
+        env_vars: (!env.is_empty()).then_some(env),
+        setup_hooks: (!a.setup_hooks.is_empty()).then(|| a.setup_hooks.clone()),
+        archive_id: Some(ar.archive_id.clone()),
+        region,
+        ..Default::default()
+    };
+    let info = match c.create(&req) {
+        Ok(i) => i,
+        // The sandbox exists but did not come up (e.g. a setup hook failed).
+        Err(e @ ClientError::Api { .. }) if e.code() == "sandbox_failed" => {
+            return fail(c, f, &a, Some(name.as_str()), "deploy_failed", format!("{e}"));
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let id = info.id.clone();
+
+    let mut urls = Vec::new();
+    for &port in &a.ports {
+        match c.create_proxy(&id, port, !a.private) {
+            Ok(ep) => {
+                progress(f, format!("port {port} -> {}{}", ep.url, if ep.is_public { "" } else { " (private)" }));
+                urls.push(UrlInfo { subdomain: ep.subdomain, hostname: ep.hostname, url: ep.url, port: ep.port, is_public: ep.is_public });
+            }
+            Err(e) => return fail(c, f, &a, Some(&id), "bind_failed", format!("exposing port {port}: {e}")),
+        }
+    }
+
+    if let Some(path) = &a.health_path {
+        let url = format!("{}{path}", urls[0].url.trim_end_matches('/'));
+        progress(f, format!("waiting for {url} (up to {}s)", health_timeout.as_secs()));
+        if let Err(why) = wait_healthy(c, &id, &url, health_timeout) {
+            return fail(c, f, &a, Some(&id), "health_check_failed", why);
+        }
+    }
+
+    let info = c.get_sandbox(&id)?;
+    let out = Deployed { id: info.id, name: info.name, status: info.status, archive_id: ar.archive_id, urls };
+    match f {
+        Format::Json => output::json(&out),
+        Format::Text => {
+            println!("Deployed {} ({}) — {}", out.name, out.id, out.status);
+            for u in &out.urls {
+                println!("  {} -> port {}{}", u.url, u.port, if u.is_public { "" } else { " (private: needs a Bearer token)" });
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Polls `url` until it answers 2xx; gives up early if the sandbox stops running.
+fn wait_healthy(c: &Client, id: &str, url: &str, timeout: Duration) -> Result<(), String> {
+    let deadline = Instant::now() + timeout;
+    let mut polls = 0u32;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let last = match c.probe(url, left.min(Duration::from_secs(5)).max(Duration::from_millis(100))) {
+            Ok(s) if (200..300).contains(&s) => return Ok(()),
+            Ok(s) => format!("HTTP {s}"),
+            Err(e) => e.to_string(),
+        };
+        polls += 1;
+        if polls % 8 == 0 {
+            if let Ok(info) = c.get_sandbox(id) {
+                if info.status != SandboxStatus::Running {
+                    return Err(format!("the sandbox is {} ({})", info.status, info.error_message.unwrap_or_default()));
+                }
+            }
+        }
+        if Instant::now() >= deadline {
+            return Err(format!("{url} was not healthy within {}s (last: {last})", timeout.as_secs()));
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+/// Reports a failed deploy with the last log lines and cleans up.
+fn fail(c: &Client, f: Format, a: &DeployArgs, id: Option<&str>, code: &str, message: String) -> anyhow::Result<ExitCode> {
+    let logs = id.map(|id| tail_logs(c, id)).unwrap_or_default();
+    let kept = a.keep_on_failure && id.is_some();
+    let real_id = id.and_then(|id| c.get_sandbox(id).ok()).map(|i| i.id);
+    if let (Some(id), false) = (&real_id, a.keep_on_failure) {
+        if let Err(e) = c.delete_sandbox(id) {
+            eprintln!("heyvm: warning: could not delete sandbox {id}: {e}");
+        }
+    }
+    match f {
+        Format::Json => eprintln!("{}", serde_json::to_string(&Failed { error: code, message, id: real_id, kept, logs }).unwrap_or_default()),
+        Format::Text => {
+            eprintln!("heyvm: deploy failed: {message}");
+            if !logs.is_empty() {
+                eprintln!("--- last log lines ---");
+                for l in &logs {
+                    eprintln!("{l}");
+                }
+            }
+            match (&real_id, kept) {
+                (Some(id), true) => eprintln!("heyvm: kept sandbox {id} for inspection (heyvm logs {id})"),
+                (Some(id), false) => eprintln!("heyvm: deleted sandbox {id}"),
+                _ => {}
+            }
+        }
+    }
+    Ok(ExitCode::from(1))
+}

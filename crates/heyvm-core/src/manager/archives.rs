@@ -1,0 +1,85 @@
+//! Deploy archives: uploaded once (`POST /archives`, stored as
+//! `archives/ar-<8hex>.tar.gz` in the data dir), unpacked into a new
+//! sandbox's `/workspace` before its setup hooks run.
+
+use std::path::PathBuf;
+
+use heyvm_types::ArchiveInfo;
+
+use super::SandboxManager;
+use crate::archive;
+use crate::error::{CoreError, Result};
+use crate::ids;
+use crate::record::SandboxRecord;
+
+/// `ar-` + 8 lowercase hex digits.
+pub fn valid_archive_id(s: &str) -> bool {
+    s.len() == 11 && s.starts_with("ar-") && s[3..].bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+/// An upload in progress: write the body to `path`, then [`SandboxManager::commit_archive`].
+pub struct ArchiveUpload {
+    pub id: String,
+    pub path: PathBuf,
+}
+
+impl SandboxManager {
+    fn archives_dir(&self) -> PathBuf {
+        self.data.root().join("archives")
+    }
+
+    fn archive_path(&self, id: &str) -> Result<PathBuf> {
+        if !valid_archive_id(id) {
+            return Err(CoreError::ArchiveNotFound(id.to_string()));
+        }
+        let p = self.archives_dir().join(format!("{id}.tar.gz"));
+        if !p.is_file() {
+            return Err(CoreError::ArchiveNotFound(id.to_string()));
+        }
+        Ok(p)
+    }
+
+    /// A fresh id and a temporary file for the upload body.
+    pub fn begin_archive(&self) -> Result<ArchiveUpload> {
+        let dir = self.archives_dir();
+        std::fs::create_dir_all(&dir)?;
+        let id = format!("ar-{}", ids::random_hex(4));
+        Ok(ArchiveUpload { path: dir.join(format!(".{id}.upload")), id })
+    }
+
+    /// Checks the uploaded archive (blocking: reads it whole) and keeps it.
+    pub fn commit_archive(&self, up: ArchiveUpload) -> Result<ArchiveInfo> {
+        let size = std::fs::metadata(&up.path)?.len();
+        let sum = match archive::validate(&up.path) {
+            Ok(s) => s,
+            Err(e) => {
+                let _ = std::fs::remove_file(&up.path);
+                return Err(e);
+            }
+        };
+        std::fs::rename(&up.path, self.archives_dir().join(format!("{}.tar.gz", up.id)))?;
+        Ok(ArchiveInfo { archive_id: up.id, size, files: sum.files as u64, unpacked_bytes: sum.bytes })
+    }
+
+    /// Fails with `archive_not_found` unless the archive exists.
+    pub fn check_archive(&self, id: &str) -> Result<()> {
+        self.archive_path(id).map(|_| ())
+    }
+
+    /// Unpacks the record's archive into its workspace (blocking).
+    pub(super) fn unpack_archive(&self, rec: &SandboxRecord, id: &str) -> Result<()> {
+        let path = self.archive_path(id)?;
+        let sum = archive::extract(&path, &self.data.sandbox(&rec.id).workspace())?;
+        self.log_system(rec, &format!("archive {id} unpacked into /workspace ({} files, {} bytes)", sum.files, sum.bytes));
+        Ok(())
+    }
+}
+
+/// `US` or `EU` (any case), stored upper-case.
+pub(super) fn region(r: Option<&str>) -> Result<Option<String>> {
+    match r.map(|s| s.trim().to_ascii_uppercase()) {
+        None => Ok(None),
+        Some(s) if s == "US" || s == "EU" => Ok(Some(s)),
+        Some(s) => Err(CoreError::invalid(format!("unknown region '{s}' (expected US or EU)"))),
+    }
+}
