@@ -7,6 +7,7 @@ mod cmd;
 mod credentials;
 mod daemon;
 mod output;
+mod tui;
 
 use std::process::ExitCode;
 
@@ -66,9 +67,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         return daemon::run_api(&cli);
     }
     let Some(command) = cli.command.clone() else {
-        // The TUI is a later milestone; until then point at the basics.
-        eprintln!("heyvm: no command given. Try `heyvm --help`, `heyvm create`, or `heyvm --api`.");
-        return Ok(ExitCode::from(2));
+        return tui::run(&cli);
     };
     match command {
         Command::Agent(a) => {
