@@ -1,6 +1,6 @@
 //! Drives a heyvm daemon with the existing product's Rust client, heyo-sdk
 //! 0.1.15, exactly as a program written for it would: `Sandbox::create`,
-//! `Commands::run`, `Files::read/write`, list/get, stop/start/restart,
+//! `Commands::run`, `Files::read/write`, `Sandbox::shell`, list/get, stop/start/restart,
 //! `Daemon::{create, list, list_inactive, logs, system_usage}` and kill.
 //!
 //! `HEYVM_API_URL` names the daemon (e.g. `http://127.0.0.1:3000`). Exits
@@ -11,8 +11,9 @@ use std::time::{Duration, Instant};
 
 use heyo_sdk::{
     CommandRunOptions, Daemon, DaemonCreateRequest, FileOptions, HeyoClient, HeyoClientOptions, HeyoError, LogsQuery, Sandbox,
-    SandboxCreateOptions, SandboxSize, SandboxStatus,
+    SandboxCreateOptions, SandboxSize, SandboxStatus, ShellOptions,
 };
+use futures_util::StreamExt;
 
 type Res<T> = Result<T, String>;
 
@@ -133,6 +134,31 @@ async fn run(url: &str) -> Res<()> {
         other => return Err(format!("an escaping path must be refused, got {:?}", other.map(|b| b.len()))),
     }
     st.ok("files(): write/read text and binary, missing file, escape refused");
+
+    // Interactive shell (WebSocket PTY): run a line, then exit with a code.
+    let shell = sdk(sb.shell(ShellOptions { reconnect: None, ..Default::default() }).await, "shell")?;
+    sdk(shell.write(b"echo shell-$((6*7))\n").await, "shell write")?;
+    let mut output = shell.output();
+    let mut seen = String::new();
+    let got = tokio::time::timeout(Duration::from_secs(20), async {
+        while let Some(chunk) = output.next().await {
+            seen.push_str(&String::from_utf8_lossy(&chunk));
+            if seen.contains("shell-42") {
+                return true;
+            }
+        }
+        false
+    })
+    .await;
+    check(got == Ok(true), format!("shell output has shell-42: {seen:?}"))?;
+    sdk(shell.write(b"exit 5\n").await, "shell write exit")?;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while shell.exit_code().await.is_none() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    check(shell.exit_code().await == Some(5), format!("shell exit code {:?}", shell.exit_code().await))?;
+    sdk(shell.close().await, "shell close")?;
+    st.ok("shell(): PTY output and exit code over the WebSocket");
 
     // Listing.
     let all = sdk(Sandbox::list(opts.clone()).await, "Sandbox::list")?;

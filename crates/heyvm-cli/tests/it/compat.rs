@@ -169,6 +169,10 @@ fn compat_deploy_refuses_what_it_cannot_honour() {
     let (s, v) = d.post("/sandbox-deploy", &json!({"name": "ok", "driver": "bubblewrap", "size_class": "micro"}));
     assert_eq!((s, v["backend_type"].as_str()), (201, Some("bubblewrap")), "{v}");
     assert!(v.get("ignored_fields").is_none(), "nothing ignored: {v}");
+    let (s, e) = d.post("/sandbox/ok/exec", &json!({"command": "  "}));
+    assert_eq!((s, e["error"].as_str()), (400, Some("invalid_request")));
+    let (s, e) = d.post("/sandbox/ok/exec", &json!({"args": ["x"]}));
+    assert_eq!((s, e["error"].as_str()), (400, Some("invalid_request")), "command is required: {e}");
     let (s, e) = d.get("/deployed-sandboxes?status=bogus");
     assert_eq!((s, e["error"].as_str()), (400, Some("invalid_query")));
 }

@@ -11,13 +11,16 @@ use heyvm_types::compat::{CompatExecRequest, DeployedSandbox};
 use heyvm_types::{ExecRequest, ExecResponse, SandboxStatus};
 
 use super::convert::deployed;
-use crate::error::ApiResult;
+use crate::error::{ApiResult, AppError};
 use crate::extract::ApiJson;
 use crate::AppState;
 
 /// Without `args` the command is a shell line (`sh -c`), as the SDK
 /// documents; with them it is the program to run.
 pub async fn exec(State(s): State<AppState>, Path(id): Path<String>, ApiJson(req): ApiJson<CompatExecRequest>) -> ApiResult<Json<ExecResponse>> {
+    if req.command.trim().is_empty() {
+        return Err(AppError::bad_request("invalid_request", "command is required"));
+    }
     let (command, args) = match req.args.filter(|a| !a.is_empty()) {
         Some(args) => (req.command, args),
         None => ("/bin/sh".to_string(), vec!["-c".to_string(), req.command]),
