@@ -227,3 +227,27 @@ fn logs_follow_streams_backlog_then_new_lines() {
     let _ = child.wait();
     assert!(first.contains("[stdout] tick") && second.contains("[stdout] tick"), "{first} / {second}");
 }
+
+#[test]
+fn logs_follow_over_websocket() {
+    let Some(d) = Daemon::start() else { return };
+    d.create(json!({"name": "wslog", "start_command": "i=0; while true; do i=$((i+1)); echo line$i; sleep 0.1; done"}));
+    let url = format!("ws://127.0.0.1:{}/sandboxes/wslog/logs/stream?backlog=1&source=stdout", d.port);
+    let (mut ws, _) = tungstenite::connect(url).expect("websocket upgrade");
+    let mut seen = Vec::new();
+    while seen.len() < 4 {
+        match ws.read().unwrap() {
+            tungstenite::Message::Text(t) => {
+                let v: Value = serde_json::from_str(t.as_str()).unwrap();
+                seen.push(v["message"].as_str().unwrap()[4..].parse::<u32>().unwrap());
+            }
+            other => panic!("unexpected frame {other:?}"),
+        }
+    }
+    assert!(seen.windows(2).all(|w| w[1] == w[0] + 1), "{seen:?}");
+    // Deleting the sandbox ends the stream with a close frame.
+    let (s, _) = d.delete("/sandboxes/wslog");
+    assert_eq!(s, 200);
+    let closed = (0..100).any(|_| matches!(ws.read(), Ok(tungstenite::Message::Close(_)) | Err(_)));
+    assert!(closed);
+}

@@ -11,6 +11,8 @@ use std::io::{Read, Seek, SeekFrom};
 use std::path::PathBuf;
 use std::time::Duration;
 
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Path, State};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
@@ -81,16 +83,31 @@ pub struct FollowQuery {
     level: Option<String>,
 }
 
-struct FollowState {
+/// Tails the log file: the backlog first, then lines as they are appended.
+struct LogFollower {
+    mgr: std::sync::Arc<heyvm_core::SandboxManager>,
+    sandbox_id: String,
     path: PathBuf,
     offset: u64,
     partial: Vec<u8>,
-    queue: VecDeque<Event>,
+    /// JSON-encoded entries ready to send.
+    queue: VecDeque<String>,
     source: Option<String>,
     level: Option<String>,
 }
 
-impl FollowState {
+impl LogFollower {
+    fn open(s: &AppState, id: &str, q: FollowQuery) -> ApiResult<Self> {
+        let rec = s.mgr.resolve(id)?;
+        let query = LogQuery { limit: Some(q.backlog.unwrap_or(100)), tail: true, source: q.source.clone(), level: q.level.clone(), ..Default::default() };
+        let path = s.mgr.data_dir().sandbox(&rec.id).log_file();
+        // Measure the file before reading the backlog so nothing falls between.
+        let offset = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+        let backlog = s.mgr.logs(&rec.id, &query)?;
+        let queue = backlog.logs.iter().map(|l| serde_json::to_string(l).unwrap_or_default()).collect();
+        Ok(LogFollower { mgr: s.mgr.clone(), sandbox_id: rec.id, path, offset, partial: Vec::new(), queue, source: q.source, level: q.level })
+    }
+
     fn wanted(&self, l: &LogLine) -> bool {
         self.source.as_deref().is_none_or(|s| s == l.source) && self.level.as_deref().is_none_or(|v| v == l.level)
     }
@@ -114,49 +131,73 @@ impl FollowState {
             let line: Vec<u8> = self.partial.drain(..=i).collect();
             if let Ok(l) = serde_json::from_slice::<LogLine>(&line) {
                 if self.wanted(&l) {
-                    self.queue.push_back(Event::default().event("log").data(serde_json::to_string(&l).unwrap_or_default()));
+                    self.queue.push_back(serde_json::to_string(&l).unwrap_or_default());
                 }
             }
         }
         Ok(())
     }
+
+    /// The next entry as JSON, waiting for one; None once the sandbox is gone.
+    async fn next(&mut self) -> Option<String> {
+        loop {
+            if let Some(line) = self.queue.pop_front() {
+                return Some(line);
+            }
+            if self.mgr.resolve(&self.sandbox_id).is_err() {
+                return None;
+            }
+            let _ = self.poll();
+            if self.queue.is_empty() {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    }
 }
 
 /// `GET /sandboxes/:id/logs/stream?backlog=N`: the last N entries, then new
-/// ones as they are written (`log` events); `end` when the sandbox is gone.
-pub async fn logs_stream(State(s): State<AppState>, Path(id): Path<String>, ApiQuery(q): ApiQuery<FollowQuery>) -> ApiResult<Response> {
-    let rec = s.mgr.resolve(&id)?;
-    let backlog = q.backlog.unwrap_or(100);
-    let query = LogQuery { limit: Some(backlog), tail: true, source: q.source.clone(), level: q.level.clone(), ..Default::default() };
-    let initial = s.mgr.logs(&rec.id, &query)?;
-    let path = s.mgr.data_dir().sandbox(&rec.id).log_file();
-    let offset = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
-    let queue = initial
-        .logs
-        .into_iter()
-        .map(|l| Event::default().event("log").data(serde_json::to_string(&l).unwrap_or_default()))
-        .collect();
-    let st = FollowState { path, offset, partial: Vec::new(), queue, source: q.source, level: q.level };
-    let mgr = s.mgr.clone();
-    let sandbox_id = rec.id;
-    let events = stream::unfold(Some(st), move |st| {
-        let mgr = mgr.clone();
-        let sandbox_id = sandbox_id.clone();
-        async move {
-            let mut st = st?;
-            loop {
-                if let Some(ev) = st.queue.pop_front() {
-                    return Some((Ok(ev), Some(st)));
-                }
-                if mgr.resolve(&sandbox_id).is_err() {
-                    return Some((Ok(event("end", json!({ "reason": "sandbox deleted" }))), None));
-                }
-                let _ = st.poll();
-                if st.queue.is_empty() {
-                    tokio::time::sleep(Duration::from_millis(200)).await;
-                }
-            }
+/// ones as they are written. Over SSE (`log` events, then `end` when the
+/// sandbox is deleted) or, if the client asks for a WebSocket upgrade, one
+/// JSON text frame per entry.
+pub async fn logs_stream(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+    ApiQuery(q): ApiQuery<FollowQuery>,
+    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> ApiResult<Response> {
+    let follower = LogFollower::open(&s, &id, q)?;
+    if let Ok(ws) = ws {
+        return Ok(ws.on_upgrade(move |socket| follow_over_websocket(socket, follower)));
+    }
+    let events = stream::unfold(Some(follower), |f| async move {
+        let mut f = f?;
+        match f.next().await {
+            Some(line) => Some((Ok(Event::default().event("log").data(line)), Some(f))),
+            None => Some((Ok(event("end", json!({ "reason": "sandbox deleted" }))), None)),
         }
     });
     Ok(sse(events))
+}
+
+async fn follow_over_websocket(mut socket: WebSocket, mut f: LogFollower) {
+    loop {
+        tokio::select! {
+            line = f.next() => match line {
+                Some(line) => {
+                    if socket.send(Message::Text(line.into())).await.is_err() {
+                        return;
+                    }
+                }
+                None => {
+                    let _ = socket.send(Message::Close(None)).await;
+                    return;
+                }
+            },
+            msg = socket.recv() => {
+                if matches!(msg, None | Some(Err(_)) | Some(Ok(Message::Close(_)))) {
+                    return;
+                }
+            }
+        }
+    }
 }
