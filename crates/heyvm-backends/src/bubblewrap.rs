@@ -2,7 +2,8 @@
 //! user, pid, mount, ipc, uts and network namespaces. Its `/` is a
 //! persistent per-sandbox directory; the host's system directories appear
 //! through copy-on-write overlays (as root) or read-only binds (without
-//! root); `/workspace` is a persistent directory of its own.
+//! root); `/workspace` is a persistent directory of its own. Networking
+//! (`nat` / `none`, egress policy) is in [`crate::net`].
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
@@ -13,9 +14,11 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use heyvm_core::{Backend, CoreError, LaunchSpec, Result, Usage};
+use heyvm_types::NetworkMode;
 use serde::{Deserialize, Serialize};
 
 use crate::cgroups::Cgroups;
+use crate::net::{self, OwnerNet};
 use crate::owner::{Overlay, OwnerPlan};
 use crate::procs;
 
@@ -75,12 +78,15 @@ impl BubblewrapBackend {
         spec.paths.dir.display().to_string()
     }
 
-    fn plan(&self, spec: &LaunchSpec) -> OwnerPlan {
+    fn plan(&self, spec: &LaunchSpec, net: OwnerNet) -> OwnerPlan {
         let p = &spec.paths;
         let s = |p: &Path| p.display().to_string();
         let mut a: Vec<String> = vec![s(&self.bwrap)];
         let mut push = |items: &[&str]| a.extend(items.iter().map(|x| x.to_string()));
-        push(&["--unshare-user", "--unshare-pid", "--unshare-ipc", "--unshare-uts", "--unshare-net", "--unshare-cgroup-try"]);
+        push(&["--unshare-user", "--unshare-pid", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try"]);
+        if net.netns.is_none() {
+            push(&["--unshare-net"]);
+        }
         push(&["--uid", "0", "--gid", "0", "--hostname", &spec.hostname, "--new-session"]);
         push(&["--bind", &s(&p.root()), "/"]);
         let mut overlays = Vec::new();
@@ -122,6 +128,7 @@ impl BubblewrapBackend {
             overlays,
             protect_from_oom: procs::is_root(),
             bwrap: a,
+            net,
         }
     }
 }
@@ -172,7 +179,19 @@ impl Backend for BubblewrapBackend {
         if let Some(cg) = &self.cgroups {
             cg.create(&spec.id, &spec.limits).map_err(|e| CoreError::Backend(format!("setting up cgroups: {e}")))?;
         }
-        let plan = self.plan(spec);
+        let net = if net::wants_nat(spec, procs::is_root()) {
+            let s = spec.clone();
+            tokio::task::spawn_blocking(move || net::setup(&s))
+                .await
+                .map_err(|e| CoreError::Backend(e.to_string()))?
+                .map_err(|e| CoreError::Backend(format!("setting up the sandbox network: {e}")))?
+        } else {
+            if spec.network.mode == NetworkMode::Nat {
+                tracing::warn!(sandbox = %spec.id, "network 'nat' needs root; this sandbox gets loopback only");
+            }
+            OwnerNet::default()
+        };
+        let plan = self.plan(spec, net);
         let plan_json = serde_json::to_vec_pretty(&plan).map_err(|e| CoreError::Backend(e.to_string()))?;
         fs::write(p.launch_json(), plan_json)?;
         let _ = fs::remove_file(p.agent_socket());
@@ -222,6 +241,7 @@ impl Backend for BubblewrapBackend {
         let cgroups = self.cgroups.clone();
         let id = spec.id.clone();
         let owner = self.owner_pid(spec);
+        let spec2 = spec.clone();
         tokio::task::spawn_blocking(move || {
             if let Some(cg) = &cgroups {
                 cg.kill_all(&id);
@@ -236,6 +256,7 @@ impl Backend for BubblewrapBackend {
             if let Some(cg) = &cgroups {
                 cg.remove(&id);
             }
+            net::teardown(&spec2);
         })
         .await
         .map_err(|e| CoreError::Backend(e.to_string()))?;
@@ -257,6 +278,10 @@ impl Backend for BubblewrapBackend {
 
     fn limits_enforced(&self) -> bool {
         self.cgroups.is_some()
+    }
+
+    fn guest_ip(&self, spec: &LaunchSpec) -> Option<String> {
+        net::guest_ip(spec)
     }
 
     fn pids(&self, spec: &LaunchSpec) -> Vec<u32> {

@@ -7,6 +7,7 @@
 
 pub mod bubblewrap;
 pub mod cgroups;
+pub mod net;
 pub mod owner;
 mod procs;
 

@@ -2,7 +2,8 @@
 //! (`heyvm __sandbox_owner <plan.json>`). It joins the sandbox's cgroups,
 //! protects the sandbox's init from the OOM killer, mounts the
 //! copy-on-write system layers in a private mount namespace (so they vanish
-//! with the sandbox and never leak into the host's), and execs bwrap. It
+//! with the sandbox and never leak into the host's), enters the sandbox's
+//! network namespace and loads its egress rules (see `net`), and execs bwrap. It
 //! runs in its own session, so the sandbox outlives the daemon.
 
 use std::ffi::CString;
@@ -26,6 +27,8 @@ pub struct OwnerPlan {
     pub protect_from_oom: bool,
     /// Full argv, starting with the bwrap binary.
     pub bwrap: Vec<String>,
+    #[serde(default)]
+    pub net: crate::net::OwnerNet,
 }
 
 /// Never returns on success (the process becomes bwrap).
@@ -56,6 +59,7 @@ pub fn run(plan_path: &std::path::Path) -> io::Result<()> {
             mount_overlay(o)?;
         }
     }
+    enter_network(&plan.net)?;
     let argv: Vec<CString> = plan
         .bwrap
         .iter()
@@ -69,6 +73,24 @@ pub fn run(plan_path: &std::path::Path) -> io::Result<()> {
     // outlive the call.
     unsafe { libc::execve(ptrs[0], ptrs.as_ptr(), envp.as_ptr()) };
     Err(err("exec bwrap"))
+}
+
+/// Joins the prepared network namespace, then configures it from inside
+/// (sysctls under /proc/sys/net apply to the caller's namespace).
+fn enter_network(net: &crate::net::OwnerNet) -> io::Result<()> {
+    let Some(path) = &net.netns else { return Ok(()) };
+    let ns = std::fs::File::open(path).map_err(|e| io::Error::new(e.kind(), format!("opening {}: {e}", path.display())))?;
+    // SAFETY: setns on a valid namespace descriptor.
+    if unsafe { libc::setns(std::os::fd::AsRawFd::as_raw_fd(&ns), libc::CLONE_NEWNET) } != 0 {
+        return Err(err(&format!("entering network namespace {}", path.display())));
+    }
+    for (file, value) in &net.sysctls {
+        std::fs::write(file, value).map_err(|e| io::Error::new(e.kind(), format!("setting {file}: {e}")))?;
+    }
+    if let Some(script) = &net.nft_script {
+        crate::net::host::run("nft", &["-f", "-"], Some(script)).map_err(|e| io::Error::other(format!("loading the egress policy: {e}")))?;
+    }
+    Ok(())
 }
 
 fn mount_overlay(o: &Overlay) -> io::Result<()> {

@@ -6,7 +6,7 @@
 use std::path::PathBuf;
 
 use async_trait::async_trait;
-use heyvm_types::{Limits, MountSpec};
+use heyvm_types::{Limits, MountSpec, NetworkMode};
 
 use crate::error::Result;
 use crate::paths::SandboxPaths;
@@ -19,6 +19,16 @@ pub struct LaunchSpec {
     pub paths: SandboxPaths,
     pub limits: Limits,
     pub mounts: Vec<MountSpec>,
+    pub network: NetworkSpec,
+}
+
+/// The sandbox's network: mode and egress policy (validated entries:
+/// CIDRs, addresses or domain names).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NetworkSpec {
+    pub mode: NetworkMode,
+    pub allow_out: Vec<String>,
+    pub deny_out: Vec<String>,
 }
 
 /// Resource usage read from the sandbox's cgroups.
@@ -68,5 +78,10 @@ pub trait Backend: Send + Sync + 'static {
     /// Host pids of the sandbox's processes; empty when the backend cannot tell.
     fn pids(&self, _spec: &LaunchSpec) -> Vec<u32> {
         Vec::new()
+    }
+
+    /// The sandbox's address on its network, while it has one.
+    fn guest_ip(&self, _spec: &LaunchSpec) -> Option<String> {
+        None
     }
 }

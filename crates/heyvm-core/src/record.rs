@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use heyvm_types::{MountSpec, SandboxStatus, SizeClass};
+use heyvm_types::{MountSpec, NetworkMode, SandboxStatus, SizeClass};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -30,6 +30,13 @@ pub struct SandboxRecord {
     pub error_message: Option<String>,
     /// Setup hooks run once per sandbox, on its first start.
     pub hooks_done: bool,
+    /// Records from before networking existed mean `none` (loopback only).
+    #[serde(default)]
+    pub network: NetworkMode,
+    #[serde(default)]
+    pub allow_out: Vec<String>,
+    #[serde(default)]
+    pub deny_out: Vec<String>,
     /// Deploy archive unpacked into /workspace at creation.
     #[serde(default)]
     pub archive_id: Option<String>,

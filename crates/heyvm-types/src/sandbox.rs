@@ -185,6 +185,54 @@ pub struct SandboxInfo {
     /// Region recorded at creation (`US`, `EU`); local servers run everything here.
     #[serde(default)]
     pub region: Option<String>,
+    /// `nat` or `none`.
+    #[serde(default = "default_network_name")]
+    pub network: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allow_out: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub deny_out: Vec<String>,
+}
+
+fn default_network_name() -> String {
+    NetworkMode::None.as_str().to_string()
+}
+
+/// How a sandbox reaches the network.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum NetworkMode {
+    /// Only loopback. Also what records written before networking existed mean.
+    #[default]
+    None,
+    /// Own network namespace with outbound access through the host (NAT).
+    Nat,
+}
+
+impl NetworkMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::None => "none",
+            Self::Nat => "nat",
+        }
+    }
+}
+
+impl fmt::Display for NetworkMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for NetworkMode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.to_ascii_lowercase().as_str() {
+            "nat" => Ok(Self::Nat),
+            "none" => Ok(Self::None),
+            _ => Err(format!("unknown network '{s}' (expected nat or none)")),
+        }
+    }
 }
 
 /// Body of `POST /sandboxes`. Every field is optional.
@@ -225,6 +273,17 @@ pub struct CreateSandboxRequest {
     /// `US` or `EU`: recorded on the sandbox.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub region: Option<String>,
+    /// `"nat"` (default: outbound access through the host) or `"none"`
+    /// (loopback only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network: Option<String>,
+    /// Egress allow list: CIDRs, addresses or domain names (resolved when
+    /// the sandbox starts). When non-empty, only these are reachable.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allow_out: Option<Vec<String>>,
+    /// Egress deny list (same forms); always blocked, even if allowed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deny_out: Option<Vec<String>>,
 }
 
 /// Body of `PATCH /sandboxes/:id`. Absent fields are left unchanged;

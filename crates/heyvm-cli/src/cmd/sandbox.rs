@@ -42,6 +42,9 @@ pub fn create(c: &Client, f: Format, a: CreateArgs) -> anyhow::Result<ExitCode> 
         setup_hooks: (!a.setup_hooks.is_empty()).then_some(a.setup_hooks),
         mounts: Some(a.mounts.iter().map(|m| parse_mount(m)).collect::<anyhow::Result<Vec<_>>>()?).filter(|m| !m.is_empty()),
         no_start: a.no_start.then_some(true),
+        network: a.network,
+        allow_out: (!a.allow_out.is_empty()).then_some(a.allow_out),
+        deny_out: (!a.deny_out.is_empty()).then_some(a.deny_out),
         ..Default::default()
     };
     let info = c.create(&req)?;

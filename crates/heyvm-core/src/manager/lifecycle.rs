@@ -72,6 +72,9 @@ impl SandboxManager {
             open_ports: validate::ports(&req.open_ports.unwrap_or_default())?,
             error_message: None,
             hooks_done: false,
+            network: validate::network(req.network.as_deref())?,
+            allow_out: validate::egress(&req.allow_out.unwrap_or_default(), "allow_out")?,
+            deny_out: validate::egress(&req.deny_out.unwrap_or_default(), "deny_out")?,
             archive_id: req.archive_id,
             region,
         };

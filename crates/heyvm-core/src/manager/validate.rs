@@ -3,8 +3,9 @@
 use std::collections::BTreeMap;
 use std::path::{Component, Path};
 
-use heyvm_types::{MountSpec, WORKSPACE_PATH};
+use heyvm_types::{MountSpec, NetworkMode, WORKSPACE_PATH};
 
+use crate::egress::{EgressTarget, MAX_ENTRIES};
 use crate::error::{CoreError, Result};
 
 /// Sandbox paths a user mount may not cover: the system layers, kernel
@@ -99,6 +100,27 @@ pub fn sandbox_type(t: Option<&str>) -> Result<String> {
         t @ ("shell" | "python" | "node") => Ok(t.to_string()),
         other => Err(CoreError::invalid(format!("unknown sandbox_type '{other}' (expected shell, python or node)"))),
     }
+}
+
+/// `nat` when absent.
+pub fn network(n: Option<&str>) -> Result<NetworkMode> {
+    n.map(|s| s.parse::<NetworkMode>().map_err(CoreError::invalid)).transpose().map(|m| m.unwrap_or(NetworkMode::Nat))
+}
+
+/// Normalised egress entries (see [`crate::egress`]), duplicates removed.
+pub fn egress(entries: &[String], what: &str) -> Result<Vec<String>> {
+    if entries.len() > MAX_ENTRIES {
+        return Err(CoreError::invalid(format!("{what} has more than {MAX_ENTRIES} entries")));
+    }
+    let mut out: Vec<String> = Vec::new();
+    for e in entries {
+        let t = EgressTarget::parse(e).map_err(|why| CoreError::invalid(format!("{what}: {why}")))?;
+        let s = t.to_string();
+        if !out.contains(&s) {
+            out.push(s);
+        }
+    }
+    Ok(out)
 }
 
 pub fn command_text(c: &str, what: &str) -> Result<()> {

@@ -1,0 +1,129 @@
+//! Sandbox networking for the bubblewrap backend.
+//!
+//! * `none`: bwrap unshares the network namespace; only loopback exists.
+//! * `nat` (as root): a named network namespace per sandbox
+//!   (`/run/netns/heyvm-<id>-<key>`), a veth pair (host side `hv-<12 hex>`,
+//!   sandbox side `eth0`) on a /30 from [`pool`], a default route via the
+//!   host, and host-wide masquerading ([`host`]). The sandbox owner enters
+//!   that namespace before exec'ing bwrap, so the namespace belongs to the
+//!   host's user namespace and root inside the sandbox cannot change its
+//!   addresses or firewall. The egress policy ([`policy`]) is an nftables
+//!   table inside the namespace, loaded before any sandbox process runs.
+//! * `nat` without root: not available; the sandbox gets `none` and a
+//!   warning is logged.
+//!
+//! Nothing here depends on the daemon staying alive: the namespace and
+//! veth outlive a daemon crash, and teardown is idempotent.
+
+pub mod host;
+pub mod policy;
+pub mod pool;
+
+use std::path::{Path, PathBuf};
+
+use heyvm_core::LaunchSpec;
+use heyvm_types::NetworkMode;
+use serde::{Deserialize, Serialize};
+
+/// What the owner process must do to put the sandbox on its network.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct OwnerNet {
+    /// Network namespace file to enter; None = bwrap unshares its own.
+    pub netns: Option<PathBuf>,
+    /// Sysctls written inside the namespace (`/proc/sys/...` path, value).
+    pub sysctls: Vec<(String, String)>,
+    /// nftables script loaded inside the namespace before bwrap runs.
+    pub nft_script: Option<String>,
+}
+
+/// Host-unique names for one sandbox's network objects. The key mixes in
+/// the sandbox directory so two daemons (different data dirs) never clash.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NetNames {
+    pub netns: String,
+    pub veth: String,
+}
+
+impl NetNames {
+    pub fn for_spec(spec: &LaunchSpec) -> Self {
+        let key = fnv1a(spec.paths.dir.as_os_str().as_encoded_bytes()) & 0xffff;
+        let hex: String = spec.id.chars().filter(|c| c.is_ascii_hexdigit()).rev().take(8).collect::<Vec<_>>().into_iter().rev().collect();
+        NetNames { netns: format!("heyvm-{}-{key:04x}", spec.id), veth: format!("hv-{hex:0>8}{key:04x}") }
+    }
+
+    pub fn netns_path(&self) -> PathBuf {
+        Path::new(host::NETNS_DIR).join(&self.netns)
+    }
+}
+
+fn fnv1a(bytes: &[u8]) -> u32 {
+    bytes.iter().fold(0x811c9dc5u32, |h, b| (h ^ u32::from(*b)).wrapping_mul(0x01000193))
+}
+
+/// Persisted in the sandbox directory: the subnet it had, preferred again
+/// on the next start so its address stays stable.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct NetFile {
+    index: u32,
+}
+
+fn net_file(spec: &LaunchSpec) -> PathBuf {
+    spec.paths.dir.join("net.json")
+}
+
+/// Whether this sandbox gets its own NAT network on this host.
+pub fn wants_nat(spec: &LaunchSpec, root: bool) -> bool {
+    spec.network.mode == NetworkMode::Nat && root
+}
+
+/// Creates the sandbox's namespace, veth, addresses and routes, and returns
+/// what the owner must apply inside. Cleans up after itself on failure.
+pub fn setup(spec: &LaunchSpec) -> Result<OwnerNet, String> {
+    let names = NetNames::for_spec(spec);
+    teardown(spec);
+    let rules = policy::resolve(&spec.network)?;
+    let preferred = std::fs::read(net_file(spec)).ok().and_then(|b| serde_json::from_slice::<NetFile>(&b).ok()).map(|f| f.index);
+    let result = pool::with_lock(|| {
+        let index = pool::allocate(preferred)?;
+        host::ensure_host_nat()?;
+        host::create(&names, &pool::subnet(index))?;
+        Ok(index)
+    });
+    let index = match result {
+        Ok(i) => i,
+        Err(e) => {
+            teardown(spec);
+            return Err(e);
+        }
+    };
+    let _ = std::fs::write(net_file(spec), serde_json::to_vec(&NetFile { index }).unwrap_or_default());
+    host::ensure_resolv_conf(&spec.paths.upper());
+    Ok(OwnerNet {
+        netns: Some(names.netns_path()),
+        sysctls: vec![
+            // The namespace belongs to the host's user namespace, so the
+            // sandbox's CAP_NET_BIND_SERVICE does not count there.
+            ("/proc/sys/net/ipv4/ip_unprivileged_port_start".into(), "0".into()),
+            ("/proc/sys/net/ipv4/ping_group_range".into(), "0 2147483647".into()),
+        ],
+        nft_script: rules.map(|r| r.nft_script()),
+    })
+}
+
+/// Removes the sandbox's veth and namespace if present. Idempotent.
+pub fn teardown(spec: &LaunchSpec) {
+    host::destroy(&NetNames::for_spec(spec));
+}
+
+/// The sandbox's address while its namespace exists.
+pub fn guest_ip(spec: &LaunchSpec) -> Option<String> {
+    if spec.network.mode != NetworkMode::Nat {
+        return None;
+    }
+    let names = NetNames::for_spec(spec);
+    if !names.netns_path().exists() {
+        return None;
+    }
+    let f: NetFile = serde_json::from_slice(&std::fs::read(net_file(spec)).ok()?).ok()?;
+    Some(pool::subnet(f.index).guest.to_string())
+}

@@ -1,0 +1,101 @@
+//! The address pool: /30 subnets of `10.89.0.0/16` (override with
+//! `HEYVM_NET_POOL=a.b.0.0/16`). Subnet `i` gives the host side `.1` and the
+//! sandbox `.2`. The kernel is the source of truth for what is taken: a
+//! subnet is in use while some interface on the host carries its host
+//! address, so nothing leaks when a daemon dies or the host reboots.
+//! Allocation runs under a host-wide file lock, so concurrent daemons never
+//! pick the same subnet.
+
+use std::collections::HashSet;
+use std::net::Ipv4Addr;
+use std::os::fd::AsRawFd;
+
+use super::host::ip_json;
+
+const DEFAULT_POOL: &str = "10.89.0.0/16";
+const LOCK_FILE: &str = "/run/heyvm-net.lock";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Subnet {
+    pub network: Ipv4Addr,
+    pub host: Ipv4Addr,
+    pub guest: Ipv4Addr,
+}
+
+/// The pool's base address and prefix length.
+pub fn pool() -> (Ipv4Addr, u8) {
+    let spec = std::env::var("HEYVM_NET_POOL").ok().filter(|s| !s.is_empty());
+    parse_pool(spec.as_deref().unwrap_or(DEFAULT_POOL)).unwrap_or_else(|| parse_pool(DEFAULT_POOL).expect("valid default pool"))
+}
+
+fn parse_pool(s: &str) -> Option<(Ipv4Addr, u8)> {
+    let (a, p) = s.split_once('/')?;
+    let a: Ipv4Addr = a.parse().ok()?;
+    let p: u8 = p.parse().ok().filter(|p| (8..=28).contains(p))?;
+    Some((Ipv4Addr::from(u32::from(a) & (u32::MAX << (32 - p))), p))
+}
+
+/// How many /30 subnets the pool holds.
+pub fn capacity() -> u32 {
+    1 << (30 - pool().1)
+}
+
+pub fn subnet(index: u32) -> Subnet {
+    let base = u32::from(pool().0) + (index % capacity()) * 4;
+    Subnet { network: base.into(), host: (base + 1).into(), guest: (base + 2).into() }
+}
+
+/// Runs `f` holding the host-wide allocation lock.
+pub fn with_lock<T>(f: impl FnOnce() -> Result<T, String>) -> Result<T, String> {
+    let file = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(LOCK_FILE).map_err(|e| format!("opening {LOCK_FILE}: {e}"))?;
+    // SAFETY: flock on a valid descriptor; released when `file` is closed.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } != 0 {
+        return Err(format!("locking {LOCK_FILE}: {}", std::io::Error::last_os_error()));
+    }
+    let r = f();
+    drop(file);
+    r
+}
+
+/// Picks a free subnet, `preferred` first. Call under [`with_lock`] and
+/// assign the host address before releasing it.
+pub fn allocate(preferred: Option<u32>) -> Result<u32, String> {
+    let used = used_host_addresses()?;
+    let cap = capacity();
+    let free = |i: u32| !used.contains(&subnet(i).host) && !used.contains(&subnet(i).guest);
+    if let Some(p) = preferred.filter(|p| *p < cap && free(*p)) {
+        return Ok(p);
+    }
+    // Start at a random-ish point so concurrent daemons rarely contend.
+    let start = std::process::id() % cap;
+    (0..cap).map(|k| (start + k) % cap).find(|i| free(*i)).ok_or_else(|| "the sandbox address pool is exhausted".to_string())
+}
+
+/// Every IPv4 address configured on the host's interfaces.
+fn used_host_addresses() -> Result<HashSet<Ipv4Addr>, String> {
+    let v = ip_json(&["-4", "addr", "show"])?;
+    let mut out = HashSet::new();
+    for link in v.as_array().into_iter().flatten() {
+        for a in link["addr_info"].as_array().into_iter().flatten() {
+            if let Some(ip) = a["local"].as_str().and_then(|s| s.parse().ok()) {
+                out.insert(ip);
+            }
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn subnets_are_disjoint_slash30s() {
+        assert_eq!(parse_pool("10.89.7.1/16"), Some((Ipv4Addr::new(10, 89, 0, 0), 16)));
+        assert_eq!(parse_pool("10.0.0.0/30"), None);
+        let s = subnet(0);
+        assert_eq!((s.network, s.host, s.guest), (Ipv4Addr::new(10, 89, 0, 0), Ipv4Addr::new(10, 89, 0, 1), Ipv4Addr::new(10, 89, 0, 2)));
+        let s = subnet(65);
+        assert_eq!((s.network, s.host, s.guest), (Ipv4Addr::new(10, 89, 1, 4), Ipv4Addr::new(10, 89, 1, 5), Ipv4Addr::new(10, 89, 1, 6)));
+    }
+}

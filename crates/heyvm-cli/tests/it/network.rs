@@ -1,0 +1,294 @@
+//! Sandbox networking: `nat` and `none`, the egress policy, port isolation,
+//! teardown and surviving a daemon crash.
+//!
+//! This machine has no internet access, so every "outbound" destination is
+//! a test server this file starts itself: a network namespace of its own
+//! (`hvtest-*`), joined to the host by a veth (`nt-*`) on a /30 of
+//! 10.201.0.0/16, running `python3 -m http.server`. A sandbox reaches it the
+//! way it would reach the internet: default route to the host, forwarding,
+//! masquerade. Domain-name policies use a unique name added to /etc/hosts
+//! for the test's duration (the host resolver reads /etc/hosts first).
+
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use crate::support::Daemon;
+
+static NEXT: AtomicU32 = AtomicU32::new(0);
+static HOSTS_LOCK: Mutex<()> = Mutex::new(());
+
+fn ip(args: &[&str]) {
+    let out = Command::new("ip").args(args).output().expect("run ip");
+    assert!(out.status.success(), "ip {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+fn ip_out(args: &[&str]) -> String {
+    let out = Command::new("ip").args(args).output().expect("run ip");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// An HTTP server in a namespace of its own, reachable from the host.
+struct TestServer {
+    ns: String,
+    veth: String,
+    addr: String,
+    body: String,
+    child: Child,
+    _dir: tempfile::TempDir,
+}
+
+impl TestServer {
+    fn start() -> TestServer {
+        let n = NEXT.fetch_add(1, Ordering::SeqCst);
+        let slot = (std::process::id() * 16 + n) % 16384;
+        let base = slot * 4;
+        let (hi, lo) = (base / 256, base % 256);
+        let host = format!("10.201.{hi}.{}", lo + 1);
+        let addr = format!("10.201.{hi}.{}", lo + 2);
+        let tag = format!("{:x}{n:x}", std::process::id());
+        let (ns, veth) = (format!("hvtest-{tag}"), format!("nt-{tag}"));
+        let _ = Command::new("ip").args(["netns", "del", &ns]).output();
+        ip(&["netns", "add", &ns]);
+        ip(&["link", "add", &veth, "type", "veth", "peer", "name", "eth0", "netns", &ns]);
+        ip(&["addr", "add", &format!("{host}/30"), "dev", &veth]);
+        ip(&["link", "set", &veth, "up"]);
+        ip(&["-n", &ns, "addr", "add", &format!("{addr}/30"), "dev", "eth0"]);
+        ip(&["-n", &ns, "link", "set", "eth0", "up"]);
+        ip(&["-n", &ns, "link", "set", "lo", "up"]);
+        let dir = tempfile::tempdir().unwrap();
+        let body = format!("hello from {addr}");
+        std::fs::write(dir.path().join("hello.txt"), &body).unwrap();
+        let child = Command::new("ip")
+            .args(["netns", "exec", &ns, "python3", "-m", "http.server", "8000", "--bind", &addr])
+            .current_dir(dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let s = TestServer { ns, veth, addr, body, child, _dir: dir };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect_timeout(&format!("{}:8000", s.addr).parse().unwrap(), Duration::from_millis(200)).is_err() {
+            assert!(Instant::now() < deadline, "test server on {} did not come up", s.addr);
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        s
+    }
+
+    fn url(&self) -> String {
+        format!("http://{}:8000/hello.txt", self.addr)
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = Command::new("ip").args(["link", "del", &self.veth]).output();
+        let _ = Command::new("ip").args(["netns", "del", &self.ns]).output();
+    }
+}
+
+/// A line in /etc/hosts for the test's duration.
+struct HostsEntry {
+    line: String,
+}
+
+impl HostsEntry {
+    fn add(addr: &str, name: &str) -> HostsEntry {
+        let _g = HOSTS_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+        let line = format!("{addr} {name} # heyvm network test\n");
+        let mut hosts = std::fs::read_to_string("/etc/hosts").unwrap();
+        hosts.push_str(&line);
+        std::fs::write("/etc/hosts", hosts).unwrap();
+        HostsEntry { line }
+    }
+}
+
+impl Drop for HostsEntry {
+    fn drop(&mut self) {
+        let _g = HOSTS_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+        if let Ok(hosts) = std::fs::read_to_string("/etc/hosts") {
+            let _ = std::fs::write("/etc/hosts", hosts.replacen(&self.line, "", 1));
+        }
+    }
+}
+
+/// Fetches `url` from inside the sandbox: Some(body) or None if it failed.
+fn fetch(d: &Daemon, id: &str, url: &str) -> Option<String> {
+    let out = d.sh(id, &format!("curl -sS --max-time 5 {url}"));
+    (out["exit_code"] == 0).then(|| out["stdout"].as_str().unwrap_or("").to_string())
+}
+
+fn id(v: &Value) -> String {
+    v["id"].as_str().unwrap().to_string()
+}
+
+/// The network objects on the host that mention this sandbox.
+fn host_objects(sandbox_id: &str) -> Vec<String> {
+    let hex = &sandbox_id[3..];
+    let mut found: Vec<String> = ip_out(&["netns", "list"]).lines().filter(|l| l.contains(sandbox_id)).map(String::from).collect();
+    found.extend(ip_out(&["-o", "link", "show"]).lines().filter(|l| l.contains(&format!("hv-{hex}"))).map(String::from));
+    found
+}
+
+#[test]
+fn nat_sandbox_reaches_a_server_and_none_sandbox_does_not() {
+    let Some(d) = Daemon::start() else { return };
+    let server = TestServer::start();
+    let nat = d.create(json!({"name": "net-nat"}));
+    assert_eq!(nat["network"], "nat");
+    let guest_ip = nat["guest_ip"].as_str().expect("nat sandbox has a guest_ip").to_string();
+    assert!(guest_ip.starts_with("10.89."), "{guest_ip}");
+    assert_eq!(fetch(&d, &id(&nat), &server.url()).as_deref(), Some(server.body.as_str()));
+    let addrs = d.sh(&id(&nat), "ip -4 -o addr show dev eth0");
+    assert!(addrs["stdout"].as_str().unwrap().contains(&guest_ip), "{addrs}");
+    // Root inside the sandbox cannot reconfigure its own network.
+    let tamper = d.sh(&id(&nat), "ip addr add 10.201.250.1/32 dev eth0");
+    assert_ne!(tamper["exit_code"], 0, "sandbox root changed its addresses: {tamper}");
+
+    let none = d.create(json!({"name": "net-none", "network": "none"}));
+    assert_eq!(none["network"], "none");
+    assert!(none["guest_ip"].is_null());
+    assert_eq!(fetch(&d, &id(&none), &server.url()), None);
+    let links = d.sh(&id(&none), "ls /sys/class/net 2>/dev/null || cat /proc/net/dev");
+    assert!(!links["stdout"].as_str().unwrap().contains("eth0"), "{links}");
+}
+
+#[test]
+fn allow_out_permits_only_listed_destinations() {
+    let Some(d) = Daemon::start() else { return };
+    let (a, b) = (TestServer::start(), TestServer::start());
+    let sb = d.create(json!({"name": "net-allow", "allow_out": [format!("{}/30", a.addr)]}));
+    assert_eq!(sb["allow_out"], json!([format!("{}/30", net30(&a.addr))]));
+    assert_eq!(fetch(&d, &id(&sb), &a.url()).as_deref(), Some(a.body.as_str()));
+    assert_eq!(fetch(&d, &id(&sb), &b.url()), None);
+    // Loopback inside the sandbox is never subject to the policy.
+    let lo = d.sh(&id(&sb), "python3 -m http.server 8001 --bind 127.0.0.1 >/dev/null 2>&1 & sleep 0.5; curl -s -o /dev/null -w '%{http_code}' --max-time 5 http://127.0.0.1:8001/");
+    assert_eq!(lo["stdout"], "200", "{lo}");
+}
+
+/// `10.201.x.y` -> the network address of its /30.
+fn net30(addr: &str) -> String {
+    let ip: std::net::Ipv4Addr = addr.parse().unwrap();
+    std::net::Ipv4Addr::from(u32::from(ip) & !3).to_string()
+}
+
+#[test]
+fn deny_out_blocks_even_when_allowed() {
+    let Some(d) = Daemon::start() else { return };
+    let (a, b) = (TestServer::start(), TestServer::start());
+    let sb = d.create(json!({"name": "net-deny", "deny_out": [b.addr.clone()]}));
+    assert_eq!(fetch(&d, &id(&sb), &a.url()).as_deref(), Some(a.body.as_str()));
+    assert_eq!(fetch(&d, &id(&sb), &b.url()), None);
+    let both = d.create(json!({"name": "net-deny2", "allow_out": ["10.201.0.0/16"], "deny_out": [b.addr.clone()]}));
+    assert_eq!(fetch(&d, &id(&both), &a.url()).as_deref(), Some(a.body.as_str()));
+    assert_eq!(fetch(&d, &id(&both), &b.url()), None);
+}
+
+#[test]
+fn domain_names_in_a_policy_are_resolved_at_start() {
+    let Some(d) = Daemon::start() else { return };
+    let (a, b) = (TestServer::start(), TestServer::start());
+    let (name_a, name_b) = (format!("a-{}.heyvm-test", std::process::id()), format!("b-{}.heyvm-test", std::process::id()));
+    let _ha = HostsEntry::add(&a.addr, &name_a);
+    let _hb = HostsEntry::add(&b.addr, &name_b);
+    let deny = d.create(json!({"name": "net-dns-deny", "deny_out": [name_b.clone()]}));
+    assert_eq!(fetch(&d, &id(&deny), &a.url()).as_deref(), Some(a.body.as_str()));
+    assert_eq!(fetch(&d, &id(&deny), &b.url()), None);
+    let allow = d.create(json!({"name": "net-dns-allow", "allow_out": [name_a.to_uppercase()]}));
+    assert_eq!(allow["allow_out"], json!([name_a]));
+    assert_eq!(fetch(&d, &id(&allow), &a.url()).as_deref(), Some(a.body.as_str()));
+    assert_eq!(fetch(&d, &id(&allow), &b.url()), None);
+    // A denied name that does not resolve fails the start (fail closed).
+    let (s, v) = d.post("/sandboxes", &json!({"name": "net-dns-bad", "deny_out": ["no-such-host.invalid"]}));
+    assert!(s >= 400, "{s} {v}");
+    assert!(v["message"].as_str().unwrap_or("").contains("no-such-host.invalid"), "{v}");
+}
+
+#[test]
+fn two_sandboxes_bind_the_same_port() {
+    let Some(d) = Daemon::start() else { return };
+    let mut ips = Vec::new();
+    for name in ["net-port-1", "net-port-2"] {
+        let sb = d.create(json!({"name": name, "start_command": format!("echo {name} > /workspace/who && cd /workspace && python3 -m http.server 8080")}));
+        ips.push(sb["guest_ip"].as_str().unwrap().to_string());
+    }
+    assert_ne!(ips[0], ips[1]);
+    for (i, ip) in ips.iter().enumerate() {
+        assert_eq!(host_get(&format!("http://{ip}:8080/who")).trim(), format!("net-port-{}", i + 1));
+    }
+}
+
+/// GETs `url` from the host, retrying while the server starts.
+fn host_get(url: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let out = Command::new("curl").args(["-s", "--max-time", "2", url]).output().unwrap();
+        if out.status.success() && !out.stdout.is_empty() {
+            return String::from_utf8_lossy(&out.stdout).into_owned();
+        }
+        assert!(Instant::now() < deadline, "no answer from {url}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn teardown_leaves_nothing_behind_and_start_recreates() {
+    let Some(d) = Daemon::start() else { return };
+    let server = TestServer::start();
+    let sb = d.create(json!({"name": "net-teardown", "deny_out": ["10.201.255.0/24"]}));
+    let sid = id(&sb);
+    assert_eq!(host_objects(&sid).len(), 2, "expected a netns and a veth: {:?}", host_objects(&sid));
+    let first_ip = sb["guest_ip"].clone();
+
+    d.heyvm_json(&["stop", &sid]);
+    assert_eq!(host_objects(&sid), Vec::<String>::new());
+    assert!(d.get(&format!("/sandboxes/{sid}")).1["guest_ip"].is_null());
+    let started = d.heyvm_json(&["start", &sid]);
+    let info = d.get(&format!("/sandboxes/{sid}")).1;
+    assert_eq!(info["guest_ip"], first_ip, "address is stable across stop/start: {started}");
+    assert_eq!(fetch(&d, &sid, &server.url()).as_deref(), Some(server.body.as_str()));
+
+    let (s, v) = d.post(&format!("/sandboxes/{sid}/force-stop"), &json!({}));
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(host_objects(&sid), Vec::<String>::new());
+    d.heyvm_json(&["start", &sid]);
+    assert_eq!(host_objects(&sid).len(), 2);
+    let out = d.heyvm(&["rm", "-y", &sid]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(host_objects(&sid), Vec::<String>::new());
+}
+
+#[test]
+fn network_survives_daemon_kill_and_restart() {
+    let Some(mut d) = Daemon::start() else { return };
+    let server = TestServer::start();
+    let sb = d.create(json!({"name": "net-survive", "start_command": "cd /workspace && echo alive > ok && python3 -m http.server 8080"}));
+    let (sid, guest_ip) = (id(&sb), sb["guest_ip"].as_str().unwrap().to_string());
+    d.restart();
+    let info = d.get(&format!("/sandboxes/{sid}")).1;
+    assert_eq!(info["status"], "running", "{info}");
+    assert_eq!(info["guest_ip"], guest_ip.as_str());
+    assert_eq!(fetch(&d, &sid, &server.url()).as_deref(), Some(server.body.as_str()));
+    assert_eq!(host_get(&format!("http://{guest_ip}:8080/ok")).trim(), "alive");
+}
+
+#[test]
+fn cli_flags_and_invalid_input() {
+    let Some(d) = Daemon::start() else { return };
+    let v = d.heyvm_json(&["create", "--name", "net-cli", "--network", "none", "--deny-out", "10.0.0.0/8", "--allow-out", "example.test"]);
+    assert_eq!(v["network"], "none");
+    assert_eq!(v["deny_out"], json!(["10.0.0.0/8"]));
+    assert_eq!(v["allow_out"], json!(["example.test"]));
+    for bad in [json!({"network": "bridge"}), json!({"allow_out": ["10.0.0.0/33"]}), json!({"deny_out": ["not a host"]})] {
+        let (s, v) = d.post("/sandboxes", &bad);
+        assert_eq!(s, 400, "{bad}: {v}");
+        assert_eq!(v["error"], "invalid_request", "{v}");
+    }
+    let out = d.heyvm(&["create", "--network", "bridge", "--format", "json"]);
+    assert!(!out.status.success());
+}
