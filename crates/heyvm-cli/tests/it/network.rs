@@ -212,15 +212,20 @@ fn domain_names_in_a_policy_are_resolved_at_start() {
 #[test]
 fn two_sandboxes_bind_the_same_port() {
     let Some(d) = Daemon::start() else { return };
-    let mut ips = Vec::new();
+    let (mut ids, mut ips) = (Vec::new(), Vec::new());
     for name in ["net-port-1", "net-port-2"] {
         let sb = d.create(json!({"name": name, "start_command": format!("echo {name} > /workspace/who && cd /workspace && python3 -m http.server 8080")}));
+        ids.push(id(&sb));
         ips.push(sb["guest_ip"].as_str().unwrap().to_string());
     }
     assert_ne!(ips[0], ips[1]);
     for (i, ip) in ips.iter().enumerate() {
         assert_eq!(host_get(&format!("http://{ip}:8080/who")).trim(), format!("net-port-{}", i + 1));
+        // Each sees its own server on loopback.
+        assert_eq!(fetch(&d, &ids[i], "http://127.0.0.1:8080/who").map(|s| s.trim().to_string()), Some(format!("net-port-{}", i + 1)));
     }
+    // Sandboxes cannot reach each other through the host.
+    assert_eq!(fetch(&d, &ids[0], &format!("http://{}:8080/who", ips[1])), None);
 }
 
 /// GETs `url` from the host, retrying while the server starts.
