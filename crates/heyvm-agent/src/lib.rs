@@ -6,6 +6,7 @@
 //! It depends only on the protocol crate and std: it is small, has no async
 //! runtime, and a thread per connection keeps concurrent execs independent.
 
+mod connect;
 mod exec;
 mod logfile;
 mod pty;
@@ -70,6 +71,7 @@ fn handle(mut conn: UnixStream, shared: &Shared) -> io::Result<()> {
         Request::Exec(spec) => exec::run(conn, spec),
         Request::Shell(spec) => pty::run(conn, spec),
         Request::Resize { .. } => write_json(&mut conn, &Event::Error { message: "resize outside a shell connection".into() }),
+        Request::Connect { port } => connect::run(conn, port),
         Request::StartService { command, env, cwd } => match shared.service.start(&command, &env, &cwd, &shared.log) {
             Ok(pid) => write_json(&mut conn, &Event::Started { pid }),
             Err(e) => write_json(&mut conn, &Event::Error { message: format!("start command failed: {e}") }),

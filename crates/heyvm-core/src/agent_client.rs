@@ -85,6 +85,28 @@ impl AgentClient {
         }
     }
 
+    /// Opens a byte stream to `127.0.0.1:port` inside the sandbox. The
+    /// answer is read byte-exactly (no buffering) because the sandbox
+    /// program's bytes may follow it immediately. The inner `Err` is the
+    /// agent's refusal (nothing listens on the port).
+    pub async fn connect_port(&self, port: u16) -> io::Result<Result<UnixStream, String>> {
+        let mut stream = UnixStream::connect(&self.socket).await?;
+        stream.write_all(&encode_json(&Request::Connect { port })).await?;
+        let mut h = [0u8; 5];
+        stream.read_exact(&mut h).await?;
+        let (kind, len) = parse_header(h)?;
+        let mut payload = vec![0u8; len];
+        stream.read_exact(&mut payload).await?;
+        if kind != FrameKind::Control {
+            return Err(io::Error::other(format!("unexpected frame from agent: {kind:?}")));
+        }
+        match decode_json::<Event>(&payload)? {
+            Event::Connected => Ok(Ok(stream)),
+            Event::Error { message } => Ok(Err(message)),
+            other => Err(unexpected(&other)),
+        }
+    }
+
     pub async fn shutdown(&self, grace: Duration) -> io::Result<()> {
         let req = Request::Shutdown { grace_ms: grace.as_millis() as u64 };
         let (mut r, _w) = self.request(&req).await?;

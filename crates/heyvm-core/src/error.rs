@@ -32,6 +32,11 @@ pub enum CoreError {
     Backend(String),
     #[error("the sandbox agent did not answer: {0}")]
     AgentUnreachable(String),
+    #[error("{0}")]
+    EndpointNotFound(String),
+    /// Nothing accepts connections on the requested sandbox port.
+    #[error("{0}")]
+    PortUnreachable(String),
     #[error("invalid archive: {0}")]
     InvalidArchive(String),
     #[error("archive '{0}' not found")]
@@ -58,6 +63,8 @@ impl CoreError {
             Self::SandboxFailed { .. } => "sandbox_failed",
             Self::Backend(_) => "backend_error",
             Self::AgentUnreachable(_) => "agent_unreachable",
+            Self::EndpointNotFound(_) => "endpoint_not_found",
+            Self::PortUnreachable(_) => "port_unreachable",
             Self::InvalidArchive(_) => "invalid_archive",
             Self::ArchiveNotFound(_) => "archive_not_found",
             Self::Store(_) => "store_error",
@@ -67,13 +74,13 @@ impl CoreError {
 
     pub fn status(&self) -> u16 {
         match self {
-            Self::NotFound(_) | Self::FileNotFound(_) => 404,
+            Self::NotFound(_) | Self::FileNotFound(_) | Self::EndpointNotFound(_) => 404,
             Self::InvalidRequest(_) | Self::InvalidPath(_) | Self::BackendUnavailable(..) | Self::InvalidArchive(_) => 400,
             Self::ArchiveNotFound(_) => 404,
             Self::ReadOnlyMount(_) => 403,
             Self::NameTaken(_) | Self::InvalidState { .. } | Self::Conflict(_) => 409,
             Self::PayloadTooLarge(_) => 413,
-            Self::AgentUnreachable(_) => 502,
+            Self::AgentUnreachable(_) | Self::PortUnreachable(_) => 502,
             Self::SandboxFailed { .. } | Self::Backend(_) | Self::Store(_) | Self::Io(_) => 500,
         }
     }

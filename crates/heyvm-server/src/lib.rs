@@ -5,6 +5,7 @@
 pub mod auth;
 mod error;
 mod extract;
+pub mod proxy;
 mod routes;
 mod serve;
 
@@ -22,4 +23,6 @@ pub struct AppState {
     pub mgr: Arc<SandboxManager>,
     /// Bearer-token auth (`JWT_SECRET`); None leaves the API open.
     pub auth: Option<Arc<auth::AuthConfig>>,
+    /// Proxy endpoint listeners and routing.
+    pub proxy: Arc<proxy::ProxyHub>,
 }

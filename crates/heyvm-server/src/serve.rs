@@ -47,8 +47,17 @@ pub async fn serve(opts: ServeOptions, backend: Arc<dyn Backend>) -> anyhow_like
     println!("heyvm API listening on http://{local} ({note}); data dir {}", opts.data.root().display());
     tracing::info!(%local, backend = mgr.backend_name(), limits = mgr.limits_enforced(), "serving");
     let auth = opts.jwt_secret.map(|s| Arc::new(crate::auth::AuthConfig::new(s, opts.jwt_audience)));
-    let app = router(AppState { mgr, auth });
-    axum::serve(listener, app).await?;
+    // API_HOSTNAME: `<subdomain>.<API_HOSTNAME>` on this listener reaches proxy endpoints.
+    let api_hostname = std::env::var("API_HOSTNAME").ok().filter(|h| !h.trim().is_empty());
+    let proxy = crate::proxy::ProxyHub::new(mgr.clone(), auth.clone(), api_hostname, local.port());
+    proxy.start();
+    let routed = proxy.api_hostname().is_some();
+    let app = router(AppState { mgr, auth, proxy: proxy.clone() });
+    if routed {
+        axum::serve(crate::proxy::RoutingListener::new(listener, proxy)?, app).await?;
+    } else {
+        axum::serve(listener, app).await?;
+    }
     Ok(())
 }
 

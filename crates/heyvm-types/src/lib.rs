@@ -8,6 +8,7 @@ mod exec;
 mod files;
 mod logs;
 mod error;
+mod proxy;
 mod archive;
 /// heyo-sdk's cloud dialect; not glob-exported (names overlap the native API).
 pub mod compat;
@@ -17,6 +18,7 @@ pub use error::*;
 pub use exec::*;
 pub use files::*;
 pub use logs::*;
+pub use proxy::*;
 pub use sandbox::*;
 
 /// Port of the local daemon started by the CLI (the TUI-mode port of heyvm).

@@ -14,4 +14,4 @@ mod persistence;
 mod lifecycle;
 mod bad_input;
 mod cli;
-mod compat;
+mod proxy;

@@ -166,6 +166,7 @@ impl SandboxManager {
         self.locks.lock().unwrap_or_else(|e| e.into_inner()).remove(&rec.id);
         self.cpu_samples.lock().unwrap_or_else(|e| e.into_inner()).remove(&rec.id);
         self.urls.lock().unwrap_or_else(|e| e.into_inner()).remove(&rec.id);
+        self.forget_endpoints(&rec.id);
         let mut info = self.info(&rec);
         info.status = SandboxStatus::Stopped;
         Ok(info)

@@ -2,7 +2,6 @@
 
 mod compat;
 mod archives;
-mod compat;
 mod exec;
 mod files;
 mod logs;
@@ -51,8 +50,6 @@ pub fn router(state: AppState) -> Router {
         .route("/sandboxes/{id}/mounts/{*path}", axum::routing::delete(mounts::remove))
         .route("/sandboxes/{id}/proxy", get(proxy::list).post(proxy::create).delete(proxy::delete))
         .route("/sandboxes/{id}/wait-for", post(proxy::wait_for))
-        // heyo-sdk's cloud dialect (/sandbox-deploy, /deployed-sandboxes, /sandbox/:id/…).
-        .merge(compat::routes(json_limit))
         // heyo-sdk's cloud dialect (/sandbox-deploy, /deployed-sandboxes, /sandbox/:id/…).
         .merge(compat::routes(json_limit))
         .fallback(|| async { AppError::new(StatusCode::NOT_FOUND, "route_not_found", "no such route") })

@@ -1,0 +1,147 @@
+//! Proxy endpoints: a port inside a sandbox exposed under a random
+//! subdomain. The manager persists endpoints (they survive daemon restarts)
+//! and opens byte streams to sandbox ports through the agent, which works
+//! whether or not the sandbox has a network of its own. The HTTP layer owns
+//! the listeners and decides what the URLs look like.
+
+use heyvm_types::{SandboxStatus, UrlInfo};
+use serde::{Deserialize, Serialize};
+use tokio::net::UnixStream;
+
+use super::SandboxManager;
+use crate::error::{CoreError, Result};
+use crate::record::now_secs;
+
+const SUBDOMAIN_LEN: usize = 6;
+const ALPHABET: &[u8; 36] = b"abcdefghijklmnopqrstuvwxyz0123456789";
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Endpoint {
+    pub subdomain: String,
+    pub sandbox_id: String,
+    /// The port inside the sandbox.
+    pub port: u16,
+    pub is_public: bool,
+    /// The loopback port the daemon listens on for this endpoint; kept so a
+    /// restarted daemon binds the same one when it is still free.
+    #[serde(default)]
+    pub local_port: Option<u16>,
+    pub created_at: i64,
+}
+
+/// 6 characters of `[a-z0-9]`, uniformly drawn.
+pub fn new_subdomain() -> String {
+    let mut out = String::with_capacity(SUBDOMAIN_LEN);
+    while out.len() < SUBDOMAIN_LEN {
+        let mut buf = [0u8; 16];
+        getrandom::getrandom(&mut buf).expect("the OS random source is available");
+        // 252 = 7 * 36: rejecting larger bytes keeps the draw uniform.
+        out.extend(buf.iter().filter(|&&b| b < 252).map(|&b| ALPHABET[(b % 36) as usize] as char).take(SUBDOMAIN_LEN - out.len()));
+    }
+    out
+}
+
+pub fn is_subdomain(s: &str) -> bool {
+    s.len() == SUBDOMAIN_LEN && s.bytes().all(|b| ALPHABET.contains(&b))
+}
+
+impl SandboxManager {
+    /// Records a new endpoint for `key`'s `port`.
+    pub fn add_endpoint(&self, key: &str, port: u16, is_public: bool) -> Result<Endpoint> {
+        if port == 0 {
+            return Err(CoreError::invalid("port must be between 1 and 65535"));
+        }
+        let rec = self.store.resolve(key)?;
+        let mut last = None;
+        for _ in 0..8 {
+            let e = Endpoint { subdomain: new_subdomain(), sandbox_id: rec.id.clone(), port, is_public, local_port: None, created_at: now_secs() };
+            match self.store.insert_endpoint(&e) {
+                Ok(()) => {
+                    self.endpoints_changed();
+                    return Ok(e);
+                }
+                Err(CoreError::Conflict(m)) => last = Some(m),
+                Err(other) => return Err(other),
+            }
+        }
+        Err(CoreError::Conflict(last.unwrap_or_default()))
+    }
+
+    /// Saves a changed endpoint (its local port).
+    pub fn save_endpoint(&self, e: &Endpoint) -> Result<()> {
+        self.store.update_endpoint(e)
+    }
+
+    /// One sandbox's endpoints.
+    pub fn endpoints(&self, key: &str) -> Result<Vec<Endpoint>> {
+        let rec = self.store.resolve(key)?;
+        self.store.endpoints(Some(&rec.id))
+    }
+
+    /// Every sandbox's endpoints.
+    pub fn all_endpoints(&self) -> Result<Vec<Endpoint>> {
+        self.store.endpoints(None)
+    }
+
+    /// Removes one of `key`'s endpoints.
+    pub fn remove_endpoint(&self, key: &str, subdomain: &str) -> Result<Endpoint> {
+        let rec = self.store.resolve(key)?;
+        let found = self.store.endpoints(Some(&rec.id))?.into_iter().find(|e| e.subdomain == subdomain);
+        let Some(e) = found else {
+            return Err(CoreError::EndpointNotFound(format!("sandbox '{key}' has no proxy endpoint '{subdomain}'")));
+        };
+        self.store.delete_endpoint(subdomain)?;
+        self.endpoints_changed();
+        Ok(e)
+    }
+
+    /// Drops a deleted sandbox's endpoints.
+    pub(crate) fn forget_endpoints(&self, sandbox_id: &str) {
+        if let Err(e) = self.store.delete_endpoints_of(sandbox_id) {
+            tracing::warn!(sandbox = sandbox_id, error = %e, "could not delete proxy endpoints");
+        }
+        self.urls.lock().unwrap_or_else(|e| e.into_inner()).remove(sandbox_id);
+        self.endpoints_changed();
+    }
+
+    /// Ticks whenever an endpoint is added or removed (including by sandbox
+    /// deletion), so listeners can be opened and closed to match.
+    pub fn watch_endpoints(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.endpoint_gen.subscribe()
+    }
+
+    fn endpoints_changed(&self) {
+        self.endpoint_gen.send_modify(|g| *g += 1);
+    }
+
+    /// Sets the `urls` shown in a sandbox's info.
+    pub fn set_endpoint_urls(&self, sandbox_id: &str, urls: Vec<UrlInfo>) {
+        self.set_urls(sandbox_id, urls);
+    }
+
+    /// A byte stream to `127.0.0.1:port` inside a running sandbox.
+    pub async fn connect_port(&self, key: &str, port: u16) -> Result<UnixStream> {
+        let rec = self.store.resolve(key)?;
+        if rec.status != SandboxStatus::Running {
+            return Err(CoreError::InvalidState { id: rec.id, status: rec.status.to_string(), action: "connect", needs: "running" });
+        }
+        match self.agent(&rec).connect_port(port).await {
+            Ok(Ok(stream)) => Ok(stream),
+            Ok(Err(refusal)) => Err(CoreError::PortUnreachable(refusal)),
+            Err(e) => Err(CoreError::AgentUnreachable(e.to_string())),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn subdomains_are_six_lowercase_alnum_and_vary() {
+        let a: Vec<String> = (0..50).map(|_| new_subdomain()).collect();
+        assert!(a.iter().all(|s| is_subdomain(s)), "{a:?}");
+        assert!(a.iter().collect::<std::collections::HashSet<_>>().len() > 45);
+        assert!(!is_subdomain("ABCDEF") && !is_subdomain("abc") && !is_subdomain("abc-de"));
+    }
+}
