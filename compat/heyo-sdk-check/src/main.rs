@@ -1,6 +1,6 @@
 //! Drives a heyvm daemon with the existing product's Rust client, heyo-sdk
 //! 0.1.15, exactly as a program written for it would: `Sandbox::create`,
-//! `Commands::run`, `Files::read/write`, `Sandbox::shell`, list/get, stop/start/restart,
+//! `Commands::run`, `Files::read/write`, `Sandbox::shell`, `bind_port`, list/get, stop/start/restart,
 //! `Daemon::{create, list, list_inactive, logs, system_usage}` and kill.
 //!
 //! `HEYVM_API_URL` names the daemon (e.g. `http://127.0.0.1:3000`). Exits
@@ -210,9 +210,12 @@ async fn run(url: &str) -> Res<()> {
     check(sdk(sb.get().await, "get")?.ttl_seconds == Some(7200), "ttl updated")?;
     sdk(sb.resize(SandboxSize::Mini).await, "resize")?;
     check(sdk(sb.get().await, "get")?.size_class.as_deref() == Some("mini"), "resized")?;
+    let bound = sdk(sb.bind_port(8080, None).await, "bind_port")?;
+    check(bound.port == 8080 && bound.is_public && !bound.subdomain.is_empty() && !bound.url.is_empty(), format!("bind_port {bound:?}"))?;
+    check(sdk(sb.get_host(8080).await, "get_host")? == Some(bound.url.clone()), "get_host finds the bound URL")?;
     let logs = sdk(daemon.logs(&id, &LogsQuery::default()).await, "Daemon::logs")?;
     check(logs.total > 0, "sandbox has log entries")?;
-    st.ok("restart, set_ttl, resize, Daemon::logs");
+    st.ok("restart, set_ttl, resize, bind_port, get_host, Daemon::logs");
 
     // Daemon::create (the controller's create body) and Daemon::sandbox.
     let created = sdk(

@@ -89,6 +89,8 @@ pub struct DeployedSandbox {
     pub status: SandboxStatus,
     pub image: String,
     pub region: Option<String>,
+    /// The archive unpacked into /workspace at creation, if any.
+    pub archive_id: Option<String>,
     pub start_command: Option<String>,
     pub working_directory: Option<String>,
     pub size_class: Option<String>,
@@ -165,6 +167,16 @@ pub struct WriteFileRequest {
     pub file_path: String,
     /// Base64 (standard alphabet).
     pub content: String,
+}
+
+/// Body of `POST /proxy-endpoints/for-deployed` (heyo-sdk's `bind_port`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BindPortRequest {
+    pub sandbox_id: String,
+    pub port: u16,
+    /// Defaults to public, as in the cloud.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub is_public: Option<bool>,
 }
 
 /// Body of `POST /deployed-sandboxes/:id/ttl`. `0` removes the TTL.

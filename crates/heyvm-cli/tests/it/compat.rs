@@ -50,7 +50,8 @@ fn compat_deploy_exec_files_and_lifecycle() {
     assert!(v["cpus"].is_null(), "micro is a quarter vCPU: {v}");
     assert_eq!(v["vcpus"], 0.25);
     assert!(v["ttl_seconds"].is_null(), "ttl 0 means none: {v}");
-    assert_eq!(v["ignored_fields"], json!(["cpus", "disk_size_gb", "region"]));
+    assert_eq!(v["region"], "US");
+    assert_eq!(v["ignored_fields"], json!(["cpus", "disk_size_gb"]));
 
     // Listing, by id and by name.
     let (s, list) = d.get("/deployed-sandboxes");
@@ -147,7 +148,8 @@ fn compat_deploy_refuses_what_it_cannot_honour() {
     let Some(d) = Daemon::start() else { return };
     let cases = [
         (json!({"name": "a", "driver": "firecracker"}), 400, "backend_unavailable"),
-        (json!({"name": "b", "archive_id": "ar-1234"}), 400, "unsupported"),
+        (json!({"name": "b", "s3_archive_key": "u/a/ar-1.tar.gz"}), 400, "unsupported"),
+        (json!({"name": "b2", "region": "MARS"}), 400, "invalid_request"),
         (json!({"name": "c", "mounts": [{"tree_id": "t1", "sandbox_path": "/data"}]}), 400, "unsupported"),
         (json!({"name": "d", "mounts": [{"sandbox_path": "/data"}]}), 400, "invalid_request"),
         (json!({"name": "e", "size_class": "huge"}), 400, "invalid_request"),
@@ -242,4 +244,42 @@ fn compat_system_usage_and_inactive_paging() {
     assert_eq!((s, e["error"].as_str()), (400, Some("invalid_query")));
     let (s, e) = d.get("/sandboxes/inactive?count=abc");
     assert_eq!((s, e["error"].as_str()), (400, Some("invalid_query")));
+}
+
+#[test]
+fn compat_deploy_from_archive_and_bind_port() {
+    let Some(d) = Daemon::start() else { return };
+    let src = tempfile::tempdir().unwrap();
+    std::fs::write(src.path().join("app.txt"), "from the archive\n").unwrap();
+    let tar = std::process::Command::new("tar").args(["-czf", "-", "-C"]).arg(src.path()).arg(".").output().unwrap();
+    assert!(tar.status.success());
+    let (s, ar) = d.post_raw("/archives", "application/gzip", &tar.stdout);
+    assert_eq!(s, 201, "{ar}");
+    let archive_id = ar["archive_id"].as_str().unwrap();
+
+    let (s, v) = d.post("/sandbox-deploy", &json!({"name": "from-ar", "archive_id": archive_id, "region": "EU", "size_class": "micro"}));
+    assert_eq!(s, 201, "{v}");
+    assert_sdk_sandbox_shape(&v);
+    assert_eq!((v["archive_id"].as_str(), v["region"].as_str()), (Some(archive_id), Some("EU")));
+    let id = v["id"].as_str().unwrap();
+    let (_, r) = d.post(&format!("/sandbox/{id}/read-file"), &json!({"file_path": "app.txt"}));
+    assert_eq!(unb64(&r["content"]), b"from the archive\n");
+    let (s, e) = d.post("/sandbox-deploy", &json!({"name": "no-ar", "archive_id": "ar-00000000"}));
+    assert!(s == 400 || s == 404, "unknown archive: {s} {e}");
+
+    // heyo-sdk's bind_port: public by default, then visible on the native route.
+    let (s, b) = d.post("/proxy-endpoints/for-deployed", &json!({"sandbox_id": id, "port": 8080}));
+    assert_eq!(s, 201, "{b}");
+    assert!(b["subdomain"].is_string() && b["url"].is_string() && b["hostname"].is_string(), "{b}");
+    assert_eq!((b["port"].as_u64(), b["is_public"].as_bool()), (Some(8080), Some(true)));
+    let (_, list) = d.get(&format!("/sandboxes/{id}/proxy"));
+    assert!(list.as_array().unwrap().iter().any(|e| e["subdomain"] == b["subdomain"]), "{list}");
+    let (_, info) = d.get(&format!("/deployed-sandboxes/{id}"));
+    assert!(info["urls"].as_array().unwrap().iter().any(|u| u["port"] == 8080), "{info}");
+    let (s, b) = d.post("/proxy-endpoints/for-deployed", &json!({"sandbox_id": id, "port": 9090, "is_public": false}));
+    assert_eq!((s, b["is_public"].as_bool()), (201, Some(false)));
+    let (s, e) = d.post("/proxy-endpoints/for-deployed", &json!({"sandbox_id": "sb-00000000", "port": 80}));
+    assert_eq!((s, e["error"].as_str()), (404, Some("sandbox_not_found")));
+    let (s, e) = d.post("/proxy-endpoints/for-deployed", &json!({"sandbox_id": id, "port": 0}));
+    assert_eq!(s, 400, "{e}");
 }

@@ -4,12 +4,13 @@
 //! `backend_unavailable` unless this daemon runs it, rather than silently
 //! giving weaker isolation than asked for); `size_class`, `image`,
 //! `start_command`, `working_directory`, `env_vars`, `setup_hooks`,
-//! `open_ports`, `ttl_seconds` (0 = none) and host-path `mounts` map
-//! directly. Workspace archives and uploaded trees do not exist here and are
-//! refused (`unsupported`), since ignoring them would start an empty
-//! workspace. Everything else (`region`, `disk_size_gb`, `cpus`, `memory`,
-//! `account_id`, …) is accepted, noted in the sandbox log and echoed in
-//! `ignored_fields`.
+//! `open_ports`, `ttl_seconds` (0 = none), `region`, `archive_id` (an
+//! archive uploaded with `POST /archives`, unpacked into /workspace) and
+//! host-path `mounts` map directly. S3 archive keys and uploaded trees do
+//! not exist here and are refused (`unsupported`), since ignoring them would
+//! start an empty workspace. Everything else (`disk_size_gb`, `cpus`,
+//! `memory`, `account_id`, …) is accepted, noted in the sandbox log and
+//! echoed in `ignored_fields`.
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -28,8 +29,8 @@ fn unsupported(what: &str) -> AppError {
 }
 
 pub async fn deploy(State(s): State<AppState>, ApiJson(req): ApiJson<DeployRequest>) -> ApiResult<(StatusCode, Json<DeployedSandbox>)> {
-    if req.archive_id.is_some() || req.s3_archive_key.is_some() {
-        return Err(unsupported("creating from a workspace archive (archive_id, s3_archive_key)"));
+    if req.s3_archive_key.is_some() {
+        return Err(unsupported("a workspace archive by S3 key (s3_archive_key; upload it with POST /archives and pass archive_id)"));
     }
     let mut mounts = Vec::new();
     for m in req.mounts.unwrap_or_default() {
@@ -40,7 +41,6 @@ pub async fn deploy(State(s): State<AppState>, ApiJson(req): ApiJson<DeployReque
         }
     }
     let mut ignored: Vec<String> = req.extra.keys().cloned().collect();
-    ignored.extend(req.region.is_some().then(|| "region".to_string()));
     ignored.extend(req.disk_size_gb.is_some().then(|| "disk_size_gb".to_string()));
     ignored.sort();
     let create = CreateSandboxRequest {
@@ -56,6 +56,8 @@ pub async fn deploy(State(s): State<AppState>, ApiJson(req): ApiJson<DeployReque
         env_vars: req.env_vars,
         setup_hooks: req.setup_hooks,
         mounts: Some(mounts),
+        archive_id: req.archive_id,
+        region: req.region,
         ..Default::default()
     };
     let info = s.mgr.create(create).await?;

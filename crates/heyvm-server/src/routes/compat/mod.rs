@@ -16,6 +16,7 @@ mod convert;
 mod deploy;
 mod files;
 mod host;
+mod proxy;
 
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
@@ -40,4 +41,5 @@ pub fn routes(json_limit: usize) -> Router<AppState> {
         .route("/sandbox/{id}/write-file", post(files::write_file).layer(DefaultBodyLimit::max(json_limit)))
         .route("/sandboxes/inactive", get(host::inactive))
         .route("/system/usage", get(host::system_usage))
+        .route("/proxy-endpoints/for-deployed", post(proxy::bind_port))
 }
