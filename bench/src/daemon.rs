@@ -4,6 +4,7 @@
 use std::io::{BufRead, BufReader, Read};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
+use std::time::Duration;
 
 use heyvm_client::Client;
 
@@ -49,6 +50,19 @@ impl BenchDaemon {
             return Err(format!("daemon did not print its address (got {line:?}); see {}/bench-daemon.log", data.display()));
         };
         Ok(BenchDaemon { url: format!("http://{addr}"), bin, data, child })
+    }
+
+    /// CPU time (user + system) the daemon process has used so far, from
+    /// /proc (clock-tick resolution, so only meaningful over many requests).
+    pub fn cpu_time(&self) -> Duration {
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())) else { return Duration::ZERO };
+        // Fields after the parenthesised command name; utime and stime are 14 and 15.
+        let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+        let f: Vec<u64> = rest.split_whitespace().skip(11).take(2).filter_map(|v| v.parse().ok()).collect();
+        let ticks = f.iter().sum::<u64>();
+        // SAFETY: sysconf has no preconditions.
+        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+        Duration::from_micros(ticks * 1_000_000 / hz)
     }
 }
 

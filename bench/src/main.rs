@@ -35,10 +35,10 @@ fn main() {
     eprintln!("heyvm-bench: daemon {} at {} (data {})", daemon.bin.display(), daemon.url, daemon.data.display());
 
     let mut table = Table::default();
-    cold_start(&client, &mut table);
+    cold_start(&client, &daemon, &mut table);
     let id = client.create(&CreateSandboxRequest { name: Some("bench-warm".into()), ..Default::default() }).expect("create warm sandbox").id;
-    warm_exec(&client, &id, &mut table);
-    concurrent(&client, &id, &mut table);
+    warm_exec(&client, &daemon, &id, &mut table);
+    concurrent(&client, &daemon, &id, &mut table);
     let _ = client.delete_sandbox(&id);
 
     let report = table.render();
@@ -68,8 +68,9 @@ fn echo_hi() -> ExecRequest {
 }
 
 /// 1. create -> first exec output, against a bare bwrap sandbox of `true`.
-fn cold_start(client: &Client, table: &mut Table) {
+fn cold_start(client: &Client, daemon: &daemon::BenchDaemon, table: &mut Table) {
     let (mut create, mut first_exec, mut total, mut delete) = (Samples::default(), Samples::default(), Samples::default(), Samples::default());
+    let cpu0 = daemon.cpu_time();
     for i in 0..COLD_N {
         let t0 = Instant::now();
         let sb = client.create(&CreateSandboxRequest { name: Some(format!("bench-cold-{i}")), ..Default::default() }).expect("create");
@@ -83,6 +84,7 @@ fn cold_start(client: &Client, table: &mut Table) {
         first_exec.push(t2 - t1);
         total.push(t2 - t0);
     }
+    let cold_cpu = (daemon.cpu_time() - cpu0) / COLD_N as u32;
     let mut bwrap = Samples::default();
     for _ in 0..COLD_N {
         let t0 = Instant::now();
@@ -102,16 +104,18 @@ fn cold_start(client: &Client, table: &mut Table) {
     table.row("  first exec p50", first_exec.p50());
     table.row("  delete p50 (not in total)", delete.p50());
     table.row("  create + first exec p99", total.p99());
+    table.row("  daemon CPU per create+exec+delete", cold_cpu);
 }
 
 /// 2. warm exec round trips through the API, against bare fork+exec.
-fn warm_exec(client: &Client, id: &str, table: &mut Table) {
+fn warm_exec(client: &Client, daemon: &daemon::BenchDaemon, id: &str, table: &mut Table) {
     let req = ExecRequest { command: "true".into(), ..Default::default() };
     for _ in 0..10 {
         client.execute(id, &req).expect("warm-up exec");
     }
     let mut api = Samples::default();
     let mut server_side = Samples::default();
+    let cpu0 = daemon.cpu_time();
     for _ in 0..WARM_N {
         let t0 = Instant::now();
         let r = client.execute(id, &req).expect("exec");
@@ -119,6 +123,7 @@ fn warm_exec(client: &Client, id: &str, table: &mut Table) {
         server_side.push(Duration::from_millis(r.duration_ms));
         assert_eq!(r.exit_code, 0);
     }
+    let exec_cpu = (daemon.cpu_time() - cpu0) / WARM_N as u32;
     let mut bare = Samples::default();
     for _ in 0..WARM_N {
         let t0 = Instant::now();
@@ -127,6 +132,7 @@ fn warm_exec(client: &Client, id: &str, table: &mut Table) {
         bare.push(t0.elapsed());
     }
     let mut health = Samples::default();
+    let cpu0 = daemon.cpu_time();
     for _ in 0..HEALTH_N {
         let t0 = Instant::now();
         client.health().expect("health");
@@ -136,17 +142,22 @@ fn warm_exec(client: &Client, id: &str, table: &mut Table) {
     table.row_ratio("API exec p50", api.p50(), "bare fork+exec p50", bare.p50());
     table.row_ratio("API exec p99", api.p99(), "bare fork+exec p99", bare.p99());
     table.row("  GET /health round trip p50 (HTTP floor)", health.p50());
+    let health_cpu = (daemon.cpu_time() - cpu0) / HEALTH_N as u32;
     table.row("  exec duration_ms reported by daemon p50", server_side.p50());
+    table.row("  daemon CPU per API exec", exec_cpu);
+    table.row("  daemon CPU per GET /health", health_cpu);
 }
 
 /// 3. 100 execs at once on one sandbox, against 100 bare fork+execs at once.
-fn concurrent(client: &Client, id: &str, table: &mut Table) {
+fn concurrent(client: &Client, daemon: &daemon::BenchDaemon, id: &str, table: &mut Table) {
     let req = echo_hi();
+    let cpu0 = daemon.cpu_time();
     let (failures, wall) = burst(CONCURRENT, |_| match client.execute(id, &req) {
         Ok(r) if r.exit_code == 0 && r.stdout.trim() == "hi" => None,
         Ok(r) => Some(format!("exit {} stdout {:?} stderr {:?}", r.exit_code, r.stdout, r.stderr)),
         Err(e) => Some(e.to_string()),
     });
+    let burst_cpu = daemon.cpu_time() - cpu0;
     let (bare_failures, bare_wall) = burst(CONCURRENT, |_| match Command::new("echo").arg("hi").stdout(Stdio::null()).status() {
         Ok(s) if s.success() => None,
         Ok(s) => Some(s.to_string()),
@@ -161,6 +172,8 @@ fn concurrent(client: &Client, id: &str, table: &mut Table) {
         rate(bare_wall),
         rate(bare_wall) / rate(wall)
     ));
+    table.row("  daemon CPU for the whole burst", burst_cpu);
+    table.line("  (the sandbox is size small, a 1 vCPU quota; the bare baseline may use every host core)");
     table.line(&format!("  failures: {} of {CONCURRENT} (bare: {})", failures.len(), bare_failures.len()));
     for f in failures.iter().take(3) {
         table.line(&format!("    e.g. {f}"));
