@@ -3,8 +3,9 @@
 //! `Commands::run`, `Files::read/write`, `Sandbox::shell`, `bind_port`, list/get, stop/start/restart,
 //! `Daemon::{create, list, list_inactive, logs, system_usage}` and kill.
 //!
-//! `HEYVM_API_URL` names the daemon (e.g. `http://127.0.0.1:3000`). Exits
-//! non-zero on the first failed check.
+//! `HEYVM_API_URL` names the daemon (e.g. `http://127.0.0.1:3000`); the SDK
+//! sends `HEYO_API_KEY`, when set, as its bearer token (a daemon with
+//! `JWT_SECRET`). Exits non-zero on the first failed check.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -56,8 +57,17 @@ async fn main() {
 
 async fn run(url: &str) -> Res<()> {
     let st = Steps { t0: Instant::now() };
+    // api_key None: the SDK falls back to $HEYO_API_KEY.
     let opts = HeyoClientOptions { base_url: Some(url.to_string()), api_key: None, timeout: Some(Duration::from_secs(60)) };
-    let client = sdk(HeyoClient::local_at(url), "client")?;
+    let client = sdk(HeyoClient::new(opts.clone()), "client")?;
+    if client.api_key().is_some() {
+        // Some(""): no bearer, and no fallback to $HEYO_API_KEY either.
+        let anonymous = sdk(HeyoClient::new(HeyoClientOptions { api_key: Some(String::new()), ..opts.clone() }), "anonymous client")?;
+        match Daemon::new(anonymous).list().await {
+            Err(HeyoError::Authentication) => st.ok("without a token: Authentication error (401)"),
+            other => return Err(format!("an unauthenticated call should fail with 401, got {:?}", other.map(|l| l.len()))),
+        }
+    }
     let daemon = Daemon::new(client.clone());
     let suffix = std::process::id();
     let name = format!("sdk-check-{suffix}");
