@@ -9,7 +9,11 @@ cd "$(dirname "$0")/.."
 SUDO=""
 if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
 
-packages=(bubblewrap tmux curl python3 git ca-certificates build-essential iproute2 nftables)
+packages=(bubblewrap tmux curl python3 git ca-certificates build-essential iproute2 nftables jq nodejs)
+# The seed's Bash automation runs `npm start` / `npm test` in a deployed
+# sandbox. Hosts with NodeSource's nodejs already have npm (and conflict
+# with Debian's package), so only ask for it when missing.
+command -v npm >/dev/null || packages+=(npm)
 missing=()
 for p in "${packages[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if [ "${#missing[@]}" -gt 0 ]; then

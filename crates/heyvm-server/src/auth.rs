@@ -142,7 +142,7 @@ impl AuthConfig {
 
     /// Checks an `Authorization` header value (`Bearer <jwt>`).
     pub fn verify_bearer(&self, header_value: Option<&str>) -> Result<Claims, AuthError> {
-        let value = header_value.map(str::trim).filter(|v| !v.is_empty()).ok_or(AuthError::Missing)?;
+        let value = header_value.map(str::trim).filter(|v| !v.is_empty() && !v.eq_ignore_ascii_case("bearer")).ok_or(AuthError::Missing)?;
         let (scheme, token) = value.split_once(' ').ok_or_else(|| AuthError::Malformed("expected 'Bearer <token>'".into()))?;
         if !scheme.eq_ignore_ascii_case("bearer") {
             return Err(AuthError::Malformed(format!("unsupported authorization scheme '{scheme}'")));

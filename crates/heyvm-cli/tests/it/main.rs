@@ -15,3 +15,5 @@ mod lifecycle;
 mod bad_input;
 mod cli;
 mod proxy;
+mod auth;
+mod deploy;
