@@ -85,6 +85,17 @@ fn cold_start(client: &Client, daemon: &daemon::BenchDaemon, table: &mut Table) 
         total.push(t2 - t0);
     }
     let cold_cpu = (daemon.cpu_time() - cpu0) / COLD_N as u32;
+    // The same without a network namespace (the default is NAT: netns + veth).
+    let mut no_net = Samples::default();
+    for i in 0..COLD_N {
+        let t0 = Instant::now();
+        let req = CreateSandboxRequest { name: Some(format!("bench-nonet-{i}")), network: Some("none".into()), ..Default::default() };
+        let sb = client.create(&req).expect("create without network");
+        let r = client.execute(&sb.id, &echo_hi()).expect("first exec");
+        no_net.push(t0.elapsed());
+        assert_eq!(r.stdout.trim(), "hi", "unexpected first exec output");
+        client.delete_sandbox(&sb.id).expect("delete");
+    }
     let mut bwrap = Samples::default();
     for _ in 0..COLD_N {
         let t0 = Instant::now();
@@ -96,7 +107,7 @@ fn cold_start(client: &Client, daemon: &daemon::BenchDaemon, table: &mut Table) 
         assert!(st.success(), "bare bwrap failed: {st}");
         bwrap.push(t0.elapsed());
     }
-    table.section(&format!("1. cold start: create -> first exec output (N={COLD_N})"));
+    table.section(&format!("1. cold start: create -> first exec output (N={COLD_N}, default network nat)"));
     table.row_ratio("create + first `echo hi` p50", total.p50(), "bare bwrap `true` p50", bwrap.p50());
     table.row("  create (POST /sandboxes) p50", create.p50());
     table.row("  create min", create.pct(0.0));
@@ -104,6 +115,7 @@ fn cold_start(client: &Client, daemon: &daemon::BenchDaemon, table: &mut Table) 
     table.row("  first exec p50", first_exec.p50());
     table.row("  delete p50 (not in total)", delete.p50());
     table.row("  create + first exec p99", total.p99());
+    table.row_ratio("  same with network none, p50", no_net.p50(), "bare bwrap", bwrap.p50());
     table.row("  daemon CPU per create+exec+delete", cold_cpu);
 }
 
