@@ -36,7 +36,7 @@ pub struct Cli {
     /// Output format: text for people, json for programs.
     #[arg(long, value_enum, default_value_t = Format::Text, global = true)]
     pub format: Format,
-    /// API server URL (default: $HEYVM_API_URL or the local daemon).
+    /// API server URL (default: $HEYVM_API_URL, then $HEYO_CLOUD_URL, else the local daemon).
     #[arg(long, global = true, env = "HEYVM_API_URL")]
     pub server: Option<String>,
     /// Bearer token for the API server (default: $HEYO_ARCHIVE_TOKEN, $HEYVM_TOKEN, then the token
@@ -312,7 +312,7 @@ pub enum TokenAction {
         /// Subject: who the token is for.
         #[arg(long)]
         sub: String,
-        /// Lifetime (e.g. 30m, 1h, 7d is 168h).
+        /// Lifetime (e.g. 30m, 1h, 7d).
         #[arg(long, default_value = "1h")]
         ttl: String,
         /// Audience claim (must match the server's JWT_AUDIENCE when that is set).

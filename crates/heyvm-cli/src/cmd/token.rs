@@ -26,7 +26,11 @@ pub fn token(f: Format, action: TokenAction) -> anyhow::Result<ExitCode> {
             if sub.trim().is_empty() {
                 bail!("--sub must not be empty");
             }
-            let ttl = super::parse_duration(&ttl)?.round() as i64;
+            let ttl = match ttl.trim().strip_suffix('d').map(|d| d.trim().parse::<u32>()) {
+                Some(Ok(days)) => i64::from(days) * 86_400,
+                Some(Err(_)) => bail!("invalid --ttl '{ttl}' (examples: 30m, 1h, 7d)"),
+                None => super::parse_duration(&ttl)?.round() as i64,
+            };
             if ttl < 1 {
                 bail!("--ttl must be at least 1s");
             }
