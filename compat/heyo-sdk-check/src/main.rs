@@ -178,7 +178,13 @@ async fn run(url: &str) -> Res<()> {
     check(sdk(Sandbox::find_by_name("no-such-sandbox-xyz", opts.clone()).await, "find_by_name none")?.is_none(), "find_by_name none")?;
     let listed = sdk(daemon.list().await, "Daemon::list")?;
     check(listed.iter().any(|s| s.id == id && s.backend_type.is_some()), "Daemon::list with backend_type")?;
-    st.ok("Sandbox::list, find_by_name, Daemon::list");
+    let images = sdk(Sandbox::list_public_images(None, opts.clone()).await, "list_public_images")?;
+    check(images.iter().any(|i| i.id == "host"), "list_public_images has the host image")?;
+    match sb.checkpoint().await {
+        Err(HeyoError::Api { status: 501, .. }) => {}
+        other => return Err(format!("checkpoint should be 501 unsupported, got {other:?}")),
+    }
+    st.ok("Sandbox::list, find_by_name, Daemon::list, list_public_images, checkpoint refused");
 
     // Usage: host numbers and our sandbox's pids.
     let usage = sdk(daemon.system_usage().await, "system_usage")?;

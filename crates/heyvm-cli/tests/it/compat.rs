@@ -175,6 +175,12 @@ fn compat_deploy_refuses_what_it_cannot_honour() {
     assert_eq!((s, e["error"].as_str()), (400, Some("invalid_request")));
     let (s, e) = d.post("/sandbox/ok/exec", &json!({"args": ["x"]}));
     assert_eq!((s, e["error"].as_str()), (400, Some("invalid_request")), "command is required: {e}");
+    let (s, e) = d.post("/deployed-sandboxes/ok/checkpoint", &json!({}));
+    assert_eq!((s, e["error"].as_str()), (501, Some("unsupported")));
+    let (s, imgs) = d.get("/public-images");
+    assert_eq!((s, imgs["images"][0]["id"].as_str()), (200, Some("host")));
+    let (_, imgs) = d.get("/public-images?backend=firecracker");
+    assert_eq!(imgs["images"], json!([]));
     let (s, e) = d.get("/deployed-sandboxes?status=bogus");
     assert_eq!((s, e["error"].as_str()), (400, Some("invalid_query")));
 }

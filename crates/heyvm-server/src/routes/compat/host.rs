@@ -1,4 +1,4 @@
-//! `GET /sandboxes/inactive` and `GET /system/usage`.
+//! `GET /sandboxes/inactive`, `GET /system/usage` and `GET /public-images`.
 
 use axum::extract::State;
 use axum::Json;
@@ -10,6 +10,28 @@ use super::convert::deployed;
 use crate::error::{ApiResult, AppError};
 use crate::extract::ApiQuery;
 use crate::AppState;
+
+#[derive(Deserialize)]
+pub struct ImagesQuery {
+    backend: Option<String>,
+}
+
+/// The images a deploy body's `image` can name. The bubblewrap backend runs
+/// the host's own system (other names are recorded only), so that is the
+/// one image; asking for another backend's images gets none.
+pub async fn public_images(State(s): State<AppState>, ApiQuery(q): ApiQuery<ImagesQuery>) -> Json<serde_json::Value> {
+    let backend = s.mgr.backend_name();
+    let matches = q.backend.as_deref().is_none_or(|b| b == backend || (backend == "bubblewrap" && b == "bwrap"));
+    let images: Vec<serde_json::Value> = if matches {
+        vec![serde_json::json!({
+            "id": "host", "name": "host", "description": "the host's /usr, /etc, /var and /opt, copy-on-write per sandbox",
+            "backend_type": backend, "format": "host", "size_bytes": 0, "created_at": "",
+        })]
+    } else {
+        Vec::new()
+    };
+    Json(serde_json::json!({ "images": images }))
+}
 
 const DEFAULT_PAGE: usize = 100;
 const MAX_PAGE: usize = 1000;

@@ -19,10 +19,21 @@ mod host;
 mod proxy;
 
 use axum::extract::DefaultBodyLimit;
+use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::Router;
 
+use crate::error::AppError;
 use crate::AppState;
+
+/// SDK calls with no local equivalent: a clear 501 rather than "no such route".
+async fn not_here() -> AppError {
+    AppError::new(
+        StatusCode::NOT_IMPLEMENTED,
+        "unsupported",
+        "checkpoint/restore, replace-mount and TCP tunnels are not available on this daemon",
+    )
+}
 
 /// The compatibility routes; `json_limit` bounds `write-file` bodies
 /// (base64 of the largest accepted upload).
@@ -42,4 +53,9 @@ pub fn routes(json_limit: usize) -> Router<AppState> {
         .route("/sandboxes/inactive", get(host::inactive))
         .route("/system/usage", get(host::system_usage))
         .route("/proxy-endpoints/for-deployed", post(proxy::bind_port))
+        .route("/public-images", get(host::public_images))
+        .route("/deployed-sandboxes/{id}/checkpoint", post(not_here))
+        .route("/deployed-sandboxes/{id}/restore", post(not_here))
+        .route("/deployed-sandboxes/{id}/replace-mount", post(not_here))
+        .route("/sandboxes/{id}/tcp-tunnel", post(not_here))
 }
