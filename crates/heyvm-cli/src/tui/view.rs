@@ -25,7 +25,12 @@ pub fn draw(frame: &mut Frame, app: &App, api_url: &str) {
         (_, Some(e)) => Line::from(Span::styled(format!("API unreachable: {e}"), Style::new().fg(Color::Red))),
         (Some((m, true)), _) => Line::from(Span::styled(m.clone(), Style::new().fg(Color::Red))),
         (Some((m, false)), _) => Line::from(m.clone()),
-        (None, None) => Line::from(""),
+        (None, None) => match app.selected_index().map(|i| &app.sandboxes[i]) {
+            Some(SandboxInfo { status: SandboxStatus::Failed, name, error_message: Some(why), .. }) => {
+                Line::from(Span::styled(format!("{name} failed: {why}"), Style::new().fg(Color::Red)))
+            }
+            _ => Line::from(""),
+        },
     };
     frame.render_widget(Paragraph::new(status), status_area);
     frame.render_widget(Paragraph::new(Line::from(HELP).add_modifier(Modifier::REVERSED)), help_area);
