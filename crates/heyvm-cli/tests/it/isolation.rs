@@ -71,6 +71,8 @@ fn mounts_honour_read_only() {
     // The file API honours read_only too.
     let (s, v) = d.upload_json(&id, "/data", "x.txt", b"no");
     assert_eq!((s, v["error"].as_str()), (403, Some("read_only_mount")), "{v}");
+    let (s, v) = d.upload_multipart(&id, "/data", "x.txt", b"no");
+    assert_eq!((s, v["error"].as_str()), (403, Some("read_only_mount")), "{v}");
     let (s, v) = d.delete(&format!("/sandboxes/{id}/files/given.txt?mount_path=/data"));
     assert_eq!((s, v["error"].as_str()), (403, Some("read_only_mount")), "{v}");
     assert!(!ro.path().join("x.txt").exists());
@@ -217,4 +219,20 @@ fn size_classes_are_cgroup_limits() {
     for c in ["memory", "cpu", "pids"] {
         assert!(!cg.dir(c).exists(), "{c} cgroup left behind");
     }
+}
+
+#[test]
+fn cpu_quota_throttles_a_busy_loop() {
+    let Some(d) = Daemon::start() else { return };
+    let id = d.create(json!({"name": "busy", "size_class": "micro"}))["id"].as_str().unwrap().to_string();
+    let cg = Cgroup::find(&id);
+    let throttled = || -> u64 {
+        cg.read("cpu", "cpu.stat").lines().find_map(|l| l.strip_prefix("nr_throttled ")).and_then(|n| n.parse().ok()).unwrap_or(0)
+    };
+    let before = throttled();
+    // 25 ms of CPU per 100 ms period: a loop spinning for longer than that
+    // must be throttled at least once.
+    let v = d.sh(&id, "end=$(( $(date +%s) + 1 )); while [ $(date +%s) -le $end ]; do :; done; echo done");
+    assert_eq!(v["stdout"], "done\n");
+    assert!(throttled() > before, "the micro sandbox was never throttled: {}", cg.read("cpu", "cpu.stat"));
 }
