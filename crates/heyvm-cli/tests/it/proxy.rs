@@ -297,6 +297,14 @@ fn host_header_mode_private_endpoints_and_restart() {
     assert_eq!(http_get(&api, "127.0.0.1", "/health", &[]).0, 200);
     let (s, body) = http_get(&api, "nosuch.test.local", "/", &[]);
     assert_eq!((s, json_body(&body)["error"].clone()), (404, json!("endpoint_not_found")));
+    let mut lat = Vec::new();
+    for _ in 0..100 {
+        let t = Instant::now();
+        assert_eq!(http_get(&api, &host, "/health", &[]).0, 200);
+        lat.push(t.elapsed());
+    }
+    let (p50, p99) = p50_p99(lat);
+    eprintln!("MEASURE proxy Host-header GET /health (new connection each): p50 {p50:?}, p99 {p99:?}");
     check_streaming_with_token(&id, &api, &host, &token);
     check_websocket(&api, &host);
 

@@ -2,6 +2,10 @@
 //! connection's first request head is read; `Host: <subdomain>.<API_HOSTNAME>`
 //! sends the whole connection to that endpoint, anything else goes to the
 //! API router with the head replayed.
+//!
+//! Routing is per connection: later requests on a kept-alive connection go
+//! where the first one went (private endpoints force `Connection: close`,
+//! so each of their requests is checked).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
