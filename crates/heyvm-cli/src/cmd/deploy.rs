@@ -173,12 +173,26 @@ fn wait_healthy(c: &Client, id: &str, url: &str, timeout: Duration) -> Result<()
                     return Err(format!("the sandbox is {} ({})", info.status, info.error_message.unwrap_or_default()));
                 }
             }
+            if let Some(why) = start_command_failed(c, id) {
+                return Err(format!("{why} before {url} became healthy"));
+            }
         }
         if Instant::now() >= deadline {
             return Err(format!("{url} was not healthy within {}s (last: {last})", timeout.as_secs()));
         }
         std::thread::sleep(Duration::from_millis(250));
     }
+}
+
+/// Whether the start command has died with a failure: its last lifecycle
+/// line (written by the agent) is a non-zero exit or a signal. An exit with
+/// code 0 is not a failure: the command may have daemonised.
+fn start_command_failed(c: &Client, id: &str) -> Option<String> {
+    let q = [("source", "system".to_string()), ("tail", "true".to_string()), ("limit", "1".to_string())];
+    let last = c.logs(id, &q).ok()?.logs.pop()?.message;
+    let failed = last.starts_with("start command killed by signal")
+        || last.strip_prefix("start command exited with code ").is_some_and(|code| code.trim() != "0");
+    failed.then_some(last)
 }
 
 /// Reports a failed deploy with the last log lines and cleans up.

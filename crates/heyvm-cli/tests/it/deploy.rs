@@ -143,11 +143,13 @@ fn failed_deploys_show_logs_and_leave_no_orphan() {
     let out = deploy(
         &d,
         w.path(),
-        &["./my-app", "--name", "crashy", "--port", "8080", "--start-command", crash, "--health-path", "/health", "--health-timeout", "4s", "--format", "json"],
+        &["./my-app", "--name", "crashy", "--port", "8080", "--start-command", crash, "--health-path", "/health", "--health-timeout", "10m", "--format", "json"],
     );
     assert_eq!(out.status.code(), Some(1));
     let err: Value = serde_json::from_slice(&out.stderr).unwrap_or_else(|_| panic!("{}", String::from_utf8_lossy(&out.stderr)));
     assert_eq!(err["error"], "health_check_failed");
+    // Reported as soon as the start command died, not after the timeout.
+    assert!(err["message"].as_str().unwrap().contains("start command exited with code 3"), "{err}");
     assert_eq!(err["kept"], false);
     assert!(err["logs"].as_array().unwrap().iter().any(|l| l.as_str().unwrap().contains("boom: DATABASE_URL is not set")), "{err}");
     assert!(!names(&d).contains(&"crashy".to_string()));
