@@ -47,6 +47,12 @@ pub fn run(mut conn: UnixStream, spec: ShellSpec) -> io::Result<()> {
             if libc::setsid() < 0 {
                 return Err(io::Error::last_os_error());
             }
+            // A daemon started with `&` from a script ignores SIGINT and
+            // SIGQUIT, and shells pass ignored signals on: Ctrl-C would
+            // then not stop anything. A terminal session starts clean.
+            for sig in [libc::SIGINT, libc::SIGQUIT, libc::SIGTSTP, libc::SIGTTIN, libc::SIGTTOU, libc::SIGHUP, libc::SIGTERM] {
+                libc::signal(sig, libc::SIG_DFL);
+            }
             // stdin is the slave: make it the controlling terminal.
             if libc::ioctl(0, libc::TIOCSCTTY as _, 0) < 0 {
                 return Err(io::Error::last_os_error());

@@ -17,3 +17,4 @@ mod cli;
 mod proxy;
 mod auth;
 mod deploy;
+mod shell;

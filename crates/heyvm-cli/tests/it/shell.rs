@@ -1,0 +1,287 @@
+//! Interactive shells: the shell-stream WebSocket protocol (init/ready,
+//! numbered output frames, resize, exit), resuming a session after a dropped
+//! connection without losing or repeating output, and `heyvm sh` as a real
+//! terminal program inside tmux.
+
+use std::net::TcpStream;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use tungstenite::{Message, WebSocket};
+
+use crate::support::{Daemon, BIN};
+
+/// Upper bound for any single wait; only there so a broken build fails
+/// instead of hanging.
+const PATIENCE: Duration = Duration::from_secs(60);
+
+/// A test client speaking the shell-stream protocol.
+struct ShellClient {
+    ws: WebSocket<TcpStream>,
+    /// `(seq, bytes)` of every output frame received, in order.
+    frames: Vec<(u64, Vec<u8>)>,
+    /// Control frames received (besides `ready`).
+    controls: Vec<Value>,
+}
+
+impl ShellClient {
+    fn connect(d: &Daemon, sandbox: &str) -> ShellClient {
+        let stream = TcpStream::connect(("127.0.0.1", d.port)).unwrap();
+        stream.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+        let url = format!("ws://127.0.0.1:{}/sandboxes/{sandbox}/shell-stream", d.port);
+        let (ws, _) = tungstenite::client::client(url.as_str(), stream).expect("WebSocket handshake");
+        ShellClient { ws, frames: Vec::new(), controls: Vec::new() }
+    }
+
+    fn send_json(&mut self, v: Value) {
+        self.ws.send(Message::text(v.to_string())).unwrap();
+    }
+
+    fn stdin(&mut self, s: &str) {
+        let mut frame = vec![0x01];
+        frame.extend_from_slice(s.as_bytes());
+        self.ws.send(Message::binary(frame)).unwrap();
+    }
+
+    /// Sends `init` and returns the `ready` frame.
+    fn init(&mut self, init: Value) -> Value {
+        self.send_json(init);
+        self.next_control()
+    }
+
+    /// Reads until a control frame arrives (output frames are collected).
+    fn next_control(&mut self) -> Value {
+        let deadline = Instant::now() + PATIENCE;
+        let before = self.controls.len();
+        while self.controls.len() == before {
+            assert!(Instant::now() < deadline, "no control frame; output so far: {}", self.text());
+            self.read_one();
+        }
+        self.controls.pop().unwrap()
+    }
+
+    /// One frame, or nothing within the socket's read timeout.
+    fn read_one(&mut self) -> bool {
+        match self.ws.read() {
+            Ok(Message::Binary(b)) => {
+                assert!(b.len() >= 9 && b[0] == 0x02, "bad output frame {b:?}");
+                let seq = u64::from_be_bytes(b[1..9].try_into().unwrap());
+                self.frames.push((seq, b[9..].to_vec()));
+                true
+            }
+            Ok(Message::Text(t)) => {
+                self.controls.push(serde_json::from_str(&t).expect("control frames are JSON"));
+                true
+            }
+            Ok(Message::Close(_)) => false,
+            Ok(_) => true,
+            Err(tungstenite::Error::Io(e)) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => false,
+            Err(e) => panic!("WebSocket read failed: {e}; output so far: {}", self.text()),
+        }
+    }
+
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.frames.iter().flat_map(|f| f.1.clone()).collect::<Vec<u8>>()).into_owned()
+    }
+
+    fn wait_for_output(&mut self, needle: &str) {
+        let deadline = Instant::now() + PATIENCE;
+        while !self.text().contains(needle) {
+            assert!(Instant::now() < deadline, "'{needle}' never appeared; output: {}", self.text());
+            self.read_one();
+            assert!(self.controls.iter().all(|c| c["type"] != "exit"), "shell exited early: {}", self.text());
+        }
+    }
+
+    fn last_seq(&self) -> u64 {
+        self.frames.last().map(|f| f.0).unwrap_or(0)
+    }
+}
+
+fn running_sandbox(d: &Daemon, name: &str) -> String {
+    let info = d.create(json!({"name": name, "size_class": "micro"}));
+    info["id"].as_str().unwrap().to_string()
+}
+
+/// Sequence numbers start at 1 and go up by one per frame.
+fn assert_contiguous(frames: &[(u64, Vec<u8>)], first: u64) {
+    for (i, (seq, _)) in frames.iter().enumerate() {
+        assert_eq!(*seq, first + i as u64, "output frames must be numbered contiguously");
+    }
+}
+
+#[test]
+fn shell_stream_protocol_output_resize_and_exit() {
+    let Some(d) = Daemon::start() else { return };
+    let id = running_sandbox(&d, "shproto");
+    let mut c = ShellClient::connect(&d, "shproto");
+    let ready = c.init(json!({"type": "init", "cols": 80, "rows": 24, "env": {"GREETING": "hi-there"}, "cwd": "/tmp"}));
+    assert_eq!(ready["type"], "ready", "{ready}");
+    let sid = ready["sessionId"].as_str().expect("sessionId").to_string();
+    assert!(sid.starts_with("sh-"), "{sid}");
+
+    // The echo of the typed line shows `$((6*7))`; only the shell prints 42.
+    c.stdin("echo \"v=$((6*7)) $GREETING $(pwd) $TERM\"\n");
+    c.wait_for_output("v=42 hi-there /tmp xterm-256color");
+    c.stdin("stty size\n");
+    c.wait_for_output("24 80");
+    c.send_json(json!({"type": "resize", "cols": 132, "rows": 43}));
+    c.stdin("stty size; tty\n");
+    c.wait_for_output("43 132");
+    c.wait_for_output("/dev/pts/");
+    c.stdin("exit 5\n");
+    let exit = c.next_control();
+    assert_eq!(exit, json!({"type": "exit", "code": 5}));
+    assert_contiguous(&c.frames, 1);
+
+    // Bad frames are answered with errors, not a crash; a finished session
+    // cannot be resumed.
+    let mut c2 = ShellClient::connect(&d, &id);
+    let err = c2.init(json!({"type": "init", "cols": 80, "rows": 24, "sessionId": sid}));
+    assert_eq!((err["type"].as_str(), err["code"].as_str()), (Some("error"), Some("session_expired")), "{err}");
+    let mut c3 = ShellClient::connect(&d, &id);
+    let err = c3.init(json!({"type": "init", "cols": 0, "rows": 24}));
+    assert_eq!(err["code"], "invalid_request", "{err}");
+    let mut c4 = ShellClient::connect(&d, &id);
+    let err = c4.init(json!({"type": "resize", "cols": 10, "rows": 10}));
+    assert_eq!(err["code"], "invalid_frame", "{err}");
+}
+
+#[test]
+fn shell_session_resumes_after_a_dropped_connection_without_loss() {
+    let Some(d) = Daemon::start() else { return };
+    running_sandbox(&d, "shresume");
+    let mut c = ShellClient::connect(&d, "shresume");
+    let ready = c.init(json!({"type": "init", "cols": 100, "rows": 30}));
+    let sid = ready["sessionId"].as_str().unwrap().to_string();
+    // Prints 2000 numbered lines in bursts, so the connection drops while
+    // output is still being produced.
+    c.stdin("for i in $(seq 1 2000); do echo line-$i; [ $((i % 100)) = 0 ] && sleep 0.05; done; echo end-$((40+2))\n");
+    c.wait_for_output("line-150");
+    c.send_json(json!({"type": "ack", "seq": c.last_seq()}));
+    let first_part = std::mem::take(&mut c.frames);
+    drop(c); // no close frame: the TCP connection just goes away
+
+    let mut c = ShellClient::connect(&d, "shresume");
+    let last = first_part.last().unwrap().0;
+    let ready = c.init(json!({"type": "init", "cols": 100, "rows": 30, "sessionId": sid, "lastSeq": last}));
+    assert_eq!((ready["type"].as_str(), ready["sessionId"].as_str()), (Some("ready"), Some(sid.as_str())), "{ready}");
+    c.wait_for_output("end-42");
+    assert_contiguous(&c.frames, last + 1);
+
+    let all: Vec<u8> = first_part.iter().chain(c.frames.iter()).flat_map(|f| f.1.clone()).collect();
+    let text = String::from_utf8_lossy(&all);
+    let numbers: Vec<u32> = text
+        .split(['\r', '\n'])
+        .filter_map(|l| l.strip_prefix("line-").and_then(|n| n.parse().ok()))
+        .collect();
+    assert_eq!(numbers, (1..=2000).collect::<Vec<_>>(), "every line exactly once, in order");
+
+    // The client asks to close: the shell is hung up and the exit reported.
+    c.send_json(json!({"type": "close"}));
+    let exit = c.next_control();
+    assert_eq!(exit["type"], "exit", "{exit}");
+}
+
+#[test]
+fn shell_routes_reject_bad_requests_with_json_errors() {
+    let Some(d) = Daemon::start() else { return };
+    running_sandbox(&d, "shbad");
+    let (s, v) = d.get("/sandboxes/shbad/shell-stream");
+    assert!(s == 400 || s == 426, "{s} {v}");
+    assert_eq!(v["error"], "websocket_required");
+    let (s, v) = d.get("/sandboxes/nope/shell-stream");
+    assert_eq!((s, v["error"].as_str()), (404, Some("sandbox_not_found")));
+    let (s, v) = d.post("/sandboxes/shbad/shell-session", &json!({}));
+    assert_eq!(s, 200, "{v}");
+    let url = v["connection_url"].as_str().unwrap();
+    assert!(url.starts_with("ws://") && url.ends_with("/shell-stream"), "{url}");
+    d.heyvm_json(&["stop", "shbad"]);
+    let (s, v) = d.post("/sandboxes/shbad/shell-session", &json!({}));
+    assert_eq!((s, v["error"].as_str()), (409, Some("invalid_state")), "{v}");
+    let out = d.heyvm(&["sh", "shbad"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("running"), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// A private tmux server, killed when the test ends.
+struct Tmux {
+    socket: String,
+}
+
+impl Tmux {
+    fn start(cmd: &str, cols: u16, rows: u16) -> Option<Tmux> {
+        if Command::new("tmux").arg("-V").output().is_err() {
+            if std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "0" && v != "false") {
+                panic!("tmux is not installed");
+            }
+            eprintln!("SKIP: tmux is not installed");
+            return None;
+        }
+        let t = Tmux { socket: format!("heyvm-test-{}", std::process::id()) };
+        let ok = t.run(&["new-session", "-d", "-s", "t", "-x", &cols.to_string(), "-y", &rows.to_string(), cmd]).status.success();
+        assert!(ok, "tmux new-session failed");
+        Some(t)
+    }
+
+    fn run(&self, args: &[&str]) -> std::process::Output {
+        Command::new("tmux").args(["-L", &self.socket, "-f", "/dev/null"]).args(args).output().expect("run tmux")
+    }
+
+    fn keys(&self, text: &str) {
+        assert!(self.run(&["send-keys", "-t", "t", "-l", text]).status.success());
+        assert!(self.run(&["send-keys", "-t", "t", "Enter"]).status.success());
+    }
+
+    fn screen(&self) -> String {
+        String::from_utf8_lossy(&self.run(&["capture-pane", "-p", "-t", "t", "-S", "-200"]).stdout).into_owned()
+    }
+
+    fn wait_for(&self, needle: &str) {
+        let deadline = Instant::now() + PATIENCE;
+        while !self.screen().contains(needle) {
+            assert!(Instant::now() < deadline, "'{needle}' never appeared on screen:\n{}", self.screen());
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        let _ = self.run(&["kill-server"]);
+    }
+}
+
+#[test]
+fn heyvm_sh_is_a_real_terminal_in_tmux() {
+    let Some(d) = Daemon::start() else { return };
+    running_sandbox(&d, "shtmux");
+    let shell = format!(
+        "env -i PATH=/usr/local/bin:/usr/bin:/bin TERM=screen HEYVM_API_URL={} MVM_DATA_DIR={} PS1='local$ ' bash --norc --noprofile",
+        d.url,
+        d.data.path().display()
+    );
+    let Some(t) = Tmux::start(&shell, 100, 30) else { return };
+    t.keys(&format!("{BIN} sh shtmux; echo \"heyvm-rc=$?\""));
+    t.keys("echo hello-$((1+1)); stty size");
+    t.wait_for("hello-2");
+    t.wait_for("30 100");
+    assert!(t.run(&["resize-window", "-t", "t", "-x", "120", "-y", "40"]).status.success());
+    t.keys("stty size");
+    t.wait_for("40 120");
+    // Raw mode: Ctrl-C reaches the sandbox's foreground job, not heyvm.
+    t.keys("sleep 600");
+    d.wait_until("sleep to run", PATIENCE, || d.sh("shtmux", "pgrep -x sleep || true")["stdout"] != "");
+    assert!(t.run(&["send-keys", "-t", "t", "C-c"]).status.success());
+    t.keys("echo after-$((3*3))");
+    t.wait_for("after-9");
+    t.keys("exit 3");
+    t.wait_for("heyvm-rc=3");
+    // Back in the local shell, with the terminal restored (echo, canonical mode).
+    t.keys("stty -a | grep -o -- '-\\?icanon' | head -1; echo local-$((2*4))");
+    t.wait_for("local-8");
+    let screen = t.screen();
+    let after = &screen[screen.rfind("heyvm-rc=3").unwrap()..];
+    assert!(after.lines().any(|l| l.trim() == "icanon"), "terminal not restored:\n{screen}");
+}
