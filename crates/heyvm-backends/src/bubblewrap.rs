@@ -14,7 +14,6 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use heyvm_core::{Backend, CoreError, LaunchSpec, Result, Usage};
-use heyvm_types::NetworkMode;
 use serde::{Deserialize, Serialize};
 
 use crate::cgroups::Cgroups;
@@ -179,16 +178,14 @@ impl Backend for BubblewrapBackend {
         if let Some(cg) = &self.cgroups {
             cg.create(&spec.id, &spec.limits).map_err(|e| CoreError::Backend(format!("setting up cgroups: {e}")))?;
         }
-        let net = if net::wants_nat(spec, procs::is_root()) {
+        let choice = net::choose(spec, procs::is_root());
+        let net = if choice == net::Choice::Nat {
             let s = spec.clone();
             tokio::task::spawn_blocking(move || net::setup(&s))
                 .await
                 .map_err(|e| CoreError::Backend(e.to_string()))?
                 .map_err(|e| CoreError::Backend(format!("setting up the sandbox network: {e}")))?
         } else {
-            if spec.network.mode == NetworkMode::Nat {
-                tracing::warn!(sandbox = %spec.id, "network 'nat' needs root; this sandbox gets loopback only");
-            }
             OwnerNet::default()
         };
         let plan = self.plan(spec, net);
@@ -215,6 +212,13 @@ impl Backend for BubblewrapBackend {
         std::thread::spawn(move || {
             let _ = child.wait();
         });
+        if choice == net::Choice::Slirp {
+            let s = spec.clone();
+            tokio::task::spawn_blocking(move || net::slirp::attach(&s, pid))
+                .await
+                .map_err(|e| CoreError::Backend(e.to_string()))?
+                .map_err(|e| CoreError::Backend(format!("setting up the sandbox network: {e}")))?;
+        }
         Ok(())
     }
 

@@ -9,8 +9,9 @@
 //!   host's user namespace and root inside the sandbox cannot change its
 //!   addresses or firewall. The egress policy ([`policy`]) is an nftables
 //!   table inside the namespace, loaded before any sandbox process runs.
-//! * `nat` without root: not available; the sandbox gets `none` and a
-//!   warning is logged.
+//! * `nat` without root: slirp4netns attached to bwrap's own namespace
+//!   ([`slirp`]), if installed; otherwise, or when an egress policy is set
+//!   (it could not be enforced), loopback only with a logged warning.
 //!
 //! Nothing here depends on the daemon staying alive: the namespace and
 //! veth outlive a daemon crash, and teardown is idempotent.
@@ -18,6 +19,7 @@
 pub mod host;
 pub mod policy;
 pub mod pool;
+pub mod slirp;
 
 use std::path::{Path, PathBuf};
 
@@ -71,9 +73,32 @@ fn net_file(spec: &LaunchSpec) -> PathBuf {
     spec.paths.dir.join("net.json")
 }
 
-/// Whether this sandbox gets its own NAT network on this host.
-pub fn wants_nat(spec: &LaunchSpec, root: bool) -> bool {
-    spec.network.mode == NetworkMode::Nat && root
+/// How a sandbox is networked on this host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Choice {
+    Loopback,
+    /// Namespace + veth + masquerade (root).
+    Nat,
+    /// slirp4netns (no root).
+    Slirp,
+}
+
+pub fn choose(spec: &LaunchSpec, root: bool) -> Choice {
+    if spec.network.mode != NetworkMode::Nat {
+        return Choice::Loopback;
+    }
+    if root {
+        return Choice::Nat;
+    }
+    let why = if !spec.network.allow_out.is_empty() || !spec.network.deny_out.is_empty() {
+        "an egress policy cannot be enforced without root"
+    } else if !slirp::available() {
+        "network 'nat' needs root or slirp4netns"
+    } else {
+        return Choice::Slirp;
+    };
+    tracing::warn!(sandbox = %spec.id, "{why}; this sandbox gets loopback only");
+    Choice::Loopback
 }
 
 /// Creates the sandbox's namespace, veth, addresses and routes, and returns
@@ -110,9 +135,11 @@ pub fn setup(spec: &LaunchSpec) -> Result<OwnerNet, String> {
     })
 }
 
-/// Removes the sandbox's veth and namespace if present. Idempotent.
+/// Removes the sandbox's veth and namespace (or slirp4netns) if present.
+/// Idempotent.
 pub fn teardown(spec: &LaunchSpec) {
     host::destroy(&NetNames::for_spec(spec));
+    slirp::detach(spec);
 }
 
 /// The sandbox's address while its namespace exists.
@@ -122,7 +149,7 @@ pub fn guest_ip(spec: &LaunchSpec) -> Option<String> {
     }
     let names = NetNames::for_spec(spec);
     if !names.netns_path().exists() {
-        return None;
+        return slirp::guest_ip(spec);
     }
     let f: NetFile = serde_json::from_slice(&std::fs::read(net_file(spec)).ok()?).ok()?;
     Some(pool::subnet(f.index).guest.to_string())
