@@ -122,7 +122,7 @@ fn fork_bomb_stops_at_the_pids_limit() {
 }
 
 /// A sandbox's cgroup directories on this host (v1 or v2).
-struct Cgroup {
+pub(crate) struct Cgroup {
     v1: bool,
     id: String,
 }
@@ -140,12 +140,12 @@ fn cgroup_mount(pred: impl Fn(&str, &str) -> bool) -> Option<PathBuf> {
 }
 
 impl Cgroup {
-    fn find(id: &str) -> Cgroup {
+    pub(crate) fn find(id: &str) -> Cgroup {
         let v1 = cgroup_mount(|t, o| t == "cgroup" && o.split(',').any(|x| x == "memory")).is_some();
         Cgroup { v1, id: id.into() }
     }
 
-    fn dir(&self, controller: &str) -> PathBuf {
+    pub(crate) fn dir(&self, controller: &str) -> PathBuf {
         if self.v1 {
             cgroup_mount(|t, o| t == "cgroup" && o.split(',').any(|x| x == controller)).expect("v1 controller").join("heyvm").join(&self.id)
         } else {

@@ -157,3 +157,36 @@ fn mounts_api_adds_and_removes_mounts() {
     assert_eq!(d.sh("m", "test -e /data/in.txt && echo still")["stdout"], "", "removed at restart");
     assert!(host.path().join("in.txt").exists(), "removing a mount keeps the host files");
 }
+
+#[test]
+fn stop_ends_processes_that_ignore_sigterm() {
+    let Some(d) = Daemon::start() else { return };
+    let stubborn = "trap '' TERM; while :; do sleep 0.2; done";
+    for (name, action) in [("stubborn", "stop"), ("stubborn-force", "force-stop")] {
+        let id = d.create(json!({"name": name, "size_class": "micro", "start_command": stubborn}))["id"].as_str().unwrap().to_string();
+        // A second process that also ignores SIGTERM, started by an exec.
+        let v = d.sh(&id, "setsid sh -c \"trap '' TERM; while :; do sleep 0.2; done\" >/dev/null 2>&1 & echo ok");
+        assert_eq!(v["stdout"], "ok\n");
+        let (s, v) = d.post(&format!("/sandboxes/{id}/{action}"), &json!({}));
+        assert_eq!((s, v["status"].as_str()), (200, Some("stopped")), "{action}: {v}");
+        let marker = d.data.path().join("sandboxes").join(&id).display().to_string();
+        let survivors: Vec<String> = std::fs::read_dir("/proc")
+            .unwrap()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().bytes().all(|b| b.is_ascii_digit()))
+            .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
+            .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
+            .filter(|c| c.contains(&marker))
+            .collect();
+        assert!(survivors.is_empty(), "{action} left processes: {survivors:?}");
+        // Removing the cgroups succeeds only once they are empty.
+        let cg = crate::isolation::Cgroup::find(&id);
+        for c in ["memory", "cpu", "pids"] {
+            assert!(!cg.dir(c).exists(), "{action}: {c} cgroup still there (processes left?)");
+        }
+        // And it starts again cleanly, with the start command running once.
+        let (s, v) = d.post(&format!("/sandboxes/{id}/start"), &json!({}));
+        assert_eq!(s, 200, "{v}");
+        d.wait_until("the start command", Duration::from_secs(10), || d.sh(&id, "pgrep -xc sleep")["stdout"] != "0\n");
+    }
+}
