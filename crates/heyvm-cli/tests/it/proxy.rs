@@ -215,6 +215,19 @@ fn local_mode_http_streaming_websocket_stop_start_and_delete() {
     let (s, list) = d.get(&format!("/sandboxes/{id}/proxy"));
     assert_eq!((s, list[0]["sandbox_id"].as_str()), (200, Some(id.as_str())));
 
+    // Concurrent connections are independent.
+    let handles: Vec<_> = (0..16)
+        .map(|i| {
+            let addr = addr.clone();
+            std::thread::spawn(move || (0..5).map(|j| http_get(&addr, "x", &format!("/c{i}-{j}"), &[])).collect::<Vec<_>>())
+        })
+        .collect();
+    for (i, h) in handles.into_iter().enumerate() {
+        for (j, r) in h.join().unwrap().into_iter().enumerate() {
+            assert_eq!(r, (200, format!("hello from sandbox /c{i}-{j}")));
+        }
+    }
+
     // Overhead: small GETs through the proxy, each on a new connection.
     let mut lat = Vec::new();
     for _ in 0..100 {

@@ -75,12 +75,14 @@ impl ProxyHub {
     }
 
     /// Makes the open listeners and the sandboxes' `urls` match the store.
+    /// Holds the `open` lock throughout, so concurrent syncs apply in
+    /// order and a later one never loses to an earlier snapshot.
     pub fn sync(self: &Arc<Self>) {
+        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
         let all = match self.mgr.all_endpoints() {
             Ok(v) => v,
             Err(e) => return tracing::warn!(error = %e, "cannot load proxy endpoints"),
         };
-        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
         let wanted: HashSet<&str> = all.iter().map(|e| e.subdomain.as_str()).collect();
         open.retain(|sub, _| wanted.contains(sub.as_str()));
         let mut urls: BTreeMap<String, Vec<UrlInfo>> = BTreeMap::new();
@@ -98,7 +100,6 @@ impl ProxyHub {
                 is_public: info.is_public,
             });
         }
-        drop(open);
         let mut with_urls = self.with_urls.lock().unwrap_or_else(|e| e.into_inner());
         for gone in with_urls.iter().filter(|id| !urls.contains_key(*id)) {
             // A deleted sandbox must not get an entry back.
