@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 SUDO=""
 if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
 
-packages=(bubblewrap procps tmux curl python3 git ca-certificates build-essential iproute2 nftables jq nodejs)
+packages=(bubblewrap procps tmux curl python3 git ca-certificates build-essential iproute2 nftables slirp4netns jq nodejs)
 # The seed's Bash automation runs `npm start` / `npm test` in a deployed
 # sandbox. Hosts with NodeSource's nodejs already have npm (and conflict
 # with Debian's package), so only ask for it when missing.

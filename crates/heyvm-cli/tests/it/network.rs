@@ -297,3 +297,102 @@ fn cli_flags_and_invalid_input() {
     let out = d.heyvm(&["create", "--network", "bridge", "--format", "json"]);
     assert!(!out.status.success());
 }
+
+/// `/dev/net/tun` opened by an unprivileged user for the test's duration
+/// (Debian's udev makes it 0666; some VMs ship it 0600).
+struct TunAccess {
+    restore: Option<u32>,
+}
+
+impl TunAccess {
+    fn grant() -> Option<TunAccess> {
+        use std::os::unix::fs::PermissionsExt;
+        let meta = std::fs::metadata("/dev/net/tun").ok()?;
+        let mode = meta.permissions().mode() & 0o7777;
+        if mode & 0o006 == 0o006 {
+            return Some(TunAccess { restore: None });
+        }
+        std::fs::set_permissions("/dev/net/tun", std::fs::Permissions::from_mode(0o666)).ok()?;
+        Some(TunAccess { restore: Some(mode) })
+    }
+}
+
+impl Drop for TunAccess {
+    fn drop(&mut self) {
+        use std::os::unix::fs::PermissionsExt;
+        if let Some(mode) = self.restore {
+            let _ = std::fs::set_permissions("/dev/net/tun", std::fs::Permissions::from_mode(mode));
+        }
+    }
+}
+
+/// slirp4netns processes running as `uid`.
+fn slirp_pids(uid: u32) -> Vec<u32> {
+    use std::os::unix::fs::MetadataExt;
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else { continue };
+        let cmd = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
+        if String::from_utf8_lossy(&cmd).starts_with("/usr/bin/slirp4netns") && e.metadata().is_ok_and(|m| m.uid() == uid) {
+            out.push(pid);
+        }
+    }
+    out
+}
+
+#[test]
+fn unprivileged_daemon_uses_slirp4netns() {
+    if !crate::support::sandbox_support() {
+        return;
+    }
+    let Some(_tun) = TunAccess::grant() else {
+        eprintln!("SKIP: /dev/net/tun is missing");
+        return;
+    };
+    const NOBODY: u32 = 65534;
+    let server = TestServer::start();
+    let data = tempfile::Builder::new().prefix("heyvm-test-nobody-").tempdir_in("/tmp").unwrap();
+    std::os::unix::fs::chown(data.path(), Some(NOBODY), Some(NOBODY)).unwrap();
+    let mut daemon = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", crate::support::BIN, "--api", "--port", "0"])
+        .env("MVM_DATA_DIR", data.path())
+        .env("HOME", data.path())
+        .env_remove("JWT_SECRET")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut banner = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(daemon.stdout.take().unwrap()), &mut banner).unwrap();
+    let url = banner.split("http://").nth(1).and_then(|r| r.split_whitespace().next()).map(|a| format!("http://{a}")).expect("banner");
+    let api = |method: &str, path: &str, body: &str| -> Value {
+        let out = Command::new("curl")
+            .args(["-s", "-X", method, "-H", "content-type: application/json", "-d", body, &format!("{url}{path}")])
+            .output()
+            .unwrap();
+        serde_json::from_slice(&out.stdout).unwrap_or(Value::Null)
+    };
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let sb = api("POST", "/sandboxes", r#"{"name":"slirp"}"#);
+        assert_eq!(sb["status"], "running", "{sb}");
+        assert_eq!(sb["guest_ip"], "10.0.2.100", "{sb}");
+        let run = api("POST", "/sandboxes/slirp/execute", &json!({"command": "curl", "args": ["-sS", "--max-time", "5", server.url()]}).to_string());
+        assert_eq!(run["stdout"], server.body.as_str(), "{run}");
+        assert_eq!(slirp_pids(NOBODY).len(), 1);
+        // A policy cannot be enforced without root: such a sandbox gets no network.
+        let pol = api("POST", "/sandboxes", r#"{"name":"slirp-policy","deny_out":["10.0.0.0/8"]}"#);
+        assert!(pol["guest_ip"].is_null(), "{pol}");
+        let run = api("POST", "/sandboxes/slirp-policy/execute", &json!({"command": "curl", "args": ["-sS", "--max-time", "5", server.url()]}).to_string());
+        assert_ne!(run["exit_code"], 0, "{run}");
+        api("DELETE", "/sandboxes/slirp", "");
+        assert_eq!(slirp_pids(NOBODY), Vec::<u32>::new());
+    }));
+    for name in ["slirp", "slirp-policy"] {
+        api("DELETE", &format!("/sandboxes/{name}"), "");
+    }
+    let _ = daemon.kill();
+    let _ = daemon.wait();
+    if let Err(e) = result {
+        std::panic::resume_unwind(e);
+    }
+}
