@@ -290,3 +290,27 @@ fn stop_and_delete_end_execs_in_flight() {
         });
     }
 }
+
+#[test]
+fn concurrent_creates_and_lifecycle_calls() {
+    let Some(d) = Daemon::start() else { return };
+    let d = &d;
+    std::thread::scope(|s| {
+        let hs: Vec<_> = (0..12).map(|i| s.spawn(move || d.post("/sandboxes", &json!({"name": format!("par-{i}"), "size_class": "micro"})))).collect();
+        for (i, h) in hs.into_iter().enumerate() {
+            let (st, v) = h.join().unwrap();
+            assert_eq!((st, v["status"].as_str()), (201, Some("running")), "create {i}: {v}");
+        }
+    });
+    // Lifecycle calls on one sandbox are serialised: each one succeeds.
+    std::thread::scope(|s| {
+        let hs: Vec<_> = (0..4).map(|_| s.spawn(move || d.post("/sandboxes/par-0/restart", &json!({})))).collect();
+        for h in hs {
+            let (st, v) = h.join().unwrap();
+            assert_eq!(st, 200, "{v}");
+        }
+    });
+    assert_eq!(d.sh("par-0", "echo ok")["stdout"], "ok\n");
+    let (_, list) = d.get("/sandboxes?status=running");
+    assert_eq!(list.as_array().unwrap().len(), 12);
+}
