@@ -127,3 +127,31 @@ fn sandbox_that_died_while_the_daemon_was_down_is_failed_after_restart() {
     assert_eq!(s, 200, "{v}");
     assert_eq!(d.sh(&id, "echo back")["stdout"], "back\n");
 }
+
+#[test]
+fn daemon_killed_mid_create_leaves_no_transitional_state() {
+    let Some(mut d) = Daemon::start() else { return };
+    let url = d.url.clone();
+    // A slow setup hook keeps the sandbox in `provisioning`.
+    let creator = std::thread::spawn(move || {
+        let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
+        let _ = agent
+            .post(format!("{url}/sandboxes"))
+            .content_type("application/json")
+            .send(json!({"name": "midway", "size_class": "micro", "setup_hooks": ["sleep 30"]}).to_string().as_bytes());
+    });
+    d.wait_until("provisioning", Duration::from_secs(15), || d.get("/sandboxes/midway").1["status"] == "provisioning");
+    let id = d.get("/sandboxes/midway").1["id"].as_str().unwrap().to_string();
+    d.restart();
+    let _ = creator.join();
+    let v = status(&d, &id);
+    assert_eq!(v["status"], "failed", "{v}");
+    assert!(v["error_message"].as_str().is_some_and(|m| !m.is_empty()), "{v}");
+    // Its processes were cleaned up: the hook's sleep is gone.
+    let marker = d.data.path().join("sandboxes").join(&id).display().to_string();
+    d.wait_until("the half-started sandbox's processes to go", Duration::from_secs(10), || {
+        std::fs::read_dir("/proc").unwrap().flatten().filter_map(|e| std::fs::read(e.path().join("cmdline")).ok()).all(|c| !String::from_utf8_lossy(&c).contains(&marker))
+    });
+    let (s, v) = d.delete(&format!("/sandboxes/{id}"));
+    assert_eq!(s, 200, "{v}");
+}
