@@ -28,6 +28,11 @@ pub fn run(prog: &str, args: &[&str], stdin: Option<&str>) -> Result<String, Str
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
+/// Whether `ip` and `nft` are installed.
+pub fn tools_present() -> bool {
+    ["ip", "nft"].iter().all(|p| locate(p).is_absolute())
+}
+
 /// System tools live in sbin, which a daemon's PATH may lack.
 fn locate(prog: &str) -> std::path::PathBuf {
     ["/usr/sbin", "/sbin", "/usr/bin", "/bin"]

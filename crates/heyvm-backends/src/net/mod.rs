@@ -88,7 +88,11 @@ pub fn choose(spec: &LaunchSpec, root: bool) -> Choice {
         return Choice::Loopback;
     }
     if root {
-        return Choice::Nat;
+        if host::tools_present() {
+            return Choice::Nat;
+        }
+        tracing::warn!(sandbox = %spec.id, "network 'nat' needs iproute2 and nftables (apt-get install iproute2 nftables); this sandbox gets loopback only");
+        return Choice::Loopback;
     }
     let why = if !spec.network.allow_out.is_empty() || !spec.network.deny_out.is_empty() {
         "an egress policy cannot be enforced without root"
