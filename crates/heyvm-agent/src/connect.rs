@@ -45,6 +45,21 @@ fn dial(port: u16) -> io::Result<TcpStream> {
 /// sees EOF while the other direction keeps flowing. After an error both
 /// directions of the destination close, which also ends the other pump.
 fn pump<R: Read, W: Write>(mut from: R, mut to: W, close: impl Fn(&W, Shutdown) -> io::Result<()>) {
-    let how = if io::copy(&mut from, &mut to).is_ok() { Shutdown::Write } else { Shutdown::Both };
+    let how = if copy(&mut from, &mut to).is_ok() { Shutdown::Write } else { Shutdown::Both };
     let _ = close(&to, how);
+}
+
+/// `io::copy` with a 64 KiB buffer instead of 8 KiB: fewer syscalls per
+/// byte on bulk transfers.
+fn copy(from: &mut impl Read, to: &mut impl Write) -> io::Result<()> {
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = match from.read(&mut buf) {
+            Ok(0) => return Ok(()),
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        to.write_all(&buf[..n])?;
+    }
 }

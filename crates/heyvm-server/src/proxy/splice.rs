@@ -12,6 +12,8 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use super::head::{read_head, respond_error, Head};
 use super::ProxyHub;
 
+const COPY_BUF: usize = 64 * 1024;
+
 /// `head` is what was already read from the client (None: nothing yet).
 pub async fn serve_endpoint<S>(hub: &ProxyHub, ep: &Endpoint, mut client: S, head: Option<Head>)
 where
@@ -46,7 +48,9 @@ where
     if !prefix.is_empty() && upstream.write_all(&prefix).await.is_err() {
         return;
     }
-    let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
+    // Larger buffers than the 8 KiB default: bulk transfers run several
+    // times faster with fewer wakeups per byte.
+    let _ = tokio::io::copy_bidirectional_with_sizes(&mut client, &mut upstream, COPY_BUF, COPY_BUF).await;
 }
 
 /// A stream that replays bytes already read from it before reading more;
