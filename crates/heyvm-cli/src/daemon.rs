@@ -21,6 +21,9 @@ pub fn run_api(cli: &Cli) -> anyhow::Result<ExitCode> {
     if let Some(v) = std::env::var("HEYVM_MAX_UPLOAD_BYTES").ok().and_then(|v| v.parse().ok()) {
         config.max_upload_bytes = v;
     }
+    if let Some(v) = std::env::var("HEYVM_SHELL_IDLE_SECS").ok().and_then(|v| v.parse().ok()) {
+        config.shell_idle_expiry = Duration::from_secs(v);
+    }
     let opts = heyvm_server::ServeOptions {
         host: cli.host,
         port: cli.port,

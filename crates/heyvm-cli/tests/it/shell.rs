@@ -285,3 +285,47 @@ fn heyvm_sh_is_a_real_terminal_in_tmux() {
     let after = &screen[screen.rfind("heyvm-rc=3").unwrap()..];
     assert!(after.lines().any(|l| l.trim() == "icanon"), "terminal not restored:\n{screen}");
 }
+
+#[test]
+fn heyvm_connect_shell_with_piped_input_reports_the_exit_code() {
+    let Some(d) = Daemon::start() else { return };
+    running_sandbox(&d, "shconn");
+    let (s, v) = d.post("/sandboxes/shconn/shell-session", &json!({}));
+    assert_eq!(s, 200, "{v}");
+    let url = v["connection_url"].as_str().unwrap().to_string();
+    let run = |args: &[&str], input: &str| {
+        let mut child = d.cmd().args(args).stdin(std::process::Stdio::piped()).stdout(std::process::Stdio::piped()).spawn().unwrap();
+        use std::io::Write;
+        child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+        child.wait_with_output().unwrap()
+    };
+    let out = run(&["connect", &url, "--shell"], "echo piped-$((5*5))\nexit 4\n");
+    assert_eq!(out.status.code(), Some(4));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("piped-25"), "{}", String::from_utf8_lossy(&out.stdout));
+    let out = run(&["connect", &url, "--shell", "--format", "json"], "exit 6\n");
+    assert_eq!(out.status.code(), Some(6));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let summary = &stdout[stdout.rfind("\n{").map(|i| i + 1).unwrap_or(0)..];
+    let v: Value = serde_json::from_str(summary).unwrap_or_else(|e| panic!("no JSON summary ({e}): {stdout}"));
+    assert_eq!(v["exit_code"], 6);
+    assert!(v["session_id"].as_str().unwrap().starts_with("sh-"));
+    let out = d.heyvm(&["connect", &url]);
+    assert_eq!(out.status.code(), Some(1), "connect without --shell is refused");
+}
+
+#[test]
+fn idle_shell_sessions_expire_and_hang_up_the_shell() {
+    let Some(d) = Daemon::start_with(&[("HEYVM_SHELL_IDLE_SECS", "1")]) else { return };
+    running_sandbox(&d, "shidle");
+    let mut c = ShellClient::connect(&d, "shidle");
+    let sid = c.init(json!({"type": "init", "cols": 80, "rows": 24}))["sessionId"].as_str().unwrap().to_string();
+    c.stdin("sleep 4242\n");
+    d.wait_until("sleep to run", PATIENCE, || d.sh("shidle", "pgrep -f '^sleep 4242$' || true")["stdout"] != "");
+    drop(c);
+    // Nobody reattaches: the session expires and the terminal is hung up,
+    // taking the shell and its foreground job with it.
+    d.wait_until("the shell's job to end", PATIENCE, || d.sh("shidle", "pgrep -f '^sleep 4242$' || true")["stdout"] == "");
+    let mut c = ShellClient::connect(&d, "shidle");
+    let err = c.init(json!({"type": "init", "cols": 80, "rows": 24, "sessionId": sid}));
+    assert_eq!(err["code"], "session_expired", "{err}");
+}

@@ -47,6 +47,8 @@ pub struct ManagerConfig {
     pub max_upload_bytes: u64,
     /// How often the reaper checks TTLs and liveness.
     pub reap_interval: Duration,
+    /// How long an interactive shell session survives with no client.
+    pub shell_idle_expiry: Duration,
 }
 
 impl Default for ManagerConfig {
@@ -56,6 +58,7 @@ impl Default for ManagerConfig {
             stop_grace: Duration::from_secs(5),
             max_upload_bytes: 1 << 30,
             reap_interval: Duration::from_secs(1),
+            shell_idle_expiry: crate::shell::IDLE_EXPIRY,
         }
     }
 }
@@ -83,6 +86,7 @@ impl SandboxManager {
     pub async fn open(data: DataDir, backend: Arc<dyn Backend>, config: ManagerConfig) -> Result<Arc<Self>> {
         std::fs::create_dir_all(data.sandboxes_dir())?;
         let store = Store::open(&data.db_path())?;
+        let shells = crate::shell::ShellSessions::new(config.shell_idle_expiry);
         let mgr = Arc::new(SandboxManager {
             data,
             store,
@@ -92,7 +96,7 @@ impl SandboxManager {
             cpu_samples: Mutex::default(),
             urls: Mutex::default(),
             endpoint_gen: tokio::sync::watch::Sender::new(0),
-            shells: Default::default(),
+            shells,
         });
         mgr.reconcile().await?;
         Ok(mgr)

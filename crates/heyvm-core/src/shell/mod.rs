@@ -30,6 +30,7 @@ use ring::OutputRing;
 pub const OUTPUT_BUFFER_BYTES: usize = 1 << 20;
 /// How long a session survives with no client attached.
 pub const IDLE_EXPIRY: Duration = Duration::from_secs(300);
+/// Longest pause between expiry checks (shorter for short expiries).
 const SWEEP_INTERVAL: Duration = Duration::from_secs(5);
 
 /// How a session ended.
@@ -333,7 +334,7 @@ impl ShellSessions {
 
 async fn sweep(map: Weak<Mutex<HashMap<String, Arc<ShellSession>>>>, idle: Duration) {
     loop {
-        tokio::time::sleep(SWEEP_INTERVAL).await;
+        tokio::time::sleep(SWEEP_INTERVAL.min(idle / 2).max(Duration::from_millis(100))).await;
         let Some(map) = map.upgrade() else { return };
         let mut expired = Vec::new();
         map.lock().unwrap_or_else(|e| e.into_inner()).retain(|_, s| {
