@@ -78,9 +78,15 @@ impl SandboxManager {
         self.store.endpoints(Some(&rec.id))
     }
 
-    /// Every sandbox's endpoints.
+    /// Every sandbox's endpoints. Rows left behind by a sandbox whose
+    /// deletion was cut short (a crash between the two deletes) are dropped.
     pub fn all_endpoints(&self) -> Result<Vec<Endpoint>> {
-        self.store.endpoints(None)
+        let (live, orphans): (Vec<Endpoint>, Vec<Endpoint>) =
+            self.store.endpoints(None)?.into_iter().partition(|e| !matches!(self.store.resolve(&e.sandbox_id), Err(CoreError::NotFound(_))));
+        for e in orphans {
+            self.store.delete_endpoint(&e.subdomain)?;
+        }
+        Ok(live)
     }
 
     /// Removes one of `key`'s endpoints.
@@ -143,5 +149,28 @@ mod tests {
         assert!(a.iter().all(|s| is_subdomain(s)), "{a:?}");
         assert!(a.iter().collect::<std::collections::HashSet<_>>().len() > 45);
         assert!(!is_subdomain("ABCDEF") && !is_subdomain("abc") && !is_subdomain("abc-de"));
+    }
+
+    #[test]
+    fn endpoints_persist_per_sandbox_with_unique_subdomains() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("s.db");
+        let ep = |sub: &str, sb: &str| Endpoint { subdomain: sub.into(), sandbox_id: sb.into(), port: 80, is_public: true, local_port: None, created_at: 1 };
+        {
+            let s = crate::store::Store::open(&db).unwrap();
+            s.insert_endpoint(&ep("aaaaaa", "sb-00000001")).unwrap();
+            s.insert_endpoint(&ep("bbbbbb", "sb-00000002")).unwrap();
+            assert!(matches!(s.insert_endpoint(&ep("aaaaaa", "sb-00000002")), Err(CoreError::Conflict(_))));
+            let mut moved = ep("bbbbbb", "sb-00000002");
+            moved.local_port = Some(4242);
+            s.update_endpoint(&moved).unwrap();
+        }
+        let s = crate::store::Store::open(&db).unwrap();
+        assert_eq!(s.endpoints(None).unwrap().len(), 2);
+        assert_eq!(s.endpoints(Some("sb-00000002")).unwrap()[0].local_port, Some(4242));
+        s.delete_endpoints_of("sb-00000001").unwrap();
+        assert_eq!(s.endpoints(None).unwrap().iter().map(|e| e.subdomain.as_str()).collect::<Vec<_>>(), ["bbbbbb"]);
+        assert!(s.delete_endpoint("bbbbbb").unwrap());
+        assert!(!s.delete_endpoint("bbbbbb").unwrap());
     }
 }
