@@ -26,7 +26,7 @@ pub fn run(mut conn: UnixStream, port: u16) -> io::Result<()> {
     let _ = tcp.set_nodelay(true);
     write_json(&mut conn, &Event::Connected)?;
     let (tcp_r, conn_w) = (tcp.try_clone()?, conn.try_clone()?);
-    let back = thread::spawn(move || pump(tcp_r, conn_w, |s: &UnixStream, how| s.shutdown(how)));
+    let back = thread::Builder::new().spawn(move || pump(tcp_r, conn_w, |s: &UnixStream, how| s.shutdown(how)))?;
     pump(conn, tcp, |s: &TcpStream, how| s.shutdown(how));
     let _ = back.join();
     Ok(())

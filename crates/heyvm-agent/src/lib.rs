@@ -47,11 +47,16 @@ pub fn run(cfg: AgentConfig) -> io::Result<()> {
     for conn in listener.incoming() {
         let Ok(conn) = conn else { continue };
         let shared = shared.clone();
-        thread::spawn(move || {
+        // At the sandbox's pids limit a thread cannot be created: drop this
+        // connection rather than panic the agent (`thread::spawn` would).
+        let spawned = thread::Builder::new().spawn(move || {
             if let Err(e) = handle(conn, &shared) {
                 eprintln!("heyvm-agent: connection error: {e}");
             }
         });
+        if let Err(e) = spawned {
+            eprintln!("heyvm-agent: cannot start a thread for a connection: {e}");
+        }
     }
     Ok(())
 }
