@@ -169,6 +169,7 @@ pub enum Command {
     #[command(after_help = "Without API_HOSTNAME on the server the URL is a 127.0.0.1 port; with it, http://<subdomain>.<API_HOSTNAME>:<api port>.\n\
         Examples:\n  heyvm bind demo 8080 --format json\n  heyvm bind demo 8080 --private   # callers need Authorization: Bearer <token>")]
     Bind {
+        /// The sandbox (id, name or slug).
         id: String,
         /// Port inside the sandbox.
         port: u16,
@@ -178,6 +179,7 @@ pub enum Command {
     },
     /// Remove a proxy endpoint created by `bind`.
     Unbind {
+        /// The sandbox (id, name or slug).
         id: String,
         /// The endpoint's subdomain, as printed by `bind`.
         subdomain: String,
