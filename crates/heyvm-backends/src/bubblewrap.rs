@@ -288,6 +288,10 @@ impl Backend for BubblewrapBackend {
         net::guest_ip(spec)
     }
 
+    fn network_warning(&self, spec: &LaunchSpec) -> Option<String> {
+        net::choose_why(spec, procs::is_root()).1.map(String::from)
+    }
+
     fn pids(&self, spec: &LaunchSpec) -> Vec<u32> {
         let pids = self.cgroups.as_ref().map(|c| c.pids(&spec.id)).unwrap_or_default();
         pids.into_iter().filter_map(|p| u32::try_from(p).ok()).collect()

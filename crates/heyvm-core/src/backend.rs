@@ -84,4 +84,9 @@ pub trait Backend: Send + Sync + 'static {
     fn guest_ip(&self, _spec: &LaunchSpec) -> Option<String> {
         None
     }
+
+    /// Why the sandbox will not get the network it asked for, if so.
+    fn network_warning(&self, _spec: &LaunchSpec) -> Option<String> {
+        None
+    }
 }

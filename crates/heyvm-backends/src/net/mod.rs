@@ -84,25 +84,31 @@ pub enum Choice {
 }
 
 pub fn choose(spec: &LaunchSpec, root: bool) -> Choice {
+    let (choice, why) = choose_why(spec, root);
+    if let Some(why) = why {
+        tracing::warn!(sandbox = %spec.id, "{why}");
+    }
+    choice
+}
+
+/// The choice, and why a `nat` sandbox is not getting what it asked for.
+pub fn choose_why(spec: &LaunchSpec, root: bool) -> (Choice, Option<&'static str>) {
     if spec.network.mode != NetworkMode::Nat {
-        return Choice::Loopback;
+        return (Choice::Loopback, None);
     }
     if root {
         if host::tools_present() {
-            return Choice::Nat;
+            return (Choice::Nat, None);
         }
-        tracing::warn!(sandbox = %spec.id, "network 'nat' needs iproute2 and nftables (apt-get install iproute2 nftables); this sandbox gets loopback only");
-        return Choice::Loopback;
+        return (Choice::Loopback, Some("network 'nat' needs iproute2 and nftables (apt-get install iproute2 nftables); this sandbox has loopback only"));
     }
-    let why = if !spec.network.allow_out.is_empty() || !spec.network.deny_out.is_empty() {
-        "an egress policy cannot be enforced without root"
+    if !spec.network.allow_out.is_empty() || !spec.network.deny_out.is_empty() {
+        (Choice::Loopback, Some("an egress policy cannot be enforced by a non-root daemon; this sandbox has loopback only"))
     } else if !slirp::available() {
-        "network 'nat' needs root or slirp4netns"
+        (Choice::Loopback, Some("network 'nat' needs a root daemon or slirp4netns; this sandbox has loopback only"))
     } else {
-        return Choice::Slirp;
-    };
-    tracing::warn!(sandbox = %spec.id, "{why}; this sandbox gets loopback only");
-    Choice::Loopback
+        (Choice::Slirp, None)
+    }
 }
 
 /// Creates the sandbox's namespace, veth, addresses and routes, and returns

@@ -245,7 +245,7 @@ fn host_get(url: &str) -> String {
 fn teardown_leaves_nothing_behind_and_start_recreates() {
     let Some(d) = Daemon::start() else { return };
     let server = TestServer::start();
-    let sb = d.create(json!({"name": "net-teardown", "deny_out": ["10.201.255.0/24"]}));
+    let sb = d.create(json!({"name": "net-teardown", "deny_out": ["192.0.2.0/24"]}));
     let sid = id(&sb);
     assert_eq!(host_objects(&sid).len(), 2, "expected a netns and a veth: {:?}", host_objects(&sid));
     let first_ip = sb["guest_ip"].clone();
@@ -384,6 +384,8 @@ fn unprivileged_daemon_uses_slirp4netns() {
         assert!(pol["guest_ip"].is_null(), "{pol}");
         let run = api("POST", "/sandboxes/slirp-policy/execute", &json!({"command": "curl", "args": ["-sS", "--max-time", "5", server.url()]}).to_string());
         assert_ne!(run["exit_code"], 0, "{run}");
+        let logs = api("GET", "/sandboxes/slirp-policy/logs", "");
+        assert!(logs.to_string().contains("egress policy cannot be enforced"), "{logs}");
         api("DELETE", "/sandboxes/slirp", "");
         assert_eq!(slirp_pids(NOBODY), Vec::<u32>::new());
     }));

@@ -250,6 +250,9 @@ impl SandboxManager {
         let spec = self.spec(rec);
         // A previous crash may have left processes behind.
         self.backend.kill(&spec).await.map_err(|e| e.to_string())?;
+        if let Some(w) = self.backend.network_warning(&spec) {
+            self.log_system(rec, &format!("warning: {w}"));
+        }
         if !self.backend.limits_enforced() {
             self.log_system(rec, "warning: resource limits are not enforced on this host (no usable cgroups)");
         }
