@@ -140,6 +140,14 @@ impl AuthConfig {
         Some(Self::new(secret, std::env::var("JWT_AUDIENCE").ok()))
     }
 
+    /// A token for one purpose (`sub`), valid for `ttl_secs`, carrying this
+    /// server's audience so that it verifies here.
+    pub fn mint(&self, sub: &str, ttl_secs: i64) -> String {
+        let t = now();
+        let claims = Claims { sub: Some(sub.into()), exp: t + ttl_secs, iat: Some(t), nbf: None, aud: self.audience.clone().map(Audience::One) };
+        sign(&self.secret, &claims)
+    }
+
     /// Checks an `Authorization` header value (`Bearer <jwt>`).
     pub fn verify_bearer(&self, header_value: Option<&str>) -> Result<Claims, AuthError> {
         let value = header_value.map(str::trim).filter(|v| !v.is_empty() && !v.eq_ignore_ascii_case("bearer")).ok_or(AuthError::Missing)?;
@@ -202,7 +210,15 @@ pub async fn require_auth(State(state): State<AppState>, req: Request, next: Nex
         return next.run(req).await;
     }
     let header = req.headers().get(header::AUTHORIZATION).map(|v| v.to_str().unwrap_or("\u{0}"));
-    match auth.verify_bearer(header) {
+    // Shell streams also accept the scoped `?token=` of their connection_url.
+    let verified = match (header, crate::routes::shell::query_token(req.uri())) {
+        (None, Some(token)) => auth.verify(token),
+        _ => auth.verify_bearer(header),
+    };
+    match verified {
+        Ok(c) if !crate::routes::shell::scope_allows(&c, req.uri().path()) => {
+            AuthError::Malformed("this token is only valid for one sandbox's shell stream".into()).into_response()
+        }
         Ok(_) => next.run(req).await,
         Err(e) => {
             tracing::debug!(code = e.code(), path = req.uri().path(), "rejected request");

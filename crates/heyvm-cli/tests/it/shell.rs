@@ -329,3 +329,89 @@ fn idle_shell_sessions_expire_and_hang_up_the_shell() {
     let err = c.init(json!({"type": "init", "cols": 80, "rows": 24, "sessionId": sid}));
     assert_eq!(err["code"], "session_expired", "{err}");
 }
+
+/// Deletes a sandbox with a bearer token when dropped (the fixture's own
+/// cleanup has no token).
+struct AuthedSandbox<'a> {
+    d: &'a Daemon,
+    bearer: String,
+    id: String,
+}
+
+impl AuthedSandbox<'_> {
+    fn call(&self, method: &str, path: &str, bearer: Option<&str>) -> (u16, Value) {
+        let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
+        let url = format!("{}{path}", self.d.url);
+        let resp = match method {
+            "GET" => bearer.into_iter().fold(agent.get(&url), |r, b| r.header("Authorization", b)).call(),
+            "DELETE" => bearer.into_iter().fold(agent.delete(&url), |r, b| r.header("Authorization", b)).call(),
+            _ => bearer.into_iter().fold(agent.post(&url), |r, b| r.header("Authorization", b)).content_type("application/json").send(b"{}".as_slice()),
+        }
+        .expect("HTTP request");
+        let status = resp.status().as_u16();
+        (status, serde_json::from_slice(&resp.into_body().read_to_vec().unwrap()).unwrap_or(Value::Null))
+    }
+}
+
+impl Drop for AuthedSandbox<'_> {
+    fn drop(&mut self) {
+        let bearer = self.bearer.clone();
+        self.call("DELETE", &format!("/sandboxes/{}", self.id), Some(&bearer));
+    }
+}
+
+#[test]
+fn with_auth_the_connection_url_carries_a_scoped_short_lived_token() {
+    use heyvm_server::auth::{sign, Audience, Claims};
+    const SECRET: &str = "shell-test-secret-42";
+    let Some(d) = Daemon::start_with(&[("JWT_SECRET", SECRET), ("JWT_AUDIENCE", "heyvm-shell-tests")]) else { return };
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
+    let claims = Claims { sub: Some("tester".into()), exp: now + 600, iat: Some(now), nbf: None, aud: Some(Audience::One("heyvm-shell-tests".into())) };
+    let bearer = format!("Bearer {}", sign(SECRET.as_bytes(), &claims));
+    let mut sb = AuthedSandbox { d: &d, bearer: bearer.clone(), id: String::new() };
+    let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
+    let resp = agent
+        .post(format!("{}/sandboxes", d.url))
+        .header("Authorization", &bearer)
+        .content_type("application/json")
+        .send(json!({"name": "shauth", "size_class": "micro"}).to_string().as_bytes())
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 201);
+    sb.id = serde_json::from_slice::<Value>(&resp.into_body().read_to_vec().unwrap()).unwrap()["id"].as_str().unwrap().to_string();
+
+    let (s, _) = sb.call("POST", "/sandboxes/shauth/shell-session", None);
+    assert_eq!(s, 401, "shell-session needs a token");
+    let (s, v) = sb.call("POST", "/sandboxes/shauth/shell-session", Some(&bearer));
+    assert_eq!(s, 200, "{v}");
+    let url = v["connection_url"].as_str().unwrap().to_string();
+    let token = url.split_once("?token=").map(|(_, t)| t.to_string()).unwrap_or_else(|| panic!("no token in {url}"));
+
+    // The stream opens with the URL alone (no Authorization header) ...
+    let out = {
+        let mut child = d.cmd().env_remove("HEYVM_TOKEN").args(["connect", &url, "--shell"]).stdin(std::process::Stdio::piped()).spawn().unwrap();
+        use std::io::Write;
+        child.stdin.take().unwrap().write_all(b"exit 2\n").unwrap();
+        child.wait_with_output().unwrap()
+    };
+    assert_eq!(out.status.code(), Some(2));
+    // ... but not without it, and the scoped token opens nothing else.
+    let bare = url.split_once('?').unwrap().0;
+    let stream = TcpStream::connect(("127.0.0.1", d.port)).unwrap();
+    match tungstenite::client::client(bare, stream) {
+        Err(tungstenite::HandshakeError::Failure(tungstenite::Error::Http(resp))) => assert_eq!(resp.status().as_u16(), 401),
+        other => panic!("expected 401, got {:?}", other.map(|_| ())),
+    }
+    let (s, v) = sb.call("GET", "/sandboxes", Some(&format!("Bearer {token}")));
+    assert_eq!((s, v["error"].as_str()), (401, Some("invalid_token")), "{v}");
+    let other_sandbox_stream = format!("{}/sandboxes/sb-00000000/shell-stream?token={token}", d.url);
+    let resp = agent.get(&other_sandbox_stream).call().unwrap();
+    assert_eq!(resp.status().as_u16(), 401);
+    // `heyvm sh` with a token from the environment works end to end.
+    let out = {
+        let mut child = d.cmd().env("HEYVM_TOKEN", bearer.trim_start_matches("Bearer ")).args(["sh", "shauth"]).stdin(std::process::Stdio::piped()).spawn().unwrap();
+        use std::io::Write;
+        child.stdin.take().unwrap().write_all(b"exit 9\n").unwrap();
+        child.wait_with_output().unwrap()
+    };
+    assert_eq!(out.status.code(), Some(9));
+}

@@ -9,7 +9,7 @@ mod mounts;
 mod operations;
 mod proxy;
 mod sandboxes;
-mod shell;
+pub(crate) mod shell;
 mod stream;
 
 use axum::extract::DefaultBodyLimit;

@@ -86,13 +86,33 @@ pub async fn create_session(State(s): State<AppState>, Path(id): Path<String>, h
     Ok(Json(json!({ "connection_url": url, "sandbox_id": rec.id })))
 }
 
-/// Auth seam: with `JWT_SECRET` set, the URL should carry a short-lived
-/// token scoped to this sandbox's shell, so clients that cannot send an
-/// `Authorization` header (browsers) can connect. Until the auth layer can
-/// mint and accept such `?token=` tokens, clients send their own bearer
-/// token on the WebSocket request, which the auth middleware checks.
-fn stream_token(_state: &AppState, _sandbox_id: &str) -> Option<String> {
-    None
+/// Lifetime of the token in a `connection_url`.
+pub const STREAM_TOKEN_TTL_SECS: i64 = 60;
+/// `sub` prefix of stream tokens; the rest is the sandbox id.
+const STREAM_SCOPE: &str = "shell-stream:";
+
+/// With `JWT_SECRET` set, the URL carries a short-lived token that only
+/// opens this sandbox's shell stream, for clients that cannot send an
+/// `Authorization` header on a WebSocket (browsers). It may be used until
+/// it expires.
+fn stream_token(state: &AppState, sandbox_id: &str) -> Option<String> {
+    let auth = state.auth.as_deref()?;
+    Some(auth.mint(&format!("{STREAM_SCOPE}{sandbox_id}"), STREAM_TOKEN_TTL_SECS))
+}
+
+/// The `?token=` of a shell-stream request, for the auth middleware.
+pub(crate) fn query_token(uri: &axum::http::Uri) -> Option<&str> {
+    if !uri.path().ends_with("/shell-stream") {
+        return None;
+    }
+    uri.query()?.split('&').find_map(|kv| kv.strip_prefix("token=")).filter(|t| !t.is_empty())
+}
+
+/// Stream tokens are valid only on their sandbox's shell-stream path; every
+/// other token is unrestricted.
+pub(crate) fn scope_allows(claims: &crate::auth::Claims, path: &str) -> bool {
+    let Some(id) = claims.sub.as_deref().and_then(|s| s.strip_prefix(STREAM_SCOPE)) else { return true };
+    [format!("/sandboxes/{id}/shell-stream"), format!("/deployed-sandboxes/{id}/shell-stream")].iter().any(|p| p == path)
 }
 
 /// `GET /sandboxes/:id/shell-stream` (WebSocket).
