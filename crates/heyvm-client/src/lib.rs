@@ -295,7 +295,7 @@ impl Client {
     }
 
     pub fn list_proxies(&self, id: &str) -> Result<Vec<ProxyEndpoint>> {
-        self.get(&format!("/sandboxes/{}/proxy", encode(id)))
+        self.get::<ProxyList>(&format!("/sandboxes/{}/proxy", encode(id))).map(|l| l.proxies)
     }
 
     pub fn delete_proxy(&self, id: &str, subdomain: &str) -> Result<ProxyEndpoint> {

@@ -61,3 +61,9 @@ pub struct WaitForResponse {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_error: Option<String>,
 }
+
+/// What `GET /sandboxes/:id/proxy` returns.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProxyList {
+    pub proxies: Vec<ProxyEndpoint>,
+}

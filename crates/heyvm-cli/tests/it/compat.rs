@@ -279,7 +279,7 @@ fn compat_deploy_from_archive_and_bind_port() {
     assert!(b["subdomain"].is_string() && b["url"].is_string() && b["hostname"].is_string(), "{b}");
     assert_eq!((b["port"].as_u64(), b["is_public"].as_bool()), (Some(8080), Some(true)));
     let (_, list) = d.get(&format!("/sandboxes/{id}/proxy"));
-    assert!(list.as_array().unwrap().iter().any(|e| e["subdomain"] == b["subdomain"]), "{list}");
+    assert!(list["proxies"].as_array().unwrap().iter().any(|e| e["subdomain"] == b["subdomain"]), "{list}");
     let (_, info) = d.get(&format!("/deployed-sandboxes/{id}"));
     assert!(info["urls"].as_array().unwrap().iter().any(|u| u["port"] == 8080), "{info}");
     let (s, b) = d.post("/proxy-endpoints/for-deployed", &json!({"sandbox_id": id, "port": 9090, "is_public": false}));

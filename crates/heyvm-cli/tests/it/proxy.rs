@@ -213,7 +213,7 @@ fn local_mode_http_streaming_websocket_stop_start_and_delete() {
     let info = d.heyvm_json(&["get", &id]);
     assert_eq!(info["urls"], json!([{"subdomain": sub, "hostname": "localhost", "url": url, "port": 8080, "is_public": true}]));
     let (s, list) = d.get(&format!("/sandboxes/{id}/proxy"));
-    assert_eq!((s, list[0]["sandbox_id"].as_str()), (200, Some(id.as_str())));
+    assert_eq!((s, list["proxies"][0]["sandbox_id"].as_str()), (200, Some(id.as_str())));
 
     // Concurrent connections are independent.
     let handles: Vec<_> = (0..16)
@@ -262,7 +262,7 @@ fn local_mode_http_streaming_websocket_stop_start_and_delete() {
     assert_eq!(u["removed"], json!(true));
     let other_addr = addr_of(other["url"].as_str().unwrap());
     d.wait_until("unbound port to close", Duration::from_secs(10), || TcpStream::connect(&other_addr).is_err());
-    assert_eq!(d.get(&format!("/sandboxes/{id}/proxy")).1.as_array().unwrap().len(), 2);
+    assert_eq!(d.get(&format!("/sandboxes/{id}/proxy")).1["proxies"].as_array().unwrap().len(), 2);
 
     // Deleting the sandbox removes its endpoints and closes their ports.
     let out = d.heyvm(&["rm", "-y", &id]);
@@ -336,7 +336,7 @@ fn host_header_mode_private_endpoints_and_restart() {
     // The loopback port of a private endpoint checks tokens too.
     let (_, list) = http_get(&api, "127.0.0.1", &format!("/sandboxes/{id}/proxy"), &[("Authorization", &bearer)]);
     let list = json_body(&list);
-    let entry = list.as_array().unwrap().iter().find(|e| e["subdomain"] == private["subdomain"]).unwrap().clone();
+    let entry = list["proxies"].as_array().unwrap().iter().find(|e| e["subdomain"] == private["subdomain"]).unwrap().clone();
     let local = addr_of(entry["local_url"].as_str().unwrap());
     assert_eq!(http_get(&local, "x", "/auth", &[]).0, 401);
     assert_eq!(http_get(&local, "x", "/auth", &[("Authorization", &bearer)]), (200, "none".to_string()));

@@ -190,15 +190,40 @@ impl Daemon {
 
 impl Drop for Daemon {
     fn drop(&mut self) {
-        // Delete every sandbox so no processes or cgroups outlive the test.
+        // Delete every sandbox so no processes or cgroups outlive the test
+        // (with a token when the daemon has auth on).
         if self.child.is_some() {
-            if let (200, Value::Array(items)) = self.get("/sandboxes") {
+            let auth = self.cleanup_token().map(|t| format!("Bearer {t}"));
+            let agent = self.agent();
+            let with_auth = |mut req: ureq::RequestBuilder<ureq::typestate::WithoutBody>| {
+                if let Some(a) = &auth {
+                    req = req.header("Authorization", a);
+                }
+                req
+            };
+            if let (200, Value::Array(items)) = Self::finish(with_auth(agent.get(format!("{}/sandboxes", self.url))).call()) {
                 for sb in items {
-                    let _ = self.delete(&format!("/sandboxes/{}", sb["id"].as_str().unwrap_or("")));
+                    let url = format!("{}/sandboxes/{}", self.url, sb["id"].as_str().unwrap_or(""));
+                    let _ = with_auth(agent.delete(url)).call();
                 }
             }
         }
         self.kill9();
+    }
+}
+
+impl Daemon {
+    /// A short-lived token for the daemon's JWT_SECRET, if it has one.
+    fn cleanup_token(&self) -> Option<String> {
+        let secret = self.extra_env.iter().find(|(k, _)| k == "JWT_SECRET")?.1.clone();
+        let aud = self.extra_env.iter().find(|(k, _)| k == "JWT_AUDIENCE").map(|(_, v)| v.clone());
+        let mut cmd = Command::new(BIN);
+        cmd.args(["token", "create", "--sub", "test-cleanup", "--ttl", "10m", "--secret", &secret]);
+        if let Some(a) = &aud {
+            cmd.args(["--aud", a]);
+        }
+        let out = cmd.output().ok()?;
+        out.status.success().then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
     }
 }
 

@@ -4,7 +4,7 @@
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
-use heyvm_types::{CreateProxyRequest, DeleteProxyQuery, ProxyEndpoint, WaitForRequest, WaitForResponse};
+use heyvm_types::{CreateProxyRequest, DeleteProxyQuery, ProxyEndpoint, ProxyList, WaitForRequest, WaitForResponse};
 
 use crate::error::ApiResult;
 use crate::extract::{ApiJson, ApiQuery};
@@ -18,8 +18,9 @@ pub async fn create(
     Ok((StatusCode::CREATED, Json(s.proxy.create(&id, req.port, req.is_public)?)))
 }
 
-pub async fn list(State(s): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<Vec<ProxyEndpoint>>> {
-    Ok(Json(s.proxy.list(&id)?))
+/// `{"proxies": [...]}`: the shape heyo-sdk's `Daemon::list_binds` reads.
+pub async fn list(State(s): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<ProxyList>> {
+    Ok(Json(ProxyList { proxies: s.proxy.list(&id)? }))
 }
 
 pub async fn delete(State(s): State<AppState>, Path(id): Path<String>, ApiQuery(q): ApiQuery<DeleteProxyQuery>) -> ApiResult<Json<ProxyEndpoint>> {
