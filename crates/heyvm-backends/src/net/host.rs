@@ -74,9 +74,12 @@ pub fn ensure_host_nat() -> Result<(), String> {
 /// Creates the namespace and veth pair and configures both ends.
 pub fn create(names: &NetNames, s: &Subnet) -> Result<(), String> {
     let NetNames { netns, veth } = names;
+    // Match the uplink so the sandbox never sends frames the host must
+    // fragment or drop (this VM's uplink is 1400, not 1500).
+    let mtu = uplink_mtu().map(|m| format!(" mtu {m}")).unwrap_or_default();
     let host_batch = format!(
         "netns add {netns}\n\
-         link add {veth} type veth peer name eth0 netns {netns}\n\
+         link add {veth}{mtu} type veth peer name eth0{mtu} netns {netns}\n\
          addr add {}/30 dev {veth}\n\
          link set {veth} up\n",
         s.host
@@ -90,6 +93,13 @@ pub fn create(names: &NetNames, s: &Subnet) -> Result<(), String> {
         s.guest, s.host
     );
     run("ip", &["-n", netns, "-batch", "-"], Some(&ns_batch)).map(|_| ())
+}
+
+/// MTU of the interface carrying the host's IPv4 default route.
+fn uplink_mtu() -> Option<u32> {
+    let routes = std::fs::read_to_string("/proc/net/route").ok()?;
+    let dev = routes.lines().skip(1).map(|l| l.split_whitespace().collect::<Vec<_>>()).find(|f| f.get(1) == Some(&"00000000"))?.first()?.to_string();
+    std::fs::read_to_string(Path::new("/sys/class/net").join(dev).join("mtu")).ok()?.trim().parse().ok().filter(|m| (576..=65535).contains(m))
 }
 
 /// Deletes the veth pair and the namespace, skipping what is already gone.

@@ -146,6 +146,13 @@ fn nat_sandbox_reaches_a_server_and_none_sandbox_does_not() {
     assert_eq!(fetch(&d, &id(&nat), &server.url()).as_deref(), Some(server.body.as_str()));
     let addrs = d.sh(&id(&nat), "ip -4 -o addr show dev eth0");
     assert!(addrs["stdout"].as_str().unwrap().contains(&guest_ip), "{addrs}");
+    // eth0's MTU follows the host's uplink (the interface of its default route).
+    let uplink = ip_out(&["-o", "route", "show", "default"]);
+    if let Some(dev) = uplink.split_whitespace().skip_while(|w| *w != "dev").nth(1) {
+        let mtu = std::fs::read_to_string(format!("/sys/class/net/{dev}/mtu")).unwrap();
+        let link = d.sh(&id(&nat), "ip -o link show dev eth0");
+        assert!(link["stdout"].as_str().unwrap().contains(&format!("mtu {} ", mtu.trim())), "{link} vs uplink {mtu}");
+    }
     // Root inside the sandbox cannot reconfigure its own network.
     let tamper = d.sh(&id(&nat), "ip addr add 10.201.250.1/32 dev eth0");
     assert_ne!(tamper["exit_code"], 0, "sandbox root changed its addresses: {tamper}");
