@@ -248,8 +248,9 @@ pub struct CreateArgs {
     /// Create without starting.
     #[arg(long)]
     pub no_start: bool,
-    /// Network: `nat` (default; outbound access through the host, needs a
-    /// root daemon) or `none` (loopback only).
+    /// Network: `nat` (default; outbound access through the host: veth +
+    /// NAT with a root daemon, slirp4netns otherwise) or `none` (loopback
+    /// only).
     #[arg(long, value_name = "nat|none")]
     pub network: Option<String>,
     /// Egress allow list entry (CIDR, IP or domain name; repeatable). When

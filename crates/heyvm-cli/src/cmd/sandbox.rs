@@ -109,6 +109,16 @@ fn print_info(i: &SandboxInfo) {
         ("memory", human_bytes(i.memory_usage)),
         ("workdir", i.working_directory.clone()),
     ];
+    kv.push(("network", match &i.guest_ip {
+        Some(ip) => format!("{} ({ip})", i.network),
+        None => i.network.clone(),
+    }));
+    if !i.allow_out.is_empty() {
+        kv.push(("allow out", i.allow_out.join(", ")));
+    }
+    if !i.deny_out.is_empty() {
+        kv.push(("deny out", i.deny_out.join(", ")));
+    }
     if let Some(t) = i.ttl_seconds {
         kv.push(("ttl", format!("{t}s ({}s left)", i.ttl_remaining_seconds.unwrap_or(0))));
     }

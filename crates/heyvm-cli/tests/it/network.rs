@@ -296,6 +296,8 @@ fn cli_flags_and_invalid_input() {
     assert_eq!(v["network"], "none");
     assert_eq!(v["deny_out"], json!(["10.0.0.0/8"]));
     assert_eq!(v["allow_out"], json!(["example.test"]));
+    let text = String::from_utf8(d.heyvm(&["get", "net-cli"]).stdout).unwrap();
+    assert!(text.contains("none") && text.contains("10.0.0.0/8"), "{text}");
     for bad in [json!({"network": "bridge"}), json!({"allow_out": ["10.0.0.0/33"]}), json!({"deny_out": ["not a host"]})] {
         let (s, v) = d.post("/sandboxes", &bad);
         assert_eq!(s, 400, "{bad}: {v}");
