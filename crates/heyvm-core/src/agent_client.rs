@@ -52,15 +52,27 @@ impl AgentClient {
         }
     }
 
-    /// Polls until the agent answers or `timeout` passes.
+    /// Polls until the agent answers, `timeout` passes, or `still_starting`
+    /// has said no for a while.
     pub async fn wait_ready(&self, timeout: Duration, mut still_starting: impl FnMut() -> bool) -> io::Result<()> {
         let deadline = tokio::time::Instant::now() + timeout;
         let mut delay = Duration::from_micros(500);
+        let mut gone_since = None;
         loop {
             match self.ping().await {
                 Ok(_) => return Ok(()),
-                Err(e) if tokio::time::Instant::now() >= deadline || !still_starting() => return Err(e),
-                Err(_) => {
+                Err(e) => {
+                    let now = tokio::time::Instant::now();
+                    if now >= deadline {
+                        return Err(e);
+                    }
+                    // One "not alive" can be a process caught mid-execve on a
+                    // loaded host; believe it once it has lasted 50 ms.
+                    if still_starting() {
+                        gone_since = None;
+                    } else if now - *gone_since.get_or_insert(now) >= Duration::from_millis(50) {
+                        return Err(e);
+                    }
                     tokio::time::sleep(delay).await;
                     // A short cap: the wait past the agent's bind adds to every
                     // create (a 20 ms cap cost ~15 ms each), a failed connect is cheap.
