@@ -36,7 +36,14 @@ fn main() {
 
     let mut table = Table::default();
     cold_start(&client, &daemon, &mut table);
-    let id = client.create(&CreateSandboxRequest { name: Some("bench-warm".into()), ..Default::default() }).expect("create warm sandbox").id;
+    let id = match client.create(&CreateSandboxRequest { name: Some("bench-warm".into()), ..Default::default() }) {
+        Ok(sb) => sb.id,
+        Err(e) => {
+            println!("{}", table.render());
+            eprintln!("heyvm-bench: cannot create the sandbox for the warm benchmarks: {e}");
+            std::process::exit(1);
+        }
+    };
     warm_exec(&client, &daemon, &id, &mut table);
     concurrent(&client, &daemon, &id, &mut table);
     let _ = client.delete_sandbox(&id);
@@ -70,31 +77,29 @@ fn echo_hi() -> ExecRequest {
 /// 1. create -> first exec output, against a bare bwrap sandbox of `true`.
 fn cold_start(client: &Client, daemon: &daemon::BenchDaemon, table: &mut Table) {
     let (mut create, mut first_exec, mut total, mut delete) = (Samples::default(), Samples::default(), Samples::default(), Samples::default());
+    let mut failures = Vec::new();
     let cpu0 = daemon.cpu_time();
     for i in 0..COLD_N {
-        let t0 = Instant::now();
-        let sb = client.create(&CreateSandboxRequest { name: Some(format!("bench-cold-{i}")), ..Default::default() }).expect("create");
-        let t1 = Instant::now();
-        let r = client.execute(&sb.id, &echo_hi()).expect("first exec");
-        let t2 = Instant::now();
-        assert_eq!(r.stdout.trim(), "hi", "unexpected first exec output");
-        client.delete_sandbox(&sb.id).expect("delete");
-        delete.push(t2.elapsed());
-        create.push(t1 - t0);
-        first_exec.push(t2 - t1);
-        total.push(t2 - t0);
+        let req = CreateSandboxRequest { name: Some(format!("bench-cold-{i}")), ..Default::default() };
+        match cold_once(client, &req) {
+            Ok((c, e, d)) => {
+                create.push(c);
+                first_exec.push(e);
+                total.push(c + e);
+                delete.push(d);
+            }
+            Err(e) => failures.push(e),
+        }
     }
     let cold_cpu = (daemon.cpu_time() - cpu0) / COLD_N as u32;
     // The same without a network namespace (the default is NAT: netns + veth).
     let mut no_net = Samples::default();
     for i in 0..COLD_N {
-        let t0 = Instant::now();
         let req = CreateSandboxRequest { name: Some(format!("bench-nonet-{i}")), network: Some("none".into()), ..Default::default() };
-        let sb = client.create(&req).expect("create without network");
-        let r = client.execute(&sb.id, &echo_hi()).expect("first exec");
-        no_net.push(t0.elapsed());
-        assert_eq!(r.stdout.trim(), "hi", "unexpected first exec output");
-        client.delete_sandbox(&sb.id).expect("delete");
+        match cold_once(client, &req) {
+            Ok((c, e, _)) => no_net.push(c + e),
+            Err(e) => failures.push(e),
+        }
     }
     let mut bwrap = Samples::default();
     for _ in 0..COLD_N {
@@ -117,23 +122,48 @@ fn cold_start(client: &Client, daemon: &daemon::BenchDaemon, table: &mut Table) 
     table.row("  create + first exec p99", total.p99());
     table.row_ratio("  same with network none, p50", no_net.p50(), "bare bwrap", bwrap.p50());
     table.row("  daemon CPU per create+exec+delete", cold_cpu);
+    table.line(&format!("  failures: {} of {}", failures.len(), 2 * COLD_N));
+    for f in failures.iter().take(3) {
+        table.line(&format!("    e.g. {f}"));
+    }
+}
+
+/// One sandbox's create, first `echo hi` and delete times.
+fn cold_once(client: &Client, req: &CreateSandboxRequest) -> Result<(Duration, Duration, Duration), String> {
+    let t0 = Instant::now();
+    let sb = client.create(req).map_err(|e| format!("create: {e}"))?;
+    let t1 = Instant::now();
+    let r = client.execute(&sb.id, &echo_hi());
+    let t2 = Instant::now();
+    let deleted = client.delete_sandbox(&sb.id);
+    let t3 = Instant::now();
+    let r = r.map_err(|e| format!("first exec: {e}"))?;
+    if r.stdout.trim() != "hi" {
+        return Err(format!("first exec printed {:?} (exit {})", r.stdout, r.exit_code));
+    }
+    deleted.map_err(|e| format!("delete: {e}"))?;
+    Ok((t1 - t0, t2 - t1, t3 - t2))
 }
 
 /// 2. warm exec round trips through the API, against bare fork+exec.
 fn warm_exec(client: &Client, daemon: &daemon::BenchDaemon, id: &str, table: &mut Table) {
     let req = ExecRequest { command: "true".into(), ..Default::default() };
     for _ in 0..10 {
-        client.execute(id, &req).expect("warm-up exec");
+        let _ = client.execute(id, &req);
     }
     let mut api = Samples::default();
     let mut server_side = Samples::default();
     let cpu0 = daemon.cpu_time();
+    let mut failures = 0;
     for _ in 0..WARM_N {
         let t0 = Instant::now();
-        let r = client.execute(id, &req).expect("exec");
-        api.push(t0.elapsed());
-        server_side.push(Duration::from_millis(r.duration_ms));
-        assert_eq!(r.exit_code, 0);
+        match client.execute(id, &req) {
+            Ok(r) if r.exit_code == 0 => {
+                api.push(t0.elapsed());
+                server_side.push(Duration::from_millis(r.duration_ms));
+            }
+            _ => failures += 1,
+        }
     }
     let exec_cpu = (daemon.cpu_time() - cpu0) / WARM_N as u32;
     let mut bare = Samples::default();
@@ -158,6 +188,7 @@ fn warm_exec(client: &Client, daemon: &daemon::BenchDaemon, id: &str, table: &mu
     table.row("  exec duration_ms reported by daemon p50", server_side.p50());
     table.row("  daemon CPU per API exec", exec_cpu);
     table.row("  daemon CPU per GET /health", health_cpu);
+    table.line(&format!("  failures: {failures} of {WARM_N}"));
 }
 
 /// 3. 100 execs at once on one sandbox, against 100 bare fork+execs at once.
