@@ -114,6 +114,7 @@ pub fn choose_why(spec: &LaunchSpec, root: bool) -> (Choice, Option<&'static str
 /// Creates the sandbox's namespace, veth, addresses and routes, and returns
 /// what the owner must apply inside. Cleans up after itself on failure.
 pub fn setup(spec: &LaunchSpec) -> Result<OwnerNet, String> {
+    let started = std::time::Instant::now();
     let names = NetNames::for_spec(spec);
     teardown(spec);
     let rules = policy::resolve(&spec.network)?;
@@ -133,6 +134,7 @@ pub fn setup(spec: &LaunchSpec) -> Result<OwnerNet, String> {
     };
     let _ = std::fs::write(net_file(spec), serde_json::to_vec(&NetFile { index }).unwrap_or_default());
     host::ensure_resolv_conf(&spec.paths.upper());
+    tracing::debug!(sandbox = %spec.id, ms = started.elapsed().as_millis() as u64, "sandbox network ready");
     Ok(OwnerNet {
         netns: Some(names.netns_path()),
         sysctls: vec![
