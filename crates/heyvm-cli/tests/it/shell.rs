@@ -23,6 +23,8 @@ struct ShellClient {
     frames: Vec<(u64, Vec<u8>)>,
     /// Control frames received (besides `ready`).
     controls: Vec<Value>,
+    /// All output bytes, concatenated.
+    out: Vec<u8>,
 }
 
 impl ShellClient {
@@ -31,7 +33,7 @@ impl ShellClient {
         stream.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
         let url = format!("ws://127.0.0.1:{}/sandboxes/{sandbox}/shell-stream", d.port);
         let (ws, _) = tungstenite::client::client(url.as_str(), stream).expect("WebSocket handshake");
-        ShellClient { ws, frames: Vec::new(), controls: Vec::new() }
+        ShellClient { ws, frames: Vec::new(), controls: Vec::new(), out: Vec::new() }
     }
 
     fn send_json(&mut self, v: Value) {
@@ -68,6 +70,7 @@ impl ShellClient {
                 assert!(b.len() >= 9 && b[0] == 0x02, "bad output frame {b:?}");
                 let seq = u64::from_be_bytes(b[1..9].try_into().unwrap());
                 self.frames.push((seq, b[9..].to_vec()));
+                self.out.extend_from_slice(&b[9..]);
                 true
             }
             Ok(Message::Text(t)) => {
@@ -82,13 +85,15 @@ impl ShellClient {
     }
 
     fn text(&self) -> String {
-        String::from_utf8_lossy(&self.frames.iter().flat_map(|f| f.1.clone()).collect::<Vec<u8>>()).into_owned()
+        String::from_utf8_lossy(&self.out).into_owned()
     }
 
     fn wait_for_output(&mut self, needle: &str) {
         let deadline = Instant::now() + PATIENCE;
-        while !self.text().contains(needle) {
+        let mut from = 0;
+        while !self.out[from..].windows(needle.len()).any(|w| w == needle.as_bytes()) {
             assert!(Instant::now() < deadline, "'{needle}' never appeared; output: {}", self.text());
+            from = self.out.len().saturating_sub(needle.len());
             self.read_one();
             assert!(self.controls.iter().all(|c| c["type"] != "exit"), "shell exited early: {}", self.text());
         }
@@ -161,6 +166,7 @@ fn shell_session_resumes_after_a_dropped_connection_without_loss() {
     c.wait_for_output("line-150");
     c.send_json(json!({"type": "ack", "seq": c.last_seq()}));
     let first_part = std::mem::take(&mut c.frames);
+    c.out.clear();
     drop(c); // no close frame: the TCP connection just goes away
 
     let mut c = ShellClient::connect(&d, "shresume");
@@ -414,4 +420,48 @@ fn with_auth_the_connection_url_carries_a_scoped_short_lived_token() {
         child.wait_with_output().unwrap()
     };
     assert_eq!(out.status.code(), Some(9));
+}
+
+/// Output lines ending in `line` (the first may follow terminal escapes).
+fn count_lines(frames: &[(u64, Vec<u8>)], line: &str) -> usize {
+    let all: Vec<u8> = frames.iter().flat_map(|f| f.1.clone()).collect();
+    String::from_utf8_lossy(&all).split("\r\n").filter(|l| l.ends_with(line)).count()
+}
+
+#[test]
+fn output_is_paced_for_a_slow_client_and_bounded_while_detached() {
+    let Some(d) = Daemon::start() else { return };
+    running_sandbox(&d, "shbulk");
+
+    // Attached but not reading: the shell is paused instead of output being
+    // dropped, so all 11 MB arrive once the client reads.
+    let mut c = ShellClient::connect(&d, "shbulk");
+    c.init(json!({"type": "init", "cols": 80, "rows": 24}));
+    c.stdin("yes abcdefghij | head -n 1000000; echo END-$((1+1))\n");
+    std::thread::sleep(Duration::from_secs(2));
+    c.wait_for_output("END-2");
+    assert_eq!(count_lines(&c.frames, "abcdefghij"), 1_000_000);
+    assert!(c.controls.iter().all(|v| v["code"] != "output_lost"), "{:?}", c.controls);
+    assert_contiguous(&c.frames, 1);
+    c.stdin("exit\n");
+    c.next_control();
+
+    // Detached: only the newest 1 MiB is kept, and the returning client is
+    // told that older output was dropped.
+    let mut c = ShellClient::connect(&d, "shbulk");
+    let sid = c.init(json!({"type": "init", "cols": 80, "rows": 24}))["sessionId"].as_str().unwrap().to_string();
+    c.stdin("rm -f /tmp/bulk-done; sleep 2; yes abcdefghij | head -n 400000; echo END-$((2+2)); touch /tmp/bulk-done\n");
+    c.wait_for_output("bulk-done");
+    let last = c.last_seq();
+    drop(c);
+    d.wait_until("the detached shell to finish printing", PATIENCE, || d.sh("shbulk", "test -e /tmp/bulk-done && echo y")["stdout"] == "y\n");
+    let mut c = ShellClient::connect(&d, "shbulk");
+    c.init(json!({"type": "init", "cols": 80, "rows": 24, "sessionId": sid, "lastSeq": last}));
+    c.wait_for_output("END-4");
+    let lost = c.controls.iter().find(|v| v["code"] == "output_lost").unwrap_or_else(|| panic!("no output_lost notice: {:?}", c.controls));
+    assert!(lost["message"].as_str().unwrap().contains("1024 KiB"), "{lost}");
+    let bytes: usize = c.frames.iter().map(|f| f.1.len()).sum();
+    assert!(bytes <= (1 << 20) + (64 << 10), "replayed {bytes} bytes, more than the 1 MiB bound");
+    let kept = count_lines(&c.frames, "abcdefghij");
+    assert!(kept > 50_000 && kept < 400_000, "kept {kept} lines");
 }

@@ -146,16 +146,17 @@ impl ShellSession {
         });
     }
 
-    /// Waits until the attached client (if any) has less than the buffer
-    /// bound of unsent output.
-    async fn wait_for_room(&self) {
+    /// Waits until `incoming` more bytes fit in the buffer without evicting
+    /// output the attached client (if any) has not been sent yet.
+    async fn wait_for_room(&self, incoming: usize) {
         loop {
             let notified = self.space.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
             {
                 let st = self.lock();
-                if !st.attached || st.ring.bytes_after(st.sent) < OUTPUT_BUFFER_BYTES {
+                let unsent = st.ring.bytes_after(st.sent);
+                if !st.attached || unsent == 0 || unsent + incoming <= OUTPUT_BUFFER_BYTES {
                     return;
                 }
             }
@@ -169,7 +170,7 @@ async fn pump_output(session: Arc<ShellSession>, mut reader: AgentShellReader) {
         match reader.next().await {
             Ok(ShellEvent::Started { .. }) => {}
             Ok(ShellEvent::Output(data)) => {
-                session.wait_for_room().await;
+                session.wait_for_room(data.len()).await;
                 session.lock().ring.push(data);
                 session.bump();
             }
