@@ -36,7 +36,9 @@ fn main() {
 
     let mut table = Table::default();
     cold_start(&client, &daemon, &mut table);
-    let id = match client.create(&CreateSandboxRequest { name: Some("bench-warm".into()), ..Default::default() }) {
+    // HEYVM_BENCH_SIZE picks the warm sandbox's size class (default small).
+    let size_class = std::env::var("HEYVM_BENCH_SIZE").ok().map(|s| serde_json::from_value(serde_json::Value::String(s)).expect("HEYVM_BENCH_SIZE: a size class"));
+    let id = match client.create(&CreateSandboxRequest { name: Some("bench-warm".into()), size_class, ..Default::default() }) {
         Ok(sb) => sb.id,
         Err(e) => {
             println!("{}", table.render());
@@ -216,7 +218,7 @@ fn concurrent(client: &Client, daemon: &daemon::BenchDaemon, id: &str, table: &m
         rate(bare_wall) / rate(wall)
     ));
     table.row("  daemon CPU for the whole burst", burst_cpu);
-    table.line("  (the sandbox is size small, a 1 vCPU quota; the bare baseline may use every host core)");
+    table.line(&format!("  (the sandbox's size class is {size}; the bare baseline may use every host core)", size = std::env::var("HEYVM_BENCH_SIZE").unwrap_or_else(|_| "small, 1 vCPU".into())));
     table.line(&format!("  failures: {} of {CONCURRENT} (bare: {})", failures.len(), bare_failures.len()));
     for f in failures.iter().take(3) {
         table.line(&format!("    e.g. {f}"));
