@@ -166,3 +166,31 @@ pub fn guest_ip(spec: &LaunchSpec) -> Option<String> {
     let f: NetFile = serde_json::from_slice(&std::fs::read(net_file(spec)).ok()?).ok()?;
     Some(pool::subnet(f.index).guest.to_string())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use heyvm_core::DataDir;
+
+    fn spec(data: &str, id: &str) -> LaunchSpec {
+        LaunchSpec {
+            id: id.into(),
+            hostname: "h".into(),
+            paths: DataDir::new(data.into()).sandbox(id),
+            limits: heyvm_types::SizeClass::Small.limits(),
+            mounts: vec![],
+            network: Default::default(),
+        }
+    }
+
+    #[test]
+    fn names_fit_ifnamsiz_and_differ_across_data_dirs() {
+        let a = NetNames::for_spec(&spec("/data/a", "sb-0123abcd"));
+        let b = NetNames::for_spec(&spec("/data/b", "sb-0123abcd"));
+        assert!(a.veth.len() <= 15, "{}", a.veth);
+        assert!(a.veth.starts_with("hv-0123abcd"), "{}", a.veth);
+        assert!(a.netns.starts_with("heyvm-sb-0123abcd-"), "{}", a.netns);
+        assert_ne!(a, b);
+        assert_eq!(a, NetNames::for_spec(&spec("/data/a", "sb-0123abcd")));
+    }
+}
