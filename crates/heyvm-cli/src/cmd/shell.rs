@@ -102,12 +102,14 @@ struct Session<'a> {
     last_seq: u64,
     acked: u64,
     stdin_open: bool,
+    /// Keystrokes whose frame could not be sent: resent after reconnecting.
+    unsent: Vec<u8>,
     raw: Option<RawMode>,
 }
 
 impl<'a> Session<'a> {
     fn new(url: &'a str, token: Option<&'a str>, opts: ShellOpts) -> Self {
-        Session { url, token, opts, session_id: None, last_seq: 0, acked: 0, stdin_open: true, raw: None }
+        Session { url, token, opts, session_id: None, last_seq: 0, acked: 0, stdin_open: true, unsent: Vec::new(), raw: None }
     }
 
     fn run(mut self) -> anyhow::Result<(i32, String)> {
@@ -154,6 +156,13 @@ impl<'a> Session<'a> {
         let mut conn = Conn { ws, flush_pending: false };
         if let Err(why) = conn.send(Message::text(init.to_string())) {
             return Ok(Outcome::Dropped(why));
+        }
+        if !self.unsent.is_empty() {
+            let mut frame = vec![0x01];
+            frame.append(&mut self.unsent);
+            if let Err(why) = conn.send(Message::binary(frame)) {
+                return Ok(Outcome::Dropped(why));
+            }
         }
         let mut last_ack = Instant::now();
         let sock = conn.ws.get_ref().as_raw_fd();
@@ -230,7 +239,7 @@ impl<'a> Session<'a> {
         let mut frame = Vec::with_capacity(data.len() + 1);
         frame.push(0x01);
         frame.extend_from_slice(data);
-        conn.send(Message::binary(frame))
+        conn.send(Message::binary(frame)).inspect_err(|_| self.unsent.extend_from_slice(data))
     }
 
     /// Handles every frame available now; `Some` when the connection ended.

@@ -394,7 +394,7 @@ fn with_auth_the_connection_url_carries_a_scoped_short_lived_token() {
 
     // The stream opens with the URL alone (no Authorization header) ...
     let out = {
-        let mut child = d.cmd().env_remove("HEYVM_TOKEN").args(["connect", &url, "--shell"]).stdin(std::process::Stdio::piped()).spawn().unwrap();
+        let mut child = d.cmd().env_remove("HEYVM_TOKEN").args(["connect", &url, "--shell"]).stdin(std::process::Stdio::piped()).stdout(std::process::Stdio::piped()).spawn().unwrap();
         use std::io::Write;
         child.stdin.take().unwrap().write_all(b"exit 2\n").unwrap();
         child.wait_with_output().unwrap()
@@ -414,7 +414,7 @@ fn with_auth_the_connection_url_carries_a_scoped_short_lived_token() {
     assert_eq!(resp.status().as_u16(), 401);
     // `heyvm sh` with a token from the environment works end to end.
     let out = {
-        let mut child = d.cmd().env("HEYVM_TOKEN", bearer.trim_start_matches("Bearer ")).args(["sh", "shauth"]).stdin(std::process::Stdio::piped()).spawn().unwrap();
+        let mut child = d.cmd().env("HEYVM_TOKEN", bearer.trim_start_matches("Bearer ")).args(["sh", "shauth"]).stdin(std::process::Stdio::piped()).stdout(std::process::Stdio::piped()).spawn().unwrap();
         use std::io::Write;
         child.stdin.take().unwrap().write_all(b"exit 9\n").unwrap();
         child.wait_with_output().unwrap()
@@ -464,4 +464,77 @@ fn output_is_paced_for_a_slow_client_and_bounded_while_detached() {
     assert!(bytes <= (1 << 20) + (64 << 10), "replayed {bytes} bytes, more than the 1 MiB bound");
     let kept = count_lines(&c.frames, "abcdefghij");
     assert!(kept > 50_000 && kept < 400_000, "kept {kept} lines");
+}
+
+/// A TCP relay to the daemon whose open connections can be cut.
+struct Relay {
+    port: u16,
+    conns: std::sync::Arc<std::sync::Mutex<Vec<TcpStream>>>,
+    accepted: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl Relay {
+    fn start(upstream: u16) -> Relay {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let conns = std::sync::Arc::new(std::sync::Mutex::new(Vec::<TcpStream>::new()));
+        let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let (c, a) = (conns.clone(), accepted.clone());
+        std::thread::spawn(move || {
+            for down in listener.incoming().flatten() {
+                let Ok(up) = TcpStream::connect(("127.0.0.1", upstream)) else { continue };
+                a.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                c.lock().unwrap().extend([down.try_clone().unwrap(), up.try_clone().unwrap()]);
+                for (mut from, mut to) in [(down.try_clone().unwrap(), up.try_clone().unwrap()), (up, down)] {
+                    std::thread::spawn(move || {
+                        let _ = std::io::copy(&mut from, &mut to);
+                        let _ = to.shutdown(std::net::Shutdown::Both);
+                    });
+                }
+            }
+        });
+        Relay { port, conns, accepted }
+    }
+
+    fn cut(&self) {
+        for s in self.conns.lock().unwrap().drain(..) {
+            let _ = s.shutdown(std::net::Shutdown::Both);
+        }
+    }
+}
+
+#[test]
+fn heyvm_sh_reconnects_and_resumes_after_the_connection_is_cut() {
+    use std::io::{Read, Write};
+    let Some(d) = Daemon::start() else { return };
+    let id = running_sandbox(&d, "shcut");
+    let relay = Relay::start(d.port);
+    let url = format!("ws://127.0.0.1:{}/sandboxes/{id}/shell-stream", relay.port);
+    let mut child = d.cmd().args(["connect", &url, "--shell"]).stdin(std::process::Stdio::piped()).stdout(std::process::Stdio::piped()).spawn().unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let out = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let reader = {
+        let (mut so, out) = (child.stdout.take().unwrap(), out.clone());
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = so.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                out.lock().unwrap().extend_from_slice(&buf[..n]);
+            }
+        })
+    };
+    let seen = |needle: &str| String::from_utf8_lossy(&out.lock().unwrap()).matches(needle).count();
+    stdin.write_all(b"echo one-$((0+1))\n").unwrap();
+    d.wait_until("one-1", PATIENCE, || seen("one-1") == 1);
+    relay.cut();
+    stdin.write_all(b"echo two-$((1+1))\n").unwrap();
+    d.wait_until("two-2 after reconnecting", PATIENCE, || seen("two-2") == 1);
+    assert!(relay.accepted.load(std::sync::atomic::Ordering::SeqCst) >= 2, "the CLI reconnected");
+    stdin.write_all(b"exit 3\n").unwrap();
+    let status = child.wait().unwrap();
+    reader.join().unwrap();
+    assert_eq!(status.code(), Some(3));
+    assert_eq!(seen("one-1"), 1, "output before the cut is not repeated");
 }
