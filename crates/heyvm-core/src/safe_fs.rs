@@ -73,7 +73,7 @@ fn escape_error(rel: &Path, e: io::Error) -> CoreError {
             CoreError::InvalidPath(format!("'{}' resolves outside the mount (through a symlink)", rel.display()))
         }
         Some(libc::ENOENT) => CoreError::FileNotFound(rel.display().to_string()),
-        Some(libc::ENOTDIR) => CoreError::InvalidPath(format!("a parent of '{}' is not a directory", rel.display())),
+        Some(libc::ENOTDIR) => CoreError::InvalidPath(format!("'{}' or one of its parents is not a directory", rel.display())),
         Some(libc::EISDIR) => CoreError::InvalidPath(format!("'{}' is a directory", rel.display())),
         _ => CoreError::Io(e),
     }
