@@ -71,6 +71,19 @@ fn traversal_is_refused_on_every_file_route() {
     assert_eq!(s, 400, "not a mount: {v}");
     let (s, v) = d.upload_json(&id, "/etc", "passwd", b"x");
     assert_eq!(s, 400, "upload to a non-mount: {v}");
+    // Files and directories used the wrong way round.
+    assert_eq!(d.sh(&id, "mkdir -p /workspace/dir && echo x > /workspace/dir/file")["exit_code"], 0);
+    let (s, v) = d.get(&format!("/sandboxes/{id}/files?path=dir/file"));
+    assert_eq!((s, v["error"].as_str()), (400, Some("invalid_path")), "{v}");
+    assert!(v["message"].as_str().unwrap().contains("'dir/file' or one of its parents is not a directory"), "{v}");
+    let (s, _) = d.get_bytes(&format!("/sandboxes/{id}/files/dir"));
+    assert_eq!(s, 400, "downloading a directory");
+    let (s, v) = d.upload_json(&id, "/workspace", "dir", b"x");
+    assert_eq!((s, v["error"].as_str()), (400, Some("invalid_path")), "uploading over a directory: {v}");
+    let (s, v) = d.delete(&format!("/sandboxes/{id}/files/dir"));
+    assert_eq!((s, v["error"].as_str()), (409, Some("conflict")), "non-recursive delete of a full directory: {v}");
+    let (s, v) = d.delete(&format!("/sandboxes/{id}/files/dir?recursive=true"));
+    assert_eq!(s, 200, "{v}");
     // Missing file is 404, not a traversal.
     assert_err(d.delete(&format!("/sandboxes/{id}/files/nope.txt")), 404, "file_not_found", "delete missing");
 }
