@@ -171,10 +171,12 @@ fn execute_semantics() {
 
     // A missing cwd is the caller's mistake.
     let (s, v) = d.post(&format!("/sandboxes/{id}/execute"), &json!({"command": "pwd", "cwd": "/nonexistent"}));
-    assert!(s == 400 || (s == 200 && v["exit_code"] != 0), "{s} {v}");
-    // A missing program is an ordinary non-zero exit, not a server error.
+    assert_eq!((s, v["error"].as_str()), (400, Some("invalid_request")), "{v}");
+    assert!(v["message"].as_str().unwrap().contains("/nonexistent"), "{v}");
+    // A missing program is an ordinary exit 127, as in a shell.
     let (s, v) = d.post(&format!("/sandboxes/{id}/execute"), &json!({"command": "/no/such/program"}));
-    assert!(s == 200 && v["exit_code"] != 0 || s == 400, "{s} {v}");
+    assert_eq!((s, v["exit_code"].as_i64()), (200, Some(127)), "{v}");
+    assert!(v["stderr"].as_str().unwrap().contains("not found"), "{v}");
 }
 
 #[test]
