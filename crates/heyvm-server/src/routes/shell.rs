@@ -157,7 +157,8 @@ async fn serve(s: AppState, sandbox_id: String, mut ws: WebSocket) {
     let (session, from, resumed) = match session_id {
         Some(sid) => match s.mgr.find_shell(&sandbox_id, &sid) {
             Ok(Some(session)) => {
-                let from = last_seq.unwrap_or_else(|| session.acked());
+                // A position beyond what exists would silently skip output.
+                let from = last_seq.unwrap_or_else(|| session.acked()).min(session.last_seq());
                 (session, from, true)
             }
             Ok(None) => return fail(ws, "session_expired", format!("shell session '{sid}' does not exist or has expired")).await,
@@ -201,6 +202,7 @@ async fn bridge(s: &AppState, mut ws: WebSocket, mut att: Attachment, mut seq: u
             if !send_json(&mut ws, json!({"type": "error", "code": "output_lost", "message": message})).await {
                 return;
             }
+            seq += pending.lost;
         }
         for (n, data) in &pending.chunks {
             let mut frame = Vec::with_capacity(9 + data.len());
