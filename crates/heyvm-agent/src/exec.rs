@@ -1,14 +1,16 @@
 //! One exec request: spawn, stream output frames, enforce the timeout, kill
 //! the process group if the host goes away.
 
+use std::fs::File;
 use std::io::{self, ErrorKind, Read, Write};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -37,59 +39,143 @@ pub fn run(mut conn: UnixStream, spec: ExecSpec) -> io::Result<()> {
         Ok(c) => c,
         Err(e) => return report_spawn_failure(&mut conn, &spec.argv[0], e),
     };
-    let pgid = Tree { pgid: child.id() as i32, tag: Arc::new(tag) };
-    let writer = Arc::new(Mutex::new(conn.try_clone()?));
-    send(&writer, &encode_json(&Event::Started { pid: child.id() }))?;
-
-    let finished = Arc::new(AtomicBool::new(false));
-    let (done_tx, done_rx) = mpsc::channel::<()>();
-    let mut pumps = 0;
-    // A background command outlives its host connection: for the disconnect
-    // checks it counts as already finished.
-    let keep_alive = if spec.background { Arc::new(AtomicBool::new(true)) } else { finished.clone() };
-    if let Some(out) = child.stdout.take() {
-        pump(out, FrameKind::Stdout, writer.clone(), done_tx.clone(), pgid.clone(), keep_alive.clone());
-        pumps += 1;
-    }
-    if let Some(err) = child.stderr.take() {
-        pump(err, FrameKind::Stderr, writer.clone(), done_tx.clone(), pgid.clone(), keep_alive.clone());
-        pumps += 1;
-    }
-    watch_host(conn, child.stdin.take(), pgid.clone(), keep_alive);
-
-    let (exit_tx, exit_rx) = mpsc::channel();
-    thread::spawn(move || {
-        let _ = exit_tx.send(child.wait());
-    });
-    let mut timed_out = false;
-    let status = match spec.timeout_ms {
-        Some(ms) => match exit_rx.recv_timeout(Duration::from_millis(ms)) {
-            Ok(s) => s,
-            Err(_) => {
-                timed_out = true;
-                pgid.kill();
-                exit_rx.recv().map_err(|_| io::Error::other("waiter vanished"))?
+    let tree = Tree { pgid: child.id() as i32, tag: Arc::new(tag) };
+    // One thread per exec: poll() over the output pipes, the host
+    // connection and a pidfd for the exit. (Thread-per-pipe cost ~0.3 ms per
+    // exec in wake-ups and thread creation.)
+    let pidfd = pidfd_open(child.id() as i32)?;
+    conn.write_all(&encode_json(&Event::Started { pid: child.id() }))?;
+    // The timer wakes early (disconnected channel) when the command ends.
+    let timed_out = Arc::new(AtomicBool::new(false));
+    let timer = spec.timeout_ms.map(|ms| {
+        let (tx, rx) = mpsc::channel::<()>();
+        let (tree, flag) = (tree.clone(), timed_out.clone());
+        thread::spawn(move || {
+            if rx.recv_timeout(Duration::from_millis(ms)) == Err(mpsc::RecvTimeoutError::Timeout) {
+                flag.store(true, Ordering::SeqCst);
+                tree.kill();
             }
-        },
-        None => exit_rx.recv().map_err(|_| io::Error::other("waiter vanished"))?,
-    }?;
-    if timed_out {
-        // Stragglers that left the group cannot hold the pipes open longer
-        // than the drain window either.
-        pgid.kill();
-    }
-    let deadline = Instant::now() + DRAIN_AFTER_EXIT;
-    for _ in 0..pumps {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if done_rx.recv_timeout(left).is_err() {
+        });
+        tx
+    });
+    let mut pipes: [Option<(File, FrameKind)>; 2] = [
+        child.stdout.take().map(|p| (File::from(OwnedFd::from(p)), FrameKind::Stdout)),
+        child.stderr.take().map(|p| (File::from(OwnedFd::from(p)), FrameKind::Stderr)),
+    ];
+    let mut stdin = child.stdin.take();
+    let mut host_gone = false;
+    let mut status = None;
+    let mut drain_until: Option<Instant> = None;
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        if status.is_some() && pipes.iter().all(Option::is_none) {
             break;
         }
+        let mut fds: Vec<libc::pollfd> = Vec::with_capacity(4);
+        let poll_in = |fd: i32| libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
+        for p in pipes.iter().flatten() {
+            fds.push(poll_in(p.0.as_raw_fd()));
+        }
+        let conn_slot = (!host_gone).then(|| {
+            fds.push(poll_in(conn.as_raw_fd()));
+            fds.len() - 1
+        });
+        let pid_slot = status.is_none().then(|| {
+            fds.push(poll_in(pidfd.as_raw_fd()));
+            fds.len() - 1
+        });
+        let wait_ms = match drain_until {
+            Some(t) => {
+                let left = t.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    break;
+                }
+                left.as_millis() as i32 + 1
+            }
+            None => -1,
+        };
+        // SAFETY: fds is a valid array of pollfd for the duration of the call.
+        let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, wait_ms) };
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() == ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(e);
+        }
+        if pid_slot.is_some_and(|i| fds[i].revents != 0) {
+            status = Some(child.wait()?);
+            // A background child that inherited the pipes must not hold the
+            // exec open: forward what comes within the drain window.
+            drain_until = Some(Instant::now() + DRAIN_AFTER_EXIT);
+        }
+        let mut slot = 0;
+        for pipe in pipes.iter_mut() {
+            let Some((file, kind)) = pipe else { continue };
+            let ready = fds[slot].revents != 0;
+            slot += 1;
+            if !ready {
+                continue;
+            }
+            match file.read(&mut buf) {
+                Ok(0) => *pipe = None,
+                Ok(n) if !host_gone => {
+                    if conn.write_all(&encode(*kind, &buf[..n])).is_err() {
+                        host_gone = true;
+                        if !spec.background && status.is_none() {
+                            tree.kill();
+                        }
+                    }
+                }
+                Ok(_) => {} // host gone: drain so the command never blocks
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(_) => *pipe = None,
+            }
+        }
+        if conn_slot.is_some_and(|i| fds[i].revents != 0) {
+            match read_frame(&mut conn) {
+                Ok(Some(Frame::Stdin(data))) => {
+                    if stdin.as_mut().is_some_and(|s| s.write_all(&data).is_err()) {
+                        stdin = None;
+                    }
+                }
+                Ok(Some(Frame::StdinEof)) => stdin = None,
+                Ok(Some(_)) => {}
+                Ok(None) | Err(_) => {
+                    // The host went away: kill the command unless it was
+                    // started to outlive its connection.
+                    host_gone = true;
+                    if !spec.background && status.is_none() {
+                        tree.kill();
+                    }
+                }
+            }
+        }
     }
-    finished.store(true, Ordering::SeqCst);
+    drop(timer);
+    let timed_out = timed_out.load(Ordering::SeqCst);
+    if timed_out {
+        // Stragglers that left the group die with the command.
+        tree.kill();
+    }
+    let Some(status) = status else { return Err(io::Error::other("exec loop ended before the command")) };
+    if host_gone {
+        return Ok(());
+    }
     let signal = status.signal();
     let code = status.code().unwrap_or_else(|| 128 + signal.unwrap_or(0));
     let exit = ExitStatus { code, signal, timed_out, duration_ms: started.elapsed().as_millis() as u64 };
-    send(&writer, &encode_json(&Event::Exit(exit)))
+    conn.write_all(&encode_json(&Event::Exit(exit)))
+}
+
+fn pidfd_open(pid: i32) -> io::Result<OwnedFd> {
+    // SAFETY: pidfd_open takes a pid and flags; the result is checked.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: a fresh descriptor we own.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
 }
 
 fn report_spawn_failure(conn: &mut UnixStream, program: &str, e: io::Error) -> io::Result<()> {
@@ -104,70 +190,6 @@ fn report_spawn_failure(conn: &mut UnixStream, program: &str, e: io::Error) -> i
     conn.write_all(&encode(FrameKind::Stderr, msg.as_bytes()))?;
     let exit = ExitStatus { code, signal: None, timed_out: false, duration_ms: 0 };
     write_json(conn, &Event::Exit(exit))
-}
-
-fn send(writer: &Mutex<UnixStream>, frame: &[u8]) -> io::Result<()> {
-    writer.lock().unwrap_or_else(|e| e.into_inner()).write_all(frame)
-}
-
-/// Copies one output pipe into frames. If the host stops reading, the
-/// command is killed rather than left running unobserved.
-fn pump(
-    mut src: impl Read + Send + 'static,
-    kind: FrameKind,
-    writer: Arc<Mutex<UnixStream>>,
-    done: mpsc::Sender<()>,
-    pgid: Tree,
-    finished: Arc<AtomicBool>,
-) {
-    thread::spawn(move || {
-        let mut buf = vec![0u8; 64 * 1024];
-        let mut host_gone = false;
-        loop {
-            match src.read(&mut buf) {
-                Ok(0) => break,
-                Ok(n) => {
-                    if host_gone {
-                        continue; // drain so the command never blocks on a full pipe
-                    }
-                    if send(&writer, &encode(kind, &buf[..n])).is_err() {
-                        if !finished.load(Ordering::SeqCst) {
-                            pgid.kill();
-                            break;
-                        }
-                        host_gone = true;
-                    }
-                }
-                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
-                Err(_) => break,
-            }
-        }
-        let _ = done.send(());
-    });
-}
-
-/// Reads stdin frames from the host; end of stream before the command has
-/// finished means the host went away, so the command is killed.
-fn watch_host(mut conn: UnixStream, mut stdin: Option<std::process::ChildStdin>, pgid: Tree, finished: Arc<AtomicBool>) {
-    thread::spawn(move || loop {
-        match read_frame(&mut conn) {
-            Ok(Some(Frame::Stdin(data))) => {
-                if let Some(s) = stdin.as_mut() {
-                    if s.write_all(&data).is_err() {
-                        stdin = None;
-                    }
-                }
-            }
-            Ok(Some(Frame::StdinEof)) => stdin = None,
-            Ok(Some(_)) => {}
-            Ok(None) | Err(_) => {
-                if !finished.load(Ordering::SeqCst) {
-                    pgid.kill();
-                }
-                return;
-            }
-        }
-    });
 }
 
 /// Environment variable that marks every process started by one exec. A
