@@ -83,6 +83,7 @@ fn handle(mut conn: UnixStream, shared: &Shared) -> io::Result<()> {
         },
         Request::Shutdown { grace_ms } => {
             shared.log.system("sandbox stopping");
+            pty::hang_up_all();
             terminate_all(grace_ms);
             let _ = write_json(&mut conn, &Event::Done);
             std::process::exit(0);

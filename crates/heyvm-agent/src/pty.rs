@@ -27,6 +27,21 @@ const DRAIN_AFTER_EXIT: Duration = Duration::from_millis(300);
 /// Between SIGHUP (host hung up) and SIGKILL.
 const HANGUP_GRACE: Duration = Duration::from_millis(500);
 
+/// Process groups of the open shells, so a sandbox shutdown can hang them
+/// up first (an interactive shell ignores SIGTERM).
+static SHELLS: Mutex<Vec<i32>> = Mutex::new(Vec::new());
+
+/// SIGHUP to every open shell, as when a terminal is closed.
+pub fn hang_up_all() {
+    for &pgid in SHELLS.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+        // SAFETY: kill(2) has no memory-safety preconditions.
+        unsafe {
+            libc::kill(-pgid, libc::SIGHUP);
+            libc::kill(-pgid, libc::SIGCONT);
+        }
+    }
+}
+
 pub fn run(mut conn: UnixStream, spec: ShellSpec) -> io::Result<()> {
     if !Path::new(&spec.cwd).is_dir() {
         let message = format!("working directory '{}' does not exist in the sandbox", spec.cwd);
@@ -85,7 +100,10 @@ pub fn run(mut conn: UnixStream, spec: ShellSpec) -> io::Result<()> {
     forward_output(File::from(master.try_clone()?), writer.clone(), out_done_tx);
     watch_host(conn, master.clone(), pid);
 
-    let status = child.wait()?;
+    SHELLS.lock().unwrap_or_else(|e| e.into_inner()).push(pid);
+    let status = child.wait();
+    SHELLS.lock().unwrap_or_else(|e| e.into_inner()).retain(|&p| p != pid);
+    let status = status?;
     // Whatever the shell left in its session (background jobs) goes with it.
     hang_up(pid, Duration::ZERO);
     let _ = out_done_rx.recv_timeout(DRAIN_AFTER_EXIT);

@@ -538,3 +538,17 @@ fn heyvm_sh_reconnects_and_resumes_after_the_connection_is_cut() {
     assert_eq!(status.code(), Some(3));
     assert_eq!(seen("one-1"), 1, "output before the cut is not repeated");
 }
+
+#[test]
+fn stopping_the_sandbox_hangs_up_its_shells_and_tells_the_client() {
+    let Some(d) = Daemon::start() else { return };
+    running_sandbox(&d, "shstop");
+    let mut c = ShellClient::connect(&d, "shstop");
+    c.init(json!({"type": "init", "cols": 80, "rows": 24}));
+    c.stdin("echo up-$((2+2))\n");
+    c.wait_for_output("up-4");
+    assert_eq!(d.heyvm_json(&["stop", "shstop"])["status"], "stopped");
+    let end = c.next_control();
+    // Hung up (128 + SIGHUP), or the connection to the stopped sandbox is gone.
+    assert!(end == json!({"type": "exit", "code": 129}) || end["code"] == "shell_failed", "{end}");
+}
