@@ -393,6 +393,7 @@ pub struct WaitForArgs {
 
 #[derive(Args, Debug, Clone)]
 pub struct ShellArgs {
+    /// Sandbox id, slug or name.
     pub id: String,
     #[command(flatten)]
     pub opts: ShellOptArgs,
