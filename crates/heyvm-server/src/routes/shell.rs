@@ -297,3 +297,33 @@ async fn handle_client(ws: &mut WebSocket, att: &Attachment, msg: Option<Result<
         Some(Ok(_)) => true,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::auth::Claims;
+
+    fn claims(sub: &str) -> Claims {
+        Claims { sub: Some(sub.into()), exp: 0, iat: None, nbf: None, aud: None }
+    }
+
+    #[test]
+    fn stream_tokens_open_only_their_own_stream() {
+        let c = claims("shell-stream:sb-1a2b3c4d");
+        assert!(scope_allows(&c, "/sandboxes/sb-1a2b3c4d/shell-stream"));
+        assert!(scope_allows(&c, "/deployed-sandboxes/sb-1a2b3c4d/shell-stream"));
+        assert!(!scope_allows(&c, "/sandboxes/sb-00000000/shell-stream"));
+        assert!(!scope_allows(&c, "/sandboxes"));
+        assert!(!scope_allows(&c, "/sandboxes/sb-1a2b3c4d/execute"));
+        assert!(scope_allows(&claims("someone"), "/sandboxes"));
+    }
+
+    #[test]
+    fn query_tokens_only_on_stream_paths() {
+        let uri = |s: &str| s.parse::<axum::http::Uri>().unwrap();
+        assert_eq!(query_token(&uri("/sandboxes/x/shell-stream?a=1&token=abc")), Some("abc"));
+        assert_eq!(query_token(&uri("/sandboxes/x/shell-stream?token=")), None);
+        assert_eq!(query_token(&uri("/sandboxes/x/shell-stream")), None);
+        assert_eq!(query_token(&uri("/sandboxes?token=abc")), None);
+    }
+}
