@@ -47,6 +47,9 @@ impl SandboxManager {
             return Err(CoreError::InvalidState { id: rec.id, status: rec.status.to_string(), action: "open a shell", needs: "running" });
         }
         let (cols, rows) = terminal_size(req.cols as u64, req.rows as u64)?;
+        if self.shells.len() >= crate::shell::MAX_SESSIONS {
+            return Err(CoreError::Conflict(format!("too many open shell sessions (limit {})", crate::shell::MAX_SESSIONS)));
+        }
         let mut env = self.base_env(&rec);
         if let Some(extra) = &req.env {
             validate::env(extra)?;

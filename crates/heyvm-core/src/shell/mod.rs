@@ -12,7 +12,8 @@
 //! once the bound is reached and the next client is told how many chunks it
 //! missed. A session with no client for [`IDLE_EXPIRY`] is hung up and
 //! forgotten; one whose shell has exited is forgotten once a client has been
-//! told the exit code (or after the same idle expiry).
+//! told the exit code (or after the same idle expiry). At most
+//! [`MAX_SESSIONS`] sessions are open at once.
 
 pub mod ring;
 
@@ -30,6 +31,8 @@ use ring::OutputRing;
 pub const OUTPUT_BUFFER_BYTES: usize = 1 << 20;
 /// How long a session survives with no client attached.
 pub const IDLE_EXPIRY: Duration = Duration::from_secs(300);
+/// Open sessions per daemon, so buffers stay bounded in total (256 MiB).
+pub const MAX_SESSIONS: usize = 256;
 /// Longest pause between expiry checks (shorter for short expiries).
 const SWEEP_INTERVAL: Duration = Duration::from_secs(5);
 
