@@ -36,6 +36,13 @@ struct Shared {
 
 /// Serves requests until a shutdown request arrives.
 pub fn run(cfg: AgentConfig) -> io::Result<()> {
+    // Ignored signals survive exec: a daemon started with `&` from a script
+    // ignores SIGINT/SIGQUIT, and every command, start command and shell
+    // would inherit that. Start the sandbox's processes from a clean slate.
+    for sig in [libc::SIGINT, libc::SIGQUIT, libc::SIGHUP, libc::SIGTERM] {
+        // SAFETY: signal(2) with SIG_DFL has no memory-safety preconditions.
+        unsafe { libc::signal(sig, libc::SIG_DFL) };
+    }
     let _ = std::fs::remove_file(&cfg.socket);
     // Bind to a temporary name and rename, so the daemon never connects to a
     // socket that is not yet listening.

@@ -68,7 +68,7 @@ fn clean(p: &Path, what: &str) -> Result<PathBuf> {
 
 /// Whether a symlink at `link` (relative to the root) pointing at `target`
 /// resolves, lexically, to somewhere inside the root.
-fn link_inside(link: &Path, target: &Path) -> bool {
+pub fn link_inside(link: &Path, target: &Path) -> bool {
     if target.has_root() {
         return false;
     }

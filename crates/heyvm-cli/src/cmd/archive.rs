@@ -10,7 +10,7 @@
 
 use std::fs::File;
 use std::io::BufWriter;
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 
@@ -195,24 +195,10 @@ fn walk(
 }
 
 /// A relative symlink target that, resolved lexically from the link's
-/// directory, stays inside the archive root.
+/// directory, stays inside the archive root (the server applies the same
+/// rule when it unpacks).
 fn link_stays_inside(rel: &str, target: &Path) -> bool {
-    if target.is_absolute() {
-        return false;
-    }
-    let mut depth = rel.split('/').count() as i64 - 1;
-    for c in target.components() {
-        match c {
-            Component::ParentDir => depth -= 1,
-            Component::Normal(_) => depth += 1,
-            Component::CurDir => {}
-            _ => return false,
-        }
-        if depth < 0 {
-            return false;
-        }
-    }
-    true
+    heyvm_core::archive::link_inside(Path::new(rel), target)
 }
 
 /// Writes `dir` as a gzip-compressed tar to `dest`.

@@ -66,16 +66,28 @@ impl SandboxManager {
             Some(t) if t.is_finite() && t > 0.0 && t <= MAX_TIMEOUT_SECS => Some((t * 1000.0).ceil() as u64),
             Some(t) => return Err(CoreError::invalid(format!("timeout_secs must be between 0 and {MAX_TIMEOUT_SECS}, got {t}"))),
         };
+        let (env, cwd) = self.command_env_cwd(rec, req.env.as_ref(), req.cwd.as_deref())?;
+        Ok(ExecSpec { argv, env, cwd, timeout_ms, stdin: false, background: req.background })
+    }
+
+    /// The environment (sandbox defaults plus `extra`) and working
+    /// directory (`cwd` or the sandbox's) for a command or shell.
+    pub(crate) fn command_env_cwd(
+        &self,
+        rec: &SandboxRecord,
+        extra: Option<&BTreeMap<String, String>>,
+        cwd: Option<&str>,
+    ) -> Result<(BTreeMap<String, String>, String)> {
         let mut env = self.base_env(rec);
-        if let Some(extra) = &req.env {
+        if let Some(extra) = extra {
             validate::env(extra)?;
             env.extend(extra.clone());
         }
-        let cwd = match &req.cwd {
+        let cwd = match cwd {
             Some(c) => validate::sandbox_path(c, "cwd")?,
             None => rec.working_directory.clone(),
         };
-        Ok(ExecSpec { argv, env, cwd, timeout_ms, stdin: false, background: req.background })
+        Ok((env, cwd))
     }
 
     /// Starts a command and returns its event stream.

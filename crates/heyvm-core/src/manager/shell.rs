@@ -7,7 +7,7 @@ use std::sync::Arc;
 use heyvm_protocol::ShellSpec;
 use heyvm_types::SandboxStatus;
 
-use super::{validate, SandboxManager};
+use super::SandboxManager;
 use crate::agent_client::ShellEvent;
 use crate::error::{CoreError, Result};
 use crate::shell::{ShellSession, ShellSessions};
@@ -50,15 +50,7 @@ impl SandboxManager {
         if self.shells.len() >= crate::shell::MAX_SESSIONS {
             return Err(CoreError::Conflict(format!("too many open shell sessions (limit {})", crate::shell::MAX_SESSIONS)));
         }
-        let mut env = self.base_env(&rec);
-        if let Some(extra) = &req.env {
-            validate::env(extra)?;
-            env.extend(extra.clone());
-        }
-        let cwd = match &req.cwd {
-            Some(c) => validate::sandbox_path(c, "cwd")?,
-            None => rec.working_directory.clone(),
-        };
+        let (env, cwd) = self.command_env_cwd(&rec, req.env.as_ref(), req.cwd.as_deref())?;
         if let Some(argv) = &req.argv {
             if argv.is_empty() || argv.iter().any(|a| a.contains('\0')) {
                 return Err(CoreError::invalid("argv must be a non-empty list of strings without NUL bytes"));
