@@ -35,29 +35,26 @@ pub fn run(mut conn: UnixStream, spec: ExecSpec) -> io::Result<()> {
     cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
     isolate_child(&mut cmd);
     let started = Instant::now();
+    // The timeout guard thread is created before the command starts: once a
+    // fork bomb is running, the sandbox's pids limit leaves no room for it.
+    let timed_out = Arc::new(AtomicBool::new(false));
+    let timer = match spec.timeout_ms {
+        Some(ms) => Some(timeout_guard(Duration::from_millis(ms), timed_out.clone())?),
+        None => None,
+    };
     let mut child = match cmd.spawn() {
         Ok(c) => c,
         Err(e) => return report_spawn_failure(&mut conn, &spec.argv[0], e),
     };
     let tree = Tree { pgid: child.id() as i32, tag: Arc::new(tag) };
+    if let Some(t) = &timer {
+        let _ = t.send(tree.clone());
+    }
     // One thread per exec: poll() over the output pipes, the host
     // connection and a pidfd for the exit. (Thread-per-pipe cost ~0.3 ms per
     // exec in wake-ups and thread creation.)
     let pidfd = pidfd_open(child.id() as i32)?;
     conn.write_all(&encode_json(&Event::Started { pid: child.id() }))?;
-    // The timer wakes early (disconnected channel) when the command ends.
-    let timed_out = Arc::new(AtomicBool::new(false));
-    let timer = spec.timeout_ms.map(|ms| {
-        let (tx, rx) = mpsc::channel::<()>();
-        let (tree, flag) = (tree.clone(), timed_out.clone());
-        thread::spawn(move || {
-            if rx.recv_timeout(Duration::from_millis(ms)) == Err(mpsc::RecvTimeoutError::Timeout) {
-                flag.store(true, Ordering::SeqCst);
-                tree.kill();
-            }
-        });
-        tx
-    });
     let mut pipes: [Option<(File, FrameKind)>; 2] = [
         child.stdout.take().map(|p| (File::from(OwnedFd::from(p)), FrameKind::Stdout)),
         child.stderr.take().map(|p| (File::from(OwnedFd::from(p)), FrameKind::Stderr)),
@@ -166,6 +163,24 @@ pub fn run(mut conn: UnixStream, spec: ExecSpec) -> io::Result<()> {
     let code = status.code().unwrap_or_else(|| 128 + signal.unwrap_or(0));
     let exit = ExitStatus { code, signal, timed_out, duration_ms: started.elapsed().as_millis() as u64 };
     conn.write_all(&encode_json(&Event::Exit(exit)))
+}
+
+/// A thread that kills the command's tree when `after` has passed. It gets
+/// the tree once the command is spawned, and ends early when the sender is
+/// dropped (the command finished). A thread rather than a poll() deadline,
+/// because the exec loop can block writing to a host that reads slowly.
+fn timeout_guard(after: Duration, flag: Arc<AtomicBool>) -> io::Result<mpsc::Sender<Tree>> {
+    let (tx, rx) = mpsc::channel::<Tree>();
+    let deadline = Instant::now() + after;
+    thread::Builder::new().spawn(move || {
+        let Ok(tree) = rx.recv() else { return };
+        let left = deadline.saturating_duration_since(Instant::now());
+        if matches!(rx.recv_timeout(left), Err(mpsc::RecvTimeoutError::Timeout)) {
+            flag.store(true, Ordering::SeqCst);
+            tree.kill();
+        }
+    })?;
+    Ok(tx)
 }
 
 fn pidfd_open(pid: i32) -> io::Result<OwnedFd> {
