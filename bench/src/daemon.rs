@@ -16,7 +16,7 @@ pub struct BenchDaemon {
 }
 
 impl BenchDaemon {
-    pub fn start() -> Result<BenchDaemon, String> {
+    pub fn start(pool_size: usize) -> Result<BenchDaemon, String> {
         let bin = match std::env::var_os("HEYVM_BIN") {
             Some(p) => PathBuf::from(p),
             None => std::env::current_exe().map_err(|e| e.to_string())?.with_file_name("heyvm"),
@@ -24,13 +24,14 @@ impl BenchDaemon {
         if !bin.is_file() {
             return Err(format!("{} not found; run `cargo build --release` first (or set HEYVM_BIN)", bin.display()));
         }
-        let data = PathBuf::from(format!("/tmp/heyvm-bench-{}", std::process::id()));
+        let data = PathBuf::from(format!("/tmp/heyvm-bench-{}-pool{pool_size}", std::process::id()));
         std::fs::create_dir_all(&data).map_err(|e| format!("creating {}: {e}", data.display()))?;
         let log = std::fs::File::create(data.join("bench-daemon.log")).map_err(|e| e.to_string())?;
         let mut child = Command::new(&bin)
             .args(["--api", "--port", "0", "--host", "127.0.0.1"])
             .env("MVM_DATA_DIR", &data)
             .env("HEYVM_LOG", "warn")
+            .env("HEYVM_POOL_SIZE", pool_size.to_string())
             .env_remove("JWT_SECRET")
             .env_remove("HEYVM_API_URL")
             .stdin(Stdio::null())
@@ -74,7 +75,9 @@ impl Drop for BenchDaemon {
                 let _ = client.delete_sandbox(&sb.id);
             }
         }
-        let _ = self.child.kill();
+        // SIGTERM: the daemon stops its warm sandboxes before exiting.
+        // SAFETY: kill(2) has no memory-safety preconditions.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
         let _ = self.child.wait();
         let _ = std::fs::remove_dir_all(&self.data);
     }

@@ -24,18 +24,25 @@ const CONCURRENT: usize = 100;
 
 fn main() {
     let out = parse_out_arg();
-    let daemon = match daemon::BenchDaemon::start() {
-        Ok(d) => d,
+    let start = |pool: usize| match daemon::BenchDaemon::start(pool) {
+        Ok(d) => {
+            eprintln!("heyvm-bench: daemon {} at {} (data {}, warm pool {pool})", d.bin.display(), d.url, d.data.display());
+            d
+        }
         Err(e) => {
             eprintln!("heyvm-bench: {e}");
             std::process::exit(1);
         }
     };
-    let client = Client::new(&daemon.url, None);
-    eprintln!("heyvm-bench: daemon {} at {} (data {})", daemon.bin.display(), daemon.url, daemon.data.display());
-
     let mut table = Table::default();
-    cold_start(&client, &daemon, &mut table);
+    {
+        // Cold: every create launches a sandbox from scratch.
+        let cold = start(0);
+        cold_start(&Client::new(&cold.url, None), &cold, &mut table);
+    }
+    let daemon = start(1);
+    let client = Client::new(&daemon.url, None);
+    pool_start(&client, &daemon, &mut table);
     // HEYVM_BENCH_SIZE picks the warm sandbox's size class (default small).
     let size_class = std::env::var("HEYVM_BENCH_SIZE").ok().map(|s| serde_json::from_value(serde_json::Value::String(s)).expect("HEYVM_BENCH_SIZE: a size class"));
     let id = match client.create(&CreateSandboxRequest { name: Some("bench-warm".into()), size_class, ..Default::default() }) {
@@ -114,7 +121,7 @@ fn cold_start(client: &Client, daemon: &daemon::BenchDaemon, table: &mut Table) 
         assert!(st.success(), "bare bwrap failed: {st}");
         bwrap.push(t0.elapsed());
     }
-    table.section(&format!("1. cold start: create -> first exec output (N={COLD_N}, default network nat)"));
+    table.section(&format!("1. cold start, warm pool off: create -> first exec output (N={COLD_N}, default network nat)"));
     table.row_ratio("create + first `echo hi` p50", total.p50(), "bare bwrap `true` p50", bwrap.p50());
     table.row("  create (POST /sandboxes) p50", create.p50());
     table.row("  create min", create.pct(0.0));
@@ -125,6 +132,44 @@ fn cold_start(client: &Client, daemon: &daemon::BenchDaemon, table: &mut Table) 
     table.row_ratio("  same with network none, p50", no_net.p50(), "bare bwrap", bwrap.p50());
     table.row("  daemon CPU per create+exec+delete", cold_cpu);
     table.line(&format!("  failures: {} of {}", failures.len(), 2 * COLD_N));
+    for f in failures.iter().take(3) {
+        table.line(&format!("    e.g. {f}"));
+    }
+}
+
+/// 1b. The same with the warm pool (the default): the daemon keeps one
+/// launched sandbox ready and renames it on create. Each create waits for
+/// the pool to refill first (the wait is not measured), as an agent that
+/// creates sandboxes now and then would see.
+fn pool_start(client: &Client, daemon: &daemon::BenchDaemon, table: &mut Table) {
+    let (mut create, mut total) = (Samples::default(), Samples::default());
+    let mut failures = Vec::new();
+    let mut bwrap = Samples::default();
+    for i in 0..COLD_N {
+        std::thread::sleep(Duration::from_millis(400));
+        let req = CreateSandboxRequest { name: Some(format!("bench-pool-{i}")), ..Default::default() };
+        match cold_once(client, &req) {
+            Ok((c, e, _)) => {
+                create.push(c);
+                total.push(c + e);
+            }
+            Err(e) => failures.push(e),
+        }
+        let t0 = Instant::now();
+        let st = Command::new("bwrap")
+            .args(["--unshare-all", "--ro-bind", "/", "/", "--proc", "/proc", "--dev", "/dev", "true"])
+            .stdout(Stdio::null())
+            .status()
+            .expect("run bwrap");
+        assert!(st.success(), "bare bwrap failed: {st}");
+        bwrap.push(t0.elapsed());
+    }
+    let _ = daemon;
+    table.section(&format!("1b. create from the warm pool -> first exec output (N={COLD_N}, default network nat)"));
+    table.row_ratio("create + first `echo hi` p50", total.p50(), "bare bwrap `true` p50", bwrap.p50());
+    table.row("  create (POST /sandboxes) p50", create.p50());
+    table.row("  create + first exec p99", total.p99());
+    table.line(&format!("  failures: {} of {}", failures.len(), COLD_N));
     for f in failures.iter().take(3) {
         table.line(&format!("    e.g. {f}"));
     }

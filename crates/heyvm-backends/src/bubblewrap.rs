@@ -288,6 +288,38 @@ impl Backend for BubblewrapBackend {
         net::guest_ip(spec)
     }
 
+    /// Renaming needs root: the daemon joins the sandbox's UTS namespace.
+    fn supports_rename(&self) -> bool {
+        procs::is_root()
+    }
+
+    fn set_hostname(&self, spec: &LaunchSpec) -> Result<()> {
+        let owner = self.owner_pid(spec).ok_or_else(|| CoreError::Backend("sandbox is not running".into()))?;
+        // bwrap's child is the namespace's init; its UTS namespace is the
+        // sandbox's.
+        let init = procs::children(owner).first().copied().ok_or_else(|| CoreError::Backend("sandbox init not found".into()))?;
+        let ns = fs::File::open(format!("/proc/{init}/ns/uts"))?;
+        let name = spec.hostname.clone();
+        // setns(CLONE_NEWUTS) only moves the calling thread: a short-lived
+        // thread keeps the daemon's own threads in the host namespace.
+        std::thread::spawn(move || -> std::io::Result<()> {
+            use std::os::fd::AsRawFd;
+            // SAFETY: setns/sethostname with a valid fd and buffer.
+            unsafe {
+                if libc::setns(ns.as_raw_fd(), libc::CLONE_NEWUTS) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                if libc::sethostname(name.as_ptr().cast(), name.len()) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            Ok(())
+        })
+        .join()
+        .map_err(|_| CoreError::Backend("hostname thread panicked".into()))?
+        .map_err(|e| CoreError::Backend(format!("setting the hostname: {e}")))
+    }
+
     fn network_warning(&self, spec: &LaunchSpec) -> Option<String> {
         net::choose_why(spec, procs::is_root()).1.map(String::from)
     }

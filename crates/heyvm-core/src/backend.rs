@@ -85,6 +85,17 @@ pub trait Backend: Send + Sync + 'static {
         None
     }
 
+    /// Whether [`Self::set_hostname`] works, so a running sandbox can take a
+    /// new name (what the warm pool needs).
+    fn supports_rename(&self) -> bool {
+        false
+    }
+
+    /// Sets the hostname of a running sandbox to `spec.hostname`.
+    fn set_hostname(&self, _spec: &LaunchSpec) -> Result<()> {
+        Err(crate::CoreError::Backend("this backend cannot rename a running sandbox".into()))
+    }
+
     /// Why the sandbox will not get the network it asked for, if so.
     fn network_warning(&self, _spec: &LaunchSpec) -> Option<String> {
         None

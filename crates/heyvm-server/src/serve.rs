@@ -52,13 +52,36 @@ pub async fn serve(opts: ServeOptions, backend: Arc<dyn Backend>) -> anyhow_like
     let proxy = crate::proxy::ProxyHub::new(mgr.clone(), auth.clone(), api_hostname, local.port());
     proxy.start();
     let routed = proxy.api_hostname().is_some();
-    let app = router(AppState { mgr, auth, proxy: proxy.clone() });
-    if routed {
-        axum::serve(crate::proxy::RoutingListener::new(listener, proxy)?, app).await?;
-    } else {
-        axum::serve(listener, app).await?;
+    let app = router(AppState { mgr: mgr.clone(), auth, proxy: proxy.clone() });
+    let serving = async {
+        if routed {
+            axum::serve(crate::proxy::RoutingListener::new(listener, proxy)?, app).await?;
+        } else {
+            axum::serve(listener, app).await?;
+        }
+        anyhow_like::Result::Ok(())
+    };
+    // SIGTERM / Ctrl-C: stop the hidden warm sandboxes, then exit. Running
+    // sandboxes are left alone on purpose (they outlive the daemon).
+    tokio::select! {
+        r = serving => r?,
+        _ = shutdown_signal() => {
+            tracing::info!("shutting down");
+            mgr.close_pool().await;
+        }
     }
     Ok(())
+}
+
+async fn shutdown_signal() {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => return std::future::pending().await,
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
 }
 
 /// One daemon per data directory: a second one would fight over sandboxes.

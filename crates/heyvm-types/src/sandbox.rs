@@ -321,3 +321,12 @@ pub struct StatusResponse {
 pub struct Health {
     pub status: String,
 }
+
+/// What `GET /system/pool` returns: the warm pool's state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PoolStatus {
+    /// Warm sandboxes ready now.
+    pub warm: usize,
+    /// How many the daemon keeps (`HEYVM_POOL_SIZE`; 0 = off).
+    pub size: usize,
+}

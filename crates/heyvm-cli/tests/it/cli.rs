@@ -201,6 +201,7 @@ fn cli_starts_the_local_daemon() {
             .args(args)
             .env_remove("HEYVM_API_URL")
             .env("MVM_DATA_DIR", data.path())
+            .env("HEYVM_POOL_SIZE", "0")
             .stdin(Stdio::null())
             .output()
             .unwrap()

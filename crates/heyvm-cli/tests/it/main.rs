@@ -18,3 +18,4 @@ mod proxy;
 mod auth;
 mod deploy;
 mod shell;
+mod pool;

@@ -65,6 +65,8 @@ impl Daemon {
             .env("MVM_DATA_DIR", self.data.path())
             .env_remove("JWT_SECRET")
             .env_remove("HEYVM_API_URL")
+            // No hidden warm sandbox per test daemon; pool.rs tests turn it on.
+            .env("HEYVM_POOL_SIZE", "0")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit());
         for (k, v) in &self.extra_env {
@@ -88,6 +90,21 @@ impl Daemon {
     pub fn kill9(&mut self) {
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM: the daemon stops its warm sandboxes and exits. Running
+    /// sandboxes are deleted first so nothing outlives the test.
+    pub fn terminate(&mut self) {
+        if let (200, Value::Array(items)) = self.get("/sandboxes") {
+            for sb in items {
+                let _ = self.delete(&format!("/sandboxes/{}", sb["id"].as_str().unwrap_or("")));
+            }
+        }
+        if let Some(mut c) = self.child.take() {
+            // SAFETY: kill(2) has no memory-safety preconditions.
+            unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
             let _ = c.wait();
         }
     }
@@ -208,7 +225,17 @@ impl Drop for Daemon {
                 }
             }
         }
-        self.kill9();
+        // SIGTERM lets the daemon stop its warm sandboxes; SIGKILL if it hangs.
+        if let Some(mut c) = self.child.take() {
+            // SAFETY: kill(2) has no memory-safety preconditions.
+            unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while Instant::now() < deadline && matches!(c.try_wait(), Ok(None)) {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+        }
     }
 }
 

@@ -78,11 +78,25 @@ impl SandboxManager {
             archive_id: req.archive_id,
             region,
         };
+        let mut rec = rec;
+        // Adopt a warm sandbox when the request fits the pool's shape.
+        let warm = if req.no_start != Some(true) && self.pool_fits(&rec) { self.take_warm().await } else { None };
+        if let Some(id) = &warm {
+            rec.id = id.clone();
+        }
         let lock = self.lock_for(&rec.id);
         let _guard = lock.lock().await;
-        self.store.insert(&rec)?;
+        if let Err(e) = self.store.insert(&rec) {
+            if warm.is_some() {
+                let spec = self.spec(&rec);
+                let _ = self.backend.kill(&spec).await;
+                remove_tree(&spec.paths.dir);
+                self.refill_pool();
+            }
+            return Err(e);
+        }
         let spec = self.spec(&rec);
-        let mut prepared = self.backend.prepare(&spec);
+        let mut prepared = if warm.is_some() { Ok(()) } else { self.backend.prepare(&spec) };
         if let (Ok(()), Some(a)) = (&prepared, rec.archive_id.clone()) {
             // Files in place before setup hooks and the start command run.
             let (me, r) = (self.clone(), rec.clone());
@@ -105,8 +119,29 @@ impl SandboxManager {
             self.store.update(&rec)?;
             return Ok(self.info(&rec));
         }
-        let rec = self.start_locked(rec).await?;
+        let rec = if warm.is_some() {
+            let adopted = self.adopt_warm(rec).await;
+            // Refill once this create is done, not while it competes for CPU.
+            self.refill_pool();
+            adopted?
+        } else {
+            self.start_locked(rec).await?
+        };
         Ok(self.info(&rec))
+    }
+
+    /// Gives a running warm sandbox `rec`'s identity and finishes its boot.
+    async fn adopt_warm(self: &Arc<Self>, mut rec: SandboxRecord) -> Result<SandboxRecord> {
+        let spec = self.spec(&rec);
+        let renamed = self.backend.set_hostname(&spec).and_then(|()| self.backend.set_limits(&spec)).map_err(|e| e.to_string());
+        match renamed {
+            Ok(()) => self.finish_start(rec).await,
+            Err(reason) => {
+                let _ = self.backend.kill(&spec).await;
+                self.mark_failed(&mut rec, &reason)?;
+                Err(CoreError::SandboxFailed { id: rec.id.clone(), reason })
+            }
+        }
     }
 
     pub async fn start(self: &Arc<Self>, key: &str) -> Result<SandboxInfo> {
@@ -230,7 +265,17 @@ impl SandboxManager {
         rec.status = SandboxStatus::Provisioning;
         rec.error_message = None;
         self.store.update(&rec)?;
-        match self.boot(&mut rec).await {
+        if let Err(reason) = self.launch(&rec).await {
+            let _ = self.backend.kill(&self.spec(&rec)).await;
+            self.mark_failed(&mut rec, &reason)?;
+            return Err(CoreError::SandboxFailed { id: rec.id.clone(), reason });
+        }
+        self.finish_start(rec).await
+    }
+
+    /// Setup hooks and start command on a launched sandbox, then `running`.
+    async fn finish_start(self: &Arc<Self>, mut rec: SandboxRecord) -> Result<SandboxRecord> {
+        match self.run_hooks_and_service(&mut rec).await {
             Ok(()) => {
                 rec.status = SandboxStatus::Running;
                 rec.running_since = Some(now_secs());
@@ -246,7 +291,7 @@ impl SandboxManager {
         }
     }
 
-    async fn boot(self: &Arc<Self>, rec: &mut SandboxRecord) -> std::result::Result<(), String> {
+    async fn launch(self: &Arc<Self>, rec: &SandboxRecord) -> std::result::Result<(), String> {
         let spec = self.spec(rec);
         // A previous crash may have left processes behind.
         self.backend.kill(&spec).await.map_err(|e| e.to_string())?;
@@ -263,6 +308,10 @@ impl SandboxManager {
             let why = self.backend.failure_reason(&spec).unwrap_or_else(|| e.to_string());
             return Err(format!("sandbox did not come up: {why}"));
         }
+        Ok(())
+    }
+
+    async fn run_hooks_and_service(self: &Arc<Self>, rec: &mut SandboxRecord) -> std::result::Result<(), String> {
         if !rec.hooks_done && !rec.setup_hooks.is_empty() {
             for (i, hook) in rec.setup_hooks.clone().iter().enumerate() {
                 self.log_system(rec, &format!("setup hook {}: {hook}", i + 1));

@@ -9,6 +9,7 @@ mod files;
 mod lifecycle;
 mod logs;
 mod operations;
+mod pool;
 mod proxy;
 mod reaper;
 mod shell;
@@ -49,6 +50,8 @@ pub struct ManagerConfig {
     pub reap_interval: Duration,
     /// How long an interactive shell session survives with no client.
     pub shell_idle_expiry: Duration,
+    /// Warm sandboxes kept ready for fast creates (see `pool.rs`).
+    pub pool_size: usize,
 }
 
 impl Default for ManagerConfig {
@@ -59,6 +62,7 @@ impl Default for ManagerConfig {
             max_upload_bytes: 1 << 30,
             reap_interval: Duration::from_secs(1),
             shell_idle_expiry: crate::shell::IDLE_EXPIRY,
+            pool_size: pool::pool_size_from_env(),
         }
     }
 }
@@ -78,6 +82,10 @@ pub struct SandboxManager {
     endpoint_gen: tokio::sync::watch::Sender<u64>,
     /// Interactive shell sessions (they outlive client connections).
     shells: crate::shell::ShellSessions,
+    /// Ids of warm sandboxes ready to be adopted.
+    pool: Mutex<Vec<String>>,
+    pool_filling: std::sync::atomic::AtomicBool,
+    pool_closed: std::sync::atomic::AtomicBool,
 }
 
 impl SandboxManager {
@@ -97,8 +105,13 @@ impl SandboxManager {
             urls: Mutex::default(),
             endpoint_gen: tokio::sync::watch::Sender::new(0),
             shells,
+            pool: Mutex::default(),
+            pool_filling: Default::default(),
+            pool_closed: Default::default(),
         });
         mgr.reconcile().await?;
+        mgr.remove_orphans().await?;
+        mgr.refill_pool();
         Ok(mgr)
     }
 

@@ -12,11 +12,11 @@ mod sandboxes;
 pub(crate) mod shell;
 mod stream;
 
-use axum::extract::DefaultBodyLimit;
+use axum::extract::{DefaultBodyLimit, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use heyvm_types::Health;
+use heyvm_types::{Health, PoolStatus};
 
 use crate::error::AppError;
 use crate::AppState;
@@ -26,6 +26,10 @@ pub fn router(state: AppState) -> Router {
     let json_limit = (state.mgr.config().max_upload_bytes as usize / 3 * 4).saturating_add(64 * 1024);
     Router::new()
         .route("/health", get(|| async { Json(Health { status: "ok".into() }) }))
+        .route(
+            "/system/pool",
+            get(|State(s): State<AppState>| async move { Json(PoolStatus { warm: s.mgr.warm_pool_len(), size: s.mgr.config().pool_size }) }),
+        )
         .route("/sandboxes", get(sandboxes::list).post(sandboxes::create))
         .route("/archives", post(archives::upload).layer(DefaultBodyLimit::disable()))
         .route("/sandboxes/{id}", get(sandboxes::get).patch(sandboxes::update).delete(sandboxes::delete))

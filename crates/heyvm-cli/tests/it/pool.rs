@@ -1,0 +1,76 @@
+//! The warm pool: a create that fits adopts a running sandbox, which then
+//! behaves like any other; warm sandboxes are invisible and never leak.
+
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use crate::support::Daemon;
+
+/// Warm sandbox directories (no record) under the daemon's data dir.
+fn warm_dirs(d: &Daemon) -> Vec<String> {
+    let (_, list) = d.get("/sandboxes");
+    let known: Vec<String> = list.as_array().unwrap().iter().map(|s| s["id"].as_str().unwrap().to_string()).collect();
+    std::fs::read_dir(d.data.path().join("sandboxes"))
+        .map(|rd| rd.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).filter(|n| !known.contains(n)).collect())
+        .unwrap_or_default()
+}
+
+fn owner_alive(d: &Daemon, id: &str) -> bool {
+    let Ok(owner) = std::fs::read_to_string(d.data.path().join("sandboxes").join(id).join("owner.json")) else { return false };
+    let pid = serde_json::from_str::<Value>(&owner).unwrap()["pid"].as_i64().unwrap();
+    std::path::Path::new(&format!("/proc/{pid}")).exists()
+}
+
+#[test]
+fn creates_adopt_warm_sandboxes_that_behave_like_any_other() {
+    let Some(mut d) = Daemon::start_with(&[("HEYVM_POOL_SIZE", "1")]) else { return };
+    d.wait_until("the pool to fill", Duration::from_secs(20), || d.get("/system/pool").1["warm"] == 1);
+    let warm = warm_dirs(&d).remove(0);
+    // Invisible to the API.
+    assert_eq!(d.get("/sandboxes").1, json!([]));
+    assert_eq!(d.get(&format!("/sandboxes/{warm}")).0, 404);
+
+    let info = d.create(json!({"name": "Pooled.One", "size_class": "micro", "env_vars": {"A": "1"}, "start_command": "echo started; sleep 1000", "setup_hooks": ["echo hooked"]}));
+    assert_eq!(info["id"], warm.as_str(), "the create adopted the warm sandbox");
+    assert_eq!(info["status"], "running");
+    // It took the new identity: hostname, limits, env, hooks, start command.
+    let v = d.sh("pooled-one", "hostname; echo $A");
+    assert_eq!(v["stdout"], "pooled-one\n1\n");
+    let mem = std::fs::read_to_string(format!("/sys/fs/cgroup/memory/heyvm/{warm}/memory.limit_in_bytes"))
+        .or_else(|_| std::fs::read_to_string(format!("/sys/fs/cgroup/heyvm/{warm}/memory.max")))
+        .unwrap();
+    assert_eq!(mem.trim(), (512u64 << 20).to_string());
+    d.wait_until("start command output", Duration::from_secs(10), || {
+        let (_, logs) = d.get("/sandboxes/pooled-one/logs?limit=100");
+        let msgs: Vec<String> = logs["logs"].as_array().unwrap().iter().map(|l| l["message"].as_str().unwrap().to_string()).collect();
+        msgs.contains(&"started".to_string()) && msgs.contains(&"hooked".to_string())
+    });
+    // Files persist across stop/start like any sandbox.
+    d.sh("pooled-one", "echo kept > /workspace/f");
+    assert_eq!(d.post("/sandboxes/pooled-one/stop", &json!({})).0, 200);
+    assert_eq!(d.post("/sandboxes/pooled-one/start", &json!({})).0, 200);
+    assert_eq!(d.sh("pooled-one", "cat /workspace/f; hostname")["stdout"], "kept\npooled-one\n");
+
+    // The pool refills; a create that does not fit (network none) skips it.
+    d.wait_until("the pool to refill", Duration::from_secs(20), || d.get("/system/pool").1["warm"] == 1);
+    let next_warm = warm_dirs(&d).remove(0);
+    let other = d.create(json!({"name": "nonet", "network": "none"}));
+    assert_ne!(other["id"], next_warm.as_str());
+    assert_eq!(warm_dirs(&d), vec![next_warm.clone()]);
+
+    // A daemon killed with its pool is cleaned up by the next one.
+    d.restart();
+    d.wait_until("the orphan to be removed and the pool refilled", Duration::from_secs(20), || {
+        let w = warm_dirs(&d);
+        w.len() == 1 && w[0] != next_warm && d.get("/system/pool").1["warm"] == 1
+    });
+    assert!(!owner_alive(&d, &next_warm) && !d.data.path().join("sandboxes").join(&next_warm).exists());
+    assert_eq!(d.sh("pooled-one", "cat /workspace/f")["stdout"], "kept\n");
+
+    // SIGTERM stops the warm sandbox too.
+    let last_warm = warm_dirs(&d).remove(0);
+    assert!(owner_alive(&d, &last_warm));
+    d.terminate();
+    assert!(!owner_alive(&d, &last_warm), "the warm sandbox outlived the daemon");
+}

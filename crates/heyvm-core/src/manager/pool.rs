@@ -1,0 +1,151 @@
+//! A small pool of warm sandboxes. Launching a sandbox costs tens of
+//! milliseconds (cgroup attach, network namespace, overlays, bwrap); a
+//! create whose shape matches the pool's (no mounts, default network, no
+//! egress policy) adopts an already-running sandbox instead and only pays
+//! for giving it its name: hostname, limits, setup hooks, start command.
+//!
+//! Warm sandboxes have no row in the store, so they are invisible to every
+//! API. The pool refills in the background after each adoption. Warm
+//! sandboxes left behind by a daemon that died are removed at startup.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use heyvm_types::{NetworkMode, SandboxStatus, SizeClass};
+
+use super::SandboxManager;
+use crate::error::{CoreError, Result};
+use crate::ids;
+use crate::record::{now_secs, SandboxRecord};
+
+/// `HEYVM_POOL_SIZE`, default 1; 0 turns the pool off.
+pub fn pool_size_from_env() -> usize {
+    std::env::var("HEYVM_POOL_SIZE").ok().and_then(|v| v.parse().ok()).unwrap_or(1)
+}
+
+/// The blank record a warm sandbox is launched from.
+fn blank(id: String) -> SandboxRecord {
+    SandboxRecord {
+        name: format!("warm-{}", &id[3..]),
+        slug: format!("warm-{}", &id[3..]),
+        id,
+        status: SandboxStatus::Provisioning,
+        sandbox_type: "shell".into(),
+        image: "host".into(),
+        backend_type: String::new(),
+        size_class: SizeClass::default(),
+        ttl_seconds: None,
+        ttl_used_secs: 0,
+        running_since: None,
+        created_at: now_secs(),
+        start_command: None,
+        working_directory: heyvm_types::WORKSPACE_PATH.into(),
+        env_vars: Default::default(),
+        setup_hooks: vec![],
+        mounts: vec![],
+        open_ports: vec![],
+        error_message: None,
+        hooks_done: false,
+        network: NetworkMode::Nat,
+        allow_out: vec![],
+        deny_out: vec![],
+        archive_id: None,
+        region: None,
+    }
+}
+
+impl SandboxManager {
+    pub fn warm_pool_len(&self) -> usize {
+        self.pool.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
+    /// Whether a new sandbox can be a warm one renamed.
+    pub(super) fn pool_fits(&self, rec: &SandboxRecord) -> bool {
+        self.config.pool_size > 0
+            && self.backend.supports_rename()
+            && rec.mounts.is_empty()
+            && rec.network == NetworkMode::Nat
+            && rec.allow_out.is_empty()
+            && rec.deny_out.is_empty()
+    }
+
+    /// A live warm sandbox's id, removed from the pool; dead ones are
+    /// cleaned up on the way.
+    pub(super) async fn take_warm(self: &Arc<Self>) -> Option<String> {
+        loop {
+            let id = self.pool.lock().unwrap_or_else(|e| e.into_inner()).pop()?;
+            let rec = blank(id.clone());
+            if self.backend.is_alive(&self.spec(&rec)) && self.agent(&rec).ping().await.is_ok() {
+                return Some(id);
+            }
+            self.discard_warm(&rec).await;
+        }
+    }
+
+    async fn discard_warm(&self, rec: &SandboxRecord) {
+        let spec = self.spec(rec);
+        let _ = self.backend.kill(&spec).await;
+        let _ = std::fs::remove_dir_all(&spec.paths.dir);
+    }
+
+    /// Tops the pool up in the background (one launch at a time).
+    pub(super) fn refill_pool(self: &Arc<Self>) {
+        let off = self.config.pool_size == 0 || !self.backend.supports_rename() || self.pool_closed.load(Ordering::SeqCst);
+        if off || self.pool_filling.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        let me = self.clone();
+        tokio::spawn(async move {
+            while me.pool.lock().unwrap_or_else(|e| e.into_inner()).len() < me.config.pool_size {
+                match me.launch_warm().await {
+                    Ok(id) if me.pool_closed.load(Ordering::SeqCst) => me.discard_warm(&blank(id)).await,
+                    Ok(id) => me.pool.lock().unwrap_or_else(|e| e.into_inner()).push(id),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "could not launch a warm sandbox; pool paused");
+                        break;
+                    }
+                }
+            }
+            me.pool_filling.store(false, Ordering::SeqCst);
+        });
+    }
+
+    async fn launch_warm(self: &Arc<Self>) -> Result<String> {
+        let rec = blank(ids::new_sandbox_id());
+        let spec = self.spec(&rec);
+        self.backend.prepare(&spec)?;
+        self.backend.launch(&spec).await?;
+        let backend = self.backend.clone();
+        let spec2 = spec.clone();
+        if let Err(e) = self.agent(&rec).wait_ready(self.config.start_timeout, move || backend.is_alive(&spec2)).await {
+            self.discard_warm(&rec).await;
+            return Err(CoreError::Backend(format!("warm sandbox did not come up: {e}")));
+        }
+        Ok(rec.id)
+    }
+
+    /// Stops and removes every warm sandbox and launches no more (daemon
+    /// shutdown).
+    pub async fn close_pool(&self) {
+        self.pool_closed.store(true, Ordering::SeqCst);
+        let ids: Vec<String> = std::mem::take(&mut *self.pool.lock().unwrap_or_else(|e| e.into_inner()));
+        for id in ids {
+            self.discard_warm(&blank(id)).await;
+        }
+    }
+
+    /// Removes sandbox directories that have no record: warm sandboxes of
+    /// a daemon that died (run at startup, before anything is created).
+    pub(super) async fn remove_orphans(&self) -> Result<()> {
+        let known: std::collections::HashSet<String> = self.store.list()?.into_iter().map(|r| r.id).collect();
+        let Ok(dir) = std::fs::read_dir(self.data.sandboxes_dir()) else { return Ok(()) };
+        for entry in dir.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if ids::looks_like_id(&name) && !known.contains(&name) {
+                tracing::info!(sandbox = %name, "removing a warm sandbox left by an earlier daemon");
+                self.discard_warm(&blank(name)).await;
+            }
+        }
+        Ok(())
+    }
+}
