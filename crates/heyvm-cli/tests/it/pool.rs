@@ -46,6 +46,12 @@ fn creates_adopt_warm_sandboxes_that_behave_like_any_other() {
         let msgs: Vec<String> = logs["logs"].as_array().unwrap().iter().map(|l| l["message"].as_str().unwrap().to_string()).collect();
         msgs.contains(&"started".to_string()) && msgs.contains(&"hooked".to_string())
     });
+    // Renaming a running sandbox renames its host too.
+    let (s, _) = d.patch("/sandboxes/pooled-one", &json!({"name": "pooled-two"}));
+    assert_eq!(s, 200);
+    assert_eq!(d.sh("pooled-two", "hostname")["stdout"], "pooled-two\n");
+    let (s, _) = d.patch("/sandboxes/pooled-two", &json!({"name": "pooled-one"}));
+    assert_eq!(s, 200);
     // Files persist across stop/start like any sandbox.
     d.sh("pooled-one", "echo kept > /workspace/f");
     assert_eq!(d.post("/sandboxes/pooled-one/stop", &json!({})).0, 200);

@@ -213,6 +213,7 @@ impl SandboxManager {
         let _guard = lock.lock().await;
         let mut rec = self.store.resolve(&id)?;
         let mut restart_service = false;
+        let old_slug = rec.slug.clone();
         if let Some(n) = req.name {
             ids::validate_name(&n)?;
             rec.slug = ids::slugify(&n);
@@ -249,6 +250,10 @@ impl SandboxManager {
         }
         self.store.update(&rec)?;
         if rec.status == SandboxStatus::Running {
+            // The hostname follows the name (otherwise from the next start).
+            if rec.slug != old_slug && self.backend.supports_rename() {
+                self.backend.set_hostname(&self.spec(&rec))?;
+            }
             if resized {
                 self.backend.set_limits(&self.spec(&rec))?;
             }
