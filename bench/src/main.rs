@@ -112,14 +112,7 @@ fn cold_start(client: &Client, daemon: &daemon::BenchDaemon, table: &mut Table) 
     }
     let mut bwrap = Samples::default();
     for _ in 0..COLD_N {
-        let t0 = Instant::now();
-        let st = Command::new("bwrap")
-            .args(["--unshare-all", "--ro-bind", "/", "/", "--proc", "/proc", "--dev", "/dev", "true"])
-            .stdout(Stdio::null())
-            .status()
-            .expect("run bwrap");
-        assert!(st.success(), "bare bwrap failed: {st}");
-        bwrap.push(t0.elapsed());
+        bwrap.push(bare_bwrap());
     }
     table.section(&format!("1. cold start, warm pool off: create -> first exec output (N={COLD_N}, default network nat)"));
     table.row_ratio("create + first `echo hi` p50", total.p50(), "bare bwrap `true` p50", bwrap.p50());
@@ -155,14 +148,7 @@ fn pool_start(client: &Client, daemon: &daemon::BenchDaemon, table: &mut Table) 
             }
             Err(e) => failures.push(e),
         }
-        let t0 = Instant::now();
-        let st = Command::new("bwrap")
-            .args(["--unshare-all", "--ro-bind", "/", "/", "--proc", "/proc", "--dev", "/dev", "true"])
-            .stdout(Stdio::null())
-            .status()
-            .expect("run bwrap");
-        assert!(st.success(), "bare bwrap failed: {st}");
-        bwrap.push(t0.elapsed());
+        bwrap.push(bare_bwrap());
     }
     let _ = daemon;
     table.section(&format!("1b. create from the warm pool -> first exec output (N={COLD_N}, default network nat)"));
@@ -173,6 +159,18 @@ fn pool_start(client: &Client, daemon: &daemon::BenchDaemon, table: &mut Table) 
     for f in failures.iter().take(3) {
         table.line(&format!("    e.g. {f}"));
     }
+}
+
+/// One bare bubblewrap sandbox running `true`: the cold-start baseline.
+fn bare_bwrap() -> Duration {
+    let t0 = Instant::now();
+    let st = Command::new("bwrap")
+        .args(["--unshare-all", "--ro-bind", "/", "/", "--proc", "/proc", "--dev", "/dev", "true"])
+        .stdout(Stdio::null())
+        .status()
+        .expect("run bwrap");
+    assert!(st.success(), "bare bwrap failed: {st}");
+    t0.elapsed()
 }
 
 /// One sandbox's create, first `echo hi` and delete times.
