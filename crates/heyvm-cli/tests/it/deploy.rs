@@ -352,3 +352,16 @@ fn seed_multi_sandbox_orchestration() {
     urls.dedup();
     assert_eq!(urls.len(), 5);
 }
+
+#[test]
+fn expired_archives_are_deleted() {
+    let Some(d) = Daemon::start_with(&[("HEYVM_ARCHIVE_TTL_SECS", "1")]) else { return };
+    let (s, v) = d.post_raw("/archives", "application/gzip", &hostile_tgz(&[("app.py", tar::EntryType::Regular, "print(1)")]));
+    assert_eq!(s, 201, "{v}");
+    let id = v["archive_id"].as_str().unwrap().to_string();
+    let stored = d.data.path().join("archives").join(format!("{id}.tar.gz"));
+    assert!(stored.exists());
+    d.wait_until("the archive to expire", std::time::Duration::from_secs(15), || !stored.exists());
+    let (s, v) = d.post("/sandboxes", &serde_json::json!({"name": "late", "archive_id": id}));
+    assert_eq!((s, v["error"].as_str()), (404, Some("archive_not_found")), "{v}");
+}

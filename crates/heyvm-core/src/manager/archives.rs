@@ -66,6 +66,19 @@ impl SandboxManager {
         self.archive_path(id).map(|_| ())
     }
 
+    /// Deletes archives (and abandoned uploads) older than `max_age`: an
+    /// archive is needed only until the sandboxes made from it are created.
+    pub(super) fn expire_archives(&self, max_age: std::time::Duration) {
+        let Ok(dir) = std::fs::read_dir(self.archives_dir()) else { return };
+        for entry in dir.flatten() {
+            let old = entry.metadata().and_then(|m| m.modified()).ok().and_then(|t| t.elapsed().ok()).is_some_and(|age| age > max_age);
+            if old {
+                tracing::info!(archive = %entry.file_name().to_string_lossy(), "deleting an expired archive");
+                let _ = std::fs::remove_file(entry.path());
+            }
+        }
+    }
+
     /// Unpacks the record's archive into its workspace (blocking).
     pub(super) fn unpack_archive(&self, rec: &SandboxRecord, id: &str) -> Result<()> {
         let path = self.archive_path(id)?;

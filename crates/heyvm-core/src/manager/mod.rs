@@ -52,6 +52,9 @@ pub struct ManagerConfig {
     pub shell_idle_expiry: Duration,
     /// Warm sandboxes kept ready for fast creates (see `pool.rs`).
     pub pool_size: usize,
+    /// Uploaded deploy archives older than this are deleted
+    /// (`HEYVM_ARCHIVE_TTL_SECS`, default one day).
+    pub archive_ttl: Duration,
 }
 
 impl Default for ManagerConfig {
@@ -63,6 +66,9 @@ impl Default for ManagerConfig {
             reap_interval: Duration::from_secs(1),
             shell_idle_expiry: crate::shell::IDLE_EXPIRY,
             pool_size: pool::pool_size_from_env(),
+            archive_ttl: Duration::from_secs(
+                std::env::var("HEYVM_ARCHIVE_TTL_SECS").ok().and_then(|v| v.parse().ok()).unwrap_or(86_400),
+            ),
         }
     }
 }
@@ -86,6 +92,8 @@ pub struct SandboxManager {
     pool: Mutex<Vec<String>>,
     pool_filling: std::sync::atomic::AtomicBool,
     pool_closed: std::sync::atomic::AtomicBool,
+    /// When the reaper last swept expired archives.
+    last_archive_sweep: Mutex<Instant>,
 }
 
 impl SandboxManager {
@@ -108,6 +116,7 @@ impl SandboxManager {
             pool: Mutex::default(),
             pool_filling: Default::default(),
             pool_closed: Default::default(),
+            last_archive_sweep: Mutex::new(Instant::now()),
         });
         mgr.reconcile().await?;
         mgr.remove_orphans().await?;

@@ -53,6 +53,20 @@ impl SandboxManager {
 
     pub async fn reap_once(self: &Arc<Self>) -> Result<()> {
         let now = now_secs();
+        // Archives: swept once a minute (or once per TTL if that is shorter).
+        let sweep_every = self.config.archive_ttl.min(std::time::Duration::from_secs(60));
+        let due = {
+            let mut last = self.last_archive_sweep.lock().unwrap_or_else(|e| e.into_inner());
+            let due = last.elapsed() >= sweep_every;
+            if due {
+                *last = std::time::Instant::now();
+            }
+            due
+        };
+        if due {
+            let (me, ttl) = (self.clone(), self.config.archive_ttl);
+            let _ = tokio::task::spawn_blocking(move || me.expire_archives(ttl)).await;
+        }
         for rec in self.store.list()? {
             if rec.status != SandboxStatus::Running {
                 continue;
