@@ -42,7 +42,7 @@ fn main() {
     }
     let daemon = start(1);
     let client = Client::new(&daemon.url, None);
-    pool_start(&client, &daemon, &mut table);
+    pool_start(&client, &mut table);
     // HEYVM_BENCH_SIZE picks the warm sandbox's size class (default small).
     let size_class = std::env::var("HEYVM_BENCH_SIZE").ok().map(|s| serde_json::from_value(serde_json::Value::String(s)).expect("HEYVM_BENCH_SIZE: a size class"));
     let id = match client.create(&CreateSandboxRequest { name: Some("bench-warm".into()), size_class, ..Default::default() }) {
@@ -134,7 +134,7 @@ fn cold_start(client: &Client, daemon: &daemon::BenchDaemon, table: &mut Table) 
 /// launched sandbox ready and renames it on create. Each create waits for
 /// the pool to refill first (the wait is not measured), as an agent that
 /// creates sandboxes now and then would see.
-fn pool_start(client: &Client, daemon: &daemon::BenchDaemon, table: &mut Table) {
+fn pool_start(client: &Client, table: &mut Table) {
     let (mut create, mut total) = (Samples::default(), Samples::default());
     let mut failures = Vec::new();
     let mut bwrap = Samples::default();
@@ -150,7 +150,6 @@ fn pool_start(client: &Client, daemon: &daemon::BenchDaemon, table: &mut Table) 
         }
         bwrap.push(bare_bwrap());
     }
-    let _ = daemon;
     table.section(&format!("1b. create from the warm pool -> first exec output (N={COLD_N}, default network nat)"));
     table.row_ratio("create + first `echo hi` p50", total.p50(), "bare bwrap `true` p50", bwrap.p50());
     table.row("  create (POST /sandboxes) p50", create.p50());

@@ -52,6 +52,38 @@ pub fn now_secs() -> i64 {
 }
 
 impl SandboxRecord {
+    /// A stopped sandbox named `name` with every setting at its default
+    /// (small, host image, no TTL, no mounts, network `none`).
+    pub fn with_defaults(id: String, name: &str) -> Self {
+        SandboxRecord {
+            id,
+            name: name.to_string(),
+            slug: crate::ids::slugify(name),
+            status: SandboxStatus::Stopped,
+            sandbox_type: "shell".into(),
+            image: "host".into(),
+            backend_type: "bubblewrap".into(),
+            size_class: SizeClass::default(),
+            ttl_seconds: None,
+            ttl_used_secs: 0,
+            running_since: None,
+            created_at: now_secs(),
+            start_command: None,
+            working_directory: heyvm_types::WORKSPACE_PATH.into(),
+            env_vars: BTreeMap::new(),
+            setup_hooks: vec![],
+            mounts: vec![],
+            open_ports: vec![],
+            error_message: None,
+            hooks_done: false,
+            network: NetworkMode::default(),
+            allow_out: vec![],
+            deny_out: vec![],
+            archive_id: None,
+            region: None,
+        }
+    }
+
     /// TTL seconds consumed so far, counting the current running period.
     pub fn ttl_consumed(&self, now: i64) -> u64 {
         self.ttl_used_secs + self.running_since.map(|s| (now - s).max(0) as u64).unwrap_or(0)

@@ -223,36 +223,10 @@ fn decode(json: &str) -> Result<SandboxRecord> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use heyvm_types::{SandboxStatus, SizeClass};
+    use heyvm_types::SandboxStatus;
 
     fn rec(id: &str, name: &str) -> SandboxRecord {
-        SandboxRecord {
-            id: id.into(),
-            name: name.into(),
-            slug: crate::ids::slugify(name),
-            status: SandboxStatus::Stopped,
-            sandbox_type: "shell".into(),
-            image: "host".into(),
-            backend_type: "bubblewrap".into(),
-            size_class: SizeClass::Small,
-            ttl_seconds: None,
-            ttl_used_secs: 0,
-            running_since: None,
-            created_at: 1,
-            start_command: None,
-            working_directory: "/workspace".into(),
-            env_vars: Default::default(),
-            setup_hooks: vec![],
-            mounts: vec![],
-            open_ports: vec![],
-            error_message: None,
-            hooks_done: false,
-            network: Default::default(),
-            allow_out: vec![],
-            deny_out: vec![],
-            archive_id: None,
-            region: None,
-        }
+        SandboxRecord::with_defaults(id.into(), name)
     }
 
     #[test]

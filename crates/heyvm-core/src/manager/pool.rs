@@ -11,47 +11,26 @@
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use heyvm_types::{NetworkMode, SandboxStatus, SizeClass};
+use heyvm_types::{NetworkMode, SandboxStatus};
 
 use super::SandboxManager;
 use crate::error::{CoreError, Result};
 use crate::ids;
-use crate::record::{now_secs, SandboxRecord};
+use crate::record::SandboxRecord;
 
 /// `HEYVM_POOL_SIZE`, default 1; 0 turns the pool off.
 pub fn pool_size_from_env() -> usize {
     std::env::var("HEYVM_POOL_SIZE").ok().and_then(|v| v.parse().ok()).unwrap_or(1)
 }
 
-/// The blank record a warm sandbox is launched from.
+/// The blank record a warm sandbox is launched from (always NAT: the only
+/// network a create can adopt it for).
 fn blank(id: String) -> SandboxRecord {
-    SandboxRecord {
-        name: format!("warm-{}", &id[3..]),
-        slug: format!("warm-{}", &id[3..]),
-        id,
-        status: SandboxStatus::Provisioning,
-        sandbox_type: "shell".into(),
-        image: "host".into(),
-        backend_type: String::new(),
-        size_class: SizeClass::default(),
-        ttl_seconds: None,
-        ttl_used_secs: 0,
-        running_since: None,
-        created_at: now_secs(),
-        start_command: None,
-        working_directory: heyvm_types::WORKSPACE_PATH.into(),
-        env_vars: Default::default(),
-        setup_hooks: vec![],
-        mounts: vec![],
-        open_ports: vec![],
-        error_message: None,
-        hooks_done: false,
-        network: NetworkMode::Nat,
-        allow_out: vec![],
-        deny_out: vec![],
-        archive_id: None,
-        region: None,
-    }
+    let name = format!("warm-{}", &id[3..]);
+    let mut rec = SandboxRecord::with_defaults(id, &name);
+    rec.status = SandboxStatus::Provisioning;
+    rec.network = NetworkMode::Nat;
+    rec
 }
 
 impl SandboxManager {
