@@ -44,7 +44,9 @@ fn main() {
     let client = Client::new(&daemon.url, None);
     pool_start(&client, &mut table);
     // HEYVM_BENCH_SIZE picks the warm sandbox's size class (default small).
-    let size_class = std::env::var("HEYVM_BENCH_SIZE").ok().map(|s| serde_json::from_value(serde_json::Value::String(s)).expect("HEYVM_BENCH_SIZE: a size class"));
+    let size_class = std::env::var("HEYVM_BENCH_SIZE")
+        .ok()
+        .map(|s| serde_json::from_value(serde_json::Value::String(s)).expect("HEYVM_BENCH_SIZE: a size class"));
     let id = match client.create(&CreateSandboxRequest { name: Some("bench-warm".into()), size_class, ..Default::default() }) {
         Ok(sb) => sb.id,
         Err(e) => {
@@ -85,7 +87,8 @@ fn echo_hi() -> ExecRequest {
 
 /// 1. create -> first exec output, against a bare bwrap sandbox of `true`.
 fn cold_start(client: &Client, daemon: &daemon::BenchDaemon, table: &mut Table) {
-    let (mut create, mut first_exec, mut total, mut delete) = (Samples::default(), Samples::default(), Samples::default(), Samples::default());
+    let (mut create, mut first_exec, mut total, mut delete) =
+        (Samples::default(), Samples::default(), Samples::default(), Samples::default());
     let mut failures = Vec::new();
     let cpu0 = daemon.cpu_time();
     for i in 0..COLD_N {
@@ -260,7 +263,10 @@ fn concurrent(client: &Client, daemon: &daemon::BenchDaemon, id: &str, table: &m
         rate(bare_wall) / rate(wall)
     ));
     table.row("  daemon CPU for the whole burst", burst_cpu);
-    table.line(&format!("  (the sandbox's size class is {size}; the bare baseline may use every host core)", size = std::env::var("HEYVM_BENCH_SIZE").unwrap_or_else(|_| "small, 1 vCPU".into())));
+    table.line(&format!(
+        "  (the sandbox's size class is {size}; the bare baseline may use every host core)",
+        size = std::env::var("HEYVM_BENCH_SIZE").unwrap_or_else(|_| "small, 1 vCPU".into())
+    ));
     table.line(&format!("  failures: {} of {CONCURRENT} (bare: {})", failures.len(), bare_failures.len()));
     for f in failures.iter().take(3) {
         table.line(&format!("    e.g. {f}"));

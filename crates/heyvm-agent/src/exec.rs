@@ -196,11 +196,7 @@ fn pidfd_open(pid: i32) -> io::Result<OwnedFd> {
 fn report_spawn_failure(conn: &mut UnixStream, program: &str, e: io::Error) -> io::Result<()> {
     // Mirror the shell: 127 for "not found", 126 for "cannot execute".
     let code = if e.kind() == ErrorKind::NotFound { 127 } else { 126 };
-    let msg = if code == 127 {
-        format!("heyvm: {program}: command not found\n")
-    } else {
-        format!("heyvm: {program}: {e}\n")
-    };
+    let msg = if code == 127 { format!("heyvm: {program}: command not found\n") } else { format!("heyvm: {program}: {e}\n") };
     conn.write_all(&encode(FrameKind::Control, &serde_json::to_vec(&Event::Started { pid: 0 }).unwrap_or_default()))?;
     conn.write_all(&encode(FrameKind::Stderr, msg.as_bytes()))?;
     let exit = ExitStatus { code, signal: None, timed_out: false, duration_ms: 0 };
@@ -248,10 +244,7 @@ fn tagged_pids(needle: &[u8]) -> Vec<i32> {
     let Ok(dir) = std::fs::read_dir("/proc") else { return vec![] };
     dir.flatten()
         .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
-        .filter(|pid| {
-            std::fs::read(format!("/proc/{pid}/environ"))
-                .is_ok_and(|env| env.split(|&b| b == 0).any(|kv| kv == needle))
-        })
+        .filter(|pid| std::fs::read(format!("/proc/{pid}/environ")).is_ok_and(|env| env.split(|&b| b == 0).any(|kv| kv == needle)))
         .collect()
 }
 

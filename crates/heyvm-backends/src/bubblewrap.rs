@@ -28,8 +28,19 @@ const MASKED_FILES: &[&str] = &["/etc/shadow", "/etc/gshadow", "/etc/shadow-", "
 /// Capabilities kept (inside the sandbox's user namespace) when running as
 /// root: enough for package managers, not enough to remount or escape.
 const KEPT_CAPS: &[&str] = &[
-    "CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FOWNER", "CAP_FSETID", "CAP_KILL", "CAP_SETGID", "CAP_SETUID",
-    "CAP_SETPCAP", "CAP_NET_BIND_SERVICE", "CAP_SYS_CHROOT", "CAP_AUDIT_WRITE", "CAP_SETFCAP", "CAP_MKNOD",
+    "CAP_CHOWN",
+    "CAP_DAC_OVERRIDE",
+    "CAP_FOWNER",
+    "CAP_FSETID",
+    "CAP_KILL",
+    "CAP_SETGID",
+    "CAP_SETUID",
+    "CAP_SETPCAP",
+    "CAP_NET_BIND_SERVICE",
+    "CAP_SYS_CHROOT",
+    "CAP_AUDIT_WRITE",
+    "CAP_SETFCAP",
+    "CAP_MKNOD",
 ];
 /// Where the heyvm binary (which doubles as the agent) appears inside.
 const AGENT_BIN: &str = "/run/heyvm-bin/heyvm";
@@ -96,7 +107,12 @@ impl BubblewrapBackend {
             }
             if self.overlays {
                 let merged = p.merged().join(d);
-                overlays.push(Overlay { lower: host.clone(), upper: p.upper().join(d), work: p.overlay_work().join(d), merged: merged.clone() });
+                overlays.push(Overlay {
+                    lower: host.clone(),
+                    upper: p.upper().join(d),
+                    work: p.overlay_work().join(d),
+                    merged: merged.clone(),
+                });
                 push(&["--bind", &s(&merged), &s(&host)]);
             } else {
                 push(&["--ro-bind", &s(&host), &s(&host)]);

@@ -45,9 +45,7 @@ impl Cgroups {
     pub fn detect() -> Result<Self, String> {
         let ms = mounts();
         let v1 = |ctrl: &str| {
-            ms.iter()
-                .find(|m| m.fstype == "cgroup" && m.super_opts.split(',').any(|o| o == ctrl))
-                .map(|m| m.mount_point.clone())
+            ms.iter().find(|m| m.fstype == "cgroup" && m.super_opts.split(',').any(|o| o == ctrl)).map(|m| m.mount_point.clone())
         };
         if let (Some(memory), Some(cpu), Some(cpuacct), Some(pids)) = (v1("memory"), v1("cpu"), v1("cpuacct"), v1("pids")) {
             let cg = Cgroups::V1 { memory, cpu, cpuacct, pids };
@@ -153,11 +151,7 @@ impl Cgroups {
 
     pub fn pids(&self, id: &str) -> Vec<i32> {
         let f = self.dir_of("pids", id).join("cgroup.procs");
-        fs::read_to_string(f)
-            .unwrap_or_default()
-            .lines()
-            .filter_map(|l| l.trim().parse().ok())
-            .collect()
+        fs::read_to_string(f).unwrap_or_default().lines().filter_map(|l| l.trim().parse().ok()).collect()
     }
 
     pub fn usage(&self, id: &str) -> Usage {

@@ -33,8 +33,7 @@ pub struct OwnerPlan {
 
 /// Never returns on success (the process becomes bwrap).
 pub fn run(plan_path: &std::path::Path) -> io::Result<()> {
-    let plan: OwnerPlan = serde_json::from_slice(&std::fs::read(plan_path)?)
-        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+    let plan: OwnerPlan = serde_json::from_slice(&std::fs::read(plan_path)?).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
     let pid = std::process::id().to_string();
     for f in &plan.cgroup_procs {
         std::fs::write(f, &pid).map_err(|e| io::Error::new(e.kind(), format!("joining {}: {e}", f.display())))?;
@@ -88,7 +87,8 @@ fn enter_network(net: &crate::net::OwnerNet) -> io::Result<()> {
         std::fs::write(file, value).map_err(|e| io::Error::new(e.kind(), format!("setting {file}: {e}")))?;
     }
     if let Some(script) = &net.nft_script {
-        crate::net::host::run("nft", &["-f", "-"], Some(script)).map_err(|e| io::Error::other(format!("loading the egress policy: {e}")))?;
+        crate::net::host::run("nft", &["-f", "-"], Some(script))
+            .map_err(|e| io::Error::other(format!("loading the egress policy: {e}")))?;
     }
     Ok(())
 }

@@ -104,10 +104,7 @@ pub enum Command {
         follow: bool,
     },
     /// Copy a file between the host and a sandbox: `cp ./a SANDBOX:/workspace/a` or `cp SANDBOX:/workspace/a ./a`.
-    Cp {
-        src: String,
-        dst: String,
-    },
+    Cp { src: String, dst: String },
     /// List files in a sandbox directory.
     Files {
         id: String,
@@ -149,7 +146,9 @@ pub enum Command {
         opts: ShellOptArgs,
     },
     /// Archive a directory, run it in a new sandbox, expose its ports and wait until healthy.
-    #[command(after_help = "Example:\n  heyvm deploy ./my-app --name web --port 8080 --start-command 'python3 server.py' \\\n    --health-path /health --ttl-seconds 3600 --format json")]
+    #[command(
+        after_help = "Example:\n  heyvm deploy ./my-app --name web --port 8080 --start-command 'python3 server.py' \\\n    --health-path /health --ttl-seconds 3600 --format json"
+    )]
     Deploy(DeployArgs),
     /// Mint API tokens (HS256 JWTs signed with the server's JWT_SECRET).
     Token {
@@ -166,8 +165,10 @@ pub enum Command {
     /// Forget the token stored by `heyvm login`.
     Logout,
     /// Expose a port of a sandbox through the proxy and print its URL.
-    #[command(after_help = "Without API_HOSTNAME on the server the URL is a 127.0.0.1 port; with it, http://<subdomain>.<API_HOSTNAME>:<api port>.\n\
-        Examples:\n  heyvm bind demo 8080 --format json\n  heyvm bind demo 8080 --private   # callers need Authorization: Bearer <token>")]
+    #[command(
+        after_help = "Without API_HOSTNAME on the server the URL is a 127.0.0.1 port; with it, http://<subdomain>.<API_HOSTNAME>:<api port>.\n\
+        Examples:\n  heyvm bind demo 8080 --format json\n  heyvm bind demo 8080 --private   # callers need Authorization: Bearer <token>"
+    )]
     Bind {
         /// The sandbox (id, name or slug).
         id: String,

@@ -56,11 +56,7 @@ fn encode_path(p: &str) -> String {
 
 impl Client {
     pub fn new(base: &str, token: Option<String>) -> Self {
-        let agent = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .timeout_connect(Some(Duration::from_secs(5)))
-            .build()
-            .into();
+        let agent = ureq::Agent::config_builder().http_status_as_error(false).timeout_connect(Some(Duration::from_secs(5))).build().into();
         Client { base: base.trim_end_matches('/').to_string(), token, agent }
     }
 
@@ -79,12 +75,7 @@ impl Client {
     fn finish<T: DeserializeOwned>(&self, resp: std::result::Result<ureq::http::Response<ureq::Body>, ureq::Error>) -> Result<T> {
         let resp = resp.map_err(|e| self.transport(e))?;
         let status = resp.status().as_u16();
-        let body = resp
-            .into_body()
-            .with_config()
-            .limit(u64::MAX)
-            .read_to_vec()
-            .map_err(|e| self.transport(e))?;
+        let body = resp.into_body().with_config().limit(u64::MAX).read_to_vec().map_err(|e| self.transport(e))?;
         if status >= 400 {
             return Err(match serde_json::from_slice::<ErrorBody>(&body) {
                 Ok(e) => ClientError::Api { status, code: e.error, message: e.message },
@@ -176,7 +167,8 @@ impl Client {
 
     /// Streams `reader` as a multipart upload.
     pub fn upload(&self, id: &str, mount_path: &str, file_path: &str, reader: impl Read) -> Result<UploadResponse> {
-        let boundary = format!("heyvm-{:x}", std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0));
+        let boundary =
+            format!("heyvm-{:x}", std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0));
         let field = |name: &str, value: &str| format!("--{boundary}\r\nContent-Disposition: form-data; name=\"{name}\"\r\n\r\n{value}\r\n");
         let head = format!(
             "{}{}--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"upload\"\r\nContent-Type: application/octet-stream\r\n\r\n",
@@ -224,7 +216,11 @@ impl Client {
 
     /// Opens a server-sent event stream and calls `on_event(name, data)` for
     /// each event until the stream ends or `on_event` returns false.
-    fn sse(&self, resp: std::result::Result<ureq::http::Response<ureq::Body>, ureq::Error>, mut on_event: impl FnMut(&str, &serde_json::Value) -> bool) -> Result<()> {
+    fn sse(
+        &self,
+        resp: std::result::Result<ureq::http::Response<ureq::Body>, ureq::Error>,
+        mut on_event: impl FnMut(&str, &serde_json::Value) -> bool,
+    ) -> Result<()> {
         let resp = resp.map_err(|e| self.transport(e))?;
         if resp.status().as_u16() >= 400 {
             return self.finish::<serde_json::Value>(Ok(resp)).map(|_| ());
@@ -311,12 +307,8 @@ impl Client {
 /// One GET of `url` (redirects not followed), sending `token` as a Bearer
 /// token when given; the HTTP status, or why there was none.
 pub fn probe_url(url: &str, token: Option<&str>, timeout: Duration) -> std::result::Result<u16, String> {
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .max_redirects(0)
-        .timeout_global(Some(timeout))
-        .build()
-        .into();
+    let agent: ureq::Agent =
+        ureq::Agent::config_builder().http_status_as_error(false).max_redirects(0).timeout_global(Some(timeout)).build().into();
     let mut req = agent.get(url);
     if let Some(t) = token {
         req = req.header("Authorization", format!("Bearer {t}"));

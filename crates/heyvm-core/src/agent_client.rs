@@ -135,7 +135,9 @@ impl AgentClient {
 /// What a shell connection delivers, in order.
 #[derive(Debug, Clone, PartialEq)]
 pub enum ShellEvent {
-    Started { pid: u32 },
+    Started {
+        pid: u32,
+    },
     /// Terminal output (stdout and stderr are one stream on a PTY).
     Output(Vec<u8>),
     Exit(ExitStatus),

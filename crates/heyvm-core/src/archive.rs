@@ -190,12 +190,8 @@ pub fn extract(archive: &Path, dest: &Path) -> Result<Summary> {
             }
             _ => {
                 remove_file_if_any(&target)?;
-                let mut f = std::fs::OpenOptions::new()
-                    .write(true)
-                    .create_new(true)
-                    .custom_flags(libc::O_NOFOLLOW)
-                    .mode(mode)
-                    .open(&target)?;
+                let mut f =
+                    std::fs::OpenOptions::new().write(true).create_new(true).custom_flags(libc::O_NOFOLLOW).mode(mode).open(&target)?;
                 std::io::copy(&mut (&mut entry).take(sum.bytes + 1), &mut f)?;
                 if let Ok(mtime) = entry.header().mtime() {
                     let _ = f.set_modified(std::time::UNIX_EPOCH + std::time::Duration::from_secs(mtime));

@@ -42,7 +42,11 @@ impl EgressTarget {
         }
         let name = s.strip_suffix('.').unwrap_or(s).to_ascii_lowercase();
         let label_ok = |l: &str| {
-            !l.is_empty() && l.len() <= 63 && !l.starts_with('-') && !l.ends_with('-') && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            !l.is_empty()
+                && l.len() <= 63
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+                && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
         };
         if name.len() > 253 || !name.split('.').all(label_ok) || name.bytes().all(|b| b.is_ascii_digit() || b == b'.') {
             return Err(format!("'{s}' is neither a CIDR, an IP address nor a domain name"));

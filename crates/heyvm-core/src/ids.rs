@@ -48,7 +48,11 @@ pub fn slugify(name: &str) -> String {
         }
     }
     let s = out.trim_matches('-').to_string();
-    if s.is_empty() { "sandbox".into() } else { s }
+    if s.is_empty() {
+        "sandbox".into()
+    } else {
+        s
+    }
 }
 
 #[cfg(test)]

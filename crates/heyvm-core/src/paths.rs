@@ -19,11 +19,7 @@ impl DataDir {
 
     pub fn new(root: PathBuf) -> Self {
         // Absolute, so paths handed to sandbox supervisors stay valid.
-        let root = if root.is_absolute() {
-            root
-        } else {
-            std::env::current_dir().map(|c| c.join(&root)).unwrap_or(root)
-        };
+        let root = if root.is_absolute() { root } else { std::env::current_dir().map(|c| c.join(&root)).unwrap_or(root) };
         DataDir { root }
     }
 

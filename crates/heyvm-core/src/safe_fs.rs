@@ -55,9 +55,7 @@ pub fn clean_relative(path: &str) -> Result<PathBuf> {
             Component::RootDir | Component::Prefix(_) => {
                 return Err(CoreError::InvalidPath(format!("'{path}' is absolute; give a path relative to the mount")))
             }
-            Component::ParentDir => {
-                return Err(CoreError::InvalidPath(format!("'{path}' contains '..'; paths may not leave the mount")))
-            }
+            Component::ParentDir => return Err(CoreError::InvalidPath(format!("'{path}' contains '..'; paths may not leave the mount"))),
         }
     }
     Ok(out)
@@ -155,7 +153,12 @@ impl Confined {
         let tmp = CString::new(format!(".heyvm-upload-{}", crate::ids::random_hex(8))).expect("no NUL");
         // SAFETY: valid dirfd and name; the descriptor is checked and owned.
         let fd = unsafe {
-            libc::openat(dir.as_raw_fd(), tmp.as_ptr(), libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_CLOEXEC | libc::O_NOFOLLOW, 0o644)
+            libc::openat(
+                dir.as_raw_fd(),
+                tmp.as_ptr(),
+                libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_CLOEXEC | libc::O_NOFOLLOW,
+                0o644,
+            )
         };
         if fd < 0 {
             return Err(escape_error(rel, io::Error::last_os_error()));

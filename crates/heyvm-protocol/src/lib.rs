@@ -104,11 +104,18 @@ fn is_false(b: &bool) -> bool {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Event {
-    Pong { version: u32, pid: u32 },
-    Started { pid: u32 },
+    Pong {
+        version: u32,
+        pid: u32,
+    },
+    Started {
+        pid: u32,
+    },
     Exit(ExitStatus),
     Done,
-    Error { message: String },
+    Error {
+        message: String,
+    },
     /// Answer to [`Request::Connect`]: the byte stream starts right after.
     Connected,
 }
@@ -147,8 +154,8 @@ pub fn encode_json<T: Serialize>(msg: &T) -> Vec<u8> {
 
 /// Parses a 5-byte header into kind and length, validating both.
 pub fn parse_header(h: [u8; 5]) -> io::Result<(FrameKind, usize)> {
-    let kind = FrameKind::from_u8(h[0])
-        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, format!("unknown frame kind {}", h[0])))?;
+    let kind =
+        FrameKind::from_u8(h[0]).ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, format!("unknown frame kind {}", h[0])))?;
     let len = u32::from_be_bytes([h[1], h[2], h[3], h[4]]) as usize;
     if len > MAX_FRAME {
         return Err(io::Error::new(io::ErrorKind::InvalidData, format!("frame of {len} bytes exceeds limit")));
@@ -230,10 +237,7 @@ mod tests {
             r#"{"type":"exec","argv":["echo","hi"],"env":{"A":"1"},"cwd":"/workspace","timeout_ms":1000,"stdin":false}"#
         );
         let exit = Event::Exit(ExitStatus { code: 137, signal: Some(9), timed_out: true, duration_ms: 5 });
-        assert_eq!(
-            serde_json::to_string(&exit).unwrap(),
-            r#"{"type":"exit","code":137,"signal":9,"timed_out":true,"duration_ms":5}"#
-        );
+        assert_eq!(serde_json::to_string(&exit).unwrap(), r#"{"type":"exit","code":137,"signal":9,"timed_out":true,"duration_ms":5}"#);
         let shell = Request::Shell(ShellSpec { argv: None, env: BTreeMap::new(), cwd: "/workspace".into(), cols: 80, rows: 24 });
         assert_eq!(
             serde_json::to_string(&shell).unwrap(),
@@ -257,10 +261,7 @@ pub struct LogLine {
 
 impl LogLine {
     pub fn new(source: &str, message: &str) -> Self {
-        let timestamp = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs() as i64)
-            .unwrap_or(0);
+        let timestamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0);
         LogLine { timestamp, source: source.into(), level: log_level(message).into(), message: message.into() }
     }
 

@@ -144,7 +144,8 @@ impl AuthConfig {
     /// server's audience so that it verifies here.
     pub fn mint(&self, sub: &str, ttl_secs: i64) -> String {
         let t = now();
-        let claims = Claims { sub: Some(sub.into()), exp: t + ttl_secs, iat: Some(t), nbf: None, aud: self.audience.clone().map(Audience::One) };
+        let claims =
+            Claims { sub: Some(sub.into()), exp: t + ttl_secs, iat: Some(t), nbf: None, aud: self.audience.clone().map(Audience::One) };
         sign(&self.secret, &claims)
     }
 

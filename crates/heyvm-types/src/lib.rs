@@ -3,15 +3,15 @@
 //! on it without pulling in the engine. Shapes follow the existing heyvm
 //! product so that its clients keep working.
 
-mod sandbox;
-mod exec;
-mod files;
-mod logs;
-mod error;
-mod proxy;
 mod archive;
 /// heyo-sdk's cloud dialect; not glob-exported (names overlap the native API).
 pub mod compat;
+mod error;
+mod exec;
+mod files;
+mod logs;
+mod proxy;
+mod sandbox;
 
 pub use archive::*;
 pub use error::*;

@@ -72,14 +72,7 @@ pub struct Limits {
 const MIB: u64 = 1024 * 1024;
 
 impl SizeClass {
-    pub const ALL: [SizeClass; 6] = [
-        Self::Micro,
-        Self::Mini,
-        Self::Small,
-        Self::Medium,
-        Self::Large,
-        Self::Xlarge,
-    ];
+    pub const ALL: [SizeClass; 6] = [Self::Micro, Self::Mini, Self::Small, Self::Medium, Self::Large, Self::Xlarge];
 
     pub fn as_str(self) -> &'static str {
         match self {

@@ -35,11 +35,7 @@ pub fn tools_present() -> bool {
 
 /// System tools live in sbin, which a daemon's PATH may lack.
 fn locate(prog: &str) -> std::path::PathBuf {
-    ["/usr/sbin", "/sbin", "/usr/bin", "/bin"]
-        .iter()
-        .map(|d| Path::new(d).join(prog))
-        .find(|p| p.is_file())
-        .unwrap_or_else(|| prog.into())
+    ["/usr/sbin", "/sbin", "/usr/bin", "/bin"].iter().map(|d| Path::new(d).join(prog)).find(|p| p.is_file()).unwrap_or_else(|| prog.into())
 }
 
 pub fn ip_json(args: &[&str]) -> Result<serde_json::Value, String> {
@@ -98,8 +94,19 @@ pub fn create(names: &NetNames, s: &Subnet) -> Result<(), String> {
 /// MTU of the interface carrying the host's IPv4 default route.
 fn uplink_mtu() -> Option<u32> {
     let routes = std::fs::read_to_string("/proc/net/route").ok()?;
-    let dev = routes.lines().skip(1).map(|l| l.split_whitespace().collect::<Vec<_>>()).find(|f| f.get(1) == Some(&"00000000"))?.first()?.to_string();
-    std::fs::read_to_string(Path::new("/sys/class/net").join(dev).join("mtu")).ok()?.trim().parse().ok().filter(|m| (576..=65535).contains(m))
+    let dev = routes
+        .lines()
+        .skip(1)
+        .map(|l| l.split_whitespace().collect::<Vec<_>>())
+        .find(|f| f.get(1) == Some(&"00000000"))?
+        .first()?
+        .to_string();
+    std::fs::read_to_string(Path::new("/sys/class/net").join(dev).join("mtu"))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+        .filter(|m| (576..=65535).contains(m))
 }
 
 /// Deletes the veth pair and the namespace, skipping what is already gone.

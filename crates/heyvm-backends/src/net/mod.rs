@@ -100,7 +100,10 @@ pub fn choose_why(spec: &LaunchSpec, root: bool) -> (Choice, Option<&'static str
         if host::tools_present() {
             return (Choice::Nat, None);
         }
-        return (Choice::Loopback, Some("network 'nat' needs iproute2 and nftables (apt-get install iproute2 nftables); this sandbox has loopback only"));
+        return (
+            Choice::Loopback,
+            Some("network 'nat' needs iproute2 and nftables (apt-get install iproute2 nftables); this sandbox has loopback only"),
+        );
     }
     if !spec.network.allow_out.is_empty() || !spec.network.deny_out.is_empty() {
         (Choice::Loopback, Some("an egress policy cannot be enforced by a non-root daemon; this sandbox has loopback only"))

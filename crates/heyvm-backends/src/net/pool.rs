@@ -47,7 +47,12 @@ pub fn subnet(index: u32) -> Subnet {
 
 /// Runs `f` holding the host-wide allocation lock.
 pub fn with_lock<T>(f: impl FnOnce() -> Result<T, String>) -> Result<T, String> {
-    let file = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(LOCK_FILE).map_err(|e| format!("opening {LOCK_FILE}: {e}"))?;
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(LOCK_FILE)
+        .map_err(|e| format!("opening {LOCK_FILE}: {e}"))?;
     // SAFETY: flock on a valid descriptor; released when `file` is closed.
     if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } != 0 {
         return Err(format!("locking {LOCK_FILE}: {}", std::io::Error::last_os_error()));

@@ -70,7 +70,10 @@ pub fn attach(spec: &LaunchSpec, owner_pid: i32) -> Result<(), String> {
     });
     while !has_default_route(target) {
         if Instant::now() > deadline || !procs::alive_with(pid, "slirp4netns") {
-            return Err(format!("slirp4netns did not configure the sandbox network: {}", fs::read_to_string(spec.paths.dir.join("slirp.log")).unwrap_or_default().trim()));
+            return Err(format!(
+                "slirp4netns did not configure the sandbox network: {}",
+                fs::read_to_string(spec.paths.dir.join("slirp.log")).unwrap_or_default().trim()
+            ));
         }
         std::thread::sleep(Duration::from_millis(2));
     }

@@ -62,9 +62,7 @@ fn default_name(dir: &std::path::Path) -> String {
 
 fn tail_logs(c: &Client, id: &str) -> Vec<String> {
     let q = [("tail", "true".to_string()), ("limit", "20".to_string())];
-    c.logs(id, &q)
-        .map(|r| r.logs.iter().map(|l: &LogEntry| format!("[{}] {}", l.source, l.message)).collect())
-        .unwrap_or_default()
+    c.logs(id, &q).map(|r| r.logs.iter().map(|l: &LogEntry| format!("[{}] {}", l.source, l.message)).collect()).unwrap_or_default()
 }
 
 pub fn run(c: &Client, f: Format, a: DeployArgs) -> anyhow::Result<ExitCode> {
@@ -95,7 +93,15 @@ pub fn run(c: &Client, f: Format, a: DeployArgs) -> anyhow::Result<ExitCode> {
         eprintln!("heyvm: warning: skipped symlink '{s}' (it points outside {})", a.dir.display());
     }
     let size = std::fs::metadata(&tmp.0).map(|m| m.len()).unwrap_or(0);
-    progress(f, format!("uploading {} files ({} unpacked, {} compressed)", packed.files, output::human_bytes(packed.bytes), output::human_bytes(size)));
+    progress(
+        f,
+        format!(
+            "uploading {} files ({} unpacked, {} compressed)",
+            packed.files,
+            output::human_bytes(packed.bytes),
+            output::human_bytes(size)
+        ),
+    );
     let ar = c.upload_archive(&tmp.0).context("uploading the archive")?;
     drop(tmp);
 
@@ -206,7 +212,9 @@ fn fail(c: &Client, f: Format, a: &DeployArgs, id: Option<&str>, code: &str, mes
         }
     }
     match f {
-        Format::Json => eprintln!("{}", serde_json::to_string(&Failed { error: code, message, id: real_id, kept, logs }).unwrap_or_default()),
+        Format::Json => {
+            eprintln!("{}", serde_json::to_string(&Failed { error: code, message, id: real_id, kept, logs }).unwrap_or_default())
+        }
         Format::Text => {
             eprintln!("heyvm: deploy failed: {message}");
             if !logs.is_empty() {

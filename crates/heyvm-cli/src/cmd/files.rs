@@ -22,7 +22,10 @@ fn split(c: &Client, id: &str, path: &str) -> anyhow::Result<(String, String)> {
         .max_by_key(|mp| mp.len());
     match best {
         Some(mp) => Ok((mp.to_string(), path[mp.len()..].trim_start_matches('/').to_string())),
-        None => bail!("'{path}' is not under a mount of {id} (mounts: {})", mounts.iter().map(|m| m.sandbox_path.as_str()).collect::<Vec<_>>().join(", ")),
+        None => bail!(
+            "'{path}' is not under a mount of {id} (mounts: {})",
+            mounts.iter().map(|m| m.sandbox_path.as_str()).collect::<Vec<_>>().join(", ")
+        ),
     }
 }
 
@@ -85,7 +88,13 @@ pub fn list(c: &Client, f: Format, id: &str, path: &str) -> anyhow::Result<ExitC
                 .files
                 .iter()
                 .map(|e| {
-                    let kind = if e.is_dir { "dir" } else if e.is_symlink { "link" } else { "file" };
+                    let kind = if e.is_dir {
+                        "dir"
+                    } else if e.is_symlink {
+                        "link"
+                    } else {
+                        "file"
+                    };
                     vec![format!("{:o}", e.mode), kind.into(), e.size.to_string(), e.name.clone()]
                 })
                 .collect();

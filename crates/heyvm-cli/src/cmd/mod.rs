@@ -1,17 +1,17 @@
 //! One module per group of verbs.
 
+mod archive;
+mod bind;
+mod deploy;
 mod exec;
 mod files;
 mod logs;
 mod mounts;
 mod sandbox;
 mod shell;
-mod tty;
-mod bind;
-mod wait_for;
 mod token;
-mod deploy;
-mod archive;
+mod tty;
+mod wait_for;
 
 use std::collections::BTreeMap;
 use std::process::ExitCode;
@@ -52,7 +52,11 @@ pub fn dispatch(cli: &Cli, command: Command) -> anyhow::Result<ExitCode> {
         Command::Exec(a) => exec::run(&client, f, a),
         Command::Logs { id, source, level, limit, offset, follow } => {
             let q = logs::Query { source, level, limit, offset };
-            if follow { logs::follow(&client, f, &id, q) } else { logs::show(&client, f, &id, q) }
+            if follow {
+                logs::follow(&client, f, &id, q)
+            } else {
+                logs::show(&client, f, &id, q)
+            }
         }
         Command::Cp { src, dst } => files::cp(&client, f, &src, &dst),
         Command::Files { id, path } => files::list(&client, f, &id, &path),

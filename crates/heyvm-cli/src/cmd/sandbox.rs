@@ -109,10 +109,13 @@ fn print_info(i: &SandboxInfo) {
         ("memory", human_bytes(i.memory_usage)),
         ("workdir", i.working_directory.clone()),
     ];
-    kv.push(("network", match &i.guest_ip {
-        Some(ip) => format!("{} ({ip})", i.network),
-        None => i.network.clone(),
-    }));
+    kv.push((
+        "network",
+        match &i.guest_ip {
+            Some(ip) => format!("{} ({ip})", i.network),
+            None => i.network.clone(),
+        },
+    ));
     if !i.allow_out.is_empty() {
         kv.push(("allow out", i.allow_out.join(", ")));
     }

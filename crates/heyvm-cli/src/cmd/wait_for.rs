@@ -18,7 +18,11 @@ fn finish(f: Format, ready: bool, json: serde_json::Value, text: String) -> Exit
         Format::Text if ready => println!("{text}"),
         Format::Text => eprintln!("heyvm: {text}"),
     }
-    if ready { ExitCode::SUCCESS } else { ExitCode::FAILURE }
+    if ready {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
 }
 
 pub fn port(c: &Client, f: Format, a: WaitForArgs) -> anyhow::Result<ExitCode> {

@@ -34,7 +34,15 @@ pub struct App {
 
 impl App {
     pub fn new() -> App {
-        App { sandboxes: Vec::new(), selected: None, confirm_delete: None, logs_of: None, logs: Vec::new(), message: None, list_error: None }
+        App {
+            sandboxes: Vec::new(),
+            selected: None,
+            confirm_delete: None,
+            logs_of: None,
+            logs: Vec::new(),
+            message: None,
+            list_error: None,
+        }
     }
 
     pub fn set_list(&mut self, mut list: Vec<SandboxInfo>) {

@@ -83,7 +83,8 @@ fn row(s: &SandboxInfo) -> Row<'static> {
 }
 
 fn draw_logs(frame: &mut Frame, app: &App, area: Rect) {
-    let name = app.logs_of.as_deref().map(|id| app.sandboxes.iter().find(|s| s.id == id).map(|s| s.name.as_str()).unwrap_or(id)).unwrap_or("");
+    let name =
+        app.logs_of.as_deref().map(|id| app.sandboxes.iter().find(|s| s.id == id).map(|s| s.name.as_str()).unwrap_or(id)).unwrap_or("");
     let inner_height = area.height.saturating_sub(2) as usize;
     let skip = app.logs.len().saturating_sub(inner_height);
     let lines: Vec<Line> = app.logs[skip..]

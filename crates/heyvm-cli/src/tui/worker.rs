@@ -15,9 +15,15 @@ pub const REFRESH: Duration = Duration::from_secs(1);
 
 pub enum Msg {
     List(Result<Vec<SandboxInfo>, String>),
-    Logs { id: String, result: Result<Vec<LogEntry>, String> },
+    Logs {
+        id: String,
+        result: Result<Vec<LogEntry>, String>,
+    },
     /// An action finished: the text for the status line, and whether it failed.
-    Done { text: String, failed: bool },
+    Done {
+        text: String,
+        failed: bool,
+    },
 }
 
 /// Handle to the poller: which sandbox's logs to follow, and a way to ask

@@ -36,7 +36,8 @@ impl AuthDaemon {
 
     /// A request with an optional Authorization header value.
     fn call(&self, method: &str, path: &str, auth: Option<&str>, body: Option<&Value>) -> (u16, Value, Option<String>) {
-        let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).timeout_global(Some(Duration::from_secs(60))).build().into();
+        let agent: ureq::Agent =
+            ureq::Agent::config_builder().http_status_as_error(false).timeout_global(Some(Duration::from_secs(60))).build().into();
         let url = format!("{}{path}", self.d.url);
         let resp = match (method, body) {
             ("GET", _) => {

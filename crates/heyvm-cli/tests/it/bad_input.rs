@@ -42,11 +42,26 @@ fn traversal_is_refused_on_every_file_route() {
     let secret = host.path().join("secret.txt");
     std::fs::write(&secret, "host secret").unwrap();
     let hp = host.path().display().to_string();
-    let plant = format!("cd /workspace && ln -sfn /etc etc && ln -sfn {hp} hostdir && rm -f leak && ln -s {hp}/secret.txt leak && ln -sfn ../../../.. up");
+    let plant = format!(
+        "cd /workspace && ln -sfn /etc etc && ln -sfn {hp} hostdir && rm -f leak && ln -s {hp}/secret.txt leak && ln -sfn ../../../.. up"
+    );
     let reset = || assert_eq!(d.sh(&id, &plant)["exit_code"], 0);
 
     let sandbox_dir = d.data.path().join("sandboxes").join(&id);
-    for path in ["../x", "../../x", "a/../../x", "/etc/passwd", "/x", "etc/passwd", "etc/x", "hostdir/secret.txt", "hostdir/x", "leak", "up/x", "up/etc/passwd"] {
+    for path in [
+        "../x",
+        "../../x",
+        "a/../../x",
+        "/etc/passwd",
+        "/x",
+        "etc/passwd",
+        "etc/x",
+        "hostdir/secret.txt",
+        "hostdir/x",
+        "leak",
+        "up/x",
+        "up/etc/passwd",
+    ] {
         for (what, got) in file_routes(&d, &id, path, &reset) {
             if path == "leak" && what.starts_with("delete") {
                 // Deleting the link itself is allowed; the target must survive.

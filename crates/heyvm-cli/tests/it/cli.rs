@@ -117,7 +117,13 @@ fn exec_exit_code_and_errors() {
     assert_eq!(v["timed_out"], true, "{v}");
     assert_ne!(out.status.code(), Some(0));
     // Errors: stderr, one line, non-zero exit, nothing on stdout.
-    for args in [&["get", "nope"][..], &["exec", "nope", "--", "true"], &["stop", "nope"], &["start", "codes"], &["exec", "codes", "--timeout", "abc", "--", "true"]] {
+    for args in [
+        &["get", "nope"][..],
+        &["exec", "nope", "--", "true"],
+        &["stop", "nope"],
+        &["start", "codes"],
+        &["exec", "codes", "--timeout", "abc", "--", "true"],
+    ] {
         let out = d.heyvm(args);
         assert!(!out.status.success(), "{args:?}");
         assert!(out.stdout.is_empty(), "{args:?}: {}", String::from_utf8_lossy(&out.stdout));
@@ -144,7 +150,8 @@ fn cp_round_trip_and_logs_source() {
     // Into a directory keeps the file name.
     let out = d.heyvm(&["cp", src.to_str().unwrap(), "copy:/workspace/"]);
     assert!(out.status.success(), "{}", stderr_of(&out));
-    let v = d.sh("copy", "md5sum /workspace/sub/blob.bin /workspace/blob.bin | cut -d' ' -f1 | uniq | wc -l; stat -c %s /workspace/blob.bin");
+    let v =
+        d.sh("copy", "md5sum /workspace/sub/blob.bin /workspace/blob.bin | cut -d' ' -f1 | uniq | wc -l; stat -c %s /workspace/blob.bin");
     assert_eq!(v["stdout"], "1\n300000\n");
     let back = dir.path().join("back.bin");
     let out = d.heyvm(&["cp", "copy:/workspace/sub/blob.bin", back.to_str().unwrap()]);
@@ -237,7 +244,23 @@ fn cli_starts_the_local_daemon() {
 
 #[test]
 fn help_explains_commands() {
-    for cmd in ["create", "list", "get", "start", "stop", "restart", "force-stop", "rm", "exec", "logs", "cp", "files", "rm-file", "mounts", "update"] {
+    for cmd in [
+        "create",
+        "list",
+        "get",
+        "start",
+        "stop",
+        "restart",
+        "force-stop",
+        "rm",
+        "exec",
+        "logs",
+        "cp",
+        "files",
+        "rm-file",
+        "mounts",
+        "update",
+    ] {
         let out = Command::new(BIN).args([cmd, "--help"]).output().unwrap();
         assert!(out.status.success(), "{cmd} --help");
         let text = String::from_utf8_lossy(&out.stdout);

@@ -79,7 +79,8 @@ fn compat_deploy_exec_files_and_lifecycle() {
 
     // write-file / read-file: base64, /workspace default, confined.
     let data: Vec<u8> = (0..=255u8).cycle().take(10_000).collect();
-    let (s, w) = d.post(&format!("/sandbox/{id}/write-file"), &json!({"mount_path": "/workspace", "file_path": "d/x.bin", "content": b64(&data)}));
+    let (s, w) =
+        d.post(&format!("/sandbox/{id}/write-file"), &json!({"mount_path": "/workspace", "file_path": "d/x.bin", "content": b64(&data)}));
     assert_eq!(s, 200, "{w}");
     assert_eq!(w["size"], 10_000);
     let (s, r) = d.post(&format!("/sandbox/{id}/read-file"), &json!({"mount_path": "/workspace", "file_path": "d/x.bin"}));

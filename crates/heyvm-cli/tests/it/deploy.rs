@@ -37,7 +37,8 @@ fn workdir() -> tempfile::TempDir {
 }
 
 fn http_get(url: &str, token: Option<&str>) -> (u16, Value) {
-    let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).timeout_global(Some(Duration::from_secs(20))).build().into();
+    let agent: ureq::Agent =
+        ureq::Agent::config_builder().http_status_as_error(false).timeout_global(Some(Duration::from_secs(20))).build().into();
     let mut r = agent.get(url);
     if let Some(t) = token {
         r = r.header("Authorization", format!("Bearer {t}"));
@@ -77,17 +78,28 @@ fn deploy_fixture_app_end_to_end() {
         w.path(),
         &[
             "./my-app",
-            "--name", "web",
-            "--port", "8080",
-            "--start-command", "python3 server.py",
-            "--health-path", "/health",
-            "--health-timeout", "60s",
-            "--env", "GREETING=from-deploy",
-            "--setup-hook", "test -f /workspace/server.py && echo files-were-there > /workspace/hook.txt",
-            "--ttl-seconds", "900",
-            "--size-class", "micro",
-            "--region", "eu",
-            "--format", "json",
+            "--name",
+            "web",
+            "--port",
+            "8080",
+            "--start-command",
+            "python3 server.py",
+            "--health-path",
+            "/health",
+            "--health-timeout",
+            "60s",
+            "--env",
+            "GREETING=from-deploy",
+            "--setup-hook",
+            "test -f /workspace/server.py && echo files-were-there > /workspace/hook.txt",
+            "--ttl-seconds",
+            "900",
+            "--size-class",
+            "micro",
+            "--region",
+            "eu",
+            "--format",
+            "json",
         ],
     );
     let v = ok_json(&out);
@@ -108,10 +120,7 @@ fn deploy_fixture_app_end_to_end() {
     assert_eq!(body, json!({"hello": "from-deploy", "cwd": "/workspace"}));
     // .gitignore honoured; the setup hook ran after the files were in place.
     let ls = d.sh("web", "cd /workspace && find . -type f | sort");
-    assert_eq!(
-        ls["stdout"].as_str().unwrap(),
-        "./.gitignore\n./hook.txt\n./package.json\n./server.py\n./static/css/site.css\n./test.py\n"
-    );
+    assert_eq!(ls["stdout"].as_str().unwrap(), "./.gitignore\n./hook.txt\n./package.json\n./server.py\n./static/css/site.css\n./test.py\n");
     assert_eq!(d.sh("web", "cat /workspace/hook.txt")["stdout"], "files-were-there\n");
     // The sandbox records what deploy asked for; list shows the URL.
     let (_, info) = d.get("/sandboxes/web");
@@ -126,7 +135,11 @@ fn deploy_fixture_app_end_to_end() {
     assert!(d.data.path().join(format!("archives/{ar}.tar.gz")).is_file());
 
     // Human mode: progress on stderr, a summary on stdout.
-    let out = deploy(&d, w.path(), &["./my-app", "--name", "web2", "--port", "8080", "--start-command", "python3 server.py", "--health-path", "/health"]);
+    let out = deploy(
+        &d,
+        w.path(),
+        &["./my-app", "--name", "web2", "--port", "8080", "--start-command", "python3 server.py", "--health-path", "/health"],
+    );
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let err = String::from_utf8_lossy(&out.stderr);
     for step in ["archiving", "uploading", "creating sandbox web2", "port 8080 ->", "waiting for"] {
@@ -143,7 +156,21 @@ fn failed_deploys_show_logs_and_leave_no_orphan() {
     let out = deploy(
         &d,
         w.path(),
-        &["./my-app", "--name", "crashy", "--port", "8080", "--start-command", crash, "--health-path", "/health", "--health-timeout", "10m", "--format", "json"],
+        &[
+            "./my-app",
+            "--name",
+            "crashy",
+            "--port",
+            "8080",
+            "--start-command",
+            crash,
+            "--health-path",
+            "/health",
+            "--health-timeout",
+            "10m",
+            "--format",
+            "json",
+        ],
     );
     assert_eq!(out.status.code(), Some(1));
     let err: Value = serde_json::from_slice(&out.stderr).unwrap_or_else(|_| panic!("{}", String::from_utf8_lossy(&out.stderr)));
@@ -160,7 +187,20 @@ fn failed_deploys_show_logs_and_leave_no_orphan() {
     let out = deploy(
         &d,
         w.path(),
-        &["./my-app", "--name", "kept", "--port", "8080", "--start-command", crash, "--health-path", "/health", "--health-timeout", "3s", "--keep-on-failure"],
+        &[
+            "./my-app",
+            "--name",
+            "kept",
+            "--port",
+            "8080",
+            "--start-command",
+            crash,
+            "--health-path",
+            "/health",
+            "--health-timeout",
+            "3s",
+            "--keep-on-failure",
+        ],
     );
     assert_eq!(out.status.code(), Some(1));
     let text = String::from_utf8_lossy(&out.stderr);
@@ -202,7 +242,21 @@ fn private_deploy_needs_a_token() {
         .cmd()
         .current_dir(w.path())
         .env("HEYO_ARCHIVE_TOKEN", &token)
-        .args(["deploy", "./my-app", "--name", "secret-app", "--port", "8080", "--start-command", "python3 server.py", "--health-path", "/health", "--private", "--format", "json"])
+        .args([
+            "deploy",
+            "./my-app",
+            "--name",
+            "secret-app",
+            "--port",
+            "8080",
+            "--start-command",
+            "python3 server.py",
+            "--health-path",
+            "/health",
+            "--private",
+            "--format",
+            "json",
+        ])
         .output()
         .unwrap();
     let v = ok_json(&out);
@@ -273,7 +327,8 @@ fn hostile_archives_are_rejected() {
         assert_eq!((s, v["error"].as_str()), (404, Some("archive_not_found")), "{id}: {v}");
     }
     // A good archive with a relative in-tree symlink lands at /workspace.
-    let (s, v) = d.post_raw("/archives", "application/gzip", &hostile_tgz(&[fine, ("lib/", Directory, ""), ("lib/link", Symlink, "../app.py")]));
+    let (s, v) =
+        d.post_raw("/archives", "application/gzip", &hostile_tgz(&[fine, ("lib/", Directory, ""), ("lib/link", Symlink, "../app.py")]));
     assert_eq!(s, 201, "{v}");
     let sb = d.create(json!({"name": "unpacked", "size_class": "micro", "archive_id": v["archive_id"]}));
     assert_eq!(sb["archive_id"], v["archive_id"]);
@@ -296,7 +351,13 @@ fn run_script(d: &Daemon, w: &Path, program: &str, script: &str) -> Output {
 }
 
 fn stdout_ok(o: &Output) -> String {
-    assert!(o.status.success(), "script failed ({:?})\nstdout: {}\nstderr: {}", o.status, String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+    assert!(
+        o.status.success(),
+        "script failed ({:?})\nstdout: {}\nstderr: {}",
+        o.status,
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
     String::from_utf8(o.stdout.clone()).unwrap()
 }
 

@@ -85,7 +85,10 @@ fn micro_sandbox_allocating_1gib_is_oom_killed() {
     let Some(d) = Daemon::start() else { return };
     let id = d.create(json!({"name": "oom", "size_class": "micro"}))["id"].as_str().unwrap().to_string();
     // dd with a 1 GiB block size fills a 1 GiB buffer from /dev/zero.
-    let (s, v) = d.post(&format!("/sandboxes/{id}/execute"), &json!({"command": "dd", "args": ["if=/dev/zero", "of=/dev/null", "bs=1G", "count=1"], "timeout_secs": 60}));
+    let (s, v) = d.post(
+        &format!("/sandboxes/{id}/execute"),
+        &json!({"command": "dd", "args": ["if=/dev/zero", "of=/dev/null", "bs=1G", "count=1"], "timeout_secs": 60}),
+    );
     assert_eq!(s, 200, "{v}");
     assert_eq!(v["oom_killed"], true, "{v}");
     assert_ne!(v["exit_code"], 0, "{v}");
@@ -103,7 +106,10 @@ fn micro_sandbox_allocating_1gib_is_oom_killed() {
 fn fork_bomb_stops_at_the_pids_limit() {
     let Some(d) = Daemon::start() else { return };
     let id = d.create(json!({"name": "bomb", "size_class": "micro"}))["id"].as_str().unwrap().to_string();
-    let (s, v) = d.post(&format!("/sandboxes/{id}/execute"), &json!({"command": "/bin/sh", "args": ["-c", "f() { f | f & }; f; sleep 3"], "timeout_secs": 3}));
+    let (s, v) = d.post(
+        &format!("/sandboxes/{id}/execute"),
+        &json!({"command": "/bin/sh", "args": ["-c", "f() { f | f & }; f; sleep 3"], "timeout_secs": 3}),
+    );
     assert_eq!(s, 200, "{v}");
     let cg = Cgroup::find(&id);
     let events = cg.read("pids", "pids.events");
@@ -112,7 +118,8 @@ fn fork_bomb_stops_at_the_pids_limit() {
     // Everything of the bomb is gone once the exec's tree was killed, and
     // the sandbox and the daemon still work.
     d.wait_until("the bomb's processes to die", std::time::Duration::from_secs(20), || {
-        let (s, v) = d.post(&format!("/sandboxes/{id}/execute"), &json!({"command": "/bin/sh", "args": ["-c", "ps -e --no-headers | wc -l"]}));
+        let (s, v) =
+            d.post(&format!("/sandboxes/{id}/execute"), &json!({"command": "/bin/sh", "args": ["-c", "ps -e --no-headers | wc -l"]}));
         s == 200 && v["stdout"].as_str().unwrap().trim().parse::<u32>().unwrap_or(999) < 10
     });
     assert_eq!(d.sh(&id, "echo fine")["stdout"], "fine\n");

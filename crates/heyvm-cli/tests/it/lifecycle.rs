@@ -62,7 +62,9 @@ fn start_command_output_is_logged_and_restarted() {
     let id = info["id"].as_str().unwrap().to_string();
     assert_eq!(info["start_command"].as_str().unwrap().split(';').next(), Some("echo \"up $MODE in $(pwd)\""));
     let wait_lines = |n: usize| {
-        d.wait_until("start command output", Duration::from_secs(10), || logs(&d, &id, "&source=stdout").len() >= n && logs(&d, &id, "&source=stderr").len() >= n)
+        d.wait_until("start command output", Duration::from_secs(10), || {
+            logs(&d, &id, "&source=stdout").len() >= n && logs(&d, &id, "&source=stderr").len() >= n
+        })
     };
     wait_lines(1);
     assert_eq!(messages(&logs(&d, &id, "&source=stdout")), ["up prod in /srv"]);
@@ -87,7 +89,9 @@ fn start_command_output_is_logged_and_restarted() {
     // PATCH start_command replaces the running one.
     let (s, v) = d.patch(&format!("/sandboxes/{id}"), &json!({"start_command": "echo second; exec sleep 100001"}));
     assert_eq!(s, 200, "{v}");
-    d.wait_until("the new start command", Duration::from_secs(10), || messages(&logs(&d, &id, "&source=stdout")).contains(&"second".to_string()));
+    d.wait_until("the new start command", Duration::from_secs(10), || {
+        messages(&logs(&d, &id, "&source=stdout")).contains(&"second".to_string())
+    });
     assert_eq!(d.sh(&id, "pgrep -xc sleep")["stdout"], "1\n");
 }
 

@@ -3,19 +3,19 @@
 
 mod support;
 
-mod smoke;
-mod network;
-mod walkthrough;
-mod isolation;
-mod tui;
-mod streams;
-mod compat;
-mod persistence;
-mod lifecycle;
+mod auth;
 mod bad_input;
 mod cli;
-mod proxy;
-mod auth;
+mod compat;
 mod deploy;
-mod shell;
+mod isolation;
+mod lifecycle;
+mod network;
+mod persistence;
 mod pool;
+mod proxy;
+mod shell;
+mod smoke;
+mod streams;
+mod tui;
+mod walkthrough;

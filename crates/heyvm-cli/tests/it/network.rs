@@ -221,7 +221,9 @@ fn two_sandboxes_bind_the_same_port() {
     let Some(d) = Daemon::start() else { return };
     let (mut ids, mut ips) = (Vec::new(), Vec::new());
     for name in ["net-port-1", "net-port-2"] {
-        let sb = d.create(json!({"name": name, "start_command": format!("echo {name} > /workspace/who && cd /workspace && python3 -m http.server 8080")}));
+        let sb = d.create(
+            json!({"name": name, "start_command": format!("echo {name} > /workspace/who && cd /workspace && python3 -m http.server 8080")}),
+        );
         ids.push(id(&sb));
         ips.push(sb["guest_ip"].as_str().unwrap().to_string());
     }
@@ -385,13 +387,21 @@ fn unprivileged_daemon_uses_slirp4netns() {
         let sb = api("POST", "/sandboxes", r#"{"name":"slirp"}"#);
         assert_eq!(sb["status"], "running", "{sb}");
         assert_eq!(sb["guest_ip"], "10.0.2.100", "{sb}");
-        let run = api("POST", "/sandboxes/slirp/execute", &json!({"command": "curl", "args": ["-sS", "--max-time", "5", server.url()]}).to_string());
+        let run = api(
+            "POST",
+            "/sandboxes/slirp/execute",
+            &json!({"command": "curl", "args": ["-sS", "--max-time", "5", server.url()]}).to_string(),
+        );
         assert_eq!(run["stdout"], server.body.as_str(), "{run}");
         assert_eq!(slirp_pids(NOBODY).len(), 1);
         // A policy cannot be enforced without root: such a sandbox gets no network.
         let pol = api("POST", "/sandboxes", r#"{"name":"slirp-policy","deny_out":["10.0.0.0/8"]}"#);
         assert!(pol["guest_ip"].is_null(), "{pol}");
-        let run = api("POST", "/sandboxes/slirp-policy/execute", &json!({"command": "curl", "args": ["-sS", "--max-time", "5", server.url()]}).to_string());
+        let run = api(
+            "POST",
+            "/sandboxes/slirp-policy/execute",
+            &json!({"command": "curl", "args": ["-sS", "--max-time", "5", server.url()]}).to_string(),
+        );
         assert_ne!(run["exit_code"], 0, "{run}");
         let logs = api("GET", "/sandboxes/slirp-policy/logs", "");
         assert!(logs.to_string().contains("egress policy cannot be enforced"), "{logs}");

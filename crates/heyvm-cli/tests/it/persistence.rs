@@ -150,7 +150,11 @@ fn daemon_killed_mid_create_leaves_no_transitional_state() {
     // Its processes were cleaned up: the hook's sleep is gone.
     let marker = d.data.path().join("sandboxes").join(&id).display().to_string();
     d.wait_until("the half-started sandbox's processes to go", Duration::from_secs(10), || {
-        std::fs::read_dir("/proc").unwrap().flatten().filter_map(|e| std::fs::read(e.path().join("cmdline")).ok()).all(|c| !String::from_utf8_lossy(&c).contains(&marker))
+        std::fs::read_dir("/proc")
+            .unwrap()
+            .flatten()
+            .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
+            .all(|c| !String::from_utf8_lossy(&c).contains(&marker))
     });
     let (s, v) = d.delete(&format!("/sandboxes/{id}"));
     assert_eq!(s, 200, "{v}");

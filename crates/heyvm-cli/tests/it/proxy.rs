@@ -292,7 +292,17 @@ fn host_header_mode_private_endpoints_and_restart() {
         assert!(out.status.success(), "heyvm {a:?}: {}", String::from_utf8_lossy(&out.stderr));
         serde_json::from_slice(&out.stdout).unwrap()
     };
-    let sb = cli(&["create", "--name", "px-host", "--size-class", "micro", "--env", &format!("SERVER_PY={SERVER_PY}"), "--start-command", "exec python3 -c \"$SERVER_PY\" 8080"]);
+    let sb = cli(&[
+        "create",
+        "--name",
+        "px-host",
+        "--size-class",
+        "micro",
+        "--env",
+        &format!("SERVER_PY={SERVER_PY}"),
+        "--start-command",
+        "exec python3 -c \"$SERVER_PY\" 8080",
+    ]);
     let id = sb["id"].as_str().unwrap().to_string();
     let _cleanup = DeleteOnDrop { daemon_url: d.url.clone(), id: id.clone(), token: token.clone() };
     assert_eq!(cli(&["wait-for", &id, "8080", "--path", "/health"]), json!({"ready": true, "port": 8080}));
@@ -371,7 +381,10 @@ impl Drop for DeleteOnDrop {
     fn drop(&mut self) {
         let addr = addr_of(&self.daemon_url);
         if let Ok(mut s) = TcpStream::connect(&addr) {
-            let req = format!("DELETE /sandboxes/{} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {}\r\nConnection: close\r\n\r\n", self.id, self.token);
+            let req = format!(
+                "DELETE /sandboxes/{} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {}\r\nConnection: close\r\n\r\n",
+                self.id, self.token
+            );
             let _ = s.write_all(req.as_bytes());
             let _ = s.read_to_end(&mut Vec::new());
         }

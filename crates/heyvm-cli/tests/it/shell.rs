@@ -178,10 +178,7 @@ fn shell_session_resumes_after_a_dropped_connection_without_loss() {
 
     let all: Vec<u8> = first_part.iter().chain(c.frames.iter()).flat_map(|f| f.1.clone()).collect();
     let text = String::from_utf8_lossy(&all);
-    let numbers: Vec<u32> = text
-        .split(['\r', '\n'])
-        .filter_map(|l| l.strip_prefix("line-").and_then(|n| n.parse().ok()))
-        .collect();
+    let numbers: Vec<u32> = text.split(['\r', '\n']).filter_map(|l| l.strip_prefix("line-").and_then(|n| n.parse().ok())).collect();
     assert_eq!(numbers, (1..=2000).collect::<Vec<_>>(), "every line exactly once, in order");
 
     // The client asks to close: the shell is hung up and the exit reported.
@@ -351,7 +348,11 @@ impl AuthedSandbox<'_> {
         let resp = match method {
             "GET" => bearer.into_iter().fold(agent.get(&url), |r, b| r.header("Authorization", b)).call(),
             "DELETE" => bearer.into_iter().fold(agent.delete(&url), |r, b| r.header("Authorization", b)).call(),
-            _ => bearer.into_iter().fold(agent.post(&url), |r, b| r.header("Authorization", b)).content_type("application/json").send(b"{}".as_slice()),
+            _ => bearer
+                .into_iter()
+                .fold(agent.post(&url), |r, b| r.header("Authorization", b))
+                .content_type("application/json")
+                .send(b"{}".as_slice()),
         }
         .expect("HTTP request");
         let status = resp.status().as_u16();
@@ -372,7 +373,13 @@ fn with_auth_the_connection_url_carries_a_scoped_short_lived_token() {
     const SECRET: &str = "shell-test-secret-42";
     let Some(d) = Daemon::start_with(&[("JWT_SECRET", SECRET), ("JWT_AUDIENCE", "heyvm-shell-tests")]) else { return };
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
-    let claims = Claims { sub: Some("tester".into()), exp: now + 600, iat: Some(now), nbf: None, aud: Some(Audience::One("heyvm-shell-tests".into())) };
+    let claims = Claims {
+        sub: Some("tester".into()),
+        exp: now + 600,
+        iat: Some(now),
+        nbf: None,
+        aud: Some(Audience::One("heyvm-shell-tests".into())),
+    };
     let bearer = format!("Bearer {}", sign(SECRET.as_bytes(), &claims));
     let mut sb = AuthedSandbox { d: &d, bearer: bearer.clone(), id: String::new() };
     let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
@@ -394,7 +401,14 @@ fn with_auth_the_connection_url_carries_a_scoped_short_lived_token() {
 
     // The stream opens with the URL alone (no Authorization header) ...
     let out = {
-        let mut child = d.cmd().env_remove("HEYVM_TOKEN").args(["connect", &url, "--shell"]).stdin(std::process::Stdio::piped()).stdout(std::process::Stdio::piped()).spawn().unwrap();
+        let mut child = d
+            .cmd()
+            .env_remove("HEYVM_TOKEN")
+            .args(["connect", &url, "--shell"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
         use std::io::Write;
         child.stdin.take().unwrap().write_all(b"exit 2\n").unwrap();
         child.wait_with_output().unwrap()
@@ -414,7 +428,14 @@ fn with_auth_the_connection_url_carries_a_scoped_short_lived_token() {
     assert_eq!(resp.status().as_u16(), 401);
     // `heyvm sh` with a token from the environment works end to end.
     let out = {
-        let mut child = d.cmd().env("HEYVM_TOKEN", bearer.trim_start_matches("Bearer ")).args(["sh", "shauth"]).stdin(std::process::Stdio::piped()).stdout(std::process::Stdio::piped()).spawn().unwrap();
+        let mut child = d
+            .cmd()
+            .env("HEYVM_TOKEN", bearer.trim_start_matches("Bearer "))
+            .args(["sh", "shauth"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
         use std::io::Write;
         child.stdin.take().unwrap().write_all(b"exit 9\n").unwrap();
         child.wait_with_output().unwrap()
@@ -454,7 +475,9 @@ fn output_is_paced_for_a_slow_client_and_bounded_while_detached() {
     c.wait_for_output("bulk-done");
     let last = c.last_seq();
     drop(c);
-    d.wait_until("the detached shell to finish printing", PATIENCE, || d.sh("shbulk", "test -e /tmp/bulk-done && echo y")["stdout"] == "y\n");
+    d.wait_until("the detached shell to finish printing", PATIENCE, || {
+        d.sh("shbulk", "test -e /tmp/bulk-done && echo y")["stdout"] == "y\n"
+    });
     let mut c = ShellClient::connect(&d, "shbulk");
     c.init(json!({"type": "init", "cols": 80, "rows": 24, "sessionId": sid, "lastSeq": last}));
     c.wait_for_output("END-4");
@@ -510,7 +533,13 @@ fn heyvm_sh_reconnects_and_resumes_after_the_connection_is_cut() {
     let id = running_sandbox(&d, "shcut");
     let relay = Relay::start(d.port);
     let url = format!("ws://127.0.0.1:{}/sandboxes/{id}/shell-stream", relay.port);
-    let mut child = d.cmd().args(["connect", &url, "--shell"]).stdin(std::process::Stdio::piped()).stdout(std::process::Stdio::piped()).spawn().unwrap();
+    let mut child = d
+        .cmd()
+        .args(["connect", &url, "--shell"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
     let mut stdin = child.stdin.take().unwrap();
     let out = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
     let reader = {

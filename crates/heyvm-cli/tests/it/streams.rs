@@ -56,10 +56,8 @@ fn sse_orders_interleaved_output_and_reports_exit() {
     let events: Vec<(String, Value)> = open_stream(&d, &id, json!({"command": "sh", "args": ["-c", script]})).collect();
     assert_eq!(events[0].0, "exec_started");
     assert!(events[0].1["pid"].as_u64().unwrap() > 0);
-    let texts: Vec<String> = events[1..events.len() - 1]
-        .iter()
-        .map(|(n, v)| format!("{n}:{}", v["data"].as_str().unwrap().trim()))
-        .collect();
+    let texts: Vec<String> =
+        events[1..events.len() - 1].iter().map(|(n, v)| format!("{n}:{}", v["data"].as_str().unwrap().trim())).collect();
     assert_eq!(texts, ["stdout:out1", "stderr:err1", "stdout:out2", "stderr:err2", "stdout:out3", "stderr:err3"]);
     let (name, exit) = events.last().unwrap();
     assert_eq!(name, "exit");
@@ -86,7 +84,8 @@ fn fifty_concurrent_streams() {
                     .send(json!({"command": "sh", "args": ["-c", format!("echo n{i}; sleep 0.2; echo done{i}")]}).to_string().as_bytes())
                     .unwrap();
                 let events: Vec<_> = sse_events(BufReader::new(resp.into_body().into_reader())).collect();
-                let out: String = events.iter().filter(|(n, _)| n == "stdout").map(|(_, v)| v["data"].as_str().unwrap().to_string()).collect();
+                let out: String =
+                    events.iter().filter(|(n, _)| n == "stdout").map(|(_, v)| v["data"].as_str().unwrap().to_string()).collect();
                 (out, events.last().unwrap().1["exit_code"].clone())
             })
         })
@@ -130,7 +129,11 @@ fn disconnect_kills_unless_background() {
     let id = running(&d, "disc");
     for (background, marker, expected) in [(false, "301", 0), (true, "302", 1)] {
         {
-            let mut events = open_stream(&d, &id, json!({"command": "sh", "args": ["-c", format!("echo go; sleep {marker}")], "background": background}));
+            let mut events = open_stream(
+                &d,
+                &id,
+                json!({"command": "sh", "args": ["-c", format!("echo go; sleep {marker}")], "background": background}),
+            );
             assert_eq!(events.next().unwrap().0, "exec_started");
             assert_eq!(events.next().unwrap().1["data"], "go\n");
             assert_eq!(sleepers(&d, &id, marker), 1);
@@ -219,7 +222,8 @@ fn logs_follow_streams_backlog_then_new_lines() {
     assert!(seen[0] >= 2, "backlog should start at a recent line: {seen:?}");
 
     // The CLI follows too.
-    let mut child = d.cmd().args(["logs", "tick", "-f", "-n", "1", "--source", "stdout"]).stdout(std::process::Stdio::piped()).spawn().unwrap();
+    let mut child =
+        d.cmd().args(["logs", "tick", "-f", "-n", "1", "--source", "stdout"]).stdout(std::process::Stdio::piped()).spawn().unwrap();
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
     let first = lines.next().unwrap().unwrap();
     let second = lines.next().unwrap().unwrap();

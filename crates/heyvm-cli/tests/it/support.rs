@@ -14,9 +14,7 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_heyvm");
 /// failure; elsewhere the test is skipped with the reason printed.
 pub fn sandbox_support() -> bool {
     let root = unsafe { libc::geteuid() } == 0;
-    let bwrap = std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).any(|d| d.join("bwrap").is_file()))
-        .unwrap_or(false);
+    let bwrap = std::env::var_os("PATH").map(|p| std::env::split_paths(&p).any(|d| d.join("bwrap").is_file())).unwrap_or(false);
     let why = match (root, bwrap) {
         (true, true) => return true,
         (false, _) => "not running as root (cgroups and overlays need it)",
@@ -134,22 +132,23 @@ impl Daemon {
         a.extend(["--format", "json"]);
         let out = self.heyvm(&a);
         assert!(out.status.success(), "heyvm {a:?} failed: {}", String::from_utf8_lossy(&out.stderr));
-        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("heyvm {a:?} printed non-JSON ({e}): {}", String::from_utf8_lossy(&out.stdout)))
+        serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("heyvm {a:?} printed non-JSON ({e}): {}", String::from_utf8_lossy(&out.stdout)))
     }
 
     fn agent(&self) -> ureq::Agent {
-        ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .timeout_global(Some(Duration::from_secs(120)))
-            .build()
-            .into()
+        ureq::Agent::config_builder().http_status_as_error(false).timeout_global(Some(Duration::from_secs(120))).build().into()
     }
 
     fn finish(resp: Result<ureq::http::Response<ureq::Body>, ureq::Error>) -> (u16, Value) {
         let resp = resp.expect("HTTP request");
         let status = resp.status().as_u16();
         let body = resp.into_body().with_config().limit(u64::MAX).read_to_vec().unwrap();
-        let v = if body.is_empty() { Value::Null } else { serde_json::from_slice(&body).unwrap_or(Value::String(String::from_utf8_lossy(&body).into())) };
+        let v = if body.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&body).unwrap_or(Value::String(String::from_utf8_lossy(&body).into()))
+        };
         (status, v)
     }
 
@@ -262,7 +261,10 @@ pub fn multipart(parts: &[(&str, Option<&str>, &[u8])]) -> (String, Vec<u8>) {
         body.extend_from_slice(format!("--{boundary}\r\n").as_bytes());
         match filename {
             Some(f) => body.extend_from_slice(
-                format!("Content-Disposition: form-data; name=\"{name}\"; filename=\"{f}\"\r\nContent-Type: application/octet-stream\r\n\r\n").as_bytes(),
+                format!(
+                    "Content-Disposition: form-data; name=\"{name}\"; filename=\"{f}\"\r\nContent-Type: application/octet-stream\r\n\r\n"
+                )
+                .as_bytes(),
             ),
             None => body.extend_from_slice(format!("Content-Disposition: form-data; name=\"{name}\"\r\n\r\n").as_bytes()),
         }
@@ -276,7 +278,11 @@ pub fn multipart(parts: &[(&str, Option<&str>, &[u8])]) -> (String, Vec<u8>) {
 impl Daemon {
     /// `POST /sandboxes/:id/files` as a multipart upload.
     pub fn upload_multipart(&self, id: &str, mount_path: &str, file_path: &str, content: &[u8]) -> (u16, Value) {
-        let (ct, body) = multipart(&[("mount_path", None, mount_path.as_bytes()), ("file_path", None, file_path.as_bytes()), ("file", Some("f.bin"), content)]);
+        let (ct, body) = multipart(&[
+            ("mount_path", None, mount_path.as_bytes()),
+            ("file_path", None, file_path.as_bytes()),
+            ("file", Some("f.bin"), content),
+        ]);
         self.post_raw(&format!("/sandboxes/{id}/files"), &ct, &body)
     }
 
@@ -284,7 +290,10 @@ impl Daemon {
     pub fn upload_json(&self, id: &str, mount_path: &str, file_path: &str, content: &[u8]) -> (u16, Value) {
         use base64::Engine;
         let b64 = base64::engine::general_purpose::STANDARD.encode(content);
-        self.post(&format!("/sandboxes/{id}/files/upload"), &serde_json::json!({"mount_path": mount_path, "file_path": file_path, "content": b64}))
+        self.post(
+            &format!("/sandboxes/{id}/files/upload"),
+            &serde_json::json!({"mount_path": mount_path, "file_path": file_path, "content": b64}),
+        )
     }
 
     /// The daemon's pid, while it runs.

@@ -23,7 +23,8 @@ fn seed_002_walkthrough() {
     assert_eq!((s, v), (200, json!({"status": "ok"})));
 
     // 2. create
-    let info = d.create(json!({"name": "api-demo", "sandbox_type": "shell", "image": "ubuntu:24.04", "ttl_seconds": 3600, "size_class": "micro"}));
+    let info =
+        d.create(json!({"name": "api-demo", "sandbox_type": "shell", "image": "ubuntu:24.04", "ttl_seconds": 3600, "size_class": "micro"}));
     assert_info_shape(&info);
     assert_eq!(info["name"], "api-demo");
     assert_eq!(info["slug"], "api-demo");
@@ -160,7 +161,10 @@ fn execute_semantics() {
     // working_directory, env_vars, per-exec cwd and env.
     let v = d.sh(id, "pwd; echo $FROM_CREATE");
     assert_eq!(v["stdout"], "/tmp\nc\n");
-    let (s, v) = d.post(&format!("/sandboxes/{id}/execute"), &json!({"command": "/bin/sh", "args": ["-c", "pwd; echo $X"], "cwd": "/workspace", "env": {"X": "y z"}}));
+    let (s, v) = d.post(
+        &format!("/sandboxes/{id}/execute"),
+        &json!({"command": "/bin/sh", "args": ["-c", "pwd; echo $X"], "cwd": "/workspace", "env": {"X": "y z"}}),
+    );
     assert_eq!(s, 200, "{v}");
     assert_eq!(v["stdout"], "/workspace\ny z\n");
 
@@ -208,7 +212,10 @@ fn fifty_concurrent_execs_on_one_sandbox() {
             .map(|i| {
                 let id = id.clone();
                 s.spawn(move || {
-                    let (st, v) = d.post(&format!("/sandboxes/{id}/execute"), &json!({"command": "/bin/sh", "args": ["-c", format!("echo out-{i}; echo err-{i} >&2")]}));
+                    let (st, v) = d.post(
+                        &format!("/sandboxes/{id}/execute"),
+                        &json!({"command": "/bin/sh", "args": ["-c", format!("echo out-{i}; echo err-{i} >&2")]}),
+                    );
                     (i, st, v)
                 })
             })
@@ -298,7 +305,8 @@ fn concurrent_creates_and_lifecycle_calls() {
     let Some(d) = Daemon::start() else { return };
     let d = &d;
     std::thread::scope(|s| {
-        let hs: Vec<_> = (0..12).map(|i| s.spawn(move || d.post("/sandboxes", &json!({"name": format!("par-{i}"), "size_class": "micro"})))).collect();
+        let hs: Vec<_> =
+            (0..12).map(|i| s.spawn(move || d.post("/sandboxes", &json!({"name": format!("par-{i}"), "size_class": "micro"})))).collect();
         for (i, h) in hs.into_iter().enumerate() {
             let (st, v) = h.join().unwrap();
             assert_eq!((st, v["status"].as_str()), (201, Some("running")), "create {i}: {v}");

@@ -55,7 +55,8 @@ impl SandboxManager {
         if req.args.iter().any(|a| a.contains('\0')) {
             return Err(CoreError::invalid("an argument contains a NUL byte"));
         }
-        let needs_shell = req.args.is_empty() && req.command.contains(|c: char| c.is_whitespace() || "|&;<>()$`\\\"'*?[]#~=%{}".contains(c));
+        let needs_shell =
+            req.args.is_empty() && req.command.contains(|c: char| c.is_whitespace() || "|&;<>()$`\\\"'*?[]#~=%{}".contains(c));
         let argv = if needs_shell {
             vec!["/bin/sh".into(), "-c".into(), req.command.clone()]
         } else {
@@ -99,11 +100,7 @@ impl SandboxManager {
         let spec = self.exec_spec(&rec, req)?;
         let launch = self.spec(&rec);
         let oom_before = self.backend.usage(&launch).oom_kills;
-        let agent = self
-            .agent(&rec)
-            .exec(spec)
-            .await
-            .map_err(|e| CoreError::AgentUnreachable(e.to_string()))?;
+        let agent = self.agent(&rec).exec(spec).await.map_err(|e| CoreError::AgentUnreachable(e.to_string()))?;
         Ok(RunningExec { agent, backend: self.backend.clone(), spec: launch, oom_before })
     }
 

@@ -28,11 +28,7 @@ impl SandboxManager {
             return Ok(MountRoot { mount_path: mp, read_only: false, dir });
         }
         match rec.mounts.iter().find(|m| m.sandbox_path == mp) {
-            Some(m) => Ok(MountRoot {
-                mount_path: mp,
-                read_only: m.read_only,
-                dir: Confined::open(std::path::Path::new(&m.host_path))?,
-            }),
+            Some(m) => Ok(MountRoot { mount_path: mp, read_only: m.read_only, dir: Confined::open(std::path::Path::new(&m.host_path))? }),
             None => {
                 let known: Vec<String> = self.mounts_of(rec).into_iter().map(|m| m.sandbox_path).collect();
                 Err(CoreError::invalid(format!("no mount at '{mp}'; mounts are: {}", known.join(", "))))

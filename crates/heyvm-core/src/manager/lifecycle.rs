@@ -111,7 +111,10 @@ impl SandboxManager {
         }
         self.log_system(&rec, &format!("sandbox created (size {}, backend {})", rec.size_class, rec.backend_type));
         if rec.image != "host" && self.backend.name() == "bubblewrap" {
-            self.log_system(&rec, &format!("note: the bubblewrap backend runs the host's system image; image '{}' is recorded only", rec.image));
+            self.log_system(
+                &rec,
+                &format!("note: the bubblewrap backend runs the host's system image; image '{}' is recorded only", rec.image),
+            );
         }
         if req.no_start == Some(true) {
             let mut rec = rec;
@@ -161,11 +164,7 @@ impl SandboxManager {
         let lock = self.lock_for(&id);
         let _guard = lock.lock().await;
         let rec = self.store.resolve(&id)?;
-        let allowed = if force {
-            rec.status != SandboxStatus::Stopped
-        } else {
-            rec.status == SandboxStatus::Running
-        };
+        let allowed = if force { rec.status != SandboxStatus::Stopped } else { rec.status == SandboxStatus::Running };
         if !allowed {
             let needs = if force { "not already stopped" } else { "running" };
             return Err(wrong_state(&rec, if force { "force-stop" } else { "stop" }, needs));

@@ -26,9 +26,9 @@ pub use archives::{valid_archive_id, ArchiveUpload};
 pub use exec::RunningExec;
 pub use files::MountRoot;
 pub use logs::LogQuery;
+pub use proxy::{is_subdomain, Endpoint};
 pub use shell::{terminal_size, ShellRequest};
 pub use usage::{HostStats, SandboxStats, UsageReport};
-pub use proxy::{is_subdomain, Endpoint};
 
 use crate::agent_client::AgentClient;
 use crate::backend::{Backend, LaunchSpec};
@@ -66,9 +66,7 @@ impl Default for ManagerConfig {
             reap_interval: Duration::from_secs(1),
             shell_idle_expiry: crate::shell::IDLE_EXPIRY,
             pool_size: pool::pool_size_from_env(),
-            archive_ttl: Duration::from_secs(
-                std::env::var("HEYVM_ARCHIVE_TTL_SECS").ok().and_then(|v| v.parse().ok()).unwrap_or(86_400),
-            ),
+            archive_ttl: Duration::from_secs(std::env::var("HEYVM_ARCHIVE_TTL_SECS").ok().and_then(|v| v.parse().ok()).unwrap_or(86_400)),
         }
     }
 }
@@ -164,13 +162,7 @@ impl SandboxManager {
     }
 
     pub fn list(&self, status: Option<SandboxStatus>) -> Result<Vec<SandboxInfo>> {
-        Ok(self
-            .store
-            .list()?
-            .iter()
-            .filter(|r| status.is_none_or(|s| r.status == s))
-            .map(|r| self.info(r))
-            .collect())
+        Ok(self.store.list()?.iter().filter(|r| status.is_none_or(|s| r.status == s)).map(|r| self.info(r)).collect())
     }
 
     pub fn set_urls(&self, id: &str, urls: Vec<UrlInfo>) {

@@ -37,10 +37,7 @@ impl SandboxManager {
         let rec = self.store.resolve(key)?;
         if let Some(existing) = self.store.get_operation(&rec.id, &req.operation_id)? {
             if existing.command != req.command {
-                return Err(CoreError::Conflict(format!(
-                    "operation '{}' already exists with a different command",
-                    req.operation_id
-                )));
+                return Err(CoreError::Conflict(format!("operation '{}' already exists with a different command", req.operation_id)));
             }
             return Ok((existing, false));
         }
@@ -69,7 +66,13 @@ impl SandboxManager {
             match me.exec(&op2.sandbox_id, &exec).await {
                 Ok(r) => {
                     op2.status = OperationStatus::Completed;
-                    op2.result = Some(OperationResult { output: r.output, stdout: r.stdout, stderr: r.stderr, exit_code: r.exit_code, timed_out: r.timed_out });
+                    op2.result = Some(OperationResult {
+                        output: r.output,
+                        stdout: r.stdout,
+                        stderr: r.stderr,
+                        exit_code: r.exit_code,
+                        timed_out: r.timed_out,
+                    });
                 }
                 Err(e) => {
                     op2.status = OperationStatus::Failed;
@@ -87,9 +90,7 @@ impl SandboxManager {
 
     pub fn get_operation(&self, key: &str, operation_id: &str) -> Result<ExecOperation> {
         let rec = self.store.resolve(key)?;
-        self.store
-            .get_operation(&rec.id, operation_id)?
-            .ok_or_else(|| CoreError::FileNotFound(format!("operation {operation_id}")))
+        self.store.get_operation(&rec.id, operation_id)?.ok_or_else(|| CoreError::FileNotFound(format!("operation {operation_id}")))
     }
 
     /// Operations interrupted by a daemon restart cannot be resumed: their

@@ -54,7 +54,14 @@ impl SandboxManager {
         let rec = self.store.resolve(key)?;
         let mut last = None;
         for _ in 0..8 {
-            let e = Endpoint { subdomain: new_subdomain(), sandbox_id: rec.id.clone(), port, is_public, local_port: None, created_at: now_secs() };
+            let e = Endpoint {
+                subdomain: new_subdomain(),
+                sandbox_id: rec.id.clone(),
+                port,
+                is_public,
+                local_port: None,
+                created_at: now_secs(),
+            };
             match self.store.insert_endpoint(&e) {
                 Ok(()) => {
                     self.endpoints_changed();
@@ -81,8 +88,11 @@ impl SandboxManager {
     /// Every sandbox's endpoints. Rows left behind by a sandbox whose
     /// deletion was cut short (a crash between the two deletes) are dropped.
     pub fn all_endpoints(&self) -> Result<Vec<Endpoint>> {
-        let (live, orphans): (Vec<Endpoint>, Vec<Endpoint>) =
-            self.store.endpoints(None)?.into_iter().partition(|e| !matches!(self.store.resolve(&e.sandbox_id), Err(CoreError::NotFound(_))));
+        let (live, orphans): (Vec<Endpoint>, Vec<Endpoint>) = self
+            .store
+            .endpoints(None)?
+            .into_iter()
+            .partition(|e| !matches!(self.store.resolve(&e.sandbox_id), Err(CoreError::NotFound(_))));
         for e in orphans {
             self.store.delete_endpoint(&e.subdomain)?;
         }
@@ -155,7 +165,14 @@ mod tests {
     fn endpoints_persist_per_sandbox_with_unique_subdomains() {
         let dir = tempfile::tempdir().unwrap();
         let db = dir.path().join("s.db");
-        let ep = |sub: &str, sb: &str| Endpoint { subdomain: sub.into(), sandbox_id: sb.into(), port: 80, is_public: true, local_port: None, created_at: 1 };
+        let ep = |sub: &str, sb: &str| Endpoint {
+            subdomain: sub.into(),
+            sandbox_id: sb.into(),
+            port: 80,
+            is_public: true,
+            local_port: None,
+            created_at: 1,
+        };
         {
             let s = crate::store::Store::open(&db).unwrap();
             s.insert_endpoint(&ep("aaaaaa", "sb-00000001")).unwrap();

@@ -29,7 +29,10 @@ impl SandboxManager {
                 }
                 _ => {
                     let _ = self.backend.kill(&spec).await;
-                    self.mark_failed(&mut rec, "the sandbox's processes were gone when the daemon restarted (host reboot or crash); start it again")?;
+                    self.mark_failed(
+                        &mut rec,
+                        "the sandbox's processes were gone when the daemon restarted (host reboot or crash); start it again",
+                    )?;
                 }
             }
         }

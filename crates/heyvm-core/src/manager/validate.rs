@@ -10,7 +10,23 @@ use crate::error::{CoreError, Result};
 
 /// Sandbox paths a user mount may not cover: the system layers, kernel
 /// filesystems and heyvm's own control directory.
-const RESERVED: &[&str] = &["/", "/usr", "/etc", "/var", "/opt", "/proc", "/dev", "/sys", "/run/heyvm", "/run/heyvm-bin", "/bin", "/sbin", "/lib", "/lib64", WORKSPACE_PATH];
+const RESERVED: &[&str] = &[
+    "/",
+    "/usr",
+    "/etc",
+    "/var",
+    "/opt",
+    "/proc",
+    "/dev",
+    "/sys",
+    "/run/heyvm",
+    "/run/heyvm-bin",
+    "/bin",
+    "/sbin",
+    "/lib",
+    "/lib64",
+    WORKSPACE_PATH,
+];
 
 /// An absolute, normalised sandbox path with no `..`.
 pub fn sandbox_path(p: &str, what: &str) -> Result<String> {
@@ -28,9 +44,7 @@ pub fn sandbox_path(p: &str, what: &str) -> Result<String> {
                 out.push('/');
                 out.push_str(&n.to_string_lossy());
             }
-            Component::ParentDir | Component::Prefix(_) => {
-                return Err(CoreError::invalid(format!("{what} '{p}' may not contain '..'")))
-            }
+            Component::ParentDir | Component::Prefix(_) => return Err(CoreError::invalid(format!("{what} '{p}' may not contain '..'"))),
         }
     }
     Ok(if out.is_empty() { "/".into() } else { out })
@@ -50,9 +64,8 @@ pub fn mounts(mounts: &[MountSpec]) -> Result<Vec<MountSpec>> {
 
 pub fn mount(m: &MountSpec) -> Result<MountSpec> {
     let sandbox_path = sandbox_path(&m.sandbox_path, "sandbox_path")?;
-    let reserved = RESERVED.iter().any(|r| {
-        sandbox_path == *r || (*r != "/" && sandbox_path.starts_with(&format!("{r}/")) && *r != WORKSPACE_PATH)
-    });
+    let reserved =
+        RESERVED.iter().any(|r| sandbox_path == *r || (*r != "/" && sandbox_path.starts_with(&format!("{r}/")) && *r != WORKSPACE_PATH));
     if reserved {
         return Err(CoreError::invalid(format!("cannot mount over '{sandbox_path}': it is reserved")));
     }
@@ -60,8 +73,7 @@ pub fn mount(m: &MountSpec) -> Result<MountSpec> {
         return Err(CoreError::invalid(format!("host_path '{}' must be an absolute path", m.host_path)));
     }
     let host = Path::new(&m.host_path);
-    let meta = std::fs::metadata(host)
-        .map_err(|e| CoreError::invalid(format!("host_path '{}' is not usable: {e}", m.host_path)))?;
+    let meta = std::fs::metadata(host).map_err(|e| CoreError::invalid(format!("host_path '{}' is not usable: {e}", m.host_path)))?;
     if !meta.is_dir() {
         return Err(CoreError::invalid(format!("host_path '{}' is not a directory", m.host_path)));
     }

@@ -49,7 +49,10 @@ pub enum ShellEnd {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Input {
     Stdin(Vec<u8>),
-    Resize { cols: u16, rows: u16 },
+    Resize {
+        cols: u16,
+        rows: u16,
+    },
     /// Hang up the terminal (the client asked to close the session).
     HangUp,
 }

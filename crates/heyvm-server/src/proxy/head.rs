@@ -22,12 +22,7 @@ impl Head {
     /// Header lines (after the request line), as `(name, value)`.
     fn headers(&self) -> impl Iterator<Item = (&str, &str)> {
         let head = self.head_len.map(|n| &self.buf[..n]).unwrap_or(&[]);
-        std::str::from_utf8(head)
-            .unwrap_or("")
-            .split("\r\n")
-            .skip(1)
-            .filter_map(|l| l.split_once(':'))
-            .map(|(k, v)| (k.trim(), v.trim()))
+        std::str::from_utf8(head).unwrap_or("").split("\r\n").skip(1).filter_map(|l| l.split_once(':')).map(|(k, v)| (k.trim(), v.trim()))
     }
 
     pub fn header(&self, name: &str) -> Option<&str> {
@@ -149,7 +144,8 @@ mod tests {
         let h = head_of(b"POST /a HTTP/1.1\r\nHost: h\r\nauthorization: Bearer t\r\nConnection: keep-alive\r\n\r\nxyz").await;
         let out = String::from_utf8(h.private_bytes()).unwrap();
         assert_eq!(out, "POST /a HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\nxyz");
-        let ws = head_of(b"GET /ws HTTP/1.1\r\nHost: h\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nAuthorization: Bearer t\r\n\r\n").await;
+        let ws =
+            head_of(b"GET /ws HTTP/1.1\r\nHost: h\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nAuthorization: Bearer t\r\n\r\n").await;
         let out = String::from_utf8(ws.private_bytes()).unwrap();
         assert_eq!(out, "GET /ws HTTP/1.1\r\nHost: h\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n");
     }

@@ -161,7 +161,15 @@ impl ProxyHub {
             None => ("localhost".to_string(), format!("http://{}", SocketAddr::from((Ipv4Addr::LOCALHOST, e.local_port.unwrap_or(0))))),
         };
         let local_url = e.local_port.map(|p| format!("http://{}", SocketAddr::from((Ipv4Addr::LOCALHOST, p))));
-        ProxyEndpoint { subdomain: e.subdomain.clone(), hostname, url, port: e.port, is_public: e.is_public, sandbox_id: e.sandbox_id.clone(), local_url }
+        ProxyEndpoint {
+            subdomain: e.subdomain.clone(),
+            hostname,
+            url,
+            port: e.port,
+            is_public: e.is_public,
+            sandbox_id: e.sandbox_id.clone(),
+            local_url,
+        }
     }
 
     pub fn create(self: &Arc<Self>, key: &str, port: u16, is_public: bool) -> Result<ProxyEndpoint> {
@@ -172,7 +180,13 @@ impl ProxyHub {
     }
 
     pub fn list(&self, key: &str) -> Result<Vec<ProxyEndpoint>> {
-        Ok(self.mgr.endpoints(key)?.iter().map(|e| self.lookup(&e.subdomain).unwrap_or_else(|| e.clone())).map(|e| self.describe(&e)).collect())
+        Ok(self
+            .mgr
+            .endpoints(key)?
+            .iter()
+            .map(|e| self.lookup(&e.subdomain).unwrap_or_else(|| e.clone()))
+            .map(|e| self.describe(&e))
+            .collect())
     }
 
     pub fn remove(self: &Arc<Self>, key: &str, subdomain: &str) -> Result<ProxyEndpoint> {

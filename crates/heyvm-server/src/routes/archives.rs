@@ -26,7 +26,11 @@ pub async fn upload(State(s): State<AppState>, body: Body) -> ApiResult<(StatusC
             let chunk = chunk.map_err(|e| AppError::bad_request("invalid_body", format!("reading the upload: {e}")))?;
             total += chunk.len() as u64;
             if total > max {
-                return Err(AppError::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", format!("archive exceeds the upload limit of {max} bytes")));
+                return Err(AppError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "payload_too_large",
+                    format!("archive exceeds the upload limit of {max} bytes"),
+                ));
             }
             file.write_all(&chunk).await.map_err(heyvm_core::CoreError::from)?;
         }

@@ -30,7 +30,11 @@ fn too_large(max: u64) -> AppError {
     AppError::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", format!("file exceeds the upload limit of {max} bytes"))
 }
 
-pub async fn upload_json(State(s): State<AppState>, Path(id): Path<String>, ApiJson(req): ApiJson<UploadJsonRequest>) -> ApiResult<(StatusCode, Json<UploadResponse>)> {
+pub async fn upload_json(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+    ApiJson(req): ApiJson<UploadJsonRequest>,
+) -> ApiResult<(StatusCode, Json<UploadResponse>)> {
     let data = base64::engine::general_purpose::STANDARD
         .decode(req.content.as_bytes())
         .map_err(|e| AppError::bad_request("invalid_base64", format!("content is not valid base64: {e}")))?;
@@ -47,7 +51,11 @@ pub async fn upload_json(State(s): State<AppState>, Path(id): Path<String>, ApiJ
 /// Multipart form: `mount_path`, `file_path` (defaults to the file part's
 /// file name) and `file`. The file streams to disk; nothing is visible until
 /// it is complete.
-pub async fn upload_multipart(State(s): State<AppState>, Path(id): Path<String>, mut form: Multipart) -> ApiResult<(StatusCode, Json<UploadResponse>)> {
+pub async fn upload_multipart(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+    mut form: Multipart,
+) -> ApiResult<(StatusCode, Json<UploadResponse>)> {
     let bad = |e: axum::extract::multipart::MultipartError| AppError::bad_request("invalid_multipart", e.body_text());
     let max = s.mgr.config().max_upload_bytes;
     let (mut mount_path, mut file_path) = (None::<String>, None::<String>);
@@ -76,7 +84,11 @@ pub async fn upload_multipart(State(s): State<AppState>, Path(id): Path<String>,
     Err(AppError::bad_request("invalid_request", "multipart form has no 'file' field"))
 }
 
-pub async fn download(State(s): State<AppState>, Path((id, path)): Path<(String, String)>, ApiQuery(q): ApiQuery<FileQuery>) -> ApiResult<Response> {
+pub async fn download(
+    State(s): State<AppState>,
+    Path((id, path)): Path<(String, String)>,
+    ApiQuery(q): ApiQuery<FileQuery>,
+) -> ApiResult<Response> {
     let (file, size) = s.mgr.open_file(&id, q.mount_path.as_deref(), &path)?;
     let stream = tokio_util::io::ReaderStream::with_capacity(tokio::fs::File::from_std(file), 256 * 1024);
     Ok((
@@ -86,7 +98,11 @@ pub async fn download(State(s): State<AppState>, Path((id, path)): Path<(String,
         .into_response())
 }
 
-pub async fn delete(State(s): State<AppState>, Path((id, path)): Path<(String, String)>, ApiQuery(q): ApiQuery<FileQuery>) -> ApiResult<Json<DeleteFileResponse>> {
+pub async fn delete(
+    State(s): State<AppState>,
+    Path((id, path)): Path<(String, String)>,
+    ApiQuery(q): ApiQuery<FileQuery>,
+) -> ApiResult<Json<DeleteFileResponse>> {
     let mount_path = s.mgr.delete_file(&id, q.mount_path.as_deref(), &path, q.recursive)?;
     Ok(Json(DeleteFileResponse { mount_path, file_path: path, deleted: true }))
 }

@@ -1,7 +1,7 @@
 //! The route table (seed 002 plus heyvm-compatible additions).
 
-mod compat;
 mod archives;
+mod compat;
 mod exec;
 mod files;
 mod logs;
@@ -28,7 +28,9 @@ pub fn router(state: AppState) -> Router {
         .route("/health", get(|| async { Json(Health { status: "ok".into() }) }))
         .route(
             "/system/pool",
-            get(|State(s): State<AppState>| async move { Json(PoolStatus { warm: s.mgr.warm_pool_len(), size: s.mgr.config().pool_size }) }),
+            get(
+                |State(s): State<AppState>| async move { Json(PoolStatus { warm: s.mgr.warm_pool_len(), size: s.mgr.config().pool_size }) },
+            ),
         )
         .route("/sandboxes", get(sandboxes::list).post(sandboxes::create))
         .route("/archives", post(archives::upload).layer(DefaultBodyLimit::disable()))

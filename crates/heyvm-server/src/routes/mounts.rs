@@ -13,7 +13,11 @@ pub async fn list(State(s): State<AppState>, Path(id): Path<String>) -> ApiResul
 
 /// Bind mounts are set up at launch: a mount added to a running sandbox
 /// applies from its next start or restart (`applies_on_restart`).
-pub async fn add(State(s): State<AppState>, Path(id): Path<String>, ApiJson(m): ApiJson<MountSpec>) -> ApiResult<(StatusCode, Json<serde_json::Value>)> {
+pub async fn add(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+    ApiJson(m): ApiJson<MountSpec>,
+) -> ApiResult<(StatusCode, Json<serde_json::Value>)> {
     let running = s.mgr.get(&id)?.status == heyvm_types::SandboxStatus::Running;
     let mounts = s.mgr.add_mount(&id, m).await?;
     Ok((StatusCode::CREATED, Json(serde_json::json!({ "mounts": mounts, "applies_on_restart": running }))))

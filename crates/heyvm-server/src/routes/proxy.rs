@@ -23,10 +23,18 @@ pub async fn list(State(s): State<AppState>, Path(id): Path<String>) -> ApiResul
     Ok(Json(ProxyList { proxies: s.proxy.list(&id)? }))
 }
 
-pub async fn delete(State(s): State<AppState>, Path(id): Path<String>, ApiQuery(q): ApiQuery<DeleteProxyQuery>) -> ApiResult<Json<ProxyEndpoint>> {
+pub async fn delete(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+    ApiQuery(q): ApiQuery<DeleteProxyQuery>,
+) -> ApiResult<Json<ProxyEndpoint>> {
     Ok(Json(s.proxy.remove(&id, &q.subdomain)?))
 }
 
-pub async fn wait_for(State(s): State<AppState>, Path(id): Path<String>, ApiJson(req): ApiJson<WaitForRequest>) -> ApiResult<Json<WaitForResponse>> {
+pub async fn wait_for(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+    ApiJson(req): ApiJson<WaitForRequest>,
+) -> ApiResult<Json<WaitForResponse>> {
     Ok(Json(crate::proxy::wait_for(&s.mgr, &id, &req).await?))
 }

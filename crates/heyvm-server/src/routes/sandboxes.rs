@@ -29,7 +29,11 @@ pub async fn get(State(s): State<AppState>, Path(id): Path<String>) -> ApiResult
     Ok(Json(s.mgr.get(&id)?))
 }
 
-pub async fn update(State(s): State<AppState>, Path(id): Path<String>, ApiJson(req): ApiJson<UpdateSandboxRequest>) -> ApiResult<Json<SandboxInfo>> {
+pub async fn update(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+    ApiJson(req): ApiJson<UpdateSandboxRequest>,
+) -> ApiResult<Json<SandboxInfo>> {
     Ok(Json(s.mgr.update(&id, req).await?))
 }
 

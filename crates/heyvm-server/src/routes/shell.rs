@@ -69,7 +69,13 @@ enum ClientFrame {
 pub async fn create_session(State(s): State<AppState>, Path(id): Path<String>, headers: HeaderMap) -> ApiResult<Json<Value>> {
     let rec = s.mgr.resolve(&id)?;
     if rec.status != SandboxStatus::Running {
-        return Err(heyvm_core::CoreError::InvalidState { id: rec.id, status: rec.status.to_string(), action: "open a shell", needs: "running" }.into());
+        return Err(heyvm_core::CoreError::InvalidState {
+            id: rec.id,
+            status: rec.status.to_string(),
+            action: "open a shell",
+            needs: "running",
+        }
+        .into());
     }
     let host = headers
         .get(header::HOST)
@@ -270,7 +276,11 @@ async fn handle_client(ws: &mut WebSocket, att: &Attachment, msg: Option<Result<
                 att.input(Input::Stdin(data.to_vec())).await;
                 true
             }
-            _ => send_json(ws, json!({"type": "error", "code": "invalid_frame", "message": "binary frames from the client must start with 0x01 (stdin)"})).await,
+            _ => send_json(
+                ws,
+                json!({"type": "error", "code": "invalid_frame", "message": "binary frames from the client must start with 0x01 (stdin)"}),
+            )
+            .await,
         },
         Some(Ok(Message::Text(t))) => match serde_json::from_str::<ClientFrame>(&t) {
             Ok(ClientFrame::Resize { cols, rows }) => match terminal_size(cols, rows) {

@@ -29,7 +29,6 @@ use crate::error::ApiResult;
 use crate::extract::{ApiJson, ApiQuery};
 use crate::AppState;
 
-
 fn sse(events: impl Stream<Item = Result<Event, Infallible>> + Send + 'static) -> Response {
     Sse::new(events).keep_alive(KeepAlive::default()).into_response()
 }
@@ -99,13 +98,28 @@ struct LogFollower {
 impl LogFollower {
     fn open(s: &AppState, id: &str, q: FollowQuery) -> ApiResult<Self> {
         let rec = s.mgr.resolve(id)?;
-        let query = LogQuery { limit: Some(q.backlog.unwrap_or(100)), tail: true, source: q.source.clone(), level: q.level.clone(), ..Default::default() };
+        let query = LogQuery {
+            limit: Some(q.backlog.unwrap_or(100)),
+            tail: true,
+            source: q.source.clone(),
+            level: q.level.clone(),
+            ..Default::default()
+        };
         let path = s.mgr.data_dir().sandbox(&rec.id).log_file();
         // Measure the file before reading the backlog so nothing falls between.
         let offset = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
         let backlog = s.mgr.logs(&rec.id, &query)?;
         let queue = backlog.logs.iter().map(|l| serde_json::to_string(l).unwrap_or_default()).collect();
-        Ok(LogFollower { mgr: s.mgr.clone(), sandbox_id: rec.id, path, offset, partial: Vec::new(), queue, source: q.source, level: q.level })
+        Ok(LogFollower {
+            mgr: s.mgr.clone(),
+            sandbox_id: rec.id,
+            path,
+            offset,
+            partial: Vec::new(),
+            queue,
+            source: q.source,
+            level: q.level,
+        })
     }
 
     fn wanted(&self, l: &LogLine) -> bool {

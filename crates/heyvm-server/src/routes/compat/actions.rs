@@ -17,7 +17,11 @@ use crate::AppState;
 
 /// Without `args` the command is a shell line (`sh -c`), as the SDK
 /// documents; with them it is the program to run.
-pub async fn exec(State(s): State<AppState>, Path(id): Path<String>, ApiJson(req): ApiJson<CompatExecRequest>) -> ApiResult<Json<ExecResponse>> {
+pub async fn exec(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+    ApiJson(req): ApiJson<CompatExecRequest>,
+) -> ApiResult<Json<ExecResponse>> {
     if req.command.trim().is_empty() {
         return Err(AppError::bad_request("invalid_request", "command is required"));
     }

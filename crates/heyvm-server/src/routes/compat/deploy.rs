@@ -112,7 +112,11 @@ pub async fn ttl(State(s): State<AppState>, Path(id): Path<String>, ApiJson(req)
 /// `size_class` changes the limits (live, on a running sandbox).
 /// `disk_size_gb` is accepted and ignored: the workspace is a host
 /// directory with no per-sandbox size.
-pub async fn resize(State(s): State<AppState>, Path(id): Path<String>, ApiJson(req): ApiJson<ResizeRequest>) -> ApiResult<Json<DeployedSandbox>> {
+pub async fn resize(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+    ApiJson(req): ApiJson<ResizeRequest>,
+) -> ApiResult<Json<DeployedSandbox>> {
     if req.size_class.is_none() && req.disk_size_gb.is_none() {
         return Err(AppError::bad_request("invalid_request", "resize needs size_class or disk_size_gb"));
     }

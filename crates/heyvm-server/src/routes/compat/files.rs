@@ -19,7 +19,11 @@ use crate::AppState;
 /// Largest file `read-file` returns (its base64 is held in memory).
 const MAX_READ_BYTES: u64 = 256 * 1024 * 1024;
 
-pub async fn read_file(State(s): State<AppState>, Path(id): Path<String>, ApiJson(req): ApiJson<ReadFileRequest>) -> ApiResult<Json<ReadFileResponse>> {
+pub async fn read_file(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+    ApiJson(req): ApiJson<ReadFileRequest>,
+) -> ApiResult<Json<ReadFileResponse>> {
     let mount = req.mount_path.as_deref();
     let (file, size) = s.mgr.open_file(&id, mount, &req.file_path)?;
     if size > MAX_READ_BYTES {
@@ -45,13 +49,21 @@ pub async fn read_file(State(s): State<AppState>, Path(id): Path<String>, ApiJso
     }))
 }
 
-pub async fn write_file(State(s): State<AppState>, Path(id): Path<String>, ApiJson(req): ApiJson<WriteFileRequest>) -> ApiResult<Json<UploadResponse>> {
+pub async fn write_file(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+    ApiJson(req): ApiJson<WriteFileRequest>,
+) -> ApiResult<Json<UploadResponse>> {
     let data = base64::engine::general_purpose::STANDARD
         .decode(req.content.as_bytes())
         .map_err(|e| AppError::bad_request("invalid_base64", format!("content is not valid base64: {e}")))?;
     let max = s.mgr.config().max_upload_bytes;
     if data.len() as u64 > max {
-        return Err(AppError::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", format!("file exceeds the upload limit of {max} bytes")));
+        return Err(AppError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            format!("file exceeds the upload limit of {max} bytes"),
+        ));
     }
     let (mut file, mount_path) = s.mgr.begin_upload(&id, req.mount_path.as_deref(), &req.file_path)?;
     file.write(&data)?;

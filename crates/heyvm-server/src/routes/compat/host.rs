@@ -60,11 +60,7 @@ pub async fn inactive(State(s): State<AppState>, ApiQuery(q): ApiQuery<InactiveQ
     items.sort_by(|a, b| a.id.cmp(&b.id));
     let next_cursor = items.get(count).map(|i| i.id.clone());
     items.truncate(count);
-    Ok(Json(InactivePage {
-        sandboxes: items.into_iter().map(|i| deployed(&s.mgr, i)).collect(),
-        cursor: q.cursor,
-        next_cursor,
-    }))
+    Ok(Json(InactivePage { sandboxes: items.into_iter().map(|i| deployed(&s.mgr, i)).collect(), cursor: q.cursor, next_cursor }))
 }
 
 /// Host CPU/memory and each running sandbox's CPU, memory and pids. When
