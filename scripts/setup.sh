@@ -10,6 +10,9 @@ SUDO=""
 if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
 
 packages=(bubblewrap procps tmux curl python3 git ca-certificates build-essential iproute2 nftables slirp4netns jq nodejs)
+# The microVM tier: QEMU, qcow2 overlays, and what scripts/vm-assets.sh uses
+# to build the guest kernel and the default VM image.
+packages+=(qemu-system-x86 qemu-utils mmdebstrap xz-utils e2fsprogs)
 # The seed's Bash automation runs `npm start` / `npm test` in a deployed
 # sandbox. Hosts with NodeSource's nodejs already have npm (and conflict
 # with Debian's package), so only ask for it when missing.
@@ -31,6 +34,12 @@ echo "==> building heyvm (release)"
 cargo build --release --locked -p heyvm-cli
 $SUDO install -m 0755 target/release/heyvm /usr/local/bin/heyvm
 echo "==> installed $(command -v heyvm)"
+
+# Guest kernel + default VM image for the microVM tier, built once and cached
+# in $HEYVM_VM_DIR (default /var/cache/heyvm/vm). HEYVM_SKIP_VM_ASSETS=1 skips.
+if [ "${HEYVM_SKIP_VM_ASSETS:-}" != 1 ]; then
+  $SUDO env HEYVM_VM_DIR="${HEYVM_VM_DIR:-/var/cache/heyvm/vm}" bash scripts/vm-assets.sh
+fi
 
 if [ "${1:-}" = "--no-demo" ]; then exit 0; fi
 

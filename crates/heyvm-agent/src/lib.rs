@@ -8,6 +8,8 @@
 
 mod connect;
 mod exec;
+pub mod guest_init;
+mod guest_net;
 mod logfile;
 mod pty;
 mod service;

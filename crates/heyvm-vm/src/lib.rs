@@ -1,0 +1,12 @@
+//! The microVM tier's host side: guest kernel assets and initramfs (whose
+//! init is the static `heyvm-agent`), QEMU command lines (`-M microvm`,
+//! virtio-serial agent port, qcow2 overlays), the accelerator probe (KVM only
+//! when a test boot succeeds, else TCG) and QMP.
+
+pub mod assets;
+pub mod cpio;
+pub mod disk;
+pub mod initramfs;
+pub mod modules;
+pub mod probe;
+pub mod qemu;
