@@ -14,6 +14,12 @@ pub fn configure(args: &BTreeMap<String, String>) {
         crate::guest_init::console(&format!("heyvm-init: lo: {e}"));
     }
     let Some(cidr) = args.get("ip") else { return };
+    if let Some(mtu) = args.get("mtu").and_then(|m| m.parse::<i32>().ok()) {
+        // The host side of the guest's link may carry less than 1500 bytes.
+        if let Err(e) = set_mtu("eth0", mtu) {
+            crate::guest_init::console(&format!("heyvm-init: eth0 mtu {mtu}: {e}"));
+        }
+    }
     if let Err(e) = configure_eth0(cidr, args.get("gw").map(String::as_str)) {
         crate::guest_init::console(&format!("heyvm-init: eth0 {cidr}: {e}"));
     }
@@ -114,6 +120,13 @@ fn set_up(ifname: &str) -> io::Result<()> {
     // SAFETY: the flags member is what SIOCGIFFLAGS filled in.
     unsafe { ifr.ifr_ifru.ifru_flags |= (libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short };
     sock.ioctl(libc::SIOCSIFFLAGS, (&mut ifr as *mut libc::ifreq).cast())
+}
+
+fn set_mtu(ifname: &str, mtu: i32) -> io::Result<()> {
+    let sock = Socket::new()?;
+    let mut ifr = ifreq(ifname);
+    ifr.ifr_ifru.ifru_mtu = mtu;
+    sock.ioctl(libc::SIOCSIFMTU, (&mut ifr as *mut libc::ifreq).cast())
 }
 
 fn add_default_route(gw: Ipv4Addr) -> io::Result<()> {

@@ -22,6 +22,9 @@ fn main() {
         println!("probe in {:?}: {v:?}", t.elapsed());
         return;
     }
+    if let Some(mode @ ("nat" | "snap")) = args.get(2).map(String::as_str) {
+        return launch_nat(&assets, initrd, mode == "snap");
+    }
     let dir = std::env::temp_dir().join(format!("heyvm-boot-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let t = Instant::now();
@@ -79,4 +82,59 @@ fn heyvm_protocol_ping() -> Vec<u8> {
     f.extend_from_slice(&(body.len() as u32).to_be_bytes());
     f.extend_from_slice(body);
     f
+}
+
+/// The backend's own launch path with a `nat` network: the guest pings the
+/// outside through its bridged tap.
+fn launch_nat(assets: &heyvm_vm::assets::VmAssets, initrd: std::path::PathBuf, snap: bool) {
+    use heyvm_core::backend::NetworkSpec;
+    let dir = std::env::temp_dir().join(format!("heyvm-nat-{}", std::process::id()));
+    let spec = heyvm_core::LaunchSpec {
+        id: format!("sb-{:08x}", std::process::id()),
+        hostname: "natvm".into(),
+        paths: heyvm_core::paths::SandboxPaths { dir: dir.clone() },
+        limits: heyvm_types::Limits { millicpu: 1000, memory_bytes: 512 << 20, pids: 256 },
+        mounts: vec![],
+        network: NetworkSpec { mode: heyvm_types::NetworkMode::Nat, ..Default::default() },
+    };
+    let host = heyvm_vm::launch::HostSetup { assets: assets.clone(), accel: Accel::Tcg, initrd, image: "debian".into() };
+    let t = Instant::now();
+    heyvm_vm::launch::prepare_disks(&spec, assets, "debian").unwrap();
+    println!("disks in {:?}", t.elapsed());
+    let t = Instant::now();
+    let p = heyvm_vm::launch::start(&spec, &host).unwrap();
+    let layout = heyvm_vm::vmproc::VmLayout::new(&dir);
+    let mut sock = loop {
+        if let Ok(s) = UnixStream::connect(layout.agent_socket()) {
+            break s;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    sock.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    sock.write_all(&heyvm_protocol_ping()).unwrap();
+    let mut buf = vec![0u8; 65536];
+    let n = sock.read(&mut buf).unwrap();
+    println!("agent answered in {:?} (pid {}): {:?}", t.elapsed(), p.pid, String::from_utf8_lossy(&buf[..n]));
+    let n = sock.read(&mut buf).unwrap_or(0);
+    println!("{}", String::from_utf8_lossy(&buf[..n]));
+    println!("guest ip {:?}", heyvm_backends::net::guest_ip(&spec));
+    if snap {
+        drop(sock);
+        let t = Instant::now();
+        let meta = heyvm_vm::snapshot::take(&layout, "one").unwrap();
+        println!("checkpoint in {:?}: {meta:?}", t.elapsed());
+        heyvm_vm::launch::stop(&spec);
+        let t = Instant::now();
+        heyvm_vm::snapshot::stage(&layout, "one", &layout).unwrap();
+        heyvm_vm::launch::start(&spec, &host).unwrap();
+        println!("restored (QEMU running, memory loaded) in {:?}", t.elapsed());
+        let mut sock = UnixStream::connect(layout.agent_socket()).unwrap();
+        sock.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+        sock.write_all(&heyvm_protocol_ping()).unwrap();
+        let n = sock.read(&mut buf).unwrap();
+        println!("agent answered after restore in {:?}: {:?}", t.elapsed(), String::from_utf8_lossy(&buf[..n]));
+    }
+    heyvm_vm::launch::stop(&spec);
+    println!("console:\n{}", std::fs::read_to_string(layout.console_log()).unwrap_or_default());
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -120,7 +120,7 @@ impl VmSpec {
         let cpu = if self.accel == Accel::Kvm { "host" } else { "max" };
         push(&["-cpu", cpu, "-smp", &self.vcpus.to_string(), "-m", &format!("{}M", self.memory_mib)]);
         push(&["-kernel", &path(&self.kernel), "-initrd", &path(&self.initrd), "-append", &self.kernel_cmdline()]);
-        push(&["-chardev", &format!("file,id=con,path={}", path(&self.console_log)), "-serial", "chardev:con"]);
+        push(&["-chardev", &format!("file,id=con,path={},append=on", path(&self.console_log)), "-serial", "chardev:con"]);
         push(&["-chardev", &format!("socket,id=agent,path={},server=on,wait=off", path(&self.agent_socket))]);
         push(&["-device", &dev("serial"), "-device", "virtserialport,chardev=agent,name=heyvm.agent"]);
         push(&["-qmp", &format!("unix:{},server=on,wait=off", path(&self.qmp_socket))]);

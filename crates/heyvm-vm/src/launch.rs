@@ -1,0 +1,221 @@
+//! From a sandbox's [`LaunchSpec`] to a running QEMU: disks, initramfs,
+//! network, 9p shares, the kernel command line the guest init reads.
+
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use heyvm_core::LaunchSpec;
+use heyvm_types::NetworkMode;
+
+use crate::assets::VmAssets;
+use crate::qemu::{Accel, Disk, Machine, Share, VmSpec};
+use crate::vmproc::{self, VmLayout, VmProcess};
+
+/// The smallest guest that boots the default image comfortably.
+pub const MIN_MEMORY_MIB: u64 = 256;
+
+/// What the backend decided once for all its VMs.
+#[derive(Debug, Clone)]
+pub struct HostSetup {
+    pub assets: VmAssets,
+    pub accel: Accel,
+    pub initrd: PathBuf,
+    pub image: String,
+}
+
+/// Creates the VM's disks if missing: the root overlay and `/workspace`.
+pub fn prepare_disks(spec: &LaunchSpec, assets: &VmAssets, image: &str) -> Result<(), String> {
+    let layout = VmLayout::new(&spec.paths.dir);
+    std::fs::create_dir_all(&layout.dir).map_err(|e| format!("creating {}: {e}", layout.dir.display()))?;
+    if !layout.overlay().exists() {
+        crate::disk::create_overlay(&assets.image(image), &layout.overlay()).map_err(|e| format!("root disk: {e}"))?;
+    }
+    if !layout.workspace_disk().exists() {
+        let tmp = layout.workspace_disk().with_extension("ext4.tmp");
+        crate::disk::create_ext4(&tmp, crate::disk::WORKSPACE_BYTES, "workspace").map_err(|e| format!("workspace disk: {e}"))?;
+        std::fs::rename(&tmp, layout.workspace_disk()).map_err(|e| format!("workspace disk: {e}"))?;
+    }
+    Ok(())
+}
+
+/// vCPUs for a CPU limit in thousandths of a core: rounded up, at least 1,
+/// at most the host's CPUs (more only adds contention under TCG).
+pub fn vcpus(millicpu: u32) -> u32 {
+    let host = std::thread::available_parallelism().map(|n| n.get() as u32).unwrap_or(1);
+    millicpu.div_ceil(1000).clamp(1, host.max(1))
+}
+
+/// Guest RAM in MiB for a memory limit.
+pub fn memory_mib(bytes: u64) -> u64 {
+    (bytes >> 20).max(MIN_MEMORY_MIB)
+}
+
+/// A guest path is handed to the guest on the kernel command line: no
+/// whitespace, no `:` (the field separator), absolute.
+fn check_guest_path(p: &str) -> Result<(), String> {
+    if !p.starts_with('/') || p.chars().any(|c| c.is_whitespace() || c == ':' || c.is_control()) || p.split('/').any(|c| c == "..") {
+        return Err(format!("mount path {p:?} cannot be shared into a VM (absolute, no spaces, ':' or '..')"));
+    }
+    Ok(())
+}
+
+/// Everything but the process: the QEMU spec for this sandbox.
+pub fn vm_spec(spec: &LaunchSpec, host: &HostSetup, net: Option<&GuestNet>) -> Result<VmSpec, String> {
+    let layout = VmLayout::new(&spec.paths.dir);
+    let now_ms = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
+    let mut cmdline = format!("heyvm.root=serial:root heyvm.ws=serial:workspace heyvm.hostname={} heyvm.time={now_ms}", spec.hostname);
+    let mut shares = Vec::new();
+    for (i, m) in spec.mounts.iter().enumerate() {
+        check_guest_path(&m.sandbox_path)?;
+        let tag = format!("m{i}");
+        cmdline.push_str(&format!(" heyvm.share={tag}:{}{}", m.sandbox_path, if m.read_only { ":ro" } else { "" }));
+        shares.push(Share { tag, host_path: PathBuf::from(&m.host_path), read_only: m.read_only });
+    }
+    if let Some(n) = net {
+        cmdline.push_str(&format!(" heyvm.ip={}/30 heyvm.gw={}", n.ip, n.gateway));
+        if !n.dns.is_empty() {
+            cmdline.push_str(&format!(" heyvm.dns={}", n.dns.join(",")));
+        }
+        if let Some(mtu) = n.mtu {
+            cmdline.push_str(&format!(" heyvm.mtu={mtu}"));
+        }
+    }
+    Ok(VmSpec {
+        machine: Machine::Microvm,
+        accel: host.accel,
+        vcpus: vcpus(spec.limits.millicpu),
+        memory_mib: memory_mib(spec.limits.memory_bytes),
+        kernel: host.assets.kernel(),
+        initrd: host.initrd.clone(),
+        cmdline,
+        disks: vec![
+            Disk { path: layout.overlay(), format: "qcow2", serial: "root".into(), read_only: false },
+            Disk { path: layout.workspace_disk(), format: "raw", serial: "workspace".into(), read_only: false },
+        ],
+        shares,
+        agent_socket: layout.agent_socket(),
+        qmp_socket: layout.qmp_socket(),
+        console_log: layout.console_log(),
+        tap: net.map(|_| crate::net::TAP.to_string()),
+        mac: net.map(|_| crate::net::mac_for(&spec.id)),
+        incoming: None,
+    })
+}
+
+/// The guest's side of a `nat` network.
+#[derive(Debug, Clone)]
+pub struct GuestNet {
+    pub ip: String,
+    pub gateway: String,
+    pub dns: Vec<String>,
+    pub mtu: Option<u32>,
+    pub netns_path: PathBuf,
+}
+
+/// Builds the sandbox's namespace (shared code with bubblewrap) and hands
+/// its address to the guest through a bridged tap.
+pub fn setup_network(spec: &LaunchSpec) -> Result<Option<GuestNet>, String> {
+    if spec.network.mode != NetworkMode::Nat {
+        return Ok(None);
+    }
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        return Err("network 'nat' for a VM needs a root daemon (use --network none)".into());
+    }
+    if !spec.network.allow_out.is_empty() || !spec.network.deny_out.is_empty() {
+        return Err("egress policies (allow_out/deny_out) are not supported for kvm sandboxes yet".into());
+    }
+    let owner_net = heyvm_backends::net::setup(spec)?;
+    let netns_path = owner_net.netns.ok_or("the sandbox network has no namespace")?;
+    let netns = netns_path.file_name().and_then(|n| n.to_str()).ok_or("bad namespace path")?.to_string();
+    if let Err(e) = crate::net::bridge_tap(&netns) {
+        heyvm_backends::net::teardown(spec);
+        return Err(e);
+    }
+    let ip = heyvm_backends::net::guest_ip(spec).ok_or("the sandbox network has no address")?;
+    let gateway = crate::net::gateway_for(&ip).ok_or("bad sandbox address")?;
+    Ok(Some(GuestNet { ip, gateway, dns: crate::net::host_nameservers(), mtu: crate::net::eth0_mtu(&netns), netns_path }))
+}
+
+/// Starts the VM: network, QEMU. The disks must exist ([`prepare_disks`]).
+pub fn start(spec: &LaunchSpec, host: &HostSetup) -> Result<VmProcess, String> {
+    let layout = VmLayout::new(&spec.paths.dir);
+    if !layout.overlay().exists() || !layout.workspace_disk().exists() {
+        prepare_disks(spec, &host.assets, &host.image)?;
+    }
+    let net = setup_network(spec)?;
+    let mut vm = vm_spec(spec, host, net.as_ref())?;
+    // A restore or fork staged a checkpoint: load its memory instead of booting.
+    vm.incoming = crate::snapshot::take_restore_marker(&layout);
+    if vm.incoming.is_some() && !vm.shares.is_empty() {
+        return Err("a VM with host mounts cannot be restored from a checkpoint".into());
+    }
+    // Each boot starts a fresh console log; the previous one is kept once.
+    let _ = std::fs::rename(layout.console_log(), layout.dir.join("console.prev.log"));
+    let _ = std::fs::remove_file(layout.qemu_log());
+    let process = vmproc::spawn(&vm, &layout, net.as_ref().map(|n| n.netns_path.as_path())).map_err(|e| {
+        heyvm_backends::net::teardown(spec);
+        e.to_string()
+    })?;
+    if vm.incoming.is_some() {
+        if let Err(e) = resume_incoming(&layout, &process) {
+            process.kill();
+            heyvm_backends::net::teardown(spec);
+            return Err(format!("restoring the checkpoint: {e}"));
+        }
+    }
+    Ok(process)
+}
+
+/// Waits for QEMU to load the checkpoint's memory, then lets the vCPUs run.
+fn resume_incoming(layout: &VmLayout, process: &VmProcess) -> std::io::Result<()> {
+    use std::time::{Duration, Instant};
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut qmp = loop {
+        match crate::qmp::Qmp::connect(&layout.qmp_socket(), Duration::from_secs(30)) {
+            Ok(q) => break q,
+            Err(e) if Instant::now() > deadline || process.alive() == Some(false) => return Err(e),
+            Err(_) => std::thread::sleep(Duration::from_millis(10)),
+        }
+    };
+    qmp.wait_incoming(Duration::from_secs(120))?;
+    qmp.execute("cont", serde_json::json!({})).map(|_| ())
+}
+
+/// Stops the VM's QEMU and removes its network. Files stay.
+pub fn stop(spec: &LaunchSpec) {
+    if let Some(p) = vmproc::find(&VmLayout::new(&spec.paths.dir)) {
+        p.kill();
+        wait_gone(&p, std::time::Duration::from_secs(5));
+    }
+    heyvm_backends::net::teardown(spec);
+}
+
+fn wait_gone(p: &VmProcess, timeout: std::time::Duration) {
+    let deadline = std::time::Instant::now() + timeout;
+    while p.alive() == Some(true) && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}
+
+/// Whether a sandbox directory holds a VM (used to pick files paths).
+pub fn is_vm_dir(dir: &Path) -> bool {
+    VmLayout::new(dir).overlay().exists()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_and_paths() {
+        assert_eq!(vcpus(250), 1);
+        assert!(vcpus(8000) >= 1);
+        assert_eq!(memory_mib(512 << 20), 512);
+        assert_eq!(memory_mib(1), MIN_MEMORY_MIB);
+        assert!(check_guest_path("/data").is_ok());
+        for bad in ["data", "/a b", "/a:b", "/a/../b", "/x\n"] {
+            assert!(check_guest_path(bad).is_err(), "{bad}");
+        }
+    }
+}
