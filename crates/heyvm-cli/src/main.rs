@@ -45,23 +45,6 @@ fn hoist_trailing_format(mut args: Vec<String>) -> Vec<String> {
     args
 }
 
-#[cfg(test)]
-mod tests {
-    use super::hoist_trailing_format;
-
-    fn v(s: &str) -> Vec<String> {
-        s.split(' ').map(String::from).collect()
-    }
-
-    #[test]
-    fn trailing_format_after_argv_is_heyvms() {
-        assert_eq!(hoist_trailing_format(v("heyvm exec x -- echo hi --format json")), v("heyvm exec x --format json -- echo hi"));
-        assert_eq!(hoist_trailing_format(v("heyvm exec x -- ls --format=json")), v("heyvm exec x --format=json -- ls"));
-        assert_eq!(hoist_trailing_format(v("heyvm exec x -- ls --format")), v("heyvm exec x -- ls --format"));
-        assert_eq!(hoist_trailing_format(v("heyvm list --format json")), v("heyvm list --format json"));
-    }
-}
-
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     if cli.api {
         return daemon::run_api(&cli);
@@ -79,5 +62,22 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             unreachable!("owner::run only returns on error")
         }
         other => cmd::dispatch(&cli, other),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::hoist_trailing_format;
+
+    fn v(s: &str) -> Vec<String> {
+        s.split(' ').map(String::from).collect()
+    }
+
+    #[test]
+    fn trailing_format_after_argv_is_heyvms() {
+        assert_eq!(hoist_trailing_format(v("heyvm exec x -- echo hi --format json")), v("heyvm exec x --format json -- echo hi"));
+        assert_eq!(hoist_trailing_format(v("heyvm exec x -- ls --format=json")), v("heyvm exec x --format=json -- ls"));
+        assert_eq!(hoist_trailing_format(v("heyvm exec x -- ls --format")), v("heyvm exec x -- ls --format"));
+        assert_eq!(hoist_trailing_format(v("heyvm list --format json")), v("heyvm list --format json"));
     }
 }

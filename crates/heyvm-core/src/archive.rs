@@ -146,7 +146,7 @@ pub fn validate(path: &Path) -> Result<Summary> {
         if let Some(prev) = seen.get(&rel) {
             // A file may be replaced by a later file; anything else would
             // turn a checked path into something unchecked.
-            if !(*prev == Kind::File && kind == Kind::File) && !(*prev == Kind::Dir && kind == Kind::Dir) {
+            if *prev != kind || kind == Kind::Symlink {
                 return Err(bad(format!("'{}' appears twice with different types", rel.display())));
             }
         }

@@ -140,8 +140,12 @@ pub struct Packed {
     pub skipped_symlinks: Vec<String>,
 }
 
-/// Lists the entries to archive (relative paths, parents before children).
-fn collect(root: &Path) -> anyhow::Result<(Vec<(String, std::fs::Metadata)>, Vec<String>)> {
+/// Entries to archive: relative path and metadata.
+type Entries = Vec<(String, std::fs::Metadata)>;
+
+/// Lists the entries to archive (relative paths, parents before children)
+/// and the symlinks skipped because they leave the directory.
+fn collect(root: &Path) -> anyhow::Result<(Entries, Vec<String>)> {
     let mut out = Vec::new();
     let mut skipped = Vec::new();
     let mut rules = Vec::new();
@@ -153,7 +157,7 @@ fn walk(
     dir: &Path,
     rel_dir: &str,
     rules: &mut Vec<Rule>,
-    out: &mut Vec<(String, std::fs::Metadata)>,
+    out: &mut Entries,
     skipped: &mut Vec<String>,
 ) -> anyhow::Result<()> {
     let pushed_before = rules.len();

@@ -16,7 +16,8 @@ fn assert_err(got: (u16, Value), status: u16, code: &str, what: &str) {
 fn file_routes(d: &Daemon, id: &str, path: &str, reset: &dyn Fn()) -> Vec<(String, (u16, Value))> {
     let e = enc(path);
     let bytes = |r: (u16, Vec<u8>)| (r.0, serde_json::from_slice(&r.1).unwrap_or(Value::Null));
-    let routes: [(&str, &dyn Fn() -> (u16, Value)); 5] = [
+    type Route<'a> = (&'a str, &'a dyn Fn() -> (u16, Value));
+    let routes: [Route; 5] = [
         ("list", &|| d.get(&format!("/sandboxes/{id}/files?mount_path=/workspace&path={e}"))),
         ("multipart", &|| d.upload_multipart(id, "/workspace", path, b"pwned")),
         ("json upload", &|| d.upload_json(id, "/workspace", path, b"pwned")),

@@ -298,7 +298,8 @@ fn hostile_archives_are_rejected() {
     let Some(d) = Daemon::start() else { return };
     use tar::EntryType::*;
     let fine = ("app.py", Regular, "print(1)");
-    let cases: Vec<(&str, Vec<(&str, tar::EntryType, &str)>)> = vec![
+    type Entry<'a> = (&'a str, tar::EntryType, &'a str);
+    let cases: Vec<(&str, Vec<Entry>)> = vec![
         ("dot-dot path", vec![fine, ("../../../escaped.txt", Regular, "pwned")]),
         ("nested dot-dot", vec![fine, ("a/../../escaped.txt", Regular, "pwned")]),
         ("absolute path", vec![fine, ("/tmp/heyvm-escaped.txt", Regular, "pwned")]),

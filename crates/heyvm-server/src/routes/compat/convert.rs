@@ -13,7 +13,7 @@ pub fn deployed(mgr: &SandboxManager, info: SandboxInfo) -> DeployedSandbox {
         status_changed_at: rfc3339(changed),
         created_at: rfc3339(info.created_at),
         // The SDK reads `cpus` as an integer; micro and mini are fractional.
-        cpus: (limits.millicpu % 1000 == 0).then_some(limits.millicpu / 1000),
+        cpus: limits.millicpu.is_multiple_of(1000).then_some(limits.millicpu / 1000),
         vcpus: f64::from(limits.millicpu) / 1000.0,
         memory: limits.memory_bytes,
         uptime_secs: info.uptime.secs,
