@@ -52,9 +52,13 @@ pub struct BubblewrapBackend {
     overlays: bool,
 }
 
+/// `owner.json`: the owner process (bwrap after its exec) and, once the
+/// network is up, the sandbox's address.
 #[derive(Serialize, Deserialize)]
 struct OwnerFile {
     pid: i32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    guest_ip: Option<String>,
 }
 
 impl BubblewrapBackend {
@@ -144,6 +148,7 @@ impl BubblewrapBackend {
             protect_from_oom: procs::is_root(),
             bwrap: a,
             net,
+            log_file: Some(p.log_file()),
         }
     }
 }
@@ -223,7 +228,7 @@ impl Backend for BubblewrapBackend {
         }
         let mut child = cmd.spawn().map_err(|e| CoreError::Backend(format!("spawning the sandbox owner: {e}")))?;
         let pid = child.id() as i32;
-        fs::write(p.owner_json(), serde_json::to_vec(&OwnerFile { pid }).unwrap_or_default())?;
+        fs::write(p.owner_json(), serde_json::to_vec(&OwnerFile { pid, guest_ip: None }).unwrap_or_default())?;
         // Reap it when it exits; if the daemon dies first, init does.
         std::thread::spawn(move || {
             let _ = child.wait();
@@ -234,6 +239,9 @@ impl Backend for BubblewrapBackend {
                 .await
                 .map_err(|e| CoreError::Backend(e.to_string()))?
                 .map_err(|e| CoreError::Backend(format!("setting up the sandbox network: {e}")))?;
+        }
+        if let Some(ip) = net::guest_ip(spec) {
+            fs::write(p.owner_json(), serde_json::to_vec(&OwnerFile { pid, guest_ip: Some(ip) }).unwrap_or_default())?;
         }
         Ok(())
     }

@@ -29,11 +29,40 @@ pub struct OwnerPlan {
     pub bwrap: Vec<String>,
     #[serde(default)]
     pub net: crate::net::OwnerNet,
+    /// The sandbox log (JSON lines) that the owner's own lines also go to,
+    /// as source `owner`, so `heyvm logs` shows them.
+    #[serde(default)]
+    pub log_file: Option<PathBuf>,
 }
 
 /// Never returns on success (the process becomes bwrap).
 pub fn run(plan_path: &std::path::Path) -> io::Result<()> {
     let plan: OwnerPlan = serde_json::from_slice(&std::fs::read(plan_path)?).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+    let r = become_bwrap(&plan);
+    if let Err(e) = &r {
+        log(&plan, &format!("error: {e}"));
+    }
+    r
+}
+
+/// A line in `owner.log` (stderr) and in the sandbox log. The sandbox can
+/// write to its log file between runs, so it is opened without following
+/// symlinks and only appended to when it is a regular file.
+fn log(plan: &OwnerPlan, msg: &str) {
+    eprintln!("heyvm-owner[{}]: {msg}", std::process::id());
+    let Some(path) = &plan.log_file else { return };
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = std::fs::OpenOptions::new().append(true).create(true).mode(0o644).custom_flags(libc::O_NOFOLLOW).open(path);
+    if let Ok(mut f) = file {
+        if f.metadata().is_ok_and(|m| m.is_file()) {
+            let _ = f.write_all(&heyvm_protocol::LogLine::new("owner", msg).to_jsonl());
+        }
+    }
+}
+
+fn become_bwrap(plan: &OwnerPlan) -> io::Result<()> {
+    log(plan, &format!("sandbox owner started (pid {})", std::process::id()));
     let pid = std::process::id().to_string();
     for f in &plan.cgroup_procs {
         std::fs::write(f, &pid).map_err(|e| io::Error::new(e.kind(), format!("joining {}: {e}", f.display())))?;
@@ -59,6 +88,10 @@ pub fn run(plan_path: &std::path::Path) -> io::Result<()> {
         }
     }
     enter_network(&plan.net)?;
+    if let Some(ns) = &plan.net.netns {
+        log(plan, &format!("entered network namespace {}", ns.display()));
+    }
+    log(plan, "starting bwrap; the agent becomes the sandbox's first process");
     let argv: Vec<CString> = plan
         .bwrap
         .iter()

@@ -189,6 +189,8 @@ pub enum Command {
     #[command(after_help = "Examples:\n  heyvm wait-for demo 8080 --path /health --timeout 60s --format json\n  \
         heyvm wait-for --url http://127.0.0.1:41234/health --timeout 30s")]
     WaitFor(WaitForArgs),
+    /// Pair a git worktree with a sandbox whose /workspace is that worktree (see `heyvm wt --help`).
+    Wt(crate::cmd::wt::WtArgs),
     /// Run the sandbox agent (inside a sandbox; internal).
     #[command(name = "__agent", hide = true)]
     Agent(AgentArgs),
@@ -353,6 +355,12 @@ pub struct DeployArgs {
     /// US or EU (recorded on the sandbox; local servers run everything here).
     #[arg(long)]
     pub region: Option<String>,
+    /// Image of the sandbox (recorded; the bubblewrap backend runs the host's system).
+    #[arg(long)]
+    pub image: Option<String>,
+    /// Backend of the sandbox (must be one the server runs, e.g. bubblewrap).
+    #[arg(long)]
+    pub backend: Option<String>,
     /// Environment variable KEY=VALUE (repeatable).
     #[arg(long = "env")]
     pub env: Vec<String>,

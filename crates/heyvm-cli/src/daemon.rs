@@ -45,8 +45,19 @@ fn init_tracing(debug: bool) {
 
 /// A client for the configured server, starting the local daemon if needed.
 pub fn client(cli: &Cli) -> anyhow::Result<Client> {
+    client_for(cli, crate::credentials::server_url(cli))
+}
+
+/// A client for `--server`/`$HEYVM_API_URL`, else the local daemon (started
+/// if needed); `$HEYO_CLOUD_URL` is not consulted. For commands that hand
+/// the server paths on this machine (`heyvm wt` mounts a worktree).
+pub fn local_client(cli: &Cli) -> anyhow::Result<Client> {
+    client_for(cli, cli.server.clone().filter(|u| !u.is_empty()))
+}
+
+fn client_for(cli: &Cli, server: Option<String>) -> anyhow::Result<Client> {
     let token = crate::credentials::token(cli);
-    if let Some(url) = crate::credentials::server_url(cli) {
+    if let Some(url) = server {
         return Ok(Client::new(&url, token));
     }
     let url = format!("http://127.0.0.1:{}", heyvm_types::DEFAULT_LOCAL_PORT);

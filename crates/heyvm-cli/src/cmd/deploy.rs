@@ -19,12 +19,12 @@ use crate::output::{self, Format};
 
 /// What `deploy --format json` prints (seed 001).
 #[derive(Serialize)]
-struct Deployed {
-    id: String,
-    name: String,
-    status: SandboxStatus,
-    archive_id: String,
-    urls: Vec<UrlInfo>,
+pub struct Deployed {
+    pub id: String,
+    pub name: String,
+    pub status: SandboxStatus,
+    pub archive_id: String,
+    pub urls: Vec<UrlInfo>,
 }
 
 /// A failed deploy, printed on stderr.
@@ -66,6 +66,26 @@ fn tail_logs(c: &Client, id: &str) -> Vec<String> {
 }
 
 pub fn run(c: &Client, f: Format, a: DeployArgs) -> anyhow::Result<ExitCode> {
+    let out = match deploy(c, f, &a)? {
+        Ok(d) => d,
+        Err(code) => return Ok(code),
+    };
+    match f {
+        Format::Json => output::json(&out),
+        Format::Text => {
+            println!("Deployed {} ({}) — {}", out.name, out.id, out.status);
+            for u in &out.urls {
+                println!("  {} -> port {}{}", u.url, u.port, if u.is_public { "" } else { " (private: needs a Bearer token)" });
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Archives, uploads, creates, exposes the ports and waits for health.
+/// `Err(exit code)` when the deploy failed; that has been reported (with
+/// the sandbox's last log lines) and cleaned up already.
+pub fn deploy(c: &Client, f: Format, a: &DeployArgs) -> anyhow::Result<Result<Deployed, ExitCode>> {
     if !a.dir.is_dir() {
         bail!("{} is not a directory", a.dir.display());
     }
@@ -116,13 +136,15 @@ pub fn run(c: &Client, f: Format, a: DeployArgs) -> anyhow::Result<ExitCode> {
         setup_hooks: (!a.setup_hooks.is_empty()).then(|| a.setup_hooks.clone()),
         archive_id: Some(ar.archive_id.clone()),
         region,
+        image: a.image.clone(),
+        backend_type: a.backend.clone(),
         ..Default::default()
     };
     let info = match c.create(&req) {
         Ok(i) => i,
         // The sandbox exists but did not come up (e.g. a setup hook failed).
         Err(e @ ClientError::Api { .. }) if e.code() == "sandbox_failed" => {
-            return fail(c, f, &a, Some(name.as_str()), "deploy_failed", format!("{e}"));
+            return fail(c, f, a, Some(name.as_str()), "deploy_failed", format!("{e}")).map(Err);
         }
         Err(e) => return Err(e.into()),
     };
@@ -135,7 +157,7 @@ pub fn run(c: &Client, f: Format, a: DeployArgs) -> anyhow::Result<ExitCode> {
                 progress(f, format!("port {port} -> {}{}", ep.url, if ep.is_public { "" } else { " (private)" }));
                 urls.push(UrlInfo { subdomain: ep.subdomain, hostname: ep.hostname, url: ep.url, port: ep.port, is_public: ep.is_public });
             }
-            Err(e) => return fail(c, f, &a, Some(&id), "bind_failed", format!("exposing port {port}: {e}")),
+            Err(e) => return fail(c, f, a, Some(&id), "bind_failed", format!("exposing port {port}: {e}")).map(Err),
         }
     }
 
@@ -143,22 +165,12 @@ pub fn run(c: &Client, f: Format, a: DeployArgs) -> anyhow::Result<ExitCode> {
         let url = format!("{}{path}", urls[0].url.trim_end_matches('/'));
         progress(f, format!("waiting for {url} (up to {}s)", health_timeout.as_secs()));
         if let Err(why) = wait_healthy(c, &id, &url, health_timeout) {
-            return fail(c, f, &a, Some(&id), "health_check_failed", why);
+            return fail(c, f, a, Some(&id), "health_check_failed", why).map(Err);
         }
     }
 
     let info = c.get_sandbox(&id)?;
-    let out = Deployed { id: info.id, name: info.name, status: info.status, archive_id: ar.archive_id, urls };
-    match f {
-        Format::Json => output::json(&out),
-        Format::Text => {
-            println!("Deployed {} ({}) — {}", out.name, out.id, out.status);
-            for u in &out.urls {
-                println!("  {} -> port {}{}", u.url, u.port, if u.is_public { "" } else { " (private: needs a Bearer token)" });
-            }
-        }
-    }
-    Ok(ExitCode::SUCCESS)
+    Ok(Ok(Deployed { id: info.id, name: info.name, status: info.status, archive_id: ar.archive_id, urls }))
 }
 
 /// Polls `url` until it answers 2xx; gives up early if the sandbox stops running.
@@ -173,7 +185,7 @@ fn wait_healthy(c: &Client, id: &str, url: &str, timeout: Duration) -> Result<()
             Err(e) => e.to_string(),
         };
         polls += 1;
-        if polls % 8 == 0 {
+        if polls.is_multiple_of(8) {
             if let Ok(info) = c.get_sandbox(id) {
                 if info.status != SandboxStatus::Running {
                     return Err(format!("the sandbox is {} ({})", info.status, info.error_message.unwrap_or_default()));

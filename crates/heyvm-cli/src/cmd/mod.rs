@@ -12,6 +12,7 @@ mod shell;
 mod token;
 mod tty;
 mod wait_for;
+pub mod wt;
 
 use std::collections::BTreeMap;
 use std::process::ExitCode;
@@ -30,6 +31,7 @@ pub fn dispatch(cli: &Cli, command: Command) -> anyhow::Result<ExitCode> {
         Command::Logout => return token::logout(f),
         // A URL is probed from here; no server needed.
         Command::WaitFor(ref a) if a.url.is_some() => return wait_for::url(f, a, crate::credentials::token(cli)),
+        Command::Wt(a) => return wt::run(cli, a),
         Command::Connect { ref url, shell, ref opts } => {
             if !shell {
                 bail!("`heyvm connect` needs --shell (interactive shell) — the only connection kind so far");
@@ -68,7 +70,9 @@ pub fn dispatch(cli: &Cli, command: Command) -> anyhow::Result<ExitCode> {
         Command::Unbind { id, subdomain } => bind::unbind(&client, f, &id, &subdomain),
         Command::WaitFor(a) => wait_for::port(&client, f, a),
         Command::Agent(_) | Command::SandboxOwner { .. } => unreachable!("handled in main"),
-        Command::Token { .. } | Command::Login { .. } | Command::Logout | Command::Connect { .. } => unreachable!("handled above"),
+        Command::Token { .. } | Command::Login { .. } | Command::Logout | Command::Connect { .. } | Command::Wt(_) => {
+            unreachable!("handled above")
+        }
     }
 }
 

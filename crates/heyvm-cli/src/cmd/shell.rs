@@ -48,6 +48,13 @@ pub fn sh(c: &Client, f: Format, token: Option<&str>, id: &str, opts: ShellOpts)
     connect(f, token, url, opts)
 }
 
+/// Runs an interactive shell in sandbox `id` to its end; its exit code.
+pub fn run_shell(c: &Client, token: Option<&str>, id: &str, opts: ShellOpts) -> anyhow::Result<i32> {
+    let session = c.shell_session(id)?;
+    let url = session["connection_url"].as_str().ok_or_else(|| anyhow!("the server's shell-session answer has no connection_url"))?;
+    Ok(Session::new(url, token, opts).run()?.0)
+}
+
 /// `heyvm connect <url> --shell`.
 pub fn connect(f: Format, token: Option<&str>, url: &str, opts: ShellOpts) -> anyhow::Result<ExitCode> {
     let (code, session_id) = Session::new(url, token, opts).run()?;

@@ -19,3 +19,4 @@ mod smoke;
 mod streams;
 mod tui;
 mod walkthrough;
+mod wt;

@@ -209,12 +209,12 @@ fn shell_routes_reject_bad_requests_with_json_errors() {
 }
 
 /// A private tmux server, killed when the test ends.
-struct Tmux {
+pub(crate) struct Tmux {
     socket: String,
 }
 
 impl Tmux {
-    fn start(cmd: &str, cols: u16, rows: u16) -> Option<Tmux> {
+    pub(crate) fn start(cmd: &str, cols: u16, rows: u16) -> Option<Tmux> {
         if Command::new("tmux").arg("-V").output().is_err() {
             if std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "0" && v != "false") {
                 panic!("tmux is not installed");
@@ -222,26 +222,29 @@ impl Tmux {
             eprintln!("SKIP: tmux is not installed");
             return None;
         }
-        let t = Tmux { socket: format!("heyvm-test-{}", std::process::id()) };
+        // One server per test: tests in this binary run in parallel.
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let t = Tmux { socket: format!("heyvm-test-{}-{n}", std::process::id()) };
         let ok = t.run(&["new-session", "-d", "-s", "t", "-x", &cols.to_string(), "-y", &rows.to_string(), cmd]).status.success();
         assert!(ok, "tmux new-session failed");
         Some(t)
     }
 
-    fn run(&self, args: &[&str]) -> std::process::Output {
+    pub(crate) fn run(&self, args: &[&str]) -> std::process::Output {
         Command::new("tmux").args(["-L", &self.socket, "-f", "/dev/null"]).args(args).output().expect("run tmux")
     }
 
-    fn keys(&self, text: &str) {
+    pub(crate) fn keys(&self, text: &str) {
         assert!(self.run(&["send-keys", "-t", "t", "-l", text]).status.success());
         assert!(self.run(&["send-keys", "-t", "t", "Enter"]).status.success());
     }
 
-    fn screen(&self) -> String {
+    pub(crate) fn screen(&self) -> String {
         String::from_utf8_lossy(&self.run(&["capture-pane", "-p", "-t", "t", "-S", "-200"]).stdout).into_owned()
     }
 
-    fn wait_for(&self, needle: &str) {
+    pub(crate) fn wait_for(&self, needle: &str) {
         let deadline = Instant::now() + PATIENCE;
         while !self.screen().contains(needle) {
             assert!(Instant::now() < deadline, "'{needle}' never appeared on screen:\n{}", self.screen());

@@ -23,11 +23,12 @@ impl SandboxManager {
             Some(m) => validate::sandbox_path(m, "mount_path").map_err(|e| CoreError::InvalidPath(e.to_string()))?,
             None => WORKSPACE_PATH.to_string(),
         };
-        if mp == WORKSPACE_PATH {
+        let user_mount = rec.mounts.iter().find(|m| m.sandbox_path == mp);
+        if mp == WORKSPACE_PATH && user_mount.is_none() {
             let dir = Confined::open(&self.data.sandbox(&rec.id).workspace())?;
             return Ok(MountRoot { mount_path: mp, read_only: false, dir });
         }
-        match rec.mounts.iter().find(|m| m.sandbox_path == mp) {
+        match user_mount {
             Some(m) => Ok(MountRoot { mount_path: mp, read_only: m.read_only, dir: Confined::open(std::path::Path::new(&m.host_path))? }),
             None => {
                 let known: Vec<String> = self.mounts_of(rec).into_iter().map(|m| m.sandbox_path).collect();
@@ -36,14 +37,15 @@ impl SandboxManager {
         }
     }
 
-    /// The workspace plus the user's mounts.
+    /// The workspace (unless a user mount replaces it) plus the user's mounts.
     pub(super) fn mounts_of(&self, rec: &SandboxRecord) -> Vec<MountSpec> {
         let ws = MountSpec {
             host_path: self.data.sandbox(&rec.id).workspace().display().to_string(),
             sandbox_path: WORKSPACE_PATH.into(),
             read_only: false,
         };
-        std::iter::once(ws).chain(rec.mounts.iter().cloned()).collect()
+        let replaced = rec.mounts.iter().any(|m| m.sandbox_path == WORKSPACE_PATH);
+        (!replaced).then_some(ws).into_iter().chain(rec.mounts.iter().cloned()).collect()
     }
 
     pub fn list_files(&self, key: &str, mount_path: Option<&str>, path: &str) -> Result<FileList> {
@@ -111,7 +113,7 @@ impl SandboxManager {
         let _g = lock.lock().await;
         let mut rec = self.store.resolve(&id)?;
         let p = validate::sandbox_path(sandbox_path, "mount path")?;
-        if p == WORKSPACE_PATH {
+        if p == WORKSPACE_PATH && !rec.mounts.iter().any(|m| m.sandbox_path == p) {
             return Err(CoreError::invalid("the /workspace mount cannot be removed"));
         }
         let before = rec.mounts.len();

@@ -51,6 +51,10 @@ impl SandboxManager {
             self.check_archive(a)?;
         }
         let region = super::archives::region(req.region.as_deref())?;
+        let mounts = validate::mounts(&req.mounts.unwrap_or_default())?;
+        if req.archive_id.is_some() && mounts.iter().any(|m| m.sandbox_path == WORKSPACE_PATH) {
+            return Err(CoreError::invalid("archive_id cannot be combined with a mount at /workspace (the archive is unpacked there)"));
+        }
         let rec = SandboxRecord {
             slug: ids::slugify(&name),
             id,
@@ -68,7 +72,7 @@ impl SandboxManager {
             working_directory,
             env_vars,
             setup_hooks,
-            mounts: validate::mounts(&req.mounts.unwrap_or_default())?,
+            mounts,
             open_ports: validate::ports(&req.open_ports.unwrap_or_default())?,
             error_message: None,
             hooks_done: false,

@@ -3,30 +3,17 @@
 use std::collections::BTreeMap;
 use std::path::{Component, Path};
 
-use heyvm_types::{MountSpec, NetworkMode, WORKSPACE_PATH};
+use heyvm_types::{MountSpec, NetworkMode};
 
 use crate::egress::{EgressTarget, MAX_ENTRIES};
 use crate::error::{CoreError, Result};
 
 /// Sandbox paths a user mount may not cover: the system layers, kernel
-/// filesystems and heyvm's own control directory.
-const RESERVED: &[&str] = &[
-    "/",
-    "/usr",
-    "/etc",
-    "/var",
-    "/opt",
-    "/proc",
-    "/dev",
-    "/sys",
-    "/run/heyvm",
-    "/run/heyvm-bin",
-    "/bin",
-    "/sbin",
-    "/lib",
-    "/lib64",
-    WORKSPACE_PATH,
-];
+/// filesystems and heyvm's own control directory. `/workspace` itself may
+/// be replaced by a host directory (a git worktree for `heyvm wt`); paths
+/// below it may always be mounted.
+const RESERVED: &[&str] =
+    &["/", "/usr", "/etc", "/var", "/opt", "/proc", "/dev", "/sys", "/run/heyvm", "/run/heyvm-bin", "/bin", "/sbin", "/lib", "/lib64"];
 
 /// An absolute, normalised sandbox path with no `..`.
 pub fn sandbox_path(p: &str, what: &str) -> Result<String> {
@@ -64,8 +51,7 @@ pub fn mounts(mounts: &[MountSpec]) -> Result<Vec<MountSpec>> {
 
 pub fn mount(m: &MountSpec) -> Result<MountSpec> {
     let sandbox_path = sandbox_path(&m.sandbox_path, "sandbox_path")?;
-    let reserved =
-        RESERVED.iter().any(|r| sandbox_path == *r || (*r != "/" && sandbox_path.starts_with(&format!("{r}/")) && *r != WORKSPACE_PATH));
+    let reserved = RESERVED.iter().any(|r| sandbox_path == *r || (*r != "/" && sandbox_path.starts_with(&format!("{r}/"))));
     if reserved {
         return Err(CoreError::invalid(format!("cannot mount over '{sandbox_path}': it is reserved")));
     }
@@ -148,6 +134,7 @@ pub fn command_text(c: &str, what: &str) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use heyvm_types::WORKSPACE_PATH;
 
     #[test]
     fn sandbox_paths() {
@@ -159,12 +146,14 @@ mod tests {
     #[test]
     fn reserved_mounts_are_refused() {
         let tmp = std::env::temp_dir().display().to_string();
-        for bad in ["/usr", "/usr/local", "/proc", "/", "/workspace"] {
+        for bad in ["/usr", "/usr/local", "/proc", "/", "/run/heyvm/x"] {
             let m = MountSpec { host_path: tmp.clone(), sandbox_path: bad.into(), read_only: false };
             assert!(mount(&m).is_err(), "{bad}");
         }
-        let ok = MountSpec { host_path: tmp.clone(), sandbox_path: "/data".into(), read_only: true };
-        assert!(mount(&ok).is_ok());
+        for ok in ["/data", WORKSPACE_PATH, "/workspace/sub"] {
+            let m = MountSpec { host_path: tmp.clone(), sandbox_path: ok.into(), read_only: true };
+            assert!(mount(&m).is_ok(), "{ok}");
+        }
         let missing = MountSpec { host_path: "/nonexistent/x".into(), sandbox_path: "/data".into(), read_only: true };
         assert!(mount(&missing).is_err());
     }
