@@ -153,13 +153,7 @@ fn collect(root: &Path) -> anyhow::Result<(Entries, Vec<String>)> {
     Ok((out, skipped))
 }
 
-fn walk(
-    dir: &Path,
-    rel_dir: &str,
-    rules: &mut Vec<Rule>,
-    out: &mut Entries,
-    skipped: &mut Vec<String>,
-) -> anyhow::Result<()> {
+fn walk(dir: &Path, rel_dir: &str, rules: &mut Vec<Rule>, out: &mut Entries, skipped: &mut Vec<String>) -> anyhow::Result<()> {
     let pushed_before = rules.len();
     if let Ok(text) = std::fs::read_to_string(dir.join(".gitignore")) {
         rules.extend(text.lines().filter_map(|l| Rule::parse(rel_dir, l)));
