@@ -108,7 +108,10 @@ pub fn choose_why(spec: &LaunchSpec, root: bool) -> (Choice, Option<&'static str
     if !spec.network.allow_out.is_empty() || !spec.network.deny_out.is_empty() {
         (Choice::Loopback, Some("an egress policy cannot be enforced by a non-root daemon; this sandbox has loopback only"))
     } else if !slirp::available() {
-        (Choice::Loopback, Some("network 'nat' needs a root daemon or slirp4netns; this sandbox has loopback only"))
+        (
+            Choice::Loopback,
+            Some("network 'nat' needs a root daemon or slirp4netns with access to /dev/net/tun; this sandbox has loopback only"),
+        )
     } else {
         (Choice::Slirp, None)
     }

@@ -30,8 +30,13 @@ fn pid_file(spec: &LaunchSpec) -> PathBuf {
     spec.paths.dir.join("slirp.json")
 }
 
+/// slirp4netns is installed and this user may open `/dev/net/tun` (often
+/// root-only: then a non-root daemon's sandboxes get loopback only rather
+/// than failing to start).
 pub fn available() -> bool {
-    procs::find_in_path("slirp4netns").is_some()
+    // SAFETY: access(2) on a NUL-terminated path.
+    let tun = unsafe { libc::access(c"/dev/net/tun".as_ptr(), libc::R_OK | libc::W_OK) } == 0;
+    tun && procs::find_in_path("slirp4netns").is_some()
 }
 
 /// Waits for bwrap (`owner_pid`, which exec'd it) to create the sandbox's

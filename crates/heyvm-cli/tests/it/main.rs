@@ -20,3 +20,4 @@ mod streams;
 mod tui;
 mod walkthrough;
 mod wt;
+mod wt_remote;

@@ -33,6 +33,8 @@ pub struct Daemon {
     pub data: tempfile::TempDir,
     child: Option<Child>,
     extra_env: Vec<(String, String)>,
+    /// Run the daemon as this uid (and gid), with this binary.
+    run_as: Option<(u32, String)>,
 }
 
 impl Daemon {
@@ -52,13 +54,31 @@ impl Daemon {
             data,
             child: None,
             extra_env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            run_as: None,
         };
         d.spawn(0);
         Some(d)
     }
 
+    /// A daemon run by `uid` (gid = uid) from `bin` (a copy that user can
+    /// execute), with a data dir that user owns.
+    pub fn start_as(uid: u32, bin: &str) -> Option<Daemon> {
+        if !sandbox_support() {
+            return None;
+        }
+        let data = tempfile::Builder::new().prefix("heyvm-test-").tempdir_in("/tmp").expect("tempdir");
+        std::os::unix::fs::chown(data.path(), Some(uid), Some(uid)).expect("chown data dir");
+        let mut d = Daemon { url: String::new(), port: 0, data, child: None, extra_env: Vec::new(), run_as: Some((uid, bin.into())) };
+        d.spawn(0);
+        Some(d)
+    }
+
     fn spawn(&mut self, port: u16) {
-        let mut cmd = Command::new(BIN);
+        let mut cmd = Command::new(self.run_as.as_ref().map(|r| r.1.as_str()).unwrap_or(BIN));
+        if let Some((uid, _)) = &self.run_as {
+            use std::os::unix::process::CommandExt;
+            cmd.uid(*uid).gid(*uid).env("HOME", self.data.path());
+        }
         cmd.args(["--api", "--port", &port.to_string()])
             .env("MVM_DATA_DIR", self.data.path())
             .env_remove("JWT_SECRET")

@@ -47,7 +47,8 @@ impl TempRepo {
 
 pub(crate) fn git_cmd(dir: &Path) -> Command {
     let mut c = Command::new("git");
-    c.arg("-C").arg(dir);
+    // Some repositories belong to another user (uid 1000).
+    c.args(["-c", "safe.directory=*", "-C"]).arg(dir);
     for (k, v) in [
         ("GIT_AUTHOR_NAME", "t"),
         ("GIT_AUTHOR_EMAIL", "t@example.com"),
