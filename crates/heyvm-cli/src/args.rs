@@ -62,18 +62,34 @@ pub enum Command {
         status: Option<String>,
     },
     /// Show one sandbox.
-    Get { id: String },
+    Get {
+        /// The sandbox (id, name or slug).
+        id: String,
+    },
     /// Start a stopped or failed sandbox.
-    Start { id: String },
+    Start {
+        /// The sandbox (id, name or slug).
+        id: String,
+    },
     /// Stop a sandbox (SIGTERM, then SIGKILL after a grace period). Files are kept.
-    Stop { id: String },
+    Stop {
+        /// The sandbox (id, name or slug).
+        id: String,
+    },
     /// Stop and start again.
-    Restart { id: String },
+    Restart {
+        /// The sandbox (id, name or slug).
+        id: String,
+    },
     /// Kill every process of a sandbox at once (SIGKILL).
-    ForceStop { id: String },
+    ForceStop {
+        /// The sandbox (id, name or slug).
+        id: String,
+    },
     /// Delete sandboxes with all their files.
     #[command(alias = "delete")]
     Rm {
+        /// The sandboxes (ids, names or slugs).
         #[arg(required = true)]
         ids: Vec<String>,
         /// Do not ask for confirmation (required when stdin is not a terminal).
@@ -86,6 +102,7 @@ pub enum Command {
     Exec(ExecArgs),
     /// Show a sandbox's logs (start command output, setup hooks, lifecycle).
     Logs {
+        /// The sandbox (id, name or slug).
         id: String,
         /// Only this source: stdout, stderr, setup or system.
         #[arg(long)]
@@ -102,11 +119,24 @@ pub enum Command {
         /// Keep printing new entries as they are written (Ctrl-C to stop).
         #[arg(long, short)]
         follow: bool,
+        /// Only entries from this time on: a span back from now (10m, 2h, 3d), a local
+        /// date and time (2026-12-02 14:00), or a Unix timestamp.
+        #[arg(long, value_name = "TIME")]
+        since: Option<String>,
+        /// Only entries up to this time (same forms as --since).
+        #[arg(long, value_name = "TIME")]
+        until: Option<String>,
     },
     /// Copy a file between the host and a sandbox: `cp ./a SANDBOX:/workspace/a` or `cp SANDBOX:/workspace/a ./a`.
-    Cp { src: String, dst: String },
+    Cp {
+        /// Source: a host path or SANDBOX:/absolute/path.
+        src: String,
+        /// Destination: a host path or SANDBOX:/absolute/path.
+        dst: String,
+    },
     /// List files in a sandbox directory.
     Files {
+        /// The sandbox (id, name or slug).
         id: String,
         /// Absolute sandbox path under a mount (default /workspace).
         #[arg(default_value = "/workspace")]
@@ -114,7 +144,9 @@ pub enum Command {
     },
     /// Delete a file in a sandbox (under a mount).
     RmFile {
+        /// The sandbox (id, name or slug).
         id: String,
+        /// Absolute sandbox path of the file or directory.
         path: String,
         /// Delete directories with their contents.
         #[arg(short, long)]
@@ -122,6 +154,7 @@ pub enum Command {
     },
     /// List, add or remove a sandbox's mounts.
     Mounts {
+        /// The sandbox (id, name or slug).
         id: String,
         /// Add HOST:SANDBOX[:ro] (applies at the next start).
         #[arg(long)]
@@ -191,6 +224,20 @@ pub enum Command {
     WaitFor(WaitForArgs),
     /// Pair a git worktree with a sandbox whose /workspace is that worktree (see `heyvm wt --help`).
     Wt(crate::cmd::wt::WtArgs),
+    /// Print a shell completion script: `heyvm completions bash > /etc/bash_completion.d/heyvm`.
+    #[command(after_help = "Examples:\n  heyvm completions bash > /etc/bash_completion.d/heyvm\n  \
+        heyvm completions zsh > \"${fpath[1]}/_heyvm\"\n  heyvm completions fish > ~/.config/fish/completions/heyvm.fish")]
+    Completions {
+        /// bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the heyvm(1) man page, or write one page per command into a directory.
+    #[command(after_help = "Examples:\n  heyvm man | man -l -\n  heyvm man --dir /usr/local/share/man/man1")]
+    Man {
+        /// Write heyvm.1 and heyvm-COMMAND.1 here instead of printing heyvm.1.
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+    },
     /// Run the sandbox agent (inside a sandbox; internal).
     #[command(name = "__agent", hide = true)]
     Agent(AgentArgs),
@@ -269,29 +316,37 @@ pub struct CreateArgs {
 
 #[derive(Args, Debug, Clone)]
 pub struct UpdateArgs {
+    /// The sandbox (id, name or slug).
     pub id: String,
+    /// New name (a running sandbox's hostname changes too).
     #[arg(long)]
     pub name: Option<String>,
+    /// New start command (used from the next start).
     #[arg(long)]
     pub start_command: Option<String>,
+    /// New working directory for commands.
     #[arg(long)]
     pub workdir: Option<String>,
     /// KEY=VALUE, merged into the existing variables (repeatable).
     #[arg(long = "env")]
     pub env: Vec<String>,
+    /// Ports the sandbox serves (repeatable; replaces the list).
     #[arg(long = "open-port")]
     pub open_ports: Vec<u16>,
+    /// Delete the sandbox after it has run this many seconds.
     #[arg(long, conflicts_with = "no_ttl")]
     pub ttl_seconds: Option<u64>,
     /// Remove the TTL.
     #[arg(long)]
     pub no_ttl: bool,
+    /// micro, mini, small, medium, large or xlarge (limits apply at once).
     #[arg(long)]
     pub size_class: Option<String>,
 }
 
 #[derive(Args, Debug, Clone)]
 pub struct ExecArgs {
+    /// The sandbox (id, name or slug).
     pub id: String,
     /// Working directory inside the sandbox.
     #[arg(long)]

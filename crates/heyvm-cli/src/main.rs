@@ -6,6 +6,7 @@ mod args;
 mod cmd;
 mod credentials;
 mod daemon;
+mod localtime;
 mod output;
 mod tui;
 
@@ -18,6 +19,9 @@ use args::{Cli, Command};
 fn main() -> ExitCode {
     let cli = Cli::parse_from(hoist_trailing_format(std::env::args().collect()));
     let format = cli.format;
+    if !cli.api && matches!(&cli.command, Some(c) if !matches!(c, Command::Agent(_) | Command::SandboxOwner { .. })) {
+        die_quietly_on_closed_pipe();
+    }
     match run(cli) {
         Ok(code) => code,
         Err(e) => {
@@ -25,6 +29,19 @@ fn main() -> ExitCode {
             ExitCode::from(1)
         }
     }
+}
+
+/// `heyvm list | head -1` must end quietly when the reader goes away, like
+/// any Unix filter. Rust ignores SIGPIPE, which turns every later print into
+/// a panic ("failed printing to stdout"); the default action instead ends
+/// the process at the first write to the closed pipe. Only for client
+/// commands: the daemon, the TUI (which serves the API) and the helper roles
+/// keep ignoring it, because for them a vanished peer is an ordinary error.
+/// Sockets are unaffected either way (std sends with MSG_NOSIGNAL).
+fn die_quietly_on_closed_pipe() {
+    // SAFETY: signal(2) with SIG_DFL installs no handler; called before any
+    // thread is spawned.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
 }
 
 /// Scripts written for heyvm append `--format json` to every call, even

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use heyvm_client::{Client, ClientError};
-use heyvm_types::{CreateSandboxRequest, LogEntry, SandboxStatus, SizeClass, UrlInfo};
+use heyvm_types::{CreateSandboxRequest, LogEntry, SandboxStatus, SizeClass, UrlInfo, WaitForRequest};
 use serde::Serialize;
 
 use super::archive::{self, TempFile};
@@ -164,7 +164,10 @@ pub fn deploy(c: &Client, f: Format, a: &DeployArgs) -> anyhow::Result<Result<De
     if let Some(path) = &a.health_path {
         let url = format!("{}{path}", urls[0].url.trim_end_matches('/'));
         progress(f, format!("waiting for {url} (up to {}s)", health_timeout.as_secs()));
-        if let Err(why) = wait_healthy(c, &id, &url, health_timeout) {
+        // A private URL refuses callers without a token, and a server without
+        // JWT_SECRET has none to give: check the port through the agent.
+        let through = if a.private { Probe::Agent { port: urls[0].port, path } } else { Probe::Url(&url) };
+        if let Err(why) = wait_healthy(c, &id, through, health_timeout) {
             return fail(c, f, a, Some(&id), "health_check_failed", why).map(Err);
         }
     }
@@ -173,16 +176,44 @@ pub fn deploy(c: &Client, f: Format, a: &DeployArgs) -> anyhow::Result<Result<De
     Ok(Ok(Deployed { id: info.id, name: info.name, status: info.status, archive_id: ar.archive_id, urls }))
 }
 
-/// Polls `url` until it answers 2xx; gives up early if the sandbox stops running.
-fn wait_healthy(c: &Client, id: &str, url: &str, timeout: Duration) -> Result<(), String> {
+/// How the health check reaches the app.
+enum Probe<'a> {
+    /// Through the public proxy URL: proves the URL works end to end.
+    Url(&'a str),
+    /// Through the sandbox's agent to the port (`POST …/wait-for`), for
+    /// private endpoints; 2xx or 3xx counts as healthy there.
+    Agent { port: u16, path: &'a str },
+}
+
+/// Polls until the app answers 2xx; gives up early if the sandbox stops running.
+fn wait_healthy(c: &Client, id: &str, probe: Probe, timeout: Duration) -> Result<(), String> {
     let deadline = Instant::now() + timeout;
     let mut polls = 0u32;
+    let url = match probe {
+        Probe::Url(u) => u.to_string(),
+        Probe::Agent { port, path } => format!("port {port}{path}"),
+    };
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
-        let last = match c.probe(url, left.min(Duration::from_secs(5)).max(Duration::from_millis(100))) {
-            Ok(s) if (200..300).contains(&s) => return Ok(()),
-            Ok(s) => format!("HTTP {s}"),
-            Err(e) => e.to_string(),
+        let slice = left.min(Duration::from_secs(5)).max(Duration::from_millis(100));
+        let last = match probe {
+            Probe::Url(u) => match c.probe(u, slice) {
+                Ok(s) if (200..300).contains(&s) => return Ok(()),
+                Ok(s) => format!("HTTP {s}"),
+                Err(e) => e.to_string(),
+            },
+            Probe::Agent { port, path } => {
+                let req = WaitForRequest {
+                    port,
+                    path: Some(path.to_string()),
+                    timeout_secs: Some(slice.min(Duration::from_secs(1)).as_secs_f64()),
+                };
+                match c.wait_for(id, &req) {
+                    Ok(r) if r.ready => return Ok(()),
+                    Ok(r) => r.last_error.unwrap_or_else(|| "not ready".into()),
+                    Err(e) => e.to_string(),
+                }
+            }
         };
         polls += 1;
         if polls.is_multiple_of(8) {

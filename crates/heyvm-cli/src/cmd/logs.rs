@@ -10,6 +10,9 @@ pub struct Query {
     pub level: Option<String>,
     pub limit: usize,
     pub offset: Option<usize>,
+    /// Seconds since the Unix epoch.
+    pub since: Option<i64>,
+    pub until: Option<i64>,
 }
 
 fn filters(q: &Query) -> Vec<(&'static str, String)> {
@@ -24,7 +27,11 @@ fn filters(q: &Query) -> Vec<(&'static str, String)> {
 }
 
 fn print_line(l: &LogEntry) {
-    println!("{} [{}] {}", l.timestamp, l.source, l.message);
+    println!("{} [{}] {}", crate::localtime::format(l.timestamp), l.source, l.message);
+}
+
+fn in_window(q: &Query, l: &LogEntry) -> bool {
+    !q.since.is_some_and(|t| l.timestamp < t) && !q.until.is_some_and(|t| l.timestamp > t)
 }
 
 pub fn show(c: &Client, f: Format, id: &str, q: Query) -> anyhow::Result<ExitCode> {
@@ -34,6 +41,12 @@ pub fn show(c: &Client, f: Format, id: &str, q: Query) -> anyhow::Result<ExitCod
         None => params.push(("tail", "true".into())),
     }
     params.extend(filters(&q));
+    if let Some(t) = q.since {
+        params.push(("since", t.to_string()));
+    }
+    if let Some(t) = q.until {
+        params.push(("until", t.to_string()));
+    }
     let r = c.logs(id, &params)?;
     match f {
         Format::Json => output::json(&r),
@@ -43,7 +56,8 @@ pub fn show(c: &Client, f: Format, id: &str, q: Query) -> anyhow::Result<ExitCod
 }
 
 /// The last `limit` entries, then new ones as they arrive. JSON mode prints
-/// one entry per line.
+/// one entry per line. `--since`/`--until` are applied here (the stream has
+/// no time filter); past `--until` the follow ends.
 pub fn follow(c: &Client, f: Format, id: &str, q: Query) -> anyhow::Result<ExitCode> {
     let mut params = vec![("backlog", q.limit.to_string())];
     params.extend(filters(&q));
@@ -51,12 +65,14 @@ pub fn follow(c: &Client, f: Format, id: &str, q: Query) -> anyhow::Result<ExitC
         if name != "log" {
             return name != "end";
         }
-        match f {
-            Format::Json => println!("{data}"),
-            Format::Text => {
-                if let Ok(l) = serde_json::from_value::<LogEntry>(data.clone()) {
-                    print_line(&l);
-                }
+        let Ok(l) = serde_json::from_value::<LogEntry>(data.clone()) else { return true };
+        if q.until.is_some_and(|t| l.timestamp > t) {
+            return false;
+        }
+        if in_window(&q, &l) {
+            match f {
+                Format::Json => println!("{data}"),
+                Format::Text => print_line(&l),
             }
         }
         true

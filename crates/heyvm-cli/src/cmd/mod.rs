@@ -3,6 +3,7 @@
 mod archive;
 mod bind;
 mod deploy;
+mod docs;
 mod exec;
 mod files;
 mod logs;
@@ -29,6 +30,8 @@ pub fn dispatch(cli: &Cli, command: Command) -> anyhow::Result<ExitCode> {
         Command::Token { action } => return token::token(f, action),
         Command::Login { token_arg } => return token::login(f, cli.token.clone(), token_arg),
         Command::Logout => return token::logout(f),
+        Command::Completions { shell } => return docs::completions(shell),
+        Command::Man { dir } => return docs::man(dir.as_deref()),
         // A URL is probed from here; no server needed.
         Command::WaitFor(ref a) if a.url.is_some() => return wait_for::url(f, a, crate::credentials::token(cli)),
         Command::Wt(a) => return wt::run(cli, a),
@@ -52,8 +55,11 @@ pub fn dispatch(cli: &Cli, command: Command) -> anyhow::Result<ExitCode> {
         Command::Rm { ids, yes } => sandbox::remove(&client, f, &ids, yes),
         Command::Update(a) => sandbox::update(&client, f, a),
         Command::Exec(a) => exec::run(&client, f, a),
-        Command::Logs { id, source, level, limit, offset, follow } => {
-            let q = logs::Query { source, level, limit, offset };
+        Command::Logs { id, source, level, limit, offset, follow, since, until } => {
+            let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0);
+            let since = since.map(|t| crate::localtime::parse(&t, now)).transpose()?;
+            let until = until.map(|t| crate::localtime::parse(&t, now)).transpose()?;
+            let q = logs::Query { source, level, limit, offset, since, until };
             if follow {
                 logs::follow(&client, f, &id, q)
             } else {
@@ -70,9 +76,13 @@ pub fn dispatch(cli: &Cli, command: Command) -> anyhow::Result<ExitCode> {
         Command::Unbind { id, subdomain } => bind::unbind(&client, f, &id, &subdomain),
         Command::WaitFor(a) => wait_for::port(&client, f, a),
         Command::Agent(_) | Command::SandboxOwner { .. } => unreachable!("handled in main"),
-        Command::Token { .. } | Command::Login { .. } | Command::Logout | Command::Connect { .. } | Command::Wt(_) => {
-            unreachable!("handled above")
-        }
+        Command::Token { .. }
+        | Command::Login { .. }
+        | Command::Logout
+        | Command::Completions { .. }
+        | Command::Man { .. }
+        | Command::Connect { .. }
+        | Command::Wt(_) => unreachable!("handled above"),
     }
 }
 

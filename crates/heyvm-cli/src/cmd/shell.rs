@@ -27,6 +27,8 @@ use crate::output::{self, Format};
 
 const ACK_EVERY: Duration = Duration::from_millis(200);
 const RECONNECT_ATTEMPTS: u32 = 5;
+/// After piped stdin ends, how often another end-of-file keystroke is sent.
+const EOF_REPEAT: Duration = Duration::from_millis(500);
 
 /// What the shell is opened with.
 #[derive(Debug, Clone, Default)]
@@ -109,6 +111,10 @@ struct Session<'a> {
     last_seq: u64,
     acked: u64,
     stdin_open: bool,
+    /// When stdin ended (piped input), the last end-of-file keystroke sent.
+    eof_sent: Option<Instant>,
+    /// The last byte forwarded from stdin.
+    last_input: u8,
     /// Keystrokes whose frame could not be sent: resent after reconnecting.
     unsent: Vec<u8>,
     raw: Option<RawMode>,
@@ -116,7 +122,19 @@ struct Session<'a> {
 
 impl<'a> Session<'a> {
     fn new(url: &'a str, token: Option<&'a str>, opts: ShellOpts) -> Self {
-        Session { url, token, opts, session_id: None, last_seq: 0, acked: 0, stdin_open: true, unsent: Vec::new(), raw: None }
+        Session {
+            url,
+            token,
+            opts,
+            session_id: None,
+            last_seq: 0,
+            acked: 0,
+            stdin_open: true,
+            eof_sent: None,
+            last_input: b'\n',
+            unsent: Vec::new(),
+            raw: None,
+        }
     }
 
     fn run(mut self) -> anyhow::Result<(i32, String)> {
@@ -211,6 +229,14 @@ impl<'a> Session<'a> {
                     return Ok(Outcome::Dropped(why));
                 }
             }
+            if self.eof_sent.is_some_and(|t| t.elapsed() >= EOF_REPEAT) {
+                // The program that read the last end-of-file (say `cat`) may
+                // have exited; the shell behind it needs one too.
+                self.eof_sent = Some(Instant::now());
+                if let Err(why) = conn.send(Message::binary(vec![0x01, 0x04])) {
+                    return Ok(Outcome::Dropped(why));
+                }
+            }
             if self.last_seq > self.acked && last_ack.elapsed() >= ACK_EVERY {
                 if let Err(why) = conn.send(Message::text(json!({"type": "ack", "seq": self.last_seq}).to_string())) {
                     return Ok(Outcome::Dropped(why));
@@ -233,9 +259,16 @@ impl<'a> Session<'a> {
         let data: &[u8] = match n {
             n if n > 0 => &buf[..n as usize],
             0 => {
-                // Piped input ended: pass on an end-of-file keystroke once.
+                // Piped input ended. Like `sh < script`, an unterminated last
+                // line still runs; then end-of-file keystrokes follow (again
+                // every EOF_REPEAT) until the shell exits.
                 self.stdin_open = false;
-                b"\x04"
+                self.eof_sent = Some(Instant::now());
+                if self.last_input == b'\n' {
+                    b"\x04"
+                } else {
+                    b"\n\x04"
+                }
             }
             _ if io::Error::last_os_error().kind() == io::ErrorKind::Interrupted => return Ok(()),
             _ => {
@@ -243,6 +276,7 @@ impl<'a> Session<'a> {
                 return Ok(());
             }
         };
+        self.last_input = *data.last().unwrap_or(&self.last_input);
         let mut frame = Vec::with_capacity(data.len() + 1);
         frame.push(0x01);
         frame.extend_from_slice(data);

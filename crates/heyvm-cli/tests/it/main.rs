@@ -12,6 +12,7 @@ mod isolation;
 mod lifecycle;
 mod network;
 mod persistence;
+mod polish;
 mod pool;
 mod proxy;
 mod shell;

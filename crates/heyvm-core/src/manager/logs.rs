@@ -21,6 +21,10 @@ pub struct LogQuery {
     pub tail: bool,
     pub source: Option<String>,
     pub level: Option<String>,
+    /// Only entries at or after this time (seconds since the Unix epoch).
+    pub since: Option<i64>,
+    /// Only entries at or before this time (seconds since the Unix epoch).
+    pub until: Option<i64>,
 }
 
 impl SandboxManager {
@@ -55,7 +59,11 @@ impl SandboxManager {
             for line in BufReader::new(f).lines() {
                 let Ok(line) = line else { break };
                 let Ok(l) = serde_json::from_str::<LogLine>(&line) else { continue };
-                if q.source.as_deref().is_some_and(|s| s != l.source) || q.level.as_deref().is_some_and(|s| s != l.level) {
+                if q.source.as_deref().is_some_and(|s| s != l.source)
+                    || q.level.as_deref().is_some_and(|s| s != l.level)
+                    || q.since.is_some_and(|t| l.timestamp < t)
+                    || q.until.is_some_and(|t| l.timestamp > t)
+                {
                     continue;
                 }
                 matching.push(LogEntry { timestamp: l.timestamp, source: l.source, level: l.level, message: l.message });

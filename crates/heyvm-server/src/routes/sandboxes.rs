@@ -22,7 +22,23 @@ pub async fn list(State(s): State<AppState>, ApiQuery(q): ApiQuery<ListQuery>) -
 }
 
 pub async fn create(State(s): State<AppState>, ApiJson(req): ApiJson<CreateSandboxRequest>) -> ApiResult<(StatusCode, Json<SandboxInfo>)> {
-    Ok((StatusCode::CREATED, Json(s.mgr.create(req).await?)))
+    let info = s.mgr.create(req).await?;
+    if let Err(e) = bind_open_ports(&s, &info) {
+        // No half-made sandbox: the create failed as a whole.
+        let _ = s.mgr.delete(&info.id).await;
+        return Err(e);
+    }
+    Ok((StatusCode::CREATED, Json(s.mgr.get(&info.id)?)))
+}
+
+/// Each of `open_ports` gets a public proxy endpoint (unless one exists),
+/// so the sandbox's `urls` list them as the seed's create example expects.
+fn bind_open_ports(s: &AppState, info: &SandboxInfo) -> ApiResult<()> {
+    let bound: Vec<u16> = s.proxy.list(&info.id)?.iter().map(|e| e.port).collect();
+    for &port in info.open_ports.iter().filter(|p| !bound.contains(p)) {
+        s.proxy.create(&info.id, port, true)?;
+    }
+    Ok(())
 }
 
 pub async fn get(State(s): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<SandboxInfo>> {
@@ -34,7 +50,13 @@ pub async fn update(
     Path(id): Path<String>,
     ApiJson(req): ApiJson<UpdateSandboxRequest>,
 ) -> ApiResult<Json<SandboxInfo>> {
-    Ok(Json(s.mgr.update(&id, req).await?))
+    let binds_ports = req.open_ports.is_some();
+    let info = s.mgr.update(&id, req).await?;
+    if !binds_ports {
+        return Ok(Json(info));
+    }
+    bind_open_ports(&s, &info)?;
+    Ok(Json(s.mgr.get(&info.id)?))
 }
 
 pub async fn delete(State(s): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<serde_json::Value>> {
