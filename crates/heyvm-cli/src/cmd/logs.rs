@@ -31,7 +31,7 @@ fn print_line(l: &LogEntry) {
 }
 
 fn in_window(q: &Query, l: &LogEntry) -> bool {
-    !q.since.is_some_and(|t| l.timestamp < t) && !q.until.is_some_and(|t| l.timestamp > t)
+    q.since.is_none_or(|t| l.timestamp >= t) && q.until.is_none_or(|t| l.timestamp <= t)
 }
 
 pub fn show(c: &Client, f: Format, id: &str, q: Query) -> anyhow::Result<ExitCode> {
