@@ -131,7 +131,8 @@ pub fn deploy(c: &Client, f: Format, a: &DeployArgs) -> anyhow::Result<Result<De
         size_class,
         ttl_seconds: a.ttl_seconds,
         start_command: a.start_command.clone(),
-        open_ports: (!a.ports.is_empty()).then(|| a.ports.clone()),
+        // The server binds `open_ports` publicly; private ports are bound below.
+        open_ports: (!a.ports.is_empty() && !a.private).then(|| a.ports.clone()),
         env_vars: (!env.is_empty()).then_some(env),
         setup_hooks: (!a.setup_hooks.is_empty()).then(|| a.setup_hooks.clone()),
         archive_id: Some(ar.archive_id.clone()),
@@ -152,6 +153,12 @@ pub fn deploy(c: &Client, f: Format, a: &DeployArgs) -> anyhow::Result<Result<De
 
     let mut urls = Vec::new();
     for &port in &a.ports {
+        let bound = info.urls.iter().find(|u| u.port == port && u.is_public != a.private);
+        if let Some(u) = bound {
+            progress(f, format!("port {port} -> {}", u.url));
+            urls.push(u.clone());
+            continue;
+        }
         match c.create_proxy(&id, port, !a.private) {
             Ok(ep) => {
                 progress(f, format!("port {port} -> {}{}", ep.url, if ep.is_public { "" } else { " (private)" }));

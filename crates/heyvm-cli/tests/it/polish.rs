@@ -199,6 +199,10 @@ fn private_deploy_is_health_checked_without_jwt_secret() {
     assert_eq!(v["status"], "running");
     let u = &v["urls"][0];
     assert_eq!(u["is_public"], false);
+    // No public endpoint was made along the way.
+    let (_, info) = d.get("/sandboxes/priv");
+    let public: Vec<&Value> = info["urls"].as_array().unwrap().iter().filter(|u| u["is_public"] != false).collect();
+    assert!(public.is_empty(), "{info}");
     // The endpoint still refuses everyone: this server has no tokens.
     let agent: ureq::Agent =
         ureq::Agent::config_builder().http_status_as_error(false).timeout_global(Some(Duration::from_secs(10))).build().into();
