@@ -39,8 +39,9 @@ pub struct Cli {
     /// API server URL (default: $HEYVM_API_URL, then $HEYO_CLOUD_URL, else the local daemon).
     #[arg(long, global = true, env = "HEYVM_API_URL")]
     pub server: Option<String>,
-    /// Bearer token for the API server (default: $HEYO_ARCHIVE_TOKEN, $HEYVM_TOKEN, then the token
-    /// stored by `heyvm login` in $MVM_DATA_DIR/token.json).
+    /// Bearer token or API key for the API server (default: $HEYVM_API_KEY, $HEYO_API_KEY
+    /// (deprecated), $HEYO_ARCHIVE_TOKEN, $HEYVM_TOKEN, then the token stored by `heyvm login` in
+    /// $MVM_DATA_DIR/token.json).
     #[arg(long, global = true, hide_env_values = true)]
     pub token: Option<String>,
     #[command(subcommand)]
@@ -99,6 +100,8 @@ pub enum Command {
     /// Change a sandbox's settings.
     Update(UpdateArgs),
     /// Run a command in a sandbox; heyvm's exit code is the command's.
+    #[command(after_help = "Examples:\n  heyvm exec demo uname -a\n  heyvm exec demo --format json -- python3 -c 'print(1)'\n  \
+        echo hello | heyvm exec demo cat\n  heyvm exec demo --cwd /tmp --env K=V --timeout 30s -- sh -c 'echo $K'")]
     Exec(ExecArgs),
     /// Show a sandbox's logs (start command output, setup hooks, lifecycle).
     Logs {
@@ -187,6 +190,15 @@ pub enum Command {
     Token {
         #[command(subcommand)]
         action: TokenAction,
+    },
+    /// Create, list and revoke API keys (Bearer credentials that work wherever a JWT does).
+    #[command(
+        name = "api-keys",
+        after_help = "Examples:\n  heyvm api-keys create --name ci --ttl 30d --format json\n  heyvm api-keys list\n  heyvm api-keys revoke key-1a2b3c4d"
+    )]
+    ApiKeys {
+        #[command(subcommand)]
+        action: ApiKeyAction,
     },
     /// Store a token for this machine's CLI ($MVM_DATA_DIR/token.json, default ~/.heyo).
     #[command(after_help = "Examples:\n  heyvm login --token \"$TOKEN\"\n  heyvm token create --sub me | heyvm login -")]
@@ -312,6 +324,14 @@ pub struct CreateArgs {
     /// blocked, even if also allowed.
     #[arg(long = "deny-out", value_name = "DEST")]
     pub deny_out: Vec<String>,
+    /// Stop the sandbox after this long without use (e.g. 30m, 2h; 0 = never;
+    /// default $HEYVM_IDLE_TIMEOUT_SECS on the server). Its next exec, file
+    /// call, shell or proxy request starts it again, files intact.
+    #[arg(long, value_name = "DURATION")]
+    pub idle_timeout: Option<String>,
+    /// Start the sandbox on its next use even after a manual stop.
+    #[arg(long)]
+    pub auto_resume: bool,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -342,6 +362,12 @@ pub struct UpdateArgs {
     /// micro, mini, small, medium, large or xlarge (limits apply at once).
     #[arg(long)]
     pub size_class: Option<String>,
+    /// Stop after this long without use (e.g. 30m, 2h; 0 = never).
+    #[arg(long, value_name = "DURATION")]
+    pub idle_timeout: Option<String>,
+    /// Start on next use even after a manual stop (true or false).
+    #[arg(long, value_name = "BOOL")]
+    pub auto_resume: Option<bool>,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -360,8 +386,14 @@ pub struct ExecArgs {
     /// Print output as it is produced instead of when the command ends.
     #[arg(long)]
     pub stream: bool,
-    /// The command and its arguments (after --).
-    #[arg(last = true, required = true)]
+    /// Do not forward this process's stdin. By default stdin is sent to the
+    /// command when it is a pipe or a file (`echo hi | heyvm exec box cat`).
+    #[arg(long)]
+    pub no_stdin: bool,
+    /// The command and its arguments: `heyvm exec ID cmd args…`, or after
+    /// `--` (`heyvm exec ID -- cmd --its-own-flag`). Flags after the command
+    /// belong to it, except a final `--format json|text`.
+    #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true, value_name = "COMMAND")]
     pub argv: Vec<String>,
 }
 
@@ -382,6 +414,27 @@ pub enum TokenAction {
         /// Signing secret (default: $JWT_SECRET).
         #[arg(long, env = "JWT_SECRET", hide_env_values = true)]
         secret: Option<String>,
+    },
+}
+
+#[derive(Subcommand, Debug, Clone)]
+pub enum ApiKeyAction {
+    /// Create a key and print it (shown only this once; the server keeps a hash).
+    Create {
+        /// What the key is for.
+        #[arg(long)]
+        name: String,
+        /// Lifetime (e.g. 1h, 30d); no expiry when omitted.
+        #[arg(long)]
+        ttl: Option<String>,
+    },
+    /// List keys (id, name, prefix, expiry; never the secret).
+    #[command(alias = "ls")]
+    List,
+    /// Revoke a key by id: it stops working at once.
+    Revoke {
+        /// The key's id (`key-…`), as printed by create or list.
+        id: String,
     },
 }
 

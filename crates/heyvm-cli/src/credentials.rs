@@ -1,7 +1,8 @@
 //! Where the CLI finds its server and token.
 //!
 //! Server: `--server` / `$HEYVM_API_URL`, then `$HEYO_CLOUD_URL`, else the
-//! local daemon. Token: `--token`, then `$HEYO_ARCHIVE_TOKEN`,
+//! local daemon. Token: `--token`, then `$HEYVM_API_KEY`, `$HEYO_API_KEY`
+//! (deprecated: works, with a one-line warning), `$HEYO_ARCHIVE_TOKEN`,
 //! `$HEYVM_TOKEN`, then `access_token` in `token.json` of the data dir
 //! (written by `heyvm login`).
 
@@ -43,9 +44,21 @@ pub fn token(cli: &Cli) -> Option<String> {
     cli.token
         .clone()
         .filter(|t| !t.is_empty())
+        .or_else(|| non_empty_env("HEYVM_API_KEY"))
+        .or_else(|| {
+            let key = non_empty_env("HEYO_API_KEY")?;
+            warn_deprecated_key();
+            Some(key)
+        })
         .or_else(|| non_empty_env("HEYO_ARCHIVE_TOKEN"))
         .or_else(|| non_empty_env("HEYVM_TOKEN"))
         .or_else(|| load().ok().flatten().map(|t| t.access_token))
+}
+
+/// Said once per process, however often the token is looked up.
+fn warn_deprecated_key() {
+    static WARNED: std::sync::Once = std::sync::Once::new();
+    WARNED.call_once(|| eprintln!("heyvm: warning: HEYO_API_KEY is deprecated; rename it to HEYVM_API_KEY"));
 }
 
 pub fn load() -> anyhow::Result<Option<StoredToken>> {

@@ -45,21 +45,46 @@ fn die_quietly_on_closed_pipe() {
 }
 
 /// Scripts written for heyvm append `--format json` to every call, even
-/// after `exec … -- argv`. A trailing `--format json|text` after `--` is
-/// therefore taken as heyvm's own flag, not the command's.
+/// after `exec … -- argv` or `exec ID cmd args`. A trailing `--format
+/// json|text` after the command is therefore taken as heyvm's own flag, not
+/// the command's.
 fn hoist_trailing_format(mut args: Vec<String>) -> Vec<String> {
-    let Some(sep) = args.iter().position(|a| a == "--") else { return args };
+    // Where heyvm's flag goes: before `--`, else right after `exec`.
+    let insert_at = match args.iter().position(|a| a == "--") {
+        Some(sep) => sep,
+        None => match exec_position(&args) {
+            Some(i) => i + 1,
+            None => return args,
+        },
+    };
     let n = args.len();
-    let trailing = if n >= sep + 3 && args[n - 2] == "--format" && matches!(args[n - 1].as_str(), "json" | "text") {
+    let trailing = if n >= insert_at + 3 && args[n - 2] == "--format" && matches!(args[n - 1].as_str(), "json" | "text") {
         2
-    } else if n >= sep + 2 && matches!(args[n - 1].as_str(), "--format=json" | "--format=text") {
+    } else if n >= insert_at + 2 && matches!(args[n - 1].as_str(), "--format=json" | "--format=text") {
         1
     } else {
         return args;
     };
     let flag: Vec<String> = args.drain(n - trailing..).collect();
-    args.splice(sep..sep, flag);
+    args.splice(insert_at..insert_at, flag);
     args
+}
+
+/// Index of the `exec` subcommand, if that is the command: the first word
+/// that is neither a flag nor the value of a global flag.
+fn exec_position(args: &[String]) -> Option<usize> {
+    let mut i = 1;
+    while i < args.len() {
+        let a = args[i].as_str();
+        if matches!(a, "--server" | "--token" | "--format" | "--port" | "--host") {
+            i += 2;
+        } else if a.starts_with('-') {
+            i += 1;
+        } else {
+            return (a == "exec").then_some(i);
+        }
+    }
+    None
 }
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
@@ -96,5 +121,8 @@ mod tests {
         assert_eq!(hoist_trailing_format(v("heyvm exec x -- ls --format=json")), v("heyvm exec x --format=json -- ls"));
         assert_eq!(hoist_trailing_format(v("heyvm exec x -- ls --format")), v("heyvm exec x -- ls --format"));
         assert_eq!(hoist_trailing_format(v("heyvm list --format json")), v("heyvm list --format json"));
+        assert_eq!(hoist_trailing_format(v("heyvm exec x uname -a --format json")), v("heyvm exec --format json x uname -a"));
+        assert_eq!(hoist_trailing_format(v("heyvm --server u exec x ls --format=text")), v("heyvm --server u exec --format=text x ls"));
+        assert_eq!(hoist_trailing_format(v("heyvm get exec --format json")), v("heyvm get exec --format json"));
     }
 }

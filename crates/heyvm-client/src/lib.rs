@@ -283,6 +283,21 @@ impl Client {
     }
 }
 
+/// API keys.
+impl Client {
+    pub fn create_api_key(&self, req: &CreateApiKeyRequest) -> Result<ApiKeyCreated> {
+        self.send("POST", "/api-keys", req)
+    }
+
+    pub fn list_api_keys(&self) -> Result<Vec<ApiKeyInfo>> {
+        self.get("/api-keys")
+    }
+
+    pub fn revoke_api_key(&self, id: &str) -> Result<serde_json::Value> {
+        self.delete(&format!("/api-keys/{}", encode(id)))
+    }
+}
+
 /// Proxy endpoints and readiness waits.
 impl Client {
     /// `POST /sandboxes/:id/proxy`: expose `port` of the sandbox.

@@ -28,7 +28,15 @@ pub enum ExecEvent {
 /// the connection, which makes the agent kill the command.
 pub struct AgentExec {
     reader: BufReader<OwnedReadHalf>,
-    pub writer: OwnedWriteHalf,
+    writer: Option<OwnedWriteHalf>,
+}
+
+/// The stdin side of an exec, taken with [`AgentExec::take_stdin`] so it can
+/// be fed from another task while output is read. Keep it until the command
+/// exits: dropping it tells the agent the host is gone, which kills the
+/// command.
+pub struct AgentStdin {
+    writer: OwnedWriteHalf,
 }
 
 impl AgentClient {
@@ -84,7 +92,7 @@ impl AgentClient {
 
     pub async fn exec(&self, spec: ExecSpec) -> io::Result<AgentExec> {
         let (reader, writer) = self.request(&Request::Exec(spec)).await?;
-        Ok(AgentExec { reader, writer })
+        Ok(AgentExec { reader, writer: Some(writer) })
     }
 
     pub async fn start_service(&self, command: &str, env: BTreeMap<String, String>, cwd: &str) -> io::Result<u32> {
@@ -210,11 +218,19 @@ impl AgentExec {
         }
     }
 
-    pub async fn send_stdin(&mut self, data: &[u8]) -> io::Result<()> {
+    /// Takes the stdin side (once; `None` afterwards).
+    pub fn take_stdin(&mut self) -> Option<AgentStdin> {
+        self.writer.take().map(|writer| AgentStdin { writer })
+    }
+}
+
+impl AgentStdin {
+    pub async fn send(&mut self, data: &[u8]) -> io::Result<()> {
         self.writer.write_all(&heyvm_protocol::encode(FrameKind::Stdin, data)).await
     }
 
-    pub async fn close_stdin(&mut self) -> io::Result<()> {
+    /// End of input: the command reads EOF.
+    pub async fn close(&mut self) -> io::Result<()> {
         self.writer.write_all(&heyvm_protocol::encode(FrameKind::StdinEof, &[])).await
     }
 }

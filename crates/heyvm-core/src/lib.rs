@@ -6,6 +6,7 @@
 //! This crate knows nothing about HTTP or the command line.
 
 pub mod agent_client;
+pub mod api_keys;
 pub mod archive;
 pub mod backend;
 pub mod egress;

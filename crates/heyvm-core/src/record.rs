@@ -42,6 +42,19 @@ pub struct SandboxRecord {
     pub archive_id: Option<String>,
     #[serde(default)]
     pub region: Option<String>,
+    /// Seconds without use after which the sandbox is stopped (0 = never;
+    /// None = the daemon's default). See `manager/idle.rs`.
+    #[serde(default)]
+    pub idle_timeout_seconds: Option<u64>,
+    /// Start a stopped sandbox on its next use, however it was stopped.
+    #[serde(default)]
+    pub auto_resume: bool,
+    /// Why the sandbox is stopped: `idle` or `user`.
+    #[serde(default)]
+    pub stop_reason: Option<String>,
+    /// Last use (exec, files, shell, proxy) as of the last stop.
+    #[serde(default)]
+    pub last_used_at: Option<i64>,
 }
 
 pub fn now_secs() -> i64 {
@@ -78,6 +91,10 @@ impl SandboxRecord {
             deny_out: vec![],
             archive_id: None,
             region: None,
+            idle_timeout_seconds: None,
+            auto_resume: false,
+            stop_reason: None,
+            last_used_at: None,
         }
     }
 

@@ -7,6 +7,10 @@
 //! `invalid_token`, `invalid_signature`, `token_expired`,
 //! `token_not_yet_valid`, `wrong_audience`.
 //!
+//! An API key (`hvk_…`, see `heyvm_core::api_keys`) is accepted wherever a
+//! JWT is; unknown, revoked and expired keys get `invalid_api_key`,
+//! `api_key_revoked` and `api_key_expired`.
+//!
 //! [`AuthConfig::verify_bearer`] is public so other layers (private proxy
 //! endpoints) check tokens exactly the same way; [`sign`] mints tokens for
 //! `heyvm token create`.
@@ -27,10 +31,18 @@ use crate::AppState;
 /// Clock skew tolerated on `exp` and `nbf`.
 const LEEWAY_SECS: i64 = 30;
 
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct AuthConfig {
     secret: Vec<u8>,
     audience: Option<String>,
+    /// Where API keys are checked; without it only JWTs are accepted.
+    keys: Option<std::sync::Arc<heyvm_core::api_keys::ApiKeyStore>>,
+}
+
+impl std::fmt::Debug for AuthConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuthConfig").field("audience", &self.audience).field("api_keys", &self.keys.is_some()).finish()
+    }
 }
 
 /// `aud` may be one string or a list of strings.
@@ -72,6 +84,9 @@ pub enum AuthError {
     Expired,
     NotYetValid,
     WrongAudience,
+    KeyUnknown,
+    KeyRevoked,
+    KeyExpired,
 }
 
 impl std::fmt::Display for AuthError {
@@ -83,6 +98,9 @@ impl std::fmt::Display for AuthError {
             AuthError::Expired => f.write_str("token has expired"),
             AuthError::NotYetValid => f.write_str("token is not valid yet (nbf)"),
             AuthError::WrongAudience => f.write_str("token audience does not match this server"),
+            AuthError::KeyUnknown => f.write_str("unknown API key"),
+            AuthError::KeyRevoked => f.write_str("this API key has been revoked"),
+            AuthError::KeyExpired => f.write_str("this API key has expired"),
         }
     }
 }
@@ -98,6 +116,9 @@ impl AuthError {
             AuthError::Expired => "token_expired",
             AuthError::NotYetValid => "token_not_yet_valid",
             AuthError::WrongAudience => "wrong_audience",
+            AuthError::KeyUnknown => "invalid_api_key",
+            AuthError::KeyRevoked => "api_key_revoked",
+            AuthError::KeyExpired => "api_key_expired",
         }
     }
 }
@@ -131,7 +152,13 @@ pub fn sign(secret: &[u8], claims: &Claims) -> String {
 
 impl AuthConfig {
     pub fn new(secret: impl Into<Vec<u8>>, audience: Option<String>) -> Self {
-        AuthConfig { secret: secret.into(), audience: audience.filter(|a| !a.is_empty()) }
+        AuthConfig { secret: secret.into(), audience: audience.filter(|a| !a.is_empty()), keys: None }
+    }
+
+    /// Also accept the API keys of `keys`.
+    pub fn with_api_keys(mut self, keys: std::sync::Arc<heyvm_core::api_keys::ApiKeyStore>) -> Self {
+        self.keys = Some(keys);
+        self
     }
 
     /// `JWT_SECRET` / `JWT_AUDIENCE`; None when no secret is set.
@@ -159,8 +186,11 @@ impl AuthConfig {
         self.verify(token.trim())
     }
 
-    /// Checks a bare JWT.
+    /// Checks a bare JWT or API key.
     pub fn verify(&self, token: &str) -> Result<Claims, AuthError> {
+        if token.starts_with(heyvm_core::api_keys::KEY_PREFIX) {
+            return self.verify_key(token);
+        }
         let malformed = |why: &str| AuthError::Malformed(why.to_string());
         let mut parts = token.split('.');
         let (Some(h), Some(p), Some(s), None) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
@@ -196,6 +226,22 @@ impl AuthConfig {
             }
         }
         Ok(claims)
+    }
+}
+
+impl AuthConfig {
+    fn verify_key(&self, key: &str) -> Result<Claims, AuthError> {
+        use heyvm_core::api_keys::KeyRejection;
+        let keys = self.keys.as_ref().ok_or(AuthError::KeyUnknown)?;
+        match keys.verify(key) {
+            // A key stands in for a token with the key's id as subject.
+            Ok((id, expires_at)) => {
+                Ok(Claims { sub: Some(format!("api-key:{id}")), exp: expires_at.unwrap_or(i64::MAX / 2), iat: None, nbf: None, aud: None })
+            }
+            Err(KeyRejection::Unknown) => Err(AuthError::KeyUnknown),
+            Err(KeyRejection::Revoked) => Err(AuthError::KeyRevoked),
+            Err(KeyRejection::Expired) => Err(AuthError::KeyExpired),
+        }
     }
 }
 

@@ -25,4 +25,6 @@ pub struct AppState {
     pub auth: Option<Arc<auth::AuthConfig>>,
     /// Proxy endpoint listeners and routing.
     pub proxy: Arc<proxy::ProxyHub>,
+    /// API keys (`/api-keys`), also consulted by `auth`.
+    pub keys: Arc<heyvm_core::api_keys::ApiKeyStore>,
 }

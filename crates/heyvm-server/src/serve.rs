@@ -40,19 +40,21 @@ pub async fn serve(opts: ServeOptions, backend: Arc<dyn Backend>) -> anyhow_like
     };
     let mgr = SandboxManager::open(opts.data.clone(), backend, opts.config).await?;
     mgr.spawn_reaper();
+    mgr.spawn_idle_reaper();
     let addr = SocketAddr::new(host, opts.port);
     let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| format!("cannot listen on {addr}: {e}"))?;
     let local = listener.local_addr()?;
     let note = if auth { "JWT auth enabled" } else { "no JWT_SECRET: loopback only, unauthenticated" };
     println!("heyvm API listening on http://{local} ({note}); data dir {}", opts.data.root().display());
     tracing::info!(%local, backend = mgr.backend_name(), limits = mgr.limits_enforced(), "serving");
-    let auth = opts.jwt_secret.map(|s| Arc::new(crate::auth::AuthConfig::new(s, opts.jwt_audience)));
+    let keys = Arc::new(heyvm_core::api_keys::ApiKeyStore::open(&opts.data.db_path())?);
+    let auth = opts.jwt_secret.map(|s| Arc::new(crate::auth::AuthConfig::new(s, opts.jwt_audience).with_api_keys(keys.clone())));
     // API_HOSTNAME: `<subdomain>.<API_HOSTNAME>` on this listener reaches proxy endpoints.
     let api_hostname = std::env::var("API_HOSTNAME").ok().filter(|h| !h.trim().is_empty());
     let proxy = crate::proxy::ProxyHub::new(mgr.clone(), auth.clone(), api_hostname, local.port());
     proxy.start();
     let routed = proxy.api_hostname().is_some();
-    let app = router(AppState { mgr: mgr.clone(), auth, proxy: proxy.clone() });
+    let app = router(AppState { mgr: mgr.clone(), auth, proxy: proxy.clone(), keys });
     let serving = async {
         if routed {
             axum::serve(crate::proxy::RoutingListener::new(listener, proxy)?, app).await?;

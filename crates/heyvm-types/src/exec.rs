@@ -17,6 +17,14 @@ pub struct ExecRequest {
     /// Streamed exec only: keep running if the client disconnects.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub background: bool,
+    /// Bytes given to the command's standard input, which is then closed.
+    /// Without it stdin is `/dev/null`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stdin: Option<String>,
+    /// How `stdin` is encoded: `"utf8"` (the default: the text as is) or
+    /// `"base64"` (standard alphabet, for binary input).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stdin_encoding: Option<String>,
 }
 
 /// Result of a finished command. `output` is stdout and stderr merged in

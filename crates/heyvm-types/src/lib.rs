@@ -3,6 +3,7 @@
 //! on it without pulling in the engine. Shapes follow the existing heyvm
 //! product so that its clients keep working.
 
+mod api_keys;
 mod archive;
 /// heyo-sdk's cloud dialect; not glob-exported (names overlap the native API).
 pub mod compat;
@@ -13,6 +14,7 @@ mod logs;
 mod proxy;
 mod sandbox;
 
+pub use api_keys::*;
 pub use archive::*;
 pub use error::*;
 pub use exec::*;

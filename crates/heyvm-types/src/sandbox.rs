@@ -185,6 +185,19 @@ pub struct SandboxInfo {
     pub allow_out: Vec<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub deny_out: Vec<String>,
+    /// Seconds without use after which the sandbox is stopped (None = never).
+    #[serde(default)]
+    pub idle_timeout_seconds: Option<u64>,
+    /// Whether a stopped sandbox starts again on its next use, however it
+    /// was stopped (one stopped for idleness always does).
+    #[serde(default)]
+    pub auto_resume: bool,
+    /// Why a stopped sandbox is stopped: `idle` or `user` (None otherwise).
+    #[serde(default)]
+    pub stop_reason: Option<String>,
+    /// Unix time of the last exec, file call, shell or proxy connection.
+    #[serde(default)]
+    pub last_used_at: Option<i64>,
 }
 
 fn default_network_name() -> String {
@@ -277,6 +290,13 @@ pub struct CreateSandboxRequest {
     /// Egress deny list (same forms); always blocked, even if allowed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deny_out: Option<Vec<String>>,
+    /// Stop the sandbox after this many seconds without use (0 = never;
+    /// default `HEYVM_IDLE_TIMEOUT_SECS`, else never). Its next use starts it again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idle_timeout_seconds: Option<u64>,
+    /// Start the sandbox on its next use even when it was stopped by hand.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auto_resume: Option<bool>,
 }
 
 /// Body of `PATCH /sandboxes/:id`. Absent fields are left unchanged;
@@ -301,6 +321,11 @@ pub struct UpdateSandboxRequest {
     pub clear_ttl: Option<bool>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub size_class: Option<SizeClass>,
+    /// Seconds without use before an idle stop (0 = never).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idle_timeout_seconds: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auto_resume: Option<bool>,
 }
 
 /// What `stop`/`start`-style actions return to the CLI.

@@ -1,4 +1,6 @@
-use std::io::Write;
+use std::io::{Read, Write};
+
+use base64::Engine;
 use std::process::ExitCode;
 
 use heyvm_client::Client;
@@ -24,13 +26,16 @@ struct ExecJson<'a> {
 pub fn run(c: &Client, f: Format, a: ExecArgs) -> anyhow::Result<ExitCode> {
     let mut argv = a.argv.into_iter();
     let command = argv.next().unwrap_or_default();
+    let (stdin, stdin_encoding) = if a.no_stdin { (None, None) } else { piped_stdin()? };
     let req = ExecRequest {
         command,
         args: argv.collect(),
         cwd: a.cwd,
         env: Some(parse_env(&a.env)?).filter(|e| !e.is_empty()),
         timeout_secs: a.timeout.as_deref().map(parse_duration).transpose()?,
-        background: false,
+        stdin,
+        stdin_encoding,
+        ..Default::default()
     };
     if a.stream {
         return stream(c, f, &a.id, &req);
@@ -51,6 +56,28 @@ pub fn run(c: &Client, f: Format, a: ExecArgs) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::from(r.exit_code.clamp(0, 255) as u8))
+}
+
+/// This process's stdin when it is a pipe or a regular file (never a
+/// terminal: an interactive exec would wait for input nobody types), as
+/// `(stdin, stdin_encoding)`: text as is, anything else as base64.
+fn piped_stdin() -> anyhow::Result<(Option<String>, Option<String>)> {
+    // SAFETY: fstat writes into the zeroed struct we own; fd 0 may be closed,
+    // which fstat reports as an error.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    if unsafe { libc::fstat(0, &mut st) } != 0 {
+        return Ok((None, None));
+    }
+    let kind = st.st_mode & libc::S_IFMT;
+    if kind != libc::S_IFIFO && kind != libc::S_IFREG {
+        return Ok((None, None));
+    }
+    let mut data = Vec::new();
+    std::io::stdin().lock().read_to_end(&mut data)?;
+    Ok(match String::from_utf8(data) {
+        Ok(text) => (Some(text), None),
+        Err(e) => (Some(base64::engine::general_purpose::STANDARD.encode(e.into_bytes())), Some("base64".into())),
+    })
 }
 
 /// Prints output as it arrives. JSON mode prints one JSON object per event

@@ -1,5 +1,6 @@
 //! One module per group of verbs.
 
+mod api_keys;
 mod archive;
 mod bind;
 mod deploy;
@@ -55,6 +56,7 @@ pub fn dispatch(cli: &Cli, command: Command) -> anyhow::Result<ExitCode> {
         Command::Rm { ids, yes } => sandbox::remove(&client, f, &ids, yes),
         Command::Update(a) => sandbox::update(&client, f, a),
         Command::Exec(a) => exec::run(&client, f, a),
+        Command::ApiKeys { action } => api_keys::run(&client, f, action),
         Command::Logs { id, source, level, limit, offset, follow, since, until } => {
             let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0);
             let since = since.map(|t| crate::localtime::parse(&t, now)).transpose()?;

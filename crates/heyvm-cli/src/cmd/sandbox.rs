@@ -27,6 +27,14 @@ fn size_class(s: Option<String>) -> anyhow::Result<Option<SizeClass>> {
     s.map(|s| s.parse::<SizeClass>().map_err(|e| anyhow::anyhow!(e))).transpose()
 }
 
+/// `--idle-timeout`: a duration (`30m`, `2h`), or `0`/`off` for never.
+fn idle_secs(s: &str) -> anyhow::Result<u64> {
+    if matches!(s.trim(), "0" | "off" | "never") {
+        return Ok(0);
+    }
+    Ok(super::parse_duration(s)?.ceil() as u64)
+}
+
 pub fn create(c: &Client, f: Format, a: CreateArgs) -> anyhow::Result<ExitCode> {
     let req = CreateSandboxRequest {
         name: a.name,
@@ -45,6 +53,8 @@ pub fn create(c: &Client, f: Format, a: CreateArgs) -> anyhow::Result<ExitCode> 
         network: a.network,
         allow_out: (!a.allow_out.is_empty()).then_some(a.allow_out),
         deny_out: (!a.deny_out.is_empty()).then_some(a.deny_out),
+        idle_timeout_seconds: a.idle_timeout.as_deref().map(idle_secs).transpose()?,
+        auto_resume: a.auto_resume.then_some(true),
         ..Default::default()
     };
     let info = c.create(&req)?;
@@ -192,6 +202,8 @@ pub fn update(c: &Client, f: Format, a: UpdateArgs) -> anyhow::Result<ExitCode> 
         ttl_seconds: a.ttl_seconds,
         clear_ttl: a.no_ttl.then_some(true),
         size_class: size_class(a.size_class)?,
+        idle_timeout_seconds: a.idle_timeout.as_deref().map(idle_secs).transpose()?,
+        auto_resume: a.auto_resume,
     };
     let info = c.update(&a.id, &req)?;
     match f {

@@ -3,11 +3,14 @@
 
 mod support;
 
+mod api_keys;
 mod auth;
 mod bad_input;
 mod cli;
 mod compat;
 mod deploy;
+mod exec_stdin;
+mod idle;
 mod isolation;
 mod lifecycle;
 mod network;

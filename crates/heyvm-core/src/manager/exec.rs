@@ -21,9 +21,13 @@ pub const MAX_BUFFERED_OUTPUT: usize = 64 * 1024 * 1024;
 /// An exec in flight. Dropping it kills the command.
 pub struct RunningExec {
     pub agent: AgentExec,
+    /// Counts the sandbox busy (not idle) while the exec runs.
+    _busy: super::idle::BusyGuard,
     backend: Arc<dyn crate::Backend>,
     spec: LaunchSpec,
     oom_before: u64,
+    /// Feeds the request's `stdin` (see `exec_stdin.rs`).
+    pub(super) stdin_feeder: Option<super::exec_stdin::StdinFeeder>,
 }
 
 impl RunningExec {
@@ -68,7 +72,7 @@ impl SandboxManager {
             Some(t) => return Err(CoreError::invalid(format!("timeout_secs must be between 0 and {MAX_TIMEOUT_SECS}, got {t}"))),
         };
         let (env, cwd) = self.command_env_cwd(rec, req.env.as_ref(), req.cwd.as_deref())?;
-        Ok(ExecSpec { argv, env, cwd, timeout_ms, stdin: false, background: req.background })
+        Ok(ExecSpec { argv, env, cwd, timeout_ms, stdin: req.stdin.is_some(), background: req.background })
     }
 
     /// The environment (sandbox defaults plus `extra`) and working
@@ -91,21 +95,35 @@ impl SandboxManager {
         Ok((env, cwd))
     }
 
-    /// Starts a command and returns its event stream.
-    pub async fn start_exec(&self, key: &str, req: &ExecRequest) -> Result<RunningExec> {
-        let rec = self.store.resolve(key)?;
+    /// Starts a command and returns its event stream; the request's
+    /// `stdin`, if any, is fed to it.
+    pub async fn start_exec(self: &Arc<Self>, key: &str, req: &ExecRequest) -> Result<RunningExec> {
+        let input = super::exec_stdin::decode_stdin(req)?;
+        let mut run = self.open_exec(key, req, input.is_some()).await?;
+        if let Some(data) = input {
+            run.feed_stdin(data);
+        }
+        Ok(run)
+    }
+
+    /// Starts a command; with `stdin` its stdin is a pipe the caller feeds
+    /// through `run.agent.take_stdin()`.
+    pub(super) async fn open_exec(self: &Arc<Self>, key: &str, req: &ExecRequest, stdin: bool) -> Result<RunningExec> {
+        let rec = self.prepare_use(key).await?;
         if rec.status != SandboxStatus::Running {
             return Err(CoreError::InvalidState { id: rec.id, status: rec.status.to_string(), action: "exec", needs: "running" });
         }
-        let spec = self.exec_spec(&rec, req)?;
+        let mut spec = self.exec_spec(&rec, req)?;
+        spec.stdin = stdin;
         let launch = self.spec(&rec);
         let oom_before = self.backend.usage(&launch).oom_kills;
         let agent = self.agent(&rec).exec(spec).await.map_err(|e| CoreError::AgentUnreachable(e.to_string()))?;
-        Ok(RunningExec { agent, backend: self.backend.clone(), spec: launch, oom_before })
+        let _busy = self.busy_guard(&rec.id);
+        Ok(RunningExec { agent, _busy, backend: self.backend.clone(), spec: launch, oom_before, stdin_feeder: None })
     }
 
     /// Runs a command to completion and returns its buffered output.
-    pub async fn exec(&self, key: &str, req: &ExecRequest) -> Result<ExecResponse> {
+    pub async fn exec(self: &Arc<Self>, key: &str, req: &ExecRequest) -> Result<ExecResponse> {
         let mut run = self.start_exec(key, req).await?;
         let (mut out, mut err, mut merged) = (Vec::new(), Vec::new(), Vec::new());
         let mut truncated = false;

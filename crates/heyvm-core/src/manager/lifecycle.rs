@@ -81,6 +81,10 @@ impl SandboxManager {
             deny_out: validate::egress(&req.deny_out.unwrap_or_default(), "deny_out")?,
             archive_id: req.archive_id,
             region,
+            idle_timeout_seconds: req.idle_timeout_seconds,
+            auto_resume: req.auto_resume.unwrap_or(false),
+            stop_reason: None,
+            last_used_at: None,
         };
         let mut rec = rec;
         // Adopt a warm sandbox when the request fits the pool's shape.
@@ -251,6 +255,12 @@ impl SandboxManager {
         if let Some(s) = req.size_class {
             rec.size_class = s;
         }
+        if let Some(t) = req.idle_timeout_seconds {
+            rec.idle_timeout_seconds = Some(t);
+        }
+        if let Some(a) = req.auto_resume {
+            rec.auto_resume = a;
+        }
         self.store.update(&rec)?;
         if rec.status == SandboxStatus::Running {
             // The hostname follows the name (otherwise from the next start).
@@ -287,6 +297,7 @@ impl SandboxManager {
             Ok(()) => {
                 rec.status = SandboxStatus::Running;
                 rec.running_since = Some(now_secs());
+                rec.stop_reason = None;
                 self.store.update(&rec)?;
                 self.log_system(&rec, "sandbox running");
                 Ok(rec)
@@ -360,6 +371,8 @@ impl SandboxManager {
         self.backend.kill(&spec).await?;
         rec.end_running_period(now_secs());
         rec.status = SandboxStatus::Stopped;
+        // The idle reaper sets its own reason before stopping.
+        rec.stop_reason.get_or_insert_with(|| super::idle::STOP_USER.into());
         self.store.update(&rec)?;
         self.log_system(&rec, if force { "sandbox force-stopped" } else { "sandbox stopped" });
         Ok(rec)

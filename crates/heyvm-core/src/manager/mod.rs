@@ -5,7 +5,9 @@
 
 mod archives;
 mod exec;
+mod exec_stdin;
 mod files;
+mod idle;
 mod lifecycle;
 mod logs;
 mod operations;
@@ -24,7 +26,9 @@ use heyvm_types::{SandboxInfo, SandboxStatus, Uptime, UrlInfo};
 
 pub use archives::{valid_archive_id, ArchiveUpload};
 pub use exec::RunningExec;
+pub use exec_stdin::MAX_STDIN_BYTES;
 pub use files::MountRoot;
+pub use idle::{STOP_IDLE, STOP_USER};
 pub use logs::LogQuery;
 pub use proxy::{is_subdomain, Endpoint};
 pub use shell::{terminal_size, ShellRequest};
@@ -55,6 +59,9 @@ pub struct ManagerConfig {
     /// Uploaded deploy archives older than this are deleted
     /// (`HEYVM_ARCHIVE_TTL_SECS`, default one day).
     pub archive_ttl: Duration,
+    /// Idle timeout of sandboxes that set none (`HEYVM_IDLE_TIMEOUT_SECS`;
+    /// None or 0 = never). See `idle.rs`.
+    pub idle_timeout_secs: Option<u64>,
 }
 
 impl Default for ManagerConfig {
@@ -67,6 +74,7 @@ impl Default for ManagerConfig {
             shell_idle_expiry: crate::shell::IDLE_EXPIRY,
             pool_size: pool::pool_size_from_env(),
             archive_ttl: Duration::from_secs(std::env::var("HEYVM_ARCHIVE_TTL_SECS").ok().and_then(|v| v.parse().ok()).unwrap_or(86_400)),
+            idle_timeout_secs: std::env::var("HEYVM_IDLE_TIMEOUT_SECS").ok().and_then(|v| v.trim().parse().ok()).filter(|&t| t > 0),
         }
     }
 }
@@ -92,6 +100,8 @@ pub struct SandboxManager {
     pool_closed: std::sync::atomic::AtomicBool,
     /// When the reaper last swept expired archives.
     last_archive_sweep: Mutex<Instant>,
+    /// Last use per sandbox, for idle stop (see `idle.rs`).
+    idle: idle::IdleTracker,
 }
 
 impl SandboxManager {
@@ -115,6 +125,7 @@ impl SandboxManager {
             pool_filling: Default::default(),
             pool_closed: Default::default(),
             last_archive_sweep: Mutex::new(Instant::now()),
+            idle: idle::IdleTracker::default(),
         });
         mgr.reconcile().await?;
         mgr.remove_orphans().await?;
@@ -205,6 +216,10 @@ impl SandboxManager {
             network: r.network.to_string(),
             allow_out: r.allow_out.clone(),
             deny_out: r.deny_out.clone(),
+            idle_timeout_seconds: self.idle_timeout_of(r),
+            auto_resume: r.auto_resume,
+            stop_reason: if r.status == SandboxStatus::Stopped { r.stop_reason.clone() } else { None },
+            last_used_at: self.last_used_at(r),
         }
     }
 

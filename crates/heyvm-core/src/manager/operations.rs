@@ -27,7 +27,7 @@ fn exec_request(req: &ExecOperationRequest) -> Result<ExecRequest> {
             None => return Err(CoreError::invalid("command is empty")),
         },
     };
-    Ok(ExecRequest { command, args, cwd: req.cwd.clone(), env: req.env.clone(), timeout_secs: req.timeout_secs, background: false })
+    Ok(ExecRequest { command, args, cwd: req.cwd.clone(), env: req.env.clone(), timeout_secs: req.timeout_secs, ..Default::default() })
 }
 
 impl SandboxManager {

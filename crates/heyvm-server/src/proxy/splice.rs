@@ -38,6 +38,10 @@ where
         }
         head.private_bytes()
     };
+    // Proxy traffic is use: it resumes an idle-stopped sandbox and keeps
+    // the sandbox from idling while the connection is open.
+    let _ = hub.mgr.prepare_use(&ep.sandbox_id).await;
+    let _busy = hub.mgr.busy_guard(&ep.sandbox_id);
     let mut upstream = match hub.mgr.connect_port(&ep.sandbox_id, ep.port).await {
         Ok(s) => s,
         Err(e) => {

@@ -23,6 +23,7 @@ pub struct FileQuery {
 }
 
 pub async fn list(State(s): State<AppState>, Path(id): Path<String>, ApiQuery(q): ApiQuery<FileQuery>) -> ApiResult<Json<FileList>> {
+    s.mgr.prepare_use(&id).await?;
     Ok(Json(s.mgr.list_files(&id, q.mount_path.as_deref(), q.path.as_deref().unwrap_or(""))?))
 }
 
@@ -39,6 +40,7 @@ pub async fn upload_json(
         .decode(req.content.as_bytes())
         .map_err(|e| AppError::bad_request("invalid_base64", format!("content is not valid base64: {e}")))?;
     let max = s.mgr.config().max_upload_bytes;
+    s.mgr.prepare_use(&id).await?;
     if data.len() as u64 > max {
         return Err(too_large(max));
     }
@@ -57,6 +59,7 @@ pub async fn upload_multipart(
     mut form: Multipart,
 ) -> ApiResult<(StatusCode, Json<UploadResponse>)> {
     let bad = |e: axum::extract::multipart::MultipartError| AppError::bad_request("invalid_multipart", e.body_text());
+    s.mgr.prepare_use(&id).await?;
     let max = s.mgr.config().max_upload_bytes;
     let (mut mount_path, mut file_path) = (None::<String>, None::<String>);
     while let Some(mut field) = form.next_field().await.map_err(bad)? {
@@ -89,6 +92,7 @@ pub async fn download(
     Path((id, path)): Path<(String, String)>,
     ApiQuery(q): ApiQuery<FileQuery>,
 ) -> ApiResult<Response> {
+    s.mgr.prepare_use(&id).await?;
     let (file, size) = s.mgr.open_file(&id, q.mount_path.as_deref(), &path)?;
     let stream = tokio_util::io::ReaderStream::with_capacity(tokio::fs::File::from_std(file), 256 * 1024);
     Ok((
@@ -103,6 +107,7 @@ pub async fn delete(
     Path((id, path)): Path<(String, String)>,
     ApiQuery(q): ApiQuery<FileQuery>,
 ) -> ApiResult<Json<DeleteFileResponse>> {
+    s.mgr.prepare_use(&id).await?;
     let mount_path = s.mgr.delete_file(&id, q.mount_path.as_deref(), &path, q.recursive)?;
     Ok(Json(DeleteFileResponse { mount_path, file_path: path, deleted: true }))
 }

@@ -1,8 +1,10 @@
 //! The route table (seed 002 plus heyvm-compatible additions).
 
+mod api_keys;
 mod archives;
 mod compat;
 mod exec;
+mod exec_ws;
 mod files;
 mod logs;
 mod mounts;
@@ -24,6 +26,8 @@ use crate::AppState;
 pub fn router(state: AppState) -> Router {
     // JSON uploads carry base64 (4/3 of the file) plus a little framing.
     let json_limit = (state.mgr.config().max_upload_bytes as usize / 3 * 4).saturating_add(64 * 1024);
+    // Exec bodies may carry `stdin` (base64: 4/3 of the bytes).
+    let exec_limit = heyvm_core::manager::MAX_STDIN_BYTES / 3 * 4 + 64 * 1024;
     Router::new()
         .route("/health", get(|| async { Json(Health { status: "ok".into() }) }))
         .route(
@@ -33,14 +37,17 @@ pub fn router(state: AppState) -> Router {
             ),
         )
         .route("/sandboxes", get(sandboxes::list).post(sandboxes::create))
+        .route("/api-keys", get(api_keys::list).post(api_keys::create))
+        .route("/api-keys/{id}", axum::routing::delete(api_keys::revoke))
         .route("/archives", post(archives::upload).layer(DefaultBodyLimit::disable()))
         .route("/sandboxes/{id}", get(sandboxes::get).patch(sandboxes::update).delete(sandboxes::delete))
         .route("/sandboxes/{id}/start", post(sandboxes::start))
         .route("/sandboxes/{id}/stop", post(sandboxes::stop))
         .route("/sandboxes/{id}/restart", post(sandboxes::restart))
         .route("/sandboxes/{id}/force-stop", post(sandboxes::force_stop))
-        .route("/sandboxes/{id}/execute", post(exec::execute))
-        .route("/sandboxes/{id}/exec/stream", post(stream::exec_stream))
+        .route("/sandboxes/{id}/execute", post(exec::execute).layer(DefaultBodyLimit::max(exec_limit)))
+        .route("/sandboxes/{id}/exec/stream", post(stream::exec_stream).layer(DefaultBodyLimit::max(exec_limit)))
+        .route("/sandboxes/{id}/exec/ws", get(exec_ws::exec_ws))
         .route("/sandboxes/{id}/exec-operations", post(operations::create))
         .route("/sandboxes/{id}/exec-operations/{op}", get(operations::get))
         .route("/sandboxes/{id}/logs/stream", get(stream::logs_stream))

@@ -160,6 +160,11 @@ async fn serve(s: AppState, sandbox_id: String, mut ws: WebSocket) {
         Ok(size) => size,
         Err(e) => return fail(ws, e.code(), e.to_string()).await,
     };
+    // Marks the sandbox used; one stopped for idleness starts again.
+    let sandbox_id = match s.mgr.prepare_use(&sandbox_id).await {
+        Ok(rec) => rec.id,
+        Err(e) => return fail(ws, e.code(), e.to_string()).await,
+    };
     let (session, from, resumed) = match session_id {
         Some(sid) => match s.mgr.find_shell(&sandbox_id, &sid) {
             Ok(Some(session)) => {
@@ -179,6 +184,7 @@ async fn serve(s: AppState, sandbox_id: String, mut ws: WebSocket) {
         }
     };
     let attachment = session.attach(from);
+    let _busy = s.mgr.busy_guard(&sandbox_id);
     if resumed && !attachment.input(Input::Resize { cols, rows }).await {
         tracing::debug!(session = %session.id, "resize on resume: shell already gone");
     }

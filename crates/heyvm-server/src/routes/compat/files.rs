@@ -25,6 +25,7 @@ pub async fn read_file(
     ApiJson(req): ApiJson<ReadFileRequest>,
 ) -> ApiResult<Json<ReadFileResponse>> {
     let mount = req.mount_path.as_deref();
+    s.mgr.prepare_use(&id).await?;
     let (file, size) = s.mgr.open_file(&id, mount, &req.file_path)?;
     if size > MAX_READ_BYTES {
         return Err(AppError::new(
@@ -65,6 +66,7 @@ pub async fn write_file(
             format!("file exceeds the upload limit of {max} bytes"),
         ));
     }
+    s.mgr.prepare_use(&id).await?;
     let (mut file, mount_path) = s.mgr.begin_upload(&id, req.mount_path.as_deref(), &req.file_path)?;
     file.write(&data)?;
     let size = file.commit()?;
