@@ -107,6 +107,12 @@ fn detach_is_idempotent_lists_and_reattaches() {
     let out = d.sh(&id, "pwd; cat /workspace/README; echo made-inside > /workspace/inside.txt; echo $HEYVM_WT_BRANCH");
     assert_eq!(out["stdout"], "/workspace\nhello from main\nfeature/My_Change\n", "{out}");
     assert_eq!(std::fs::read_to_string(worktree.join("inside.txt")).unwrap(), "made-inside\n");
+    // The worktree's .git (which host git trusts) cannot be rewritten or replaced from inside.
+    let dot_git = std::fs::read_to_string(worktree.join(".git")).unwrap();
+    let out = d
+        .sh(&id, "echo 'gitdir: /tmp/evil' > /workspace/.git; rm -f /workspace/.git; mv /workspace/.git /workspace/x; cat /workspace/.git");
+    assert_eq!(out["stdout"], dot_git.as_str(), "{out}");
+    assert_eq!(std::fs::read_to_string(worktree.join(".git")).unwrap(), dot_git);
 
     // The owner process and its files.
     let dir = d.data.path().join("sandboxes").join(&id);

@@ -60,8 +60,10 @@ pub fn mount(m: &MountSpec) -> Result<MountSpec> {
     }
     let host = Path::new(&m.host_path);
     let meta = std::fs::metadata(host).map_err(|e| CoreError::invalid(format!("host_path '{}' is not usable: {e}", m.host_path)))?;
-    if !meta.is_dir() {
-        return Err(CoreError::invalid(format!("host_path '{}' is not a directory", m.host_path)));
+    // A regular file may be bound too (`heyvm wt` binds a worktree's `.git`
+    // read-only over the writable worktree).
+    if !meta.is_dir() && !meta.is_file() {
+        return Err(CoreError::invalid(format!("host_path '{}' is not a directory or a regular file", m.host_path)));
     }
     let host_path = host.canonicalize()?.display().to_string();
     Ok(MountSpec { host_path, sandbox_path, read_only: m.read_only })
@@ -156,6 +158,11 @@ mod tests {
         }
         let missing = MountSpec { host_path: "/nonexistent/x".into(), sandbox_path: "/data".into(), read_only: true };
         assert!(mount(&missing).is_err());
+        let file = tempfile::NamedTempFile::new().unwrap();
+        let file = MountSpec { host_path: file.path().display().to_string(), sandbox_path: "/workspace/.git".into(), read_only: true };
+        assert!(mount(&file).is_ok(), "regular files may be bound");
+        let dev = MountSpec { host_path: "/dev/null".into(), sandbox_path: "/data".into(), read_only: true };
+        assert!(mount(&dev).is_err(), "devices may not");
     }
 
     #[test]

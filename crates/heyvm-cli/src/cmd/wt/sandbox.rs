@@ -133,7 +133,7 @@ fn create(c: &Client, w: &Wanted) -> anyhow::Result<SandboxInfo> {
         size_class,
         working_directory: Some(WORKSPACE_PATH.into()),
         env_vars: Some([(BRANCH_ENV.to_string(), w.branch.to_string()), (WORKTREE_ENV.to_string(), worktree.clone())].into()),
-        mounts: Some(vec![MountSpec { host_path: worktree, sandbox_path: WORKSPACE_PATH.into(), read_only: false }]),
+        mounts: Some(mounts(w.worktree)),
         ..Default::default()
     };
     match c.create(&req) {
@@ -143,6 +143,21 @@ fn create(c: &Client, w: &Wanted) -> anyhow::Result<SandboxInfo> {
         Err(e @ ClientError::Api { .. }) if e.code() == "sandbox_failed" => bail!("the sandbox {} did not start: {e}", w.name),
         Err(e) => Err(e.into()),
     }
+}
+
+/// The worktree at /workspace, and its `.git` (the file naming the git dir
+/// of a linked worktree, or the main worktree's git dir) read-only over it.
+/// Git on the host trusts what `.git` says: a sandbox that could rewrite it
+/// (say to a git dir with `core.fsmonitor` set) would run its code the next
+/// time the user types `git status` in the worktree.
+fn mounts(worktree: &Path) -> Vec<MountSpec> {
+    let ws = |p: &Path, at: &str, ro: bool| MountSpec { host_path: p.display().to_string(), sandbox_path: at.into(), read_only: ro };
+    let mut v = vec![ws(worktree, WORKSPACE_PATH, false)];
+    let dot_git = worktree.join(".git");
+    if dot_git.symlink_metadata().is_ok_and(|m| m.is_file() || m.is_dir()) {
+        v.push(ws(&dot_git, &format!("{WORKSPACE_PATH}/.git"), true));
+    }
+    v
 }
 
 /// Every `wt-*` sandbox, stopped ones included.
