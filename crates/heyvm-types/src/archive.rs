@@ -3,6 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 /// What `POST /archives` returns.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ArchiveInfo {
     /// `ar-` + 8 hex digits; pass it as `archive_id` when creating a sandbox.

@@ -17,6 +17,7 @@ use crate::{MountSpec, SandboxStatus, SizeClass, UrlInfo};
 /// Body of `POST /sandbox-deploy`. Every field is optional; what this daemon
 /// cannot honour is either refused (see the server) or reported back in
 /// [`DeployedSandbox::ignored_fields`].
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct DeployRequest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -55,10 +56,12 @@ pub struct DeployRequest {
     pub mounts: Option<Vec<DeployMount>>,
     /// Anything else the caller sent (`cpus`, `memory`, `account_id`, …).
     #[serde(flatten)]
+    #[cfg_attr(feature = "openapi", schema(ignore))]
     pub extra: BTreeMap<String, serde_json::Value>,
 }
 
 /// A mount in a deploy body: a host directory, or an uploaded tree.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DeployMount {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -72,6 +75,7 @@ pub struct DeployMount {
 
 /// A port forward from the host (always empty here: bubblewrap sandboxes
 /// have no network of their own to forward to).
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PortMapping {
     pub host: u16,
@@ -81,6 +85,7 @@ pub struct PortMapping {
 /// One sandbox in the cloud dialect (`GET /deployed-sandboxes[/:id]`, the
 /// deploy answer, and the entries of `GET /sandboxes/inactive`). A superset
 /// of heyo-sdk's `SandboxInfo` and `InactiveSandbox`.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DeployedSandbox {
     pub id: String,
@@ -129,6 +134,7 @@ pub struct DeployedSandbox {
 
 /// Body of `POST /sandbox/:id/exec`. Without `args`, `command` runs under
 /// `sh -c`; with them, `command` is the program and `args` its arguments.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct CompatExecRequest {
     pub command: String,
@@ -143,6 +149,7 @@ pub struct CompatExecRequest {
 }
 
 /// Body of `POST /sandbox/:id/read-file`.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ReadFileRequest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -150,6 +157,7 @@ pub struct ReadFileRequest {
     pub file_path: String,
 }
 
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ReadFileResponse {
     pub mount_path: String,
@@ -160,6 +168,7 @@ pub struct ReadFileResponse {
 }
 
 /// Body of `POST /sandbox/:id/write-file`.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WriteFileRequest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -170,6 +179,7 @@ pub struct WriteFileRequest {
 }
 
 /// Body of `POST /proxy-endpoints/for-deployed` (heyo-sdk's `bind_port`).
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BindPortRequest {
     pub sandbox_id: String,
@@ -180,12 +190,14 @@ pub struct BindPortRequest {
 }
 
 /// Body of `POST /deployed-sandboxes/:id/ttl`. `0` removes the TTL.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TtlRequest {
     pub ttl_seconds: u64,
 }
 
 /// Body of `POST /deployed-sandboxes/:id/resize`.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ResizeRequest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -196,6 +208,7 @@ pub struct ResizeRequest {
 
 /// `GET /sandboxes/inactive?count=&cursor=`: sandboxes that exist but are
 /// not running, in id order. `next_cursor` is the first id of the next page.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct InactivePage {
     pub sandboxes: Vec<DeployedSandbox>,
@@ -204,12 +217,14 @@ pub struct InactivePage {
 }
 
 /// `GET /system/usage`.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SystemUsage {
     pub available: bool,
     pub snapshot: Option<UsageSnapshot>,
 }
 
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct UsageSnapshot {
@@ -218,6 +233,7 @@ pub struct UsageSnapshot {
     pub sandboxes: Vec<SandboxUsage>,
 }
 
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct HostUsage {
@@ -232,6 +248,7 @@ pub struct HostUsage {
 
 /// One running sandbox. `cpu_percent` is percent of one core (200 = two
 /// cores busy); `pids` are host pids of its processes.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct SandboxUsage {

@@ -3,6 +3,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 /// Body of `POST /sandboxes/:id/execute`.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ExecRequest {
     pub command: String,
@@ -29,6 +30,7 @@ pub struct ExecRequest {
 
 /// Result of a finished command. `output` is stdout and stderr merged in
 /// the order they were produced.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ExecResponse {
     pub output: String,
@@ -47,6 +49,7 @@ pub struct ExecResponse {
 }
 
 /// A command given either as one shell string or as an argv array.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(untagged)]
 pub enum CommandLine {
@@ -55,6 +58,7 @@ pub enum CommandLine {
 }
 
 /// Body of `POST /sandboxes/:id/exec-operations` (camelCase on the wire).
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ExecOperationRequest {
@@ -68,6 +72,7 @@ pub struct ExecOperationRequest {
     pub cwd: Option<String>,
 }
 
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum OperationStatus {
@@ -78,6 +83,7 @@ pub enum OperationStatus {
 }
 
 /// The result part of an operation record (snake_case, like `execute`).
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct OperationResult {
     pub output: String,
@@ -89,6 +95,7 @@ pub struct OperationResult {
 }
 
 /// What `GET /sandboxes/:id/exec-operations/:op` returns.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ExecOperation {

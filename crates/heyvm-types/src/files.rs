@@ -1,6 +1,7 @@
 use serde::{Deserialize, Serialize};
 
 /// One entry of `GET /sandboxes/:id/files`.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FileEntry {
     pub name: String,
@@ -14,6 +15,7 @@ pub struct FileEntry {
     pub mode: u32,
 }
 
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FileList {
     pub mount_path: String,
@@ -22,6 +24,7 @@ pub struct FileList {
 }
 
 /// Body of `POST /sandboxes/:id/files/upload`.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UploadJsonRequest {
     #[serde(default = "default_mount")]
@@ -35,6 +38,7 @@ fn default_mount() -> String {
     crate::WORKSPACE_PATH.to_string()
 }
 
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UploadResponse {
     pub mount_path: String,
@@ -42,6 +46,7 @@ pub struct UploadResponse {
     pub size: u64,
 }
 
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DeleteFileResponse {
     pub mount_path: String,

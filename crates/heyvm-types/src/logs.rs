@@ -1,6 +1,7 @@
 use serde::{Deserialize, Serialize};
 
 /// One captured log line.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LogEntry {
     /// Seconds since the Unix epoch.
@@ -18,6 +19,7 @@ fn default_level() -> String {
     "info".into()
 }
 
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LogsResponse {
     pub logs: Vec<LogEntry>,

@@ -8,6 +8,7 @@ fn yes() -> bool {
 }
 
 /// `POST /sandboxes/:id/proxy`.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CreateProxyRequest {
     /// The port inside the sandbox.
@@ -18,6 +19,7 @@ pub struct CreateProxyRequest {
 }
 
 /// One proxy endpoint, as created and listed.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ProxyEndpoint {
     pub subdomain: String,
@@ -33,6 +35,7 @@ pub struct ProxyEndpoint {
 }
 
 /// `DELETE /sandboxes/:id/proxy?subdomain=…`.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DeleteProxyQuery {
     pub subdomain: String,
@@ -40,6 +43,7 @@ pub struct DeleteProxyQuery {
 
 /// `POST /sandboxes/:id/wait-for`: wait until `port` accepts connections
 /// inside the sandbox (and, with `path`, answers an HTTP GET with 2xx/3xx).
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct WaitForRequest {
     pub port: u16,
@@ -50,6 +54,7 @@ pub struct WaitForRequest {
     pub timeout_secs: Option<f64>,
 }
 
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WaitForResponse {
     pub ready: bool,
@@ -63,6 +68,7 @@ pub struct WaitForResponse {
 }
 
 /// What `GET /sandboxes/:id/proxy` returns.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ProxyList {
     pub proxies: Vec<ProxyEndpoint>,

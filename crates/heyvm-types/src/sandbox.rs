@@ -5,6 +5,7 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 
 /// Lifecycle states. Lowercase on the wire.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum SandboxStatus {
@@ -48,6 +49,7 @@ impl FromStr for SandboxStatus {
 }
 
 /// Size classes: enforced as CPU, memory and pids limits.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum SizeClass {
@@ -115,6 +117,7 @@ impl FromStr for SizeClass {
 }
 
 /// A host directory bound into the sandbox.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MountSpec {
     pub host_path: String,
@@ -124,6 +127,7 @@ pub struct MountSpec {
 }
 
 /// A proxy endpoint reaching a port inside the sandbox.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UrlInfo {
     pub subdomain: String,
@@ -135,6 +139,7 @@ pub struct UrlInfo {
 
 /// Same shape as Rust's `std::time::Duration` serialisation, which the
 /// existing product emits.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub struct Uptime {
     pub secs: u64,
@@ -142,6 +147,7 @@ pub struct Uptime {
 }
 
 /// What `GET /sandboxes/:id` returns.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SandboxInfo {
     pub id: String,
@@ -205,6 +211,7 @@ fn default_network_name() -> String {
 }
 
 /// How a sandbox reaches the network.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum NetworkMode {
@@ -242,6 +249,7 @@ impl FromStr for NetworkMode {
 }
 
 /// Body of `POST /sandboxes`. Every field is optional.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CreateSandboxRequest {
@@ -302,6 +310,7 @@ pub struct CreateSandboxRequest {
 /// Body of `PATCH /sandboxes/:id`. Absent fields are left unchanged;
 /// `ttl_seconds: null` is not distinguishable from absent, so use
 /// `clear_ttl: true` to remove a TTL.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateSandboxRequest {
@@ -329,18 +338,21 @@ pub struct UpdateSandboxRequest {
 }
 
 /// What `stop`/`start`-style actions return to the CLI.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StatusResponse {
     pub id: String,
     pub status: SandboxStatus,
 }
 
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Health {
     pub status: String,
 }
 
 /// What `GET /system/pool` returns: the warm pool's state.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PoolStatus {
     /// Warm sandboxes ready now.

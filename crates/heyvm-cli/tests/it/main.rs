@@ -14,6 +14,7 @@ mod idle;
 mod isolation;
 mod lifecycle;
 mod network;
+mod openapi;
 mod persistence;
 mod polish;
 mod pool;

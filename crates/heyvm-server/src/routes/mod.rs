@@ -30,6 +30,7 @@ pub fn router(state: AppState) -> Router {
     let exec_limit = heyvm_core::manager::MAX_STDIN_BYTES / 3 * 4 + 64 * 1024;
     Router::new()
         .route("/health", get(|| async { Json(Health { status: "ok".into() }) }))
+        .route("/openapi.json", get(crate::openapi::serve))
         .route(
             "/system/pool",
             get(

@@ -1,0 +1,229 @@
+//! One line per route of [`crate::router`]: method, path (axum syntax),
+//! summary, body, success answer and the errors beyond the common ones.
+//! `openapi::tests` fails when the router and this list disagree.
+
+use heyvm_types::compat::{
+    BindPortRequest, CompatExecRequest, DeployRequest, DeployedSandbox, InactivePage, ReadFileRequest, ReadFileResponse, ResizeRequest,
+    SystemUsage, TtlRequest, WriteFileRequest,
+};
+use heyvm_types::*;
+use serde_json::json;
+
+use super::Doc;
+
+const WS: &str = "WebSocket upgrade (send `Connection: Upgrade`, `Upgrade: websocket`)";
+
+pub(crate) fn all(d: &mut Doc) {
+    native(d);
+    files_and_streams(d);
+    compat(d);
+}
+
+fn native(d: &mut Doc) {
+    d.op("GET", "/health", "Liveness; never needs a token").ok::<Health>(200).add();
+    d.op("GET", "/openapi.json", "This document").ok_schema(200, json!({"type": "object"})).add();
+    d.op("GET", "/system/pool", "Warm pool: launched-but-unnamed sandboxes and the target size").ok::<PoolStatus>(200).add();
+    d.op("GET", "/sandboxes", "List sandboxes (all states unless `status` is given)")
+        .query("status", "string", "provisioning, running, stopped, paused, failed or all")
+        .ok_list::<SandboxInfo>(200)
+        .add();
+    d.op("POST", "/sandboxes", "Create a sandbox and start it; `open_ports` are bound as public endpoints")
+        .body::<CreateSandboxRequest>()
+        .ok::<SandboxInfo>(201)
+        .errors(&[403, 409, 413, 415])
+        .add();
+    d.op("POST", "/archives", "Upload a tar.gz for `archive_id` on create (kept HEYVM_ARCHIVE_TTL_SECS)")
+        .raw_body(json!({"application/gzip": {"schema": {"type": "string", "format": "binary"}}}))
+        .ok::<ArchiveInfo>(201)
+        .errors(&[413])
+        .add();
+    d.op("GET", "/sandboxes/{id}", "One sandbox").ok::<SandboxInfo>(200).add();
+    d.op("PATCH", "/sandboxes/{id}", "Change a sandbox's settings; new `open_ports` are bound")
+        .body::<UpdateSandboxRequest>()
+        .ok::<SandboxInfo>(200)
+        .errors(&[409, 415])
+        .add();
+    d.op("DELETE", "/sandboxes/{id}", "Delete a sandbox with all its files")
+        .ok_schema(
+            200,
+            json!({"type": "object", "properties": {"id": {"type": "string"}, "name": {"type": "string"}, "deleted": {"type": "boolean"}}}),
+        )
+        .errors(&[409])
+        .add();
+    for (verb, what) in [
+        ("start", "Start a stopped or failed sandbox"),
+        ("stop", "Stop (SIGTERM, then SIGKILL); files are kept"),
+        ("restart", "Stop and start again"),
+        ("force-stop", "Kill every process at once"),
+    ] {
+        d.op("POST", &format!("/sandboxes/{{id}}/{verb}"), what).ok::<SandboxInfo>(200).errors(&[409, 502]).add();
+    }
+    d.op("POST", "/sandboxes/{id}/execute", "Run a command and wait for it; a non-zero exit is a 200 with its exit_code")
+        .body::<ExecRequest>()
+        .ok::<ExecResponse>(200)
+        .errors(&[409, 415, 502])
+        .add();
+    d.op("POST", "/sandboxes/{id}/exec-operations", "Start an idempotent exec operation (by operationId)")
+        .body::<ExecOperationRequest>()
+        .ok::<ExecOperation>(201)
+        .ok::<ExecOperation>(200)
+        .errors(&[409, 415, 502])
+        .add();
+    d.op("GET", "/sandboxes/{id}/exec-operations/{op}", "An exec operation's state and result").ok::<ExecOperation>(200).add();
+    d.op("GET", "/sandboxes/{id}/logs", "Log entries (start command, setup hooks, lifecycle)")
+        .query("limit", "integer", "how many entries (default 100, at most 10000)")
+        .query("offset", "integer", "first entry")
+        .query("tail", "boolean", "the last `limit` entries")
+        .query("source", "string", "stdout, stderr, setup or system")
+        .query("level", "string", "info, warn or error")
+        .query("since", "integer", "only entries at or after this Unix time")
+        .query("until", "integer", "only entries at or before this Unix time")
+        .ok::<LogsResponse>(200)
+        .add();
+    d.op("GET", "/sandboxes/{id}/mounts", "A sandbox's mounts").ok_list::<MountSpec>(200).add();
+    d.op("POST", "/sandboxes/{id}/mounts", "Add a mount (applies at the next start)")
+        .body::<MountSpec>()
+        .ok_schema(201, json!({"type": "object"}))
+        .errors(&[403, 409, 415])
+        .add();
+    d.op("DELETE", "/sandboxes/{id}/mounts/{*path}", "Remove the mount at this sandbox path")
+        .ok_schema(200, json!({"type": "object"}))
+        .add();
+    d.op("GET", "/sandboxes/{id}/proxy", "The sandbox's proxy endpoints").ok::<ProxyList>(200).add();
+    d.op("POST", "/sandboxes/{id}/proxy", "Expose a port through the proxy")
+        .body::<CreateProxyRequest>()
+        .ok::<ProxyEndpoint>(201)
+        .errors(&[409, 415])
+        .add();
+    d.op("DELETE", "/sandboxes/{id}/proxy", "Remove a proxy endpoint")
+        .query("subdomain", "string", "the endpoint's subdomain")
+        .ok::<ProxyEndpoint>(200)
+        .add();
+    d.op("POST", "/sandboxes/{id}/wait-for", "Wait until a port inside the sandbox answers (through the agent)")
+        .body::<WaitForRequest>()
+        .ok::<WaitForResponse>(200)
+        .errors(&[409, 415])
+        .add();
+}
+
+fn files_and_streams(d: &mut Doc) {
+    d.op("GET", "/sandboxes/{id}/files", "List a directory")
+        .query("mount_path", "string", "a mount's sandbox path (default /workspace)")
+        .query("path", "string", "relative to the mount, or absolute")
+        .ok::<FileList>(200)
+        .errors(&[403])
+        .add();
+    d.op("POST", "/sandboxes/{id}/files", "Upload a file (multipart: mount_path, file_path, file)")
+        .raw_body(json!({"multipart/form-data": {"schema": {"type": "object", "properties": {
+            "mount_path": {"type": "string"}, "file_path": {"type": "string"}, "file": {"type": "string", "format": "binary"}}}}}))
+        .ok::<UploadResponse>(201)
+        .errors(&[403, 409, 413, 415])
+        .add();
+    d.op("POST", "/sandboxes/{id}/files/upload", "Upload a file as base64 JSON")
+        .body::<UploadJsonRequest>()
+        .ok::<UploadResponse>(201)
+        .errors(&[403, 409, 413, 415])
+        .add();
+    d.op("GET", "/sandboxes/{id}/files/{*path}", "Download a file")
+        .query("mount_path", "string", "a mount's sandbox path (default /workspace)")
+        .ok_other(200, "the file's bytes", Some("application/octet-stream"))
+        .errors(&[403])
+        .add();
+    d.op("DELETE", "/sandboxes/{id}/files/{*path}", "Delete a file (a directory with recursive=true)")
+        .query("mount_path", "string", "a mount's sandbox path (default /workspace)")
+        .query("recursive", "boolean", "delete a directory with its contents")
+        .ok::<DeleteFileResponse>(200)
+        .errors(&[403, 409])
+        .add();
+    d.op("POST", "/sandboxes/{id}/exec/stream", "Run a command, streaming its output as server-sent events")
+        .body::<ExecRequest>()
+        .ok_other(200, "events: exec_started, stdout, stderr, exit", Some("text/event-stream"))
+        .errors(&[409, 415, 502])
+        .add();
+    d.op("GET", "/sandboxes/{id}/logs/stream", "Follow the log: backlog, then new entries (SSE, or a WebSocket on upgrade)")
+        .query("backlog", "integer", "entries sent first (default 100)")
+        .query("source", "string", "stdout, stderr, setup or system")
+        .query("level", "string", "info, warn or error")
+        .ok_other(200, "server-sent events `log`, then `end` when the sandbox is deleted", Some("text/event-stream"))
+        .add();
+    d.op("POST", "/sandboxes/{id}/shell-session", "A shell stream URL (`connection_url`), with a scoped token when auth is on")
+        .ok_schema(200, json!({"type": "object", "properties": {"connection_url": {"type": "string"}}}))
+        .errors(&[409])
+        .add();
+    for path in ["/sandboxes/{id}/shell-stream", "/deployed-sandboxes/{id}/shell-stream"] {
+        d.op("GET", path, "Interactive shell on a PTY (WebSocket frames: init/ready, stdin 0x01, output 0x02+seq)")
+            .ok_other(101, WS, None)
+            .errors(&[409, 426])
+            .add();
+    }
+}
+
+/// heyo-sdk's cloud dialect.
+fn compat(d: &mut Doc) {
+    d.op("POST", "/sandbox-deploy", "Create a sandbox (cloud dialect)")
+        .body::<DeployRequest>()
+        .ok::<DeployedSandbox>(201)
+        .errors(&[403, 409, 415])
+        .add();
+    d.op("GET", "/deployed-sandboxes", "List sandboxes (cloud dialect; stopped ones too)")
+        .query("name", "string", "exact name")
+        .query("status", "string", "only this state")
+        .ok_list::<DeployedSandbox>(200)
+        .add();
+    d.op("GET", "/deployed-sandboxes/{id}", "One sandbox (cloud dialect)").ok::<DeployedSandbox>(200).add();
+    d.op("DELETE", "/deployed-sandboxes/{id}", "Delete a sandbox (cloud dialect)")
+        .ok_schema(200, json!({"type": "object"}))
+        .errors(&[409])
+        .add();
+    d.op("POST", "/deployed-sandboxes/{id}/restart", "Restart (cloud dialect)").ok::<DeployedSandbox>(200).errors(&[409, 502]).add();
+    d.op("POST", "/deployed-sandboxes/{id}/ttl", "Set the TTL (cloud dialect)")
+        .body::<TtlRequest>()
+        .ok::<DeployedSandbox>(200)
+        .errors(&[415])
+        .add();
+    d.op("POST", "/deployed-sandboxes/{id}/resize", "Change the size class (cloud dialect)")
+        .body::<ResizeRequest>()
+        .ok::<DeployedSandbox>(200)
+        .errors(&[409, 415])
+        .add();
+    d.op("POST", "/sandbox/{id}/exec", "Run a command (cloud dialect)")
+        .body::<CompatExecRequest>()
+        .ok::<ExecResponse>(200)
+        .errors(&[409, 415, 502])
+        .add();
+    d.op("POST", "/sandbox/{id}/start", "Start (cloud dialect)").ok::<DeployedSandbox>(200).errors(&[409, 502]).add();
+    d.op("POST", "/sandbox/{id}/stop", "Stop (cloud dialect)").ok::<DeployedSandbox>(200).errors(&[409, 502]).add();
+    d.op("POST", "/sandbox/{id}/read-file", "Read a file as base64 (cloud dialect)")
+        .body::<ReadFileRequest>()
+        .ok::<ReadFileResponse>(200)
+        .errors(&[403, 415])
+        .add();
+    d.op("POST", "/sandbox/{id}/write-file", "Write a base64 file (cloud dialect)")
+        .body::<WriteFileRequest>()
+        .ok::<UploadResponse>(200)
+        .errors(&[403, 409, 413, 415])
+        .add();
+    d.op("GET", "/sandboxes/inactive", "Stopped and failed sandboxes, paged")
+        .query("count", "integer", "page size")
+        .query("cursor", "string", "a previous page's next_cursor")
+        .ok::<InactivePage>(200)
+        .add();
+    d.op("GET", "/system/usage", "Host and per-sandbox CPU, memory and pids").ok::<SystemUsage>(200).add();
+    d.op("POST", "/proxy-endpoints/for-deployed", "Expose a port (cloud dialect)")
+        .body::<BindPortRequest>()
+        .ok::<ProxyEndpoint>(201)
+        .errors(&[409, 415])
+        .add();
+    d.op("GET", "/public-images", "Images a deploy may name")
+        .query("backend", "string", "backend name")
+        .ok_schema(200, json!({"type": "object"}))
+        .add();
+    for path in [
+        "/deployed-sandboxes/{id}/checkpoint",
+        "/deployed-sandboxes/{id}/restore",
+        "/deployed-sandboxes/{id}/replace-mount",
+        "/sandboxes/{id}/tcp-tunnel",
+    ] {
+        d.op("POST", path, "Not available on this daemon (501)").errors(&[501]).add();
+    }
+}
