@@ -1,4 +1,5 @@
 /// Body of `POST /api-keys`.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CreateApiKeyRequest {
@@ -10,6 +11,7 @@ pub struct CreateApiKeyRequest {
 }
 
 /// What `POST /api-keys` returns: the only time `key` is shown.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ApiKeyCreated {
     pub id: String,
@@ -21,6 +23,7 @@ pub struct ApiKeyCreated {
 }
 
 /// One key in `GET /api-keys` (never the secret).
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ApiKeyInfo {
     pub id: String,

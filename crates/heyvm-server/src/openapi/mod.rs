@@ -32,6 +32,9 @@ pub fn document() -> Value {
     // Every wire type, so nested references (enums inside options) resolve.
     doc.components = std::mem::take(&mut doc.components)
         .schema_from::<heyvm_types::ArchiveInfo>()
+        .schema_from::<heyvm_types::ApiKeyInfo>()
+        .schema_from::<heyvm_types::ApiKeyCreated>()
+        .schema_from::<heyvm_types::CreateApiKeyRequest>()
         .schema_from::<heyvm_types::compat::DeployRequest>()
         .schema_from::<heyvm_types::compat::DeployMount>()
         .schema_from::<heyvm_types::compat::PortMapping>()

@@ -37,6 +37,13 @@ fn native(d: &mut Doc) {
         .ok::<ArchiveInfo>(201)
         .errors(&[413])
         .add();
+    d.op("GET", "/api-keys", "API keys (never their secrets)").ok_list::<ApiKeyInfo>(200).add();
+    d.op("POST", "/api-keys", "Create an API key; the secret is shown once")
+        .body::<CreateApiKeyRequest>()
+        .ok::<ApiKeyCreated>(201)
+        .errors(&[409, 415])
+        .add();
+    d.op("DELETE", "/api-keys/{id}", "Revoke an API key").ok_schema(200, json!({"type": "object"})).add();
     d.op("GET", "/sandboxes/{id}", "One sandbox").ok::<SandboxInfo>(200).add();
     d.op("PATCH", "/sandboxes/{id}", "Change a sandbox's settings; new `open_ports` are bound")
         .body::<UpdateSandboxRequest>()
@@ -145,6 +152,10 @@ fn files_and_streams(d: &mut Doc) {
         .query("source", "string", "stdout, stderr, setup or system")
         .query("level", "string", "info, warn or error")
         .ok_other(200, "server-sent events `log`, then `end` when the sandbox is deleted", Some("text/event-stream"))
+        .add();
+    d.op("GET", "/sandboxes/{id}/exec/ws", "Run a command over a WebSocket (stdin in, output and exit out)")
+        .ok_other(101, WS, None)
+        .errors(&[409, 426, 502])
         .add();
     d.op("POST", "/sandboxes/{id}/shell-session", "A shell stream URL (`connection_url`), with a scoped token when auth is on")
         .ok_schema(200, json!({"type": "object", "properties": {"connection_url": {"type": "string"}}}))
