@@ -168,13 +168,28 @@ impl Confined {
         Ok(AtomicFile { dir, tmp, name, file, written: 0, committed: false })
     }
 
+    /// Opens a regular file for reading. The path is resolved to an
+    /// `O_PATH` descriptor and its type checked before anything is opened
+    /// for real, so a FIFO (which would block the open) or a device (whose
+    /// open has side effects) planted by the sandbox is refused, not read.
     pub fn open_read(&self, rel: &Path) -> Result<(File, u64)> {
-        let fd = self.openat2(rel, libc::O_RDONLY, 0).map_err(|e| escape_error(rel, e))?;
-        let file = File::from(fd);
-        let meta = file.metadata()?;
+        let path_fd = self.openat2(rel, libc::O_PATH, 0).map_err(|e| escape_error(rel, e))?;
+        let meta = File::from(path_fd.try_clone()?).metadata()?;
         if meta.is_dir() {
             return Err(CoreError::InvalidPath(format!("'{}' is a directory; list it instead", rel.display())));
         }
+        if !meta.is_file() {
+            return Err(CoreError::InvalidPath(format!("'{}' is not a regular file", rel.display())));
+        }
+        // Re-open the very inode the O_PATH descriptor names.
+        let again = cstr(Path::new(&format!("/proc/self/fd/{}", path_fd.as_raw_fd())))?;
+        // SAFETY: open(2) with a valid C string.
+        let fd = unsafe { libc::open(again.as_ptr(), libc::O_RDONLY | libc::O_NONBLOCK | libc::O_NOCTTY | libc::O_CLOEXEC) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error().into());
+        }
+        // SAFETY: fresh descriptor we own.
+        let file = File::from(unsafe { OwnedFd::from_raw_fd(fd) });
         Ok((file, meta.len()))
     }
 

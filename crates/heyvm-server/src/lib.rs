@@ -5,6 +5,7 @@
 pub mod auth;
 mod error;
 mod extract;
+pub mod guard;
 pub mod openapi;
 pub mod proxy;
 mod routes;

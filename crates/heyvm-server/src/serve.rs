@@ -25,8 +25,9 @@ pub struct ServeOptions {
 pub async fn serve(opts: ServeOptions, backend: Arc<dyn Backend>) -> anyhow_like::Result<()> {
     std::fs::create_dir_all(opts.data.root())?;
     let _lock = lock_data_dir(&opts.data)?;
-    let auth = opts.jwt_secret.is_some();
-    let host = match (opts.host, auth) {
+    raise_fd_limit();
+    let auth_on = opts.jwt_secret.is_some();
+    let host = match (opts.host, auth_on) {
         (Some(h), true) => h,
         (None, true) => IpAddr::from([0, 0, 0, 0]),
         (Some(h), false) if h.is_loopback() => h,
@@ -44,7 +45,7 @@ pub async fn serve(opts: ServeOptions, backend: Arc<dyn Backend>) -> anyhow_like
     let addr = SocketAddr::new(host, opts.port);
     let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| format!("cannot listen on {addr}: {e}"))?;
     let local = listener.local_addr()?;
-    let note = if auth { "JWT auth enabled" } else { "no JWT_SECRET: loopback only, unauthenticated" };
+    let note = if auth_on { "JWT auth enabled" } else { "no JWT_SECRET: loopback only, unauthenticated" };
     println!("heyvm API listening on http://{local} ({note}); data dir {}", opts.data.root().display());
     tracing::info!(%local, backend = mgr.backend_name(), limits = mgr.limits_enforced(), "serving");
     let keys = Arc::new(heyvm_core::api_keys::ApiKeyStore::open(&opts.data.db_path())?);
@@ -55,11 +56,21 @@ pub async fn serve(opts: ServeOptions, backend: Arc<dyn Backend>) -> anyhow_like
     proxy.start();
     let routed = proxy.api_hostname().is_some();
     let app = router(AppState { mgr: mgr.clone(), auth, proxy: proxy.clone(), keys });
+    let guard = Arc::new(crate::guard::GuardConfig::from_env(auth_on)?);
+    crate::guard::accept::deepen_backlog(&listener);
+    let permits = Arc::new(tokio::sync::Semaphore::new(guard.max_connections));
     let serving = async {
         if routed {
-            axum::serve(crate::proxy::RoutingListener::new(listener, proxy)?, app).await?;
+            crate::proxy::accept_routed(listener, permits, proxy, app, guard).await;
         } else {
-            axum::serve(listener, app).await?;
+            crate::guard::accept::accept_loop(listener, permits, |stream, peer, permit| {
+                let (app, guard) = (app.clone(), guard.clone());
+                tokio::spawn(async move {
+                    crate::guard::accept::serve_http(stream, peer, app, guard).await;
+                    drop(permit);
+                });
+            })
+            .await;
         }
         anyhow_like::Result::Ok(())
     };
@@ -83,6 +94,19 @@ async fn shutdown_signal() {
     tokio::select! {
         _ = term.recv() => {}
         _ = tokio::signal::ctrl_c() => {}
+    }
+}
+
+/// Connections, sandboxes and their agents all take descriptors: use the
+/// hard limit rather than the (often 1024) soft one.
+fn raise_fd_limit() {
+    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: get/setrlimit on a struct we own.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
+            lim.rlim_cur = lim.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+        }
     }
 }
 

@@ -11,6 +11,8 @@ mod compat;
 mod deploy;
 mod exec_stdin;
 mod idle;
+mod hostile_api;
+mod hostile_flood;
 mod isolation;
 mod lifecycle;
 mod network;

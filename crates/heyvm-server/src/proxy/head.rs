@@ -9,7 +9,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 /// Largest request head accepted before giving up on parsing it.
 pub const MAX_HEAD: usize = 64 * 1024;
 /// How long a client may take to send its request head.
-pub const HEAD_TIMEOUT: Duration = Duration::from_secs(30);
+pub const HEAD_TIMEOUT: Duration = crate::guard::DEFAULT_HEADER_TIMEOUT;
 
 /// The bytes read so far; `head_len` is set when a full head (up to and
 /// including the blank line) is among them.

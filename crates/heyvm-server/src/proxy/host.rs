@@ -7,44 +7,30 @@
 //! where the first one went (private endpoints force `Connection: close`,
 //! so each of their requests is checked).
 
-use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
+use axum::Router;
 use heyvm_core::manager::is_subdomain;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::mpsc;
+use tokio::sync::Semaphore;
 
 use super::head::{read_head, respond_error};
 use super::splice::{serve_endpoint, Prefixed};
 use super::ProxyHub;
+use crate::guard::accept::{accept_loop, serve_http};
+use crate::guard::{GuardConfig, Peer};
 
-pub struct RoutingListener {
-    rx: mpsc::Receiver<(Prefixed<TcpStream>, SocketAddr)>,
-    local: SocketAddr,
-}
-
-impl RoutingListener {
-    /// Takes over `listener`; needs a tokio runtime.
-    pub fn new(listener: TcpListener, hub: Arc<ProxyHub>) -> std::io::Result<Self> {
-        let local = listener.local_addr()?;
-        let (tx, rx) = mpsc::channel(64);
+/// Accepts on the API listener under the connection cap and routes each
+/// connection by its first request's `Host`.
+pub async fn accept_routed(listener: TcpListener, permits: Arc<Semaphore>, hub: Arc<ProxyHub>, app: Router, guard: Arc<GuardConfig>) {
+    accept_loop(listener, permits, |stream, peer, permit| {
+        let (hub, app, guard) = (hub.clone(), app.clone(), guard.clone());
         tokio::spawn(async move {
-            loop {
-                let (stream, addr) = match listener.accept().await {
-                    Ok(c) => c,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "accept failed");
-                        tokio::time::sleep(Duration::from_millis(100)).await;
-                        continue;
-                    }
-                };
-                let _ = stream.set_nodelay(true);
-                tokio::spawn(classify(hub.clone(), stream, addr, tx.clone()));
-            }
+            classify(hub, stream, peer, app, guard).await;
+            drop(permit);
         });
-        Ok(RoutingListener { rx, local })
-    }
+    })
+    .await
 }
 
 /// `abc123.example.com` with suffix `example.com` → `abc123`.
@@ -53,7 +39,7 @@ fn subdomain_of<'a>(host: &'a str, suffix: &str) -> Option<&'a str> {
     is_subdomain(sub).then_some(sub)
 }
 
-async fn classify(hub: Arc<ProxyHub>, mut stream: TcpStream, addr: SocketAddr, api: mpsc::Sender<(Prefixed<TcpStream>, SocketAddr)>) {
+async fn classify(hub: Arc<ProxyHub>, mut stream: TcpStream, peer: Peer, app: Router, guard: Arc<GuardConfig>) {
     let head = read_head(&mut stream).await;
     let suffix = hub.api_hostname().unwrap_or_default();
     let host = head.host();
@@ -64,24 +50,7 @@ async fn classify(hub: Arc<ProxyHub>, mut stream: TcpStream, addr: SocketAddr, a
         }
         return;
     }
-    let _ = api.send((Prefixed::new(head.buf, stream), addr)).await;
-}
-
-impl axum::serve::Listener for RoutingListener {
-    type Io = Prefixed<TcpStream>;
-    type Addr = SocketAddr;
-
-    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        match self.rx.recv().await {
-            Some(c) => c,
-            // The accept task never ends while the process runs.
-            None => std::future::pending().await,
-        }
-    }
-
-    fn local_addr(&self) -> std::io::Result<SocketAddr> {
-        Ok(self.local)
-    }
+    serve_http(Prefixed::new(head.buf, stream), peer, app, guard).await;
 }
 
 #[cfg(test)]

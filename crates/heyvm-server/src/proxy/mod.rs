@@ -24,7 +24,7 @@ use tokio::task::AbortHandle;
 
 use crate::auth::AuthConfig;
 
-pub use host::RoutingListener;
+pub use host::accept_routed;
 pub use wait::wait_for;
 
 pub struct ProxyHub {

@@ -93,7 +93,11 @@ pub async fn download(
     ApiQuery(q): ApiQuery<FileQuery>,
 ) -> ApiResult<Response> {
     s.mgr.prepare_use(&id).await?;
-    let (file, size) = s.mgr.open_file(&id, q.mount_path.as_deref(), &path)?;
+    // Opening walks the sandbox's directories: off the async runtime.
+    let mgr = s.mgr.clone();
+    let (file, size) = tokio::task::spawn_blocking(move || mgr.open_file(&id, q.mount_path.as_deref(), &path))
+        .await
+        .map_err(|e| AppError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal_error", e.to_string()))??;
     let stream = tokio_util::io::ReaderStream::with_capacity(tokio::fs::File::from_std(file), 256 * 1024);
     Ok((
         [(header::CONTENT_TYPE, "application/octet-stream".to_string()), (header::CONTENT_LENGTH, size.to_string())],

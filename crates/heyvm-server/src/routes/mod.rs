@@ -72,5 +72,7 @@ pub fn router(state: AppState) -> Router {
         })
         // Outermost, so unknown routes are hidden from unauthenticated callers too.
         .layer(axum::middleware::from_fn_with_state(state.clone(), crate::auth::require_auth))
+        // Without auth: loopback Host names and our own Origin only.
+        .layer(axum::middleware::from_fn_with_state(state.clone(), crate::guard::origin::check_host_and_origin))
         .with_state(state)
 }

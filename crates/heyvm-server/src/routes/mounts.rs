@@ -5,6 +5,7 @@ use heyvm_types::MountSpec;
 
 use crate::error::ApiResult;
 use crate::extract::ApiJson;
+use crate::guard::mounts::Caller;
 use crate::AppState;
 
 pub async fn list(State(s): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<Vec<MountSpec>>> {
@@ -16,8 +17,10 @@ pub async fn list(State(s): State<AppState>, Path(id): Path<String>) -> ApiResul
 pub async fn add(
     State(s): State<AppState>,
     Path(id): Path<String>,
+    caller: Caller,
     ApiJson(m): ApiJson<MountSpec>,
 ) -> ApiResult<(StatusCode, Json<serde_json::Value>)> {
+    caller.authorize(std::slice::from_ref(&m))?;
     let running = s.mgr.get(&id)?.status == heyvm_types::SandboxStatus::Running;
     let mounts = s.mgr.add_mount(&id, m).await?;
     Ok((StatusCode::CREATED, Json(serde_json::json!({ "mounts": mounts, "applies_on_restart": running }))))

@@ -6,6 +6,7 @@ use serde::Deserialize;
 
 use crate::error::{ApiResult, AppError};
 use crate::extract::{ApiJson, ApiQuery};
+use crate::guard::mounts::Caller;
 use crate::AppState;
 
 #[derive(Deserialize)]
@@ -21,7 +22,12 @@ pub async fn list(State(s): State<AppState>, ApiQuery(q): ApiQuery<ListQuery>) -
     Ok(Json(s.mgr.list(status)?))
 }
 
-pub async fn create(State(s): State<AppState>, ApiJson(req): ApiJson<CreateSandboxRequest>) -> ApiResult<(StatusCode, Json<SandboxInfo>)> {
+pub async fn create(
+    State(s): State<AppState>,
+    caller: Caller,
+    ApiJson(req): ApiJson<CreateSandboxRequest>,
+) -> ApiResult<(StatusCode, Json<SandboxInfo>)> {
+    caller.authorize(req.mounts.as_deref().unwrap_or_default())?;
     let info = s.mgr.create(req).await?;
     if let Err(e) = bind_open_ports(&s, &info) {
         // No half-made sandbox: the create failed as a whole.

@@ -22,13 +22,18 @@ use serde::Deserialize;
 use super::convert::deployed;
 use crate::error::{ApiResult, AppError};
 use crate::extract::{ApiJson, ApiQuery};
+use crate::guard::mounts::Caller;
 use crate::AppState;
 
 fn unsupported(what: &str) -> AppError {
     AppError::bad_request("unsupported", format!("{what} is not supported by this daemon"))
 }
 
-pub async fn deploy(State(s): State<AppState>, ApiJson(req): ApiJson<DeployRequest>) -> ApiResult<(StatusCode, Json<DeployedSandbox>)> {
+pub async fn deploy(
+    State(s): State<AppState>,
+    caller: Caller,
+    ApiJson(req): ApiJson<DeployRequest>,
+) -> ApiResult<(StatusCode, Json<DeployedSandbox>)> {
     if req.s3_archive_key.is_some() {
         return Err(unsupported("a workspace archive by S3 key (s3_archive_key; upload it with POST /archives and pass archive_id)"));
     }
@@ -40,6 +45,7 @@ pub async fn deploy(State(s): State<AppState>, ApiJson(req): ApiJson<DeployReque
             _ => return Err(AppError::bad_request("invalid_request", "each mount needs exactly one of host_path or tree_id")),
         }
     }
+    caller.authorize(&mounts)?;
     let mut ignored: Vec<String> = req.extra.keys().cloned().collect();
     ignored.extend(req.disk_size_gb.is_some().then(|| "disk_size_gb".to_string()));
     ignored.sort();
