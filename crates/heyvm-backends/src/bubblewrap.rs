@@ -39,7 +39,8 @@ const KEPT_CAPS: &[&str] = &[
     "CAP_NET_BIND_SERVICE",
     "CAP_SYS_CHROOT",
     "CAP_AUDIT_WRITE",
-    "CAP_SETFCAP",
+    // Not CAP_SETFCAP: root inside is host root today, so a file
+    // capability written on a host mount would count on the host.
     "CAP_MKNOD",
 ];
 /// Where the heyvm binary (which doubles as the agent) appears inside.
@@ -79,6 +80,9 @@ impl BubblewrapBackend {
             tracing::warn!("resource limits disabled: not running as root");
             None
         };
+        if root {
+            crate::mask::start_rescan();
+        }
         Ok(BubblewrapBackend { bwrap, heyvm_exe, cgroups, overlays: root })
     }
 
@@ -104,6 +108,7 @@ impl BubblewrapBackend {
         push(&["--uid", "0", "--gid", "0", "--hostname", &spec.hostname, "--new-session"]);
         push(&["--bind", &s(&p.root()), "/"]);
         let mut overlays = Vec::new();
+        let mask = if self.overlays { crate::mask::current() } else { None };
         for d in SYSTEM_DIRS {
             let host = Path::new("/").join(d);
             if !host.is_dir() || host.is_symlink() {
@@ -111,18 +116,20 @@ impl BubblewrapBackend {
             }
             if self.overlays {
                 let merged = p.merged().join(d);
-                overlays.push(Overlay {
-                    lower: host.clone(),
-                    upper: p.upper().join(d),
-                    work: p.overlay_work().join(d),
-                    merged: merged.clone(),
-                });
+                // The masking layer's whiteouts sit above the host directory.
+                let lower = match &mask {
+                    Some(m) => PathBuf::from(format!("{}:{}", m.join(d).display(), host.display())),
+                    None => host.clone(),
+                };
+                overlays.push(Overlay { lower, upper: p.upper().join(d), work: p.overlay_work().join(d), merged: merged.clone() });
                 push(&["--bind", &s(&merged), &s(&host)]);
             } else {
                 push(&["--ro-bind", &s(&host), &s(&host)]);
             }
         }
         push(&["--proc", "/proc", "--dev", "/dev"]);
+        let hardening = crate::hardening::proc_args();
+        push(&hardening.iter().map(String::as_str).collect::<Vec<_>>());
         push(&["--bind", &s(&p.workspace()), heyvm_types::WORKSPACE_PATH]);
         push(&["--bind", &s(&p.run_dir()), "/run/heyvm"]);
         push(&["--ro-bind", &s(&self.heyvm_exe), AGENT_BIN]);
@@ -149,6 +156,7 @@ impl BubblewrapBackend {
             bwrap: a,
             net,
             log_file: Some(p.log_file()),
+            seccomp: true,
         }
     }
 }

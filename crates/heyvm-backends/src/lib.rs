@@ -7,9 +7,12 @@
 
 pub mod bubblewrap;
 pub mod cgroups;
+mod hardening;
+mod mask;
 pub mod net;
 pub mod owner;
 mod procs;
+mod seccomp;
 
 pub use bubblewrap::BubblewrapBackend;
 

@@ -33,6 +33,9 @@ pub struct OwnerPlan {
     /// as source `owner`, so `heyvm logs` shows them.
     #[serde(default)]
     pub log_file: Option<PathBuf>,
+    /// Hand bwrap the seccomp filter (see `seccomp`).
+    #[serde(default)]
+    pub seccomp: bool,
 }
 
 /// Never returns on success (the process becomes bwrap).
@@ -92,8 +95,15 @@ fn become_bwrap(plan: &OwnerPlan) -> io::Result<()> {
         log(plan, &format!("entered network namespace {}", ns.display()));
     }
     log(plan, "starting bwrap; the agent becomes the sandbox's first process");
-    let argv: Vec<CString> = plan
-        .bwrap
+    let mut bwrap = plan.bwrap.clone();
+    if plan.seccomp {
+        if let Some(fd) = crate::seccomp::filter_fd()? {
+            // Inherited by bwrap, which reads and installs it.
+            let fd = std::os::fd::IntoRawFd::into_raw_fd(fd);
+            bwrap.splice(1..1, ["--seccomp".to_string(), fd.to_string()]);
+        }
+    }
+    let argv: Vec<CString> = bwrap
         .iter()
         .map(|a| CString::new(a.as_str()).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL in argument")))
         .collect::<io::Result<_>>()?;

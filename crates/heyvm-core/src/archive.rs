@@ -87,10 +87,48 @@ pub fn link_inside(link: &Path, target: &Path) -> bool {
     true
 }
 
+/// Whether the symlink at `link` stays inside the root when resolved the
+/// way the kernel would (`openat2` with `RESOLVE_BENEATH`): following the
+/// archive's other symlinks along the way, so a chain such as `up -> .`
+/// then `x -> up/..` is caught although each link looks fine on its own.
+fn resolves_inside(link: &Path, links: &HashMap<PathBuf, PathBuf>) -> bool {
+    let mut stack: Vec<&std::ffi::OsStr> = link.parent().map(|p| p.iter().collect()).unwrap_or_default();
+    let Some(first) = links.get(link) else { return true };
+    let mut queue: std::collections::VecDeque<Component> = first.components().collect();
+    let mut hops = 0;
+    while let Some(c) = queue.pop_front() {
+        match c {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                if stack.pop().is_none() {
+                    return false;
+                }
+            }
+            Component::Normal(n) => {
+                stack.push(n);
+                let here: PathBuf = stack.iter().collect();
+                if let Some(t) = links.get(&here) {
+                    hops += 1;
+                    if hops > 40 || t.has_root() {
+                        return false;
+                    }
+                    stack.pop();
+                    for (i, tc) in t.components().enumerate() {
+                        queue.insert(i, tc);
+                    }
+                }
+            }
+            _ => return false,
+        }
+    }
+    true
+}
+
 /// Checks every entry; nothing is written.
 pub fn validate(path: &Path) -> Result<Summary> {
     let mut ar = open(path)?;
     let mut seen: HashMap<PathBuf, Kind> = HashMap::new();
+    let mut links: HashMap<PathBuf, PathBuf> = HashMap::new();
     let mut sum = Summary::default();
     let entries = ar.entries().map_err(|e| bad(format!("not a tar.gz archive: {e}")))?;
     for entry in entries {
@@ -131,6 +169,7 @@ pub fn validate(path: &Path) -> Result<Summary> {
                 if target.as_os_str().is_empty() || !link_inside(&rel, &target) {
                     return Err(bad(format!("symlink '{}' points outside the archive ('{}')", rel.display(), target.display())));
                 }
+                links.insert(rel.clone(), target.into_owned());
                 Kind::Symlink
             }
             EntryType::Link => {
@@ -151,6 +190,11 @@ pub fn validate(path: &Path) -> Result<Summary> {
             }
         }
         seen.insert(rel, kind);
+    }
+    for link in links.keys() {
+        if !resolves_inside(link, &links) {
+            return Err(bad(format!("symlink '{}' leaves the archive through other symlinks", link.display())));
+        }
     }
     Ok(sum)
 }
@@ -228,6 +272,21 @@ fn remove_file_if_any(p: &Path) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn symlink_chains_are_resolved() {
+        let links =
+            |v: &[(&str, &str)]| -> HashMap<PathBuf, PathBuf> { v.iter().map(|(a, b)| (PathBuf::from(a), PathBuf::from(b))).collect() };
+        let chain = links(&[("d/up", ".."), ("x", "d/up/..")]);
+        assert!(resolves_inside(Path::new("d/up"), &chain));
+        assert!(!resolves_inside(Path::new("x"), &chain), "x -> d/up/.. is the parent of the root");
+        let deep = links(&[("a", "."), ("b", "a/a/a/.."), ("c", "b/../etc")]);
+        assert!(!resolves_inside(Path::new("b"), &deep));
+        let fine = links(&[("lib", "usr/lib"), ("l2", "lib/x/../y")]);
+        assert!(resolves_inside(Path::new("l2"), &fine));
+        let looped = links(&[("a", "b"), ("b", "a")]);
+        assert!(!resolves_inside(Path::new("a"), &looped));
+    }
 
     /// Builds a tar.gz with raw headers, so hostile names can be written.
     fn build(entries: &[(&str, EntryType, &str)]) -> tempfile::NamedTempFile {

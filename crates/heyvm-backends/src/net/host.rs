@@ -112,6 +112,9 @@ fn uplink_mtu() -> Option<u32> {
 /// Deletes the veth pair and the namespace, skipping what is already gone.
 pub fn destroy(names: &NetNames) {
     if Path::new("/sys/class/net").join(&names.veth).exists() {
+        // Its guard table lives exactly as long as the veth (a leftover
+        // one is replaced when the veth is created again).
+        super::hostguard::remove(&names.veth);
         if let Err(e) = run("ip", &["link", "del", &names.veth], None) {
             tracing::warn!(veth = %names.veth, error = %e, "could not delete veth");
         }

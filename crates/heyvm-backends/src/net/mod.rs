@@ -17,6 +17,7 @@
 //! veth outlive a daemon crash, and teardown is idempotent.
 
 pub mod host;
+pub mod hostguard;
 pub mod policy;
 pub mod pool;
 pub mod slirp;
@@ -129,6 +130,7 @@ pub fn setup(spec: &LaunchSpec) -> Result<OwnerNet, String> {
         let index = pool::allocate(preferred)?;
         host::ensure_host_nat()?;
         host::create(&names, &pool::subnet(index))?;
+        hostguard::install(&names.veth)?;
         Ok(index)
     });
     let index = match result {

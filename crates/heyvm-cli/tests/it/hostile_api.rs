@@ -161,3 +161,64 @@ fn idle_connections_are_closed_after_the_header_timeout() {
     let _ = s.read_to_end(&mut buf);
     assert!(t.elapsed() < Duration::from_secs(8), "a half-sent request head kept its connection {:?}", t.elapsed());
 }
+
+fn peak_rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status.lines().find_map(|l| l.strip_prefix("VmHWM:")).and_then(|v| v.split_whitespace().next()?.parse().ok()).unwrap_or(0)
+}
+
+#[test]
+fn a_huge_json_upload_streams_instead_of_buffering() {
+    let Some(d) = Daemon::start() else { return };
+    let id = d.create(json!({"name": "big", "size_class": "micro"}))["id"].as_str().unwrap().to_string();
+    let pid = d.pid().unwrap();
+    let before = peak_rss_kib(pid);
+    // 200 MB of base64 (150 MB decoded).
+    let groups = 50 * 1024 * 1024;
+    let (head, tail) = (r#"{"file_path": "big.bin", "content": ""#, r#""}"#);
+    let len = head.len() + groups * 4 + tail.len();
+    let mut s = TcpStream::connect(("127.0.0.1", d.port)).unwrap();
+    let req = format!(
+        "POST /sandboxes/{id}/files/upload HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {len}\r\nConnection: close\r\n\r\n{head}"
+    );
+    s.write_all(req.as_bytes()).unwrap();
+    let chunk = "QUJD".repeat(64 * 1024);
+    for _ in 0..groups / (64 * 1024) {
+        s.write_all(chunk.as_bytes()).unwrap();
+    }
+    s.write_all(tail.as_bytes()).unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    assert!(out.starts_with("HTTP/1.1 201"), "{out}");
+    assert!(out.contains(&format!("\"size\":{}", groups * 3)), "{out}");
+    let grew = peak_rss_kib(pid).saturating_sub(before);
+    assert!(grew < 64 * 1024, "the daemon's peak RSS grew by {grew} KiB for a 200 MB upload");
+    assert_eq!(d.sh(&id, "head -c 6 /workspace/big.bin")["stdout"], "ABCABC");
+}
+
+#[test]
+fn an_archive_symlink_chain_cannot_escape() {
+    let Some(d) = Daemon::start() else { return };
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    {
+        let mut ar = tar::Builder::new(&mut gz);
+        let mut add = |path: &str, ty: tar::EntryType, link: Option<&str>| {
+            let mut h = tar::Header::new_gnu();
+            h.set_entry_type(ty);
+            h.set_mode(0o755);
+            h.set_size(0);
+            if let Some(l) = link {
+                h.set_link_name(l).unwrap();
+            }
+            ar.append_data(&mut h, path, std::io::empty()).unwrap();
+        };
+        add("d", tar::EntryType::Directory, None);
+        // Each link looks inside on its own; together x is the parent of /workspace.
+        add("d/up", tar::EntryType::Symlink, Some(".."));
+        add("x", tar::EntryType::Symlink, Some("d/up/.."));
+        ar.finish().unwrap();
+    }
+    let body = gz.finish().unwrap();
+    let (s, v) = d.post_raw("/archives", "application/gzip", &body);
+    assert_eq!((s, v["error"].as_str()), (400, Some("invalid_archive")), "{v}");
+}

@@ -33,8 +33,14 @@ where
             let msg = "this endpoint is private but the server has no JWT_SECRET, so no token can be accepted";
             return respond_error(&mut client, 401, "auth_not_configured", msg).await;
         };
-        if let Err(e) = auth.verify_bearer(head.header("authorization")) {
-            return respond_error(&mut client, 401, e.code(), &e.to_string()).await;
+        match auth.verify_bearer(head.header("authorization")) {
+            Err(e) => return respond_error(&mut client, 401, e.code(), &e.to_string()).await,
+            // A scoped token (a shell stream's) opens its own stream only.
+            Ok(c) if crate::routes::shell::is_scoped(&c) => {
+                let msg = "this token is only valid for one sandbox's shell stream";
+                return respond_error(&mut client, 401, "invalid_token", msg).await;
+            }
+            Ok(_) => {}
         }
         head.private_bytes()
     };

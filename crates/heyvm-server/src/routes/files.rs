@@ -6,12 +6,11 @@ use axum::extract::{Multipart, Path, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use base64::Engine;
-use heyvm_types::{DeleteFileResponse, FileList, UploadJsonRequest, UploadResponse};
+use heyvm_types::{DeleteFileResponse, FileList, UploadResponse};
 use serde::Deserialize;
 
 use crate::error::{ApiResult, AppError};
-use crate::extract::{ApiJson, ApiQuery};
+use crate::extract::ApiQuery;
 use crate::AppState;
 
 #[derive(Deserialize)]
@@ -34,20 +33,48 @@ fn too_large(max: u64) -> AppError {
 pub async fn upload_json(
     State(s): State<AppState>,
     Path(id): Path<String>,
-    ApiJson(req): ApiJson<UploadJsonRequest>,
+    headers: axum::http::HeaderMap,
+    body: Body,
 ) -> ApiResult<(StatusCode, Json<UploadResponse>)> {
-    let data = base64::engine::general_purpose::STANDARD
-        .decode(req.content.as_bytes())
-        .map_err(|e| AppError::bad_request("invalid_base64", format!("content is not valid base64: {e}")))?;
     let max = s.mgr.config().max_upload_bytes;
+    let up = super::json_upload::receive(&headers, body, json_body_limit(max), max).await?;
+    let file_path = up.required("file_path")?.to_string();
+    let mount_path = up.field("mount_path").unwrap_or(heyvm_types::WORKSPACE_PATH).to_string();
+    let (mount_path, size) = commit_spooled(&s, id, Some(mount_path), file_path.clone(), up).await?;
+    Ok((StatusCode::CREATED, Json(UploadResponse { mount_path, file_path, size })))
+}
+
+/// A JSON upload's body: base64 (4/3 of the file) plus a little framing.
+pub fn json_body_limit(max: u64) -> u64 {
+    (max / 3 * 4).saturating_add(64 * 1024)
+}
+
+/// Copies a spooled upload into place atomically, off the async runtime.
+pub async fn commit_spooled(
+    s: &AppState,
+    id: String,
+    mount_path: Option<String>,
+    file_path: String,
+    up: super::json_upload::JsonUpload,
+) -> ApiResult<(String, u64)> {
     s.mgr.prepare_use(&id).await?;
-    if data.len() as u64 > max {
-        return Err(too_large(max));
-    }
-    let (mut file, mount_path) = s.mgr.begin_upload(&id, Some(&req.mount_path), &req.file_path)?;
-    file.write(&data)?;
-    let size = file.commit()?;
-    Ok((StatusCode::CREATED, Json(UploadResponse { mount_path, file_path: req.file_path, size })))
+    let mgr = s.mgr.clone();
+    tokio::task::spawn_blocking(move || -> ApiResult<(String, u64)> {
+        use std::io::Read;
+        let (mut file, mp) = mgr.begin_upload(&id, mount_path.as_deref(), &file_path)?;
+        let mut src = up.content;
+        let mut buf = vec![0u8; 256 * 1024];
+        loop {
+            let n = src.read(&mut buf).map_err(heyvm_core::CoreError::from)?;
+            if n == 0 {
+                break;
+            }
+            file.write(&buf[..n])?;
+        }
+        Ok((mp, file.commit()?))
+    })
+    .await
+    .map_err(|e| AppError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal_error", e.to_string()))?
 }
 
 /// Multipart form: `mount_path`, `file_path` (defaults to the file part's

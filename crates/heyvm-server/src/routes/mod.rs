@@ -6,6 +6,7 @@ mod compat;
 mod exec;
 mod exec_ws;
 mod files;
+mod json_upload;
 mod logs;
 mod mounts;
 mod operations;
@@ -24,8 +25,6 @@ use crate::error::AppError;
 use crate::AppState;
 
 pub fn router(state: AppState) -> Router {
-    // JSON uploads carry base64 (4/3 of the file) plus a little framing.
-    let json_limit = (state.mgr.config().max_upload_bytes as usize / 3 * 4).saturating_add(64 * 1024);
     // Exec bodies may carry `stdin` (base64: 4/3 of the bytes).
     let exec_limit = heyvm_core::manager::MAX_STDIN_BYTES / 3 * 4 + 64 * 1024;
     Router::new()
@@ -53,7 +52,7 @@ pub fn router(state: AppState) -> Router {
         .route("/sandboxes/{id}/exec-operations/{op}", get(operations::get))
         .route("/sandboxes/{id}/logs/stream", get(stream::logs_stream))
         .route("/sandboxes/{id}/files", get(files::list).post(files::upload_multipart).layer(DefaultBodyLimit::disable()))
-        .route("/sandboxes/{id}/files/upload", post(files::upload_json).layer(DefaultBodyLimit::max(json_limit)))
+        .route("/sandboxes/{id}/files/upload", post(files::upload_json))
         .route("/sandboxes/{id}/files/{*path}", get(files::download).delete(files::delete))
         .route("/sandboxes/{id}/logs", get(logs::get))
         .route("/sandboxes/{id}/shell-stream", get(shell::stream))
@@ -65,7 +64,7 @@ pub fn router(state: AppState) -> Router {
         .route("/sandboxes/{id}/proxy", get(proxy::list).post(proxy::create).delete(proxy::delete))
         .route("/sandboxes/{id}/wait-for", post(proxy::wait_for))
         // heyo-sdk's cloud dialect (/sandbox-deploy, /deployed-sandboxes, /sandbox/:id/…).
-        .merge(compat::routes(json_limit))
+        .merge(compat::routes())
         .fallback(|| async { AppError::new(StatusCode::NOT_FOUND, "route_not_found", "no such route") })
         .method_not_allowed_fallback(|| async {
             AppError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "method not allowed on this route")

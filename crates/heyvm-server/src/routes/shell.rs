@@ -121,6 +121,12 @@ pub(crate) fn scope_allows(claims: &crate::auth::Claims, path: &str) -> bool {
     [format!("/sandboxes/{id}/shell-stream"), format!("/deployed-sandboxes/{id}/shell-stream")].iter().any(|p| p == path)
 }
 
+/// Whether a token is limited to one purpose (a stream token): such tokens
+/// open nothing beyond their stream, private proxy endpoints included.
+pub(crate) fn is_scoped(claims: &crate::auth::Claims) -> bool {
+    claims.sub.as_deref().is_some_and(|s| s.starts_with(STREAM_SCOPE))
+}
+
 /// `GET /sandboxes/:id/shell-stream` (WebSocket).
 pub async fn stream(
     State(s): State<AppState>,

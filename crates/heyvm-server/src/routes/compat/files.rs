@@ -5,11 +5,12 @@
 
 use std::io::Read;
 
+use axum::body::Body;
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::Json;
 use base64::Engine;
-use heyvm_types::compat::{ReadFileRequest, ReadFileResponse, WriteFileRequest};
+use heyvm_types::compat::{ReadFileRequest, ReadFileResponse};
 use heyvm_types::UploadResponse;
 
 use crate::error::{ApiResult, AppError};
@@ -53,22 +54,13 @@ pub async fn read_file(
 pub async fn write_file(
     State(s): State<AppState>,
     Path(id): Path<String>,
-    ApiJson(req): ApiJson<WriteFileRequest>,
+    headers: HeaderMap,
+    body: Body,
 ) -> ApiResult<Json<UploadResponse>> {
-    let data = base64::engine::general_purpose::STANDARD
-        .decode(req.content.as_bytes())
-        .map_err(|e| AppError::bad_request("invalid_base64", format!("content is not valid base64: {e}")))?;
     let max = s.mgr.config().max_upload_bytes;
-    if data.len() as u64 > max {
-        return Err(AppError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "payload_too_large",
-            format!("file exceeds the upload limit of {max} bytes"),
-        ));
-    }
-    s.mgr.prepare_use(&id).await?;
-    let (mut file, mount_path) = s.mgr.begin_upload(&id, req.mount_path.as_deref(), &req.file_path)?;
-    file.write(&data)?;
-    let size = file.commit()?;
-    Ok(Json(UploadResponse { mount_path, file_path: req.file_path, size }))
+    let up = crate::routes::json_upload::receive(&headers, body, crate::routes::files::json_body_limit(max), max).await?;
+    let file_path = up.required("file_path")?.to_string();
+    let mount = up.field("mount_path").filter(|m| !m.is_empty()).map(str::to_string);
+    let (mount_path, size) = crate::routes::files::commit_spooled(&s, id, mount, file_path.clone(), up).await?;
+    Ok(Json(UploadResponse { mount_path, file_path, size }))
 }

@@ -18,7 +18,6 @@ mod files;
 mod host;
 mod proxy;
 
-use axum::extract::DefaultBodyLimit;
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::Router;
@@ -35,9 +34,8 @@ async fn not_here() -> AppError {
     )
 }
 
-/// The compatibility routes; `json_limit` bounds `write-file` bodies
-/// (base64 of the largest accepted upload).
-pub fn routes(json_limit: usize) -> Router<AppState> {
+/// The compatibility routes.
+pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/sandbox-deploy", post(deploy::deploy))
         .route("/deployed-sandboxes", get(deploy::list))
@@ -49,7 +47,7 @@ pub fn routes(json_limit: usize) -> Router<AppState> {
         .route("/sandbox/{id}/start", post(actions::start))
         .route("/sandbox/{id}/stop", post(actions::stop))
         .route("/sandbox/{id}/read-file", post(files::read_file))
-        .route("/sandbox/{id}/write-file", post(files::write_file).layer(DefaultBodyLimit::max(json_limit)))
+        .route("/sandbox/{id}/write-file", post(files::write_file))
         .route("/sandboxes/inactive", get(host::inactive))
         .route("/system/usage", get(host::system_usage))
         .route("/proxy-endpoints/for-deployed", post(proxy::bind_port))
