@@ -190,17 +190,15 @@ fn program() -> Option<Vec<Insn>> {
                     stmt(RET, ALLOW),
                 ]),
                 Some(f) => p.extend([
-                    jump(JEQ, nr as u32, 0, 6),
+                    jump(JEQ, nr as u32, 0, 7),
                     stmt(LD_ABS, arg(f)),
                     jump(JSET, CREATING, 1, 0),
                     stmt(RET, ALLOW),
                     stmt(LD_ABS, arg(mode)),
                     jump(JSET, SUID_SGID, 0, 1),
                     stmt(RET, eperm),
+                    stmt(RET, ALLOW),
                 ]),
-            }
-            if flags.is_some() {
-                p.push(stmt(RET, ALLOW));
             }
         }
         p.push(stmt(RET, ALLOW));
@@ -244,5 +242,62 @@ mod tests {
             }
         }
         assert_eq!(p.last().map(|i| (i.code, i.k)), Some((RET, ALLOW)));
+    }
+
+    /// Runs the program on one syscall (enough of classic BPF for ours).
+    fn run(p: &[Insn], nr: i64, args: [u64; 6]) -> u32 {
+        let mut data = vec![0u8; 64];
+        data[0..4].copy_from_slice(&(nr as u32).to_ne_bytes());
+        data[4..8].copy_from_slice(&AUDIT_ARCH_X86_64.to_ne_bytes());
+        for (i, a) in args.iter().enumerate() {
+            data[16 + 8 * i..24 + 8 * i].copy_from_slice(&a.to_ne_bytes());
+        }
+        let (mut pc, mut acc) = (0usize, 0u32);
+        loop {
+            let i = p[pc];
+            pc += 1;
+            match i.code {
+                LD_ABS => acc = u32::from_ne_bytes(data[i.k as usize..i.k as usize + 4].try_into().unwrap()),
+                RET => return i.k,
+                JEQ | JGE | JSET => {
+                    let hit = match i.code {
+                        JEQ => acc == i.k,
+                        JGE => acc >= i.k,
+                        _ => acc & i.k != 0,
+                    };
+                    pc += usize::from(if hit { i.jt } else { i.jf });
+                }
+                other => panic!("unexpected opcode {other:#x}"),
+            }
+        }
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn refuses_what_it_should_and_allows_the_rest() {
+        use libc::*;
+        let p = program().unwrap();
+        let eperm = ERRNO | EPERM as u32;
+        let creat = (O_CREAT | O_WRONLY) as u64;
+        for (nr, args, want) in [
+            (SYS_openat, [0, 0, creat, 0o4755, 0, 0], eperm),
+            (SYS_openat, [0, 0, creat, 0o644, 0, 0], ALLOW),
+            (SYS_openat, [0, 0, O_RDONLY as u64, 0o7777, 0, 0], ALLOW),
+            (SYS_open, [0, creat, 0o2755, 0, 0, 0], eperm),
+            (SYS_chmod, [0, 0o4755, 0, 0, 0, 0], eperm),
+            (SYS_fchmodat, [0, 0, 0o755, 0, 0, 0], ALLOW),
+            (SYS_mkdirat, [0, 0, 0o2775, 0, 0, 0], eperm),
+            (SYS_mkdir, [0, 0o755, 0, 0, 0, 0], ALLOW),
+            (SYS_unshare, [CLONE_NEWUSER as u64, 0, 0, 0, 0, 0], eperm),
+            (SYS_clone, [CLONE_NEWUSER as u64, 0, 0, 0, 0, 0], eperm),
+            (SYS_clone, [(CLONE_VM | CLONE_THREAD) as u64, 0, 0, 0, 0, 0], ALLOW),
+            (SYS_clone3, [0; 6], ERRNO | ENOSYS as u32),
+            (SYS_mount, [0; 6], eperm),
+            (SYS_write, [1, 0, 5, 0, 0, 0], ALLOW),
+            (SYS_execve, [0; 6], ALLOW),
+            (0x4000_0001, [0; 6], eperm),
+        ] {
+            assert_eq!(run(&p, nr, args), want, "syscall {nr} {args:o?}");
+        }
     }
 }

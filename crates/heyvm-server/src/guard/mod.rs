@@ -73,7 +73,8 @@ impl GuardConfig {
             return Ok(());
         }
         match peer.uid {
-            Some(uid) if allowed.contains(&uid) => Ok(()),
+            // Root can act as any user on this machine anyway.
+            Some(uid) if uid == 0 || allowed.contains(&uid) => Ok(()),
             Some(uid) => Err(format!(
                 "local user {uid} may not use this daemon (it runs as uid {}); the daemon's owner can allow it with HEYVM_ALLOW_USERS",
                 allowed[0]
