@@ -297,7 +297,7 @@ mod tests {
             (SYS_execve, [0; 6], ALLOW),
             (0x4000_0001, [0; 6], eperm),
         ] {
-            assert_eq!(run(&p, nr, args), want, "syscall {nr} {args:o?}");
+            assert_eq!(run(&p, nr, args), want, "syscall {nr} {args:?}");
         }
     }
 }
