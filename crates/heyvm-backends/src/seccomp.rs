@@ -246,7 +246,7 @@ mod tests {
 
     /// Runs the program on one syscall (enough of classic BPF for ours).
     fn run(p: &[Insn], nr: i64, args: [u64; 6]) -> u32 {
-        let mut data = vec![0u8; 64];
+        let mut data = [0u8; 64];
         data[0..4].copy_from_slice(&(nr as u32).to_ne_bytes());
         data[4..8].copy_from_slice(&AUDIT_ARCH_X86_64.to_ne_bytes());
         for (i, a) in args.iter().enumerate() {
