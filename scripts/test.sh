@@ -4,4 +4,6 @@
 # (cgroups, overlays); in CI (CI=true) missing capabilities fail the run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# Python test dependencies (the SDK suite), pinned, into target/pyenv.
+scripts/python-deps.sh
 cargo test --release --locked --workspace -- --test-threads 4 "$@"

@@ -24,6 +24,7 @@ mod persistence;
 mod polish;
 mod pool;
 mod proxy;
+mod python_sdk;
 mod shell;
 mod smoke;
 mod streams;
