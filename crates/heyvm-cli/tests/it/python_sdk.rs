@@ -38,10 +38,5 @@ fn python_sdk_suite_passes_against_the_daemon() {
         .env_remove("HEYVM_API_KEY")
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "pytest failed:\n{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "pytest failed:\n{}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
 }
