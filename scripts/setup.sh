@@ -32,8 +32,10 @@ fi
 
 echo "==> building heyvm (release)"
 cargo build --release --locked -p heyvm-cli
+bash scripts/build-agent.sh
 $SUDO install -m 0755 target/release/heyvm /usr/local/bin/heyvm
-echo "==> installed $(command -v heyvm)"
+$SUDO install -m 0755 target/release/heyvm-agent /usr/local/bin/heyvm-agent
+echo "==> installed $(command -v heyvm) and heyvm-agent beside it"
 
 # Guest kernel + default VM image for the microVM tier, built once and cached
 # in $HEYVM_VM_DIR (default /var/cache/heyvm/vm). HEYVM_SKIP_VM_ASSETS=1 skips.

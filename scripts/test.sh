@@ -6,4 +6,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 # Python test dependencies (the SDK suite), pinned, into target/pyenv.
 scripts/python-deps.sh
+# The static agent the sandboxes run (beside target/release/heyvm).
+bash scripts/build-agent.sh
 cargo test --release --locked --workspace -- --test-threads 4 "$@"

@@ -1,43 +1,69 @@
-//! The in-sandbox agent. It runs as the first process inside a sandbox,
-//! listens on a unix socket that the daemon reaches through a bind mount (or
-//! a virtio-serial port in a VM) and, per connection, runs one request:
-//! an exec with streamed output, the start command, or a shutdown.
+//! The in-sandbox agent. It runs as the first process inside a sandbox and
+//! serves the host over one byte stream (protocol v2, see
+//! `heyvm_protocol::mux`): a listening socket created outside the sandbox
+//! and inherited (bubblewrap), or a virtio-serial port (a VM). Each stream
+//! the host opens runs one request: an exec with streamed output, a shell,
+//! a port connection, the start command, the log subscription, a shutdown.
 //!
-//! It depends only on the protocol crate and std: it is small, has no async
-//! runtime, and a thread per connection keeps concurrent execs independent.
+//! It depends only on the protocol crate, libc and std, so it builds as a
+//! small static binary that runs in any root filesystem; it has no async
+//! runtime, and a thread per stream keeps concurrent execs independent.
 
 mod connect;
 mod exec;
 pub mod guest_init;
 mod guest_net;
 mod logfile;
+pub mod mux;
 mod pty;
 mod service;
 
 use std::io;
-use std::os::unix::net::{UnixListener, UnixStream};
-use std::path::PathBuf;
+use std::os::unix::net::UnixStream;
 use std::sync::Arc;
 use std::thread;
 
 use heyvm_protocol::{decode_json, read_frame, write_json, Event, Frame, Request, PROTOCOL_VERSION};
 
-pub use logfile::LogFile;
+pub use logfile::LogSink;
+pub use mux::Source;
 
-/// Where the agent listens and logs.
-#[derive(Debug, Clone)]
-pub struct AgentConfig {
-    pub socket: PathBuf,
-    pub log_file: PathBuf,
+/// Parses the agent's command line and runs it; returns the exit code.
+/// Shared by the `heyvm-agent` binary and `heyvm __agent`.
+pub fn main_with_args(args: &[String]) -> i32 {
+    let source = match args {
+        [flag, fd] if flag == "--listen-fd" => match fd.parse::<i32>() {
+            // SAFETY: the launcher handed us this descriptor for our own use.
+            Ok(fd) if fd > 2 => Source::Listener(unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) }),
+            _ => return usage(&format!("bad descriptor '{fd}'")),
+        },
+        [flag, path] if flag == "--port" => match std::fs::OpenOptions::new().read(true).write(true).open(path) {
+            Ok(f) => Source::Stream(f.into()),
+            Err(e) => return usage(&format!("cannot open {path}: {e}")),
+        },
+        _ => return usage("expected --listen-fd N or --port PATH"),
+    };
+    match run(source) {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("heyvm-agent: {e}");
+            1
+        }
+    }
+}
+
+fn usage(why: &str) -> i32 {
+    eprintln!("heyvm-agent: {why}\nusage: heyvm-agent --listen-fd N | --port PATH");
+    2
 }
 
 struct Shared {
-    log: Arc<LogFile>,
+    log: Arc<LogSink>,
     service: service::Service,
 }
 
 /// Serves requests until a shutdown request arrives.
-pub fn run(cfg: AgentConfig) -> io::Result<()> {
+pub fn run(source: Source) -> io::Result<()> {
     // Ignored signals survive exec: a daemon started with `&` from a script
     // ignores SIGINT/SIGQUIT, and every command, start command and shell
     // would inherit that. Start the sandbox's processes from a clean slate.
@@ -45,29 +71,13 @@ pub fn run(cfg: AgentConfig) -> io::Result<()> {
         // SAFETY: signal(2) with SIG_DFL has no memory-safety preconditions.
         unsafe { libc::signal(sig, libc::SIG_DFL) };
     }
-    let _ = std::fs::remove_file(&cfg.socket);
-    // Bind to a temporary name and rename, so the daemon never connects to a
-    // socket that is not yet listening.
-    let tmp = cfg.socket.with_extension("sock.tmp");
-    let _ = std::fs::remove_file(&tmp);
-    let listener = UnixListener::bind(&tmp)?;
-    std::fs::rename(&tmp, &cfg.socket)?;
-    let shared = Arc::new(Shared { log: Arc::new(LogFile::open(&cfg.log_file)?), service: service::Service::default() });
-    for conn in listener.incoming() {
-        let Ok(conn) = conn else { continue };
-        let shared = shared.clone();
-        // At the sandbox's pids limit a thread cannot be created: drop this
-        // connection rather than panic the agent (`thread::spawn` would).
-        let spawned = thread::Builder::new().spawn(move || {
-            if let Err(e) = handle(conn, &shared) {
-                eprintln!("heyvm-agent: connection error: {e}");
-            }
-        });
-        if let Err(e) = spawned {
-            eprintln!("heyvm-agent: cannot start a thread for a connection: {e}");
+    let shared = Arc::new(Shared { log: Arc::new(LogSink::default()), service: service::Service::default() });
+    shared.log.system("agent started");
+    mux::serve(source, move |conn| {
+        if let Err(e) = handle(conn, &shared) {
+            eprintln!("heyvm-agent: stream error: {e}");
         }
-    }
-    Ok(())
+    })
 }
 
 fn handle(mut conn: UnixStream, shared: &Shared) -> io::Result<()> {
@@ -90,6 +100,7 @@ fn handle(mut conn: UnixStream, shared: &Shared) -> io::Result<()> {
             Ok(pid) => write_json(&mut conn, &Event::Started { pid }),
             Err(e) => write_json(&mut conn, &Event::Error { message: format!("start command failed: {e}") }),
         },
+        Request::Logs => stream_logs(conn, &shared.log),
         Request::Shutdown { grace_ms } => {
             shared.log.system("sandbox stopping");
             pty::hang_up_all();
@@ -98,6 +109,17 @@ fn handle(mut conn: UnixStream, shared: &Shared) -> io::Result<()> {
             std::process::exit(0);
         }
     }
+}
+
+/// Sends log lines to the host until the stream breaks or a newer
+/// subscription takes over.
+fn stream_logs(mut conn: UnixStream, log: &LogSink) -> io::Result<()> {
+    let generation = log.subscribe();
+    while let Some(line) = log.peek(generation) {
+        write_json(&mut conn, &Event::Log(line))?;
+        log.pop(generation);
+    }
+    Ok(())
 }
 
 /// Signals every other process in the sandbox's pid namespace: SIGTERM, a

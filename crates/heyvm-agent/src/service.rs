@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::Duration;
 
-use crate::LogFile;
+use crate::LogSink;
 
 #[derive(Default)]
 pub struct Service {
@@ -19,7 +19,7 @@ pub struct Service {
 
 impl Service {
     /// Stops a previous instance (if any) and launches `command` under sh.
-    pub fn start(&self, command: &str, env: &BTreeMap<String, String>, cwd: &str, log: &Arc<LogFile>) -> io::Result<u32> {
+    pub fn start(&self, command: &str, env: &BTreeMap<String, String>, cwd: &str, log: &Arc<LogSink>) -> io::Result<u32> {
         let mut guard = self.pgid.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(pgid) = guard.take() {
             crate::exec::kill_group_gracefully(pgid, Duration::from_secs(2));
@@ -54,13 +54,15 @@ impl Service {
     }
 }
 
-fn forward(stream: impl Read + Send + 'static, source: &'static str, log: Arc<LogFile>) -> thread::JoinHandle<()> {
+fn forward(stream: impl Read + Send + 'static, source: &'static str, log: Arc<LogSink>) -> thread::JoinHandle<()> {
     thread::spawn(move || {
         let mut reader = BufReader::new(stream);
         let mut buf = Vec::new();
         loop {
             buf.clear();
-            match reader.read_until(b'\n', &mut buf) {
+            // At most one log line's worth per read: a program that never
+            // prints a newline must not grow this buffer without bound.
+            match (&mut reader).take(crate::logfile::MAX_LINE as u64).read_until(b'\n', &mut buf) {
                 Ok(0) | Err(_) => break,
                 Ok(_) => {
                     let line = String::from_utf8_lossy(&buf);

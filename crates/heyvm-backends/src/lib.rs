@@ -16,10 +16,13 @@ mod seccomp;
 
 pub use bubblewrap::BubblewrapBackend;
 
-/// Picks the backend for `name` (or the default), explaining failures.
-pub fn select(name: Option<&str>) -> Result<std::sync::Arc<dyn heyvm_core::Backend>, String> {
-    match name.unwrap_or("bubblewrap") {
-        "bubblewrap" | "bwrap" => Ok(std::sync::Arc::new(BubblewrapBackend::probe()?)),
-        other => Err(format!("unknown backend '{other}'; available: bubblewrap")),
+/// Every backend that works on this host, the default first; an error
+/// explains why none does.
+pub fn available() -> Result<Vec<std::sync::Arc<dyn heyvm_core::Backend>>, String> {
+    let mut out: Vec<std::sync::Arc<dyn heyvm_core::Backend>> = Vec::new();
+    match BubblewrapBackend::probe() {
+        Ok(b) => out.push(std::sync::Arc::new(b)),
+        Err(why) => return Err(why),
     }
+    Ok(out)
 }

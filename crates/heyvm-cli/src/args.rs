@@ -260,10 +260,9 @@ pub enum Command {
 
 #[derive(Args, Debug, Clone)]
 pub struct AgentArgs {
-    #[arg(long)]
-    pub socket: PathBuf,
-    #[arg(long)]
-    pub log: PathBuf,
+    /// The agent's own arguments (`--listen-fd N` or `--port PATH`).
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    pub args: Vec<String>,
 }
 
 #[derive(Args, Debug, Clone)]

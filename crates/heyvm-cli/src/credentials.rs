@@ -11,7 +11,7 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
 
 use anyhow::Context;
-use heyvm_core::DataDir;
+use heyvm_core::{config, DataDir};
 use serde::{Deserialize, Serialize};
 
 use crate::args::Cli;
@@ -28,7 +28,7 @@ pub struct StoredToken {
 }
 
 fn non_empty_env(key: &str) -> Option<String> {
-    std::env::var(key).ok().map(|v| v.trim().to_string()).filter(|v| !v.is_empty())
+    heyvm_core::config::string(key)
 }
 
 pub fn token_path() -> PathBuf {
@@ -37,21 +37,21 @@ pub fn token_path() -> PathBuf {
 
 /// An explicitly configured server, if any.
 pub fn server_url(cli: &Cli) -> Option<String> {
-    cli.server.clone().filter(|u| !u.is_empty()).or_else(|| non_empty_env("HEYO_CLOUD_URL"))
+    cli.server.clone().filter(|u| !u.is_empty()).or_else(|| non_empty_env(config::CLOUD_URL))
 }
 
 pub fn token(cli: &Cli) -> Option<String> {
     cli.token
         .clone()
         .filter(|t| !t.is_empty())
-        .or_else(|| non_empty_env("HEYVM_API_KEY"))
+        .or_else(|| non_empty_env(config::API_KEY))
         .or_else(|| {
-            let key = non_empty_env("HEYO_API_KEY")?;
+            let key = non_empty_env(config::HEYO_API_KEY)?;
             warn_deprecated_key();
             Some(key)
         })
-        .or_else(|| non_empty_env("HEYO_ARCHIVE_TOKEN"))
-        .or_else(|| non_empty_env("HEYVM_TOKEN"))
+        .or_else(|| non_empty_env(config::ARCHIVE_TOKEN))
+        .or_else(|| non_empty_env(config::TOKEN))
         .or_else(|| load().ok().flatten().map(|t| t.access_token))
 }
 

@@ -9,37 +9,31 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use heyvm_client::Client;
 use heyvm_core::manager::ManagerConfig;
-use heyvm_core::DataDir;
+use heyvm_core::{config, DataDir};
 
 use crate::args::Cli;
 use crate::output::Format;
 
 pub fn run_api(cli: &Cli) -> anyhow::Result<ExitCode> {
     init_tracing(cli.debug);
-    let backend = heyvm_backends::select(None).map_err(|e| anyhow::anyhow!(e))?;
-    let mut config = ManagerConfig::default();
-    if let Some(v) = std::env::var("HEYVM_MAX_UPLOAD_BYTES").ok().and_then(|v| v.parse().ok()) {
-        config.max_upload_bytes = v;
-    }
-    if let Some(v) = std::env::var("HEYVM_SHELL_IDLE_SECS").ok().and_then(|v| v.parse().ok()) {
-        config.shell_idle_expiry = Duration::from_secs(v);
-    }
+    let backends = heyvm_backends::available().map_err(|e| anyhow::anyhow!(e))?;
+    let config = ManagerConfig::from_env();
     let opts = heyvm_server::ServeOptions {
         host: cli.host,
         port: cli.port,
         data: DataDir::from_env(),
         config,
-        jwt_secret: std::env::var("JWT_SECRET").ok().filter(|s| !s.is_empty()),
-        jwt_audience: std::env::var("JWT_AUDIENCE").ok().filter(|s| !s.is_empty()),
+        jwt_secret: config::string(config::JWT_SECRET),
+        jwt_audience: config::string(config::JWT_AUDIENCE),
     };
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-    rt.block_on(heyvm_server::serve(opts, backend)).map_err(|e| anyhow::anyhow!("{e}"))?;
+    rt.block_on(heyvm_server::serve(opts, backends)).map_err(|e| anyhow::anyhow!("{e}"))?;
     Ok(ExitCode::SUCCESS)
 }
 
 fn init_tracing(debug: bool) {
     let default = if debug { "debug" } else { "info" };
-    let filter = tracing_subscriber::EnvFilter::try_from_env("HEYVM_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let filter = tracing_subscriber::EnvFilter::try_from_env(config::LOG).unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
 }
 

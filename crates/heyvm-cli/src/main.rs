@@ -95,10 +95,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         return tui::run(&cli);
     };
     match command {
-        Command::Agent(a) => {
-            heyvm_agent::run(heyvm_agent::AgentConfig { socket: a.socket, log_file: a.log })?;
-            Ok(ExitCode::SUCCESS)
-        }
+        Command::Agent(a) => Ok(ExitCode::from(heyvm_agent::main_with_args(&a.args).clamp(0, 255) as u8)),
         Command::SandboxOwner { plan } => {
             heyvm_backends::owner::run(&plan)?;
             unreachable!("owner::run only returns on error")

@@ -1,15 +1,44 @@
-//! The isolation backend seam. A backend turns a [`LaunchSpec`] into running,
-//! isolated processes with an agent listening on `agent_socket`, and can
-//! kill them and report their resource usage. Everything above (exec, files,
-//! logs, lifecycle rules) is backend-independent and lives in the manager.
+//! The isolation backend seam.
+//!
+//! A [`Backend`] knows how to make sandboxes of one kind (bubblewrap, a
+//! microVM): it prepares a sandbox's files, launches it, and re-attaches to
+//! one that kept running while the daemon was down. Each launch or attach
+//! yields an [`Instance`], the handle for that one running sandbox: kill it,
+//! read its usage, change its limits, and open the byte stream to its agent.
+//! Everything above (exec, files, logs, lifecycle rules) is
+//! backend-independent and lives in the manager.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use heyvm_types::{Limits, MountSpec, NetworkMode};
 
-use crate::error::Result;
+use crate::agent::AgentTransport;
 use crate::paths::SandboxPaths;
+
+/// What a backend reports when it fails.
+#[derive(Debug, thiserror::Error)]
+pub enum BackendError {
+    /// The backend cannot do this at all (e.g. rename a running VM).
+    #[error("the {backend} backend does not support {what}")]
+    Unsupported { backend: &'static str, what: &'static str },
+    /// The sandbox is not running (no process, no VM).
+    #[error("the sandbox is not running")]
+    NotRunning,
+    #[error("{0}")]
+    Failed(String),
+    #[error("{context}: {source}")]
+    Io { context: String, source: std::io::Error },
+}
+
+impl BackendError {
+    pub fn io(context: impl Into<String>, source: std::io::Error) -> Self {
+        BackendError::Io { context: context.into(), source }
+    }
+}
+
+pub type BackendResult<T> = std::result::Result<T, BackendError>;
 
 /// Everything a backend needs to launch one sandbox.
 #[derive(Debug, Clone)]
@@ -31,7 +60,7 @@ pub struct NetworkSpec {
     pub deny_out: Vec<String>,
 }
 
-/// Resource usage read from the sandbox's cgroups.
+/// Resource usage of one sandbox.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Usage {
     pub cpu_ns: u64,
@@ -41,63 +70,112 @@ pub struct Usage {
     pub oom_kills: u64,
 }
 
+/// Whether a sandbox's processes are alive. `Unknown` (the check itself
+/// failed: out of descriptors, a timeout) must never be taken for dead.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Liveness {
+    Alive,
+    Dead,
+    Unknown,
+}
+
+/// What `heyvm backends` reports about one backend.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackendStatus {
+    pub name: &'static str,
+    pub available: bool,
+    pub reason: Option<String>,
+    /// The accelerator a VM backend uses (`kvm` or `tcg`).
+    pub accel: Option<String>,
+}
+
 #[async_trait]
 pub trait Backend: Send + Sync + 'static {
     /// Name as used in `backend_type`.
     fn name(&self) -> &'static str;
 
-    /// Creates the on-disk skeleton of a new sandbox.
-    fn prepare(&self, spec: &LaunchSpec) -> Result<()>;
+    /// Other names clients use for this backend (e.g. `bwrap`).
+    fn aliases(&self) -> &'static [&'static str] {
+        &[]
+    }
 
-    /// Starts the sandbox's processes; returns once they are spawned. The
-    /// manager then waits for the agent to answer on [`Self::agent_socket`].
-    async fn launch(&self, spec: &LaunchSpec) -> Result<()>;
-
-    /// Whether the sandbox's supervisor process is alive.
-    fn is_alive(&self, spec: &LaunchSpec) -> bool;
-
-    /// Why the last launch died, if the backend knows (e.g. its error log).
-    fn failure_reason(&self, spec: &LaunchSpec) -> Option<String>;
-
-    /// SIGKILLs every process of the sandbox and releases runtime resources
-    /// (cgroups, mounts). Files stay. Idempotent.
-    async fn kill(&self, spec: &LaunchSpec) -> Result<()>;
-
-    /// Applies new limits to a running sandbox.
-    fn set_limits(&self, spec: &LaunchSpec) -> Result<()>;
-
-    fn usage(&self, spec: &LaunchSpec) -> Usage;
+    fn status(&self) -> BackendStatus {
+        BackendStatus { name: self.name(), available: true, reason: None, accel: None }
+    }
 
     /// Whether resource limits are actually enforced on this host.
     fn limits_enforced(&self) -> bool;
-
-    fn agent_socket(&self, spec: &LaunchSpec) -> PathBuf {
-        spec.paths.agent_socket()
-    }
-
-    /// Host pids of the sandbox's processes; empty when the backend cannot tell.
-    fn pids(&self, _spec: &LaunchSpec) -> Vec<u32> {
-        Vec::new()
-    }
-
-    /// The sandbox's address on its network, while it has one.
-    fn guest_ip(&self, _spec: &LaunchSpec) -> Option<String> {
-        None
-    }
-
-    /// Whether [`Self::set_hostname`] works, so a running sandbox can take a
-    /// new name (what the warm pool needs).
-    fn supports_rename(&self) -> bool {
-        false
-    }
-
-    /// Sets the hostname of a running sandbox to `spec.hostname`.
-    fn set_hostname(&self, _spec: &LaunchSpec) -> Result<()> {
-        Err(crate::CoreError::Backend("this backend cannot rename a running sandbox".into()))
-    }
 
     /// Why the sandbox will not get the network it asked for, if so.
     fn network_warning(&self, _spec: &LaunchSpec) -> Option<String> {
         None
     }
+
+    /// Creates the on-disk skeleton of a new sandbox.
+    fn prepare(&self, spec: &LaunchSpec) -> BackendResult<()>;
+
+    /// Starts the sandbox; returns once its processes are spawned. The
+    /// manager then connects to the agent through the instance.
+    async fn launch(&self, spec: &LaunchSpec) -> BackendResult<Arc<dyn Instance>>;
+
+    /// The running instance of a sandbox launched by an earlier daemon, if
+    /// any of it is still there.
+    async fn attach(&self, spec: &LaunchSpec) -> BackendResult<Option<Arc<dyn Instance>>>;
+
+    /// Kills whatever is left of a sandbox that has no instance (after a
+    /// crash) and releases its runtime resources. Files stay. Idempotent.
+    async fn cleanup(&self, spec: &LaunchSpec) -> BackendResult<()>;
+}
+
+/// One running sandbox.
+#[async_trait]
+pub trait Instance: Send + Sync + 'static {
+    fn liveness(&self) -> Liveness;
+
+    /// SIGKILLs everything and releases runtime resources (cgroups, mounts,
+    /// network). Files stay. Idempotent.
+    async fn kill(&self) -> BackendResult<()>;
+
+    fn usage(&self) -> Usage;
+
+    /// Applies new limits while running.
+    fn set_limits(&self, limits: &Limits) -> BackendResult<()>;
+
+    /// A fresh byte stream to the sandbox's agent. Never a path the sandbox
+    /// could have replaced.
+    async fn connect_agent(&self) -> BackendResult<AgentTransport>;
+
+    /// Why the sandbox died, if the backend knows (e.g. its error log).
+    fn failure_reason(&self) -> Option<String>;
+
+    /// The sandbox's address on its network, while it has one.
+    fn guest_ip(&self) -> Option<String> {
+        None
+    }
+
+    /// Host pids of the sandbox's processes; empty when they are not host
+    /// processes (a VM) or cannot be told.
+    fn pids(&self) -> Vec<u32> {
+        Vec::new()
+    }
+
+    /// Gives the running sandbox a new hostname (what the warm pool needs).
+    fn set_hostname(&self, _hostname: &str) -> BackendResult<()> {
+        Err(BackendError::Unsupported { backend: "this", what: "renaming a running sandbox" })
+    }
+
+    fn supports_rename(&self) -> bool {
+        false
+    }
+}
+
+/// Where the static agent binary is: `HEYVM_AGENT_BIN`, else `heyvm-agent`
+/// beside the running executable. `None` when neither exists.
+pub fn static_agent_path() -> Option<PathBuf> {
+    if let Some(p) = crate::config::agent_bin() {
+        return Some(p);
+    }
+    let exe = std::env::current_exe().ok()?;
+    let beside = exe.parent()?.join("heyvm-agent");
+    beside.is_file().then_some(beside)
 }

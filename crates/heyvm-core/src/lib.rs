@@ -5,10 +5,11 @@
 //!
 //! This crate knows nothing about HTTP or the command line.
 
-pub mod agent_client;
+pub mod agent;
 pub mod api_keys;
 pub mod archive;
 pub mod backend;
+pub mod config;
 pub mod egress;
 pub mod error;
 pub mod ids;
@@ -20,7 +21,7 @@ pub mod shell;
 pub mod store;
 pub mod text;
 
-pub use backend::{Backend, LaunchSpec, Usage};
+pub use backend::{Backend, BackendError, Instance, LaunchSpec, Liveness, Usage};
 pub use error::{CoreError, Result};
 pub use manager::SandboxManager;
 pub use paths::DataDir;

@@ -10,7 +10,7 @@ pub struct DataDir {
 impl DataDir {
     /// `MVM_DATA_DIR` if set, else `$HOME/.heyo`.
     pub fn from_env() -> Self {
-        if let Some(d) = std::env::var_os("MVM_DATA_DIR").filter(|v| !v.is_empty()) {
+        if let Some(d) = crate::config::string(crate::config::DATA_DIR) {
             return Self::new(PathBuf::from(d));
         }
         let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/root"));
@@ -67,15 +67,14 @@ impl SandboxPaths {
     pub fn merged(&self) -> PathBuf {
         self.dir.join("merged")
     }
-    /// Shared with the agent: its socket and the log file.
-    pub fn run_dir(&self) -> PathBuf {
-        self.dir.join("run")
-    }
+    /// The agent's listening socket (bubblewrap). The sandbox directory
+    /// itself is never mounted inside, so the sandbox cannot replace it.
     pub fn agent_socket(&self) -> PathBuf {
-        self.run_dir().join("agent.sock")
+        self.dir.join("agent.sock")
     }
+    /// The sandbox log (written by the daemon only; never inside the sandbox).
     pub fn log_file(&self) -> PathBuf {
-        self.run_dir().join("logs.jsonl")
+        self.dir.join("logs.jsonl")
     }
     pub fn owner_json(&self) -> PathBuf {
         self.dir.join("owner.json")

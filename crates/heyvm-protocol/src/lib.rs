@@ -1,10 +1,16 @@
-//! The host <-> agent protocol. One connection carries one request: the host
-//! sends a JSON control frame, the agent answers with a stream of frames.
+//! The host <-> agent protocol, version 2, in two layers.
 //!
-//! Wire format of a frame: `kind: u8`, `len: u32 big-endian`, `len` bytes.
-//! Control frames carry JSON; output frames carry raw bytes so binary output
-//! costs nothing to encode. The same framing works over a unix socket (the
-//! bubblewrap backend) and a virtio-serial port (the microVM backend).
+//! The outer layer ([`mux`]) multiplexes many streams, with a handshake and
+//! per-stream credit flow control, over the single byte stream a sandbox
+//! offers (an inherited unix socket for bubblewrap, a virtio-serial port
+//! for a VM). Each stream carries one request of the inner layer, defined
+//! here: the host sends a JSON control frame, the agent answers with frames.
+//!
+//! Wire format of an inner frame: `kind: u8`, `len: u32 big-endian`, `len`
+//! bytes. Control frames carry JSON; output frames carry raw bytes so binary
+//! output costs nothing to encode.
+
+pub mod mux;
 
 use std::collections::BTreeMap;
 use std::io::{self, Read, Write};
@@ -12,10 +18,10 @@ use std::io::{self, Read, Write};
 use serde::{Deserialize, Serialize};
 
 /// Bumped on any incompatible change; the agent refuses other versions.
-pub const PROTOCOL_VERSION: u32 = 1;
-/// Upper bound on one frame's payload, so a corrupt header cannot make
-/// either side allocate without bound.
-pub const MAX_FRAME: usize = 16 * 1024 * 1024;
+pub const PROTOCOL_VERSION: u32 = 2;
+/// Upper bound on one inner frame's payload, so a corrupt or hostile header
+/// cannot make either side allocate without bound.
+pub const MAX_FRAME: usize = 1024 * 1024;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u8)]
@@ -67,6 +73,10 @@ pub enum Request {
     Shell(ShellSpec),
     /// Only valid on an open shell connection: new terminal size.
     Resize { cols: u16, rows: u16 },
+    /// Subscribe to the sandbox log: the agent sends what it buffered while
+    /// nobody listened, then every new line, as [`Event::Log`]. A newer
+    /// subscription replaces an older one.
+    Logs,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -118,6 +128,8 @@ pub enum Event {
     },
     /// Answer to [`Request::Connect`]: the byte stream starts right after.
     Connected,
+    /// One line of the sandbox log (see [`Request::Logs`]).
+    Log(LogLine),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -207,7 +219,7 @@ mod tests {
         buf.extend(encode(FrameKind::StdinEof, b""));
         let mut r = &buf[..];
         let Some(Frame::Control(c)) = read_frame(&mut r).unwrap() else { panic!("control expected") };
-        assert_eq!(decode_json::<Request>(&c).unwrap(), Request::Ping { version: 1 });
+        assert_eq!(decode_json::<Request>(&c).unwrap(), Request::Ping { version: PROTOCOL_VERSION });
         assert_eq!(read_frame(&mut r).unwrap(), Some(Frame::Stdout(b"hello".to_vec())));
         assert_eq!(read_frame(&mut r).unwrap(), Some(Frame::StdinEof));
         assert_eq!(read_frame(&mut r).unwrap(), None);
@@ -246,11 +258,14 @@ mod tests {
         assert_eq!(serde_json::to_string(&Request::Resize { cols: 100, rows: 30 }).unwrap(), r#"{"type":"resize","cols":100,"rows":30}"#);
         assert_eq!(serde_json::to_string(&Request::Connect { port: 8080 }).unwrap(), r#"{"type":"connect","port":8080}"#);
         assert_eq!(serde_json::to_string(&Event::Connected).unwrap(), r#"{"type":"connected"}"#);
+        assert_eq!(serde_json::to_string(&Request::Logs).unwrap(), r#"{"type":"logs"}"#);
+        let log = Event::Log(LogLine { timestamp: 1, source: "stdout".into(), level: "info".into(), message: "hi".into() });
+        assert_eq!(serde_json::to_string(&log).unwrap(), r#"{"type":"log","timestamp":1,"source":"stdout","level":"info","message":"hi"}"#);
     }
 }
 
-/// One line of the sandbox log, as stored (JSON lines) in the log file that
-/// the agent and the daemon both append to.
+/// One line of the sandbox log: sent by the agent, stored by the daemon as
+/// JSON lines in a file only the host can reach.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LogLine {
     pub timestamp: i64,

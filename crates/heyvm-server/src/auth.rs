@@ -163,8 +163,8 @@ impl AuthConfig {
 
     /// `JWT_SECRET` / `JWT_AUDIENCE`; None when no secret is set.
     pub fn from_env() -> Option<Self> {
-        let secret = std::env::var("JWT_SECRET").ok().filter(|s| !s.is_empty())?;
-        Some(Self::new(secret, std::env::var("JWT_AUDIENCE").ok()))
+        let secret = heyvm_core::config::string(heyvm_core::config::JWT_SECRET)?;
+        Some(Self::new(secret, heyvm_core::config::string(heyvm_core::config::JWT_AUDIENCE)))
     }
 
     /// A token for one purpose (`sub`), valid for `ttl_secs`, carrying this

@@ -22,7 +22,7 @@ pub struct ServeOptions {
 }
 
 /// Binds, prints where it listens, and serves until the process ends.
-pub async fn serve(opts: ServeOptions, backend: Arc<dyn Backend>) -> anyhow_like::Result<()> {
+pub async fn serve(opts: ServeOptions, backends: Vec<Arc<dyn Backend>>) -> anyhow_like::Result<()> {
     std::fs::create_dir_all(opts.data.root())?;
     let _lock = lock_data_dir(&opts.data)?;
     raise_fd_limit();
@@ -39,7 +39,7 @@ pub async fn serve(opts: ServeOptions, backend: Arc<dyn Backend>) -> anyhow_like
         }
         (None, false) => IpAddr::from([127, 0, 0, 1]),
     };
-    let mgr = SandboxManager::open(opts.data.clone(), backend, opts.config).await?;
+    let mgr = SandboxManager::open(opts.data.clone(), backends, opts.config).await?;
     mgr.spawn_reaper();
     mgr.spawn_idle_reaper();
     let addr = SocketAddr::new(host, opts.port);
@@ -51,7 +51,7 @@ pub async fn serve(opts: ServeOptions, backend: Arc<dyn Backend>) -> anyhow_like
     let keys = Arc::new(heyvm_core::api_keys::ApiKeyStore::open(&opts.data.db_path())?);
     let auth = opts.jwt_secret.map(|s| Arc::new(crate::auth::AuthConfig::new(s, opts.jwt_audience).with_api_keys(keys.clone())));
     // API_HOSTNAME: `<subdomain>.<API_HOSTNAME>` on this listener reaches proxy endpoints.
-    let api_hostname = std::env::var("API_HOSTNAME").ok().filter(|h| !h.trim().is_empty());
+    let api_hostname = heyvm_core::config::string(heyvm_core::config::API_HOSTNAME);
     let proxy = crate::proxy::ProxyHub::new(mgr.clone(), auth.clone(), api_hostname, local.port());
     proxy.start();
     let routed = proxy.api_hostname().is_some();

@@ -24,7 +24,7 @@ pub struct Subnet {
 
 /// The pool's base address and prefix length.
 pub fn pool() -> (Ipv4Addr, u8) {
-    let spec = std::env::var("HEYVM_NET_POOL").ok().filter(|s| !s.is_empty());
+    let spec = heyvm_core::config::string(heyvm_core::config::NET_POOL);
     parse_pool(spec.as_deref().unwrap_or(DEFAULT_POOL)).unwrap_or_else(|| parse_pool(DEFAULT_POOL).expect("valid default pool"))
 }
 

@@ -7,8 +7,8 @@ use heyvm_protocol::ExecSpec;
 use heyvm_types::{ExecRequest, ExecResponse, SandboxStatus};
 
 use super::{validate, SandboxManager};
-use crate::agent_client::{AgentExec, ExecEvent};
-use crate::backend::LaunchSpec;
+use crate::agent::{AgentExec, ExecEvent};
+use crate::backend::Instance;
 use crate::error::{CoreError, Result};
 use crate::record::SandboxRecord;
 
@@ -23,17 +23,17 @@ pub struct RunningExec {
     pub agent: AgentExec,
     /// Counts the sandbox busy (not idle) while the exec runs.
     _busy: super::idle::BusyGuard,
-    backend: Arc<dyn crate::Backend>,
-    spec: LaunchSpec,
+    instance: Arc<dyn Instance>,
     oom_before: u64,
     /// Feeds the request's `stdin` (see `exec_stdin.rs`).
     pub(super) stdin_feeder: Option<super::exec_stdin::StdinFeeder>,
 }
 
 impl RunningExec {
-    /// Whether the sandbox's OOM-kill counter moved since the exec started.
-    pub fn oom_killed_since_start(&self) -> bool {
-        self.backend.usage(&self.spec).oom_kills > self.oom_before
+    /// The one OOM verdict: the command was SIGKILLed, not by its timeout,
+    /// and the sandbox's OOM-kill counter moved since the exec started.
+    pub fn oom_killed(&self, status: &heyvm_protocol::ExitStatus) -> bool {
+        status.signal == Some(libc::SIGKILL) && !status.timed_out && self.instance.usage().oom_kills > self.oom_before
     }
 }
 
@@ -115,11 +115,12 @@ impl SandboxManager {
         }
         let mut spec = self.exec_spec(&rec, req)?;
         spec.stdin = stdin;
-        let launch = self.spec(&rec);
-        let oom_before = self.backend.usage(&launch).oom_kills;
-        let agent = self.agent(&rec).exec(spec).await.map_err(|e| CoreError::AgentUnreachable(e.to_string()))?;
+        let client = self.agent(&rec).await?;
+        let instance = self.instance_of(&rec).await?.instance.clone();
+        let oom_before = instance.usage().oom_kills;
+        let agent = client.exec(spec).await.map_err(|e| CoreError::AgentUnreachable(e.to_string()))?;
         let _busy = self.busy_guard(&rec.id);
-        Ok(RunningExec { agent, _busy, backend: self.backend.clone(), spec: launch, oom_before, stdin_feeder: None })
+        Ok(RunningExec { agent, _busy, instance, oom_before, stdin_feeder: None })
     }
 
     /// Runs a command to completion and returns its buffered output.
@@ -136,7 +137,7 @@ impl SandboxManager {
                 ExecEvent::Exit(s) => break s,
             }
         };
-        let oom_killed = status.signal == Some(libc::SIGKILL) && !status.timed_out && run.oom_killed_since_start();
+        let oom_killed = run.oom_killed(&status);
         let mut stderr = String::from_utf8_lossy(&err).into_owned();
         let mut output = String::from_utf8_lossy(&merged).into_owned();
         let mut note = |msg: String| {
@@ -168,7 +169,7 @@ impl SandboxManager {
     pub(super) async fn run_hook(&self, rec: &SandboxRecord, hook: &str) -> std::io::Result<i32> {
         let req = ExecRequest { command: "/bin/sh".into(), args: vec!["-c".into(), hook.into()], ..Default::default() };
         let spec = self.exec_spec(rec, &req).map_err(std::io::Error::other)?;
-        let mut run = self.agent(rec).exec(spec).await?;
+        let mut run = self.agent(rec).await.map_err(|e| std::io::Error::other(e.to_string()))?.exec(spec).await?;
         let mut pending = String::new();
         loop {
             match run.next().await? {

@@ -10,9 +10,6 @@ use crate::error::{CoreError, Result};
 use crate::ids;
 use crate::record::{now_secs, SandboxRecord};
 
-/// Names accepted for the bubblewrap backend.
-const BWRAP_NAMES: &[&str] = &["bubblewrap", "bwrap"];
-
 impl SandboxManager {
     pub async fn create(self: &Arc<Self>, req: CreateSandboxRequest) -> Result<SandboxInfo> {
         let id = ids::new_sandbox_id();
@@ -23,14 +20,13 @@ impl SandboxManager {
             }
             None => format!("sandbox-{}", &id[3..]),
         };
-        if let Some(b) = req.backend_type.as_deref() {
-            if b != self.backend.name() && !(self.backend.name() == "bubblewrap" && BWRAP_NAMES.contains(&b)) {
-                return Err(CoreError::BackendUnavailable(
-                    b.to_string(),
-                    format!("this daemon runs the '{}' backend", self.backend.name()),
-                ));
-            }
-        }
+        let backend = match req.backend_type.as_deref() {
+            None => self.backends[0].clone(),
+            Some(b) => self.find_backend(b).ok_or_else(|| {
+                let names: Vec<&str> = self.backends.iter().map(|b| b.name()).collect();
+                CoreError::BackendUnavailable(b.to_string(), format!("this daemon runs: {}", names.join(", ")))
+            })?,
+        };
         let env_vars = req.env_vars.unwrap_or_default();
         validate::env(&env_vars)?;
         let working_directory = match req.working_directory {
@@ -62,7 +58,7 @@ impl SandboxManager {
             status: SandboxStatus::Provisioning,
             sandbox_type: validate::sandbox_type(req.sandbox_type.as_deref())?,
             image: req.image.unwrap_or_else(|| "host".into()),
-            backend_type: self.backend.name().to_string(),
+            backend_type: backend.name().to_string(),
             size_class: req.size_class.unwrap_or_default(),
             ttl_seconds: req.ttl_seconds,
             ttl_used_secs: 0,
@@ -96,15 +92,14 @@ impl SandboxManager {
         let _guard = lock.lock().await;
         if let Err(e) = self.store.insert(&rec) {
             if warm.is_some() {
-                let spec = self.spec(&rec);
-                let _ = self.backend.kill(&spec).await;
-                remove_tree(&spec.paths.dir);
+                let _ = self.kill_instance(&rec).await;
+                remove_tree(&self.spec(&rec).paths.dir);
                 self.refill_pool();
             }
             return Err(e);
         }
         let spec = self.spec(&rec);
-        let mut prepared = if warm.is_some() { Ok(()) } else { self.backend.prepare(&spec) };
+        let mut prepared = if warm.is_some() { Ok(()) } else { backend.prepare(&spec).map_err(|e| CoreError::Backend(e.to_string())) };
         if let (Ok(()), Some(a)) = (&prepared, rec.archive_id.clone()) {
             // Files in place before setup hooks and the start command run.
             let (me, r) = (self.clone(), rec.clone());
@@ -118,11 +113,8 @@ impl SandboxManager {
             return Err(e);
         }
         self.log_system(&rec, &format!("sandbox created (size {}, backend {})", rec.size_class, rec.backend_type));
-        if rec.image != "host" && self.backend.name() == "bubblewrap" {
-            self.log_system(
-                &rec,
-                &format!("note: the bubblewrap backend runs the host's system image; image '{}' is recorded only", rec.image),
-            );
+        if rec.image != "host" {
+            self.log_system(&rec, &format!("note: this backend runs the host's system image; image '{}' is recorded only", rec.image));
         }
         if req.no_start == Some(true) {
             let mut rec = rec;
@@ -143,12 +135,16 @@ impl SandboxManager {
 
     /// Gives a running warm sandbox `rec`'s identity and finishes its boot.
     async fn adopt_warm(self: &Arc<Self>, mut rec: SandboxRecord) -> Result<SandboxRecord> {
-        let spec = self.spec(&rec);
-        let renamed = self.backend.set_hostname(&spec).and_then(|()| self.backend.set_limits(&spec)).map_err(|e| e.to_string());
+        let renamed = match self.running(&rec.id) {
+            Some(r) => {
+                r.instance.set_hostname(&rec.slug).and_then(|()| r.instance.set_limits(&rec.size_class.limits())).map_err(|e| e.to_string())
+            }
+            None => Err("the warm sandbox is gone".to_string()),
+        };
         match renamed {
             Ok(()) => self.finish_start(rec).await,
             Err(reason) => {
-                let _ = self.backend.kill(&spec).await;
+                let _ = self.kill_instance(&rec).await;
                 self.mark_failed(&mut rec, &reason)?;
                 Err(CoreError::SandboxFailed { id: rec.id.clone(), reason })
             }
@@ -201,10 +197,9 @@ impl SandboxManager {
         let lock = self.lock_for(&id);
         let _guard = lock.lock().await;
         let rec = self.store.resolve(&id)?;
-        let spec = self.spec(&rec);
-        self.backend.kill(&spec).await?;
+        self.kill_instance(&rec).await?;
         self.store.delete(&rec.id)?;
-        remove_tree(&spec.paths.dir);
+        remove_tree(&self.spec(&rec).paths.dir);
         self.locks.lock().unwrap_or_else(|e| e.into_inner()).remove(&rec.id);
         self.cpu_samples.lock().unwrap_or_else(|e| e.into_inner()).remove(&rec.id);
         self.urls.lock().unwrap_or_else(|e| e.into_inner()).remove(&rec.id);
@@ -262,14 +257,17 @@ impl SandboxManager {
             rec.auto_resume = a;
         }
         self.store.update(&rec)?;
-        if rec.status == SandboxStatus::Running {
+        if let Some(r) = self.running(&rec.id).filter(|_| rec.status == SandboxStatus::Running) {
+            let backend_err = |e: crate::backend::BackendError| CoreError::Backend(e.to_string());
             // The hostname follows the name (otherwise from the next start).
-            if rec.slug != old_slug && self.backend.supports_rename() {
-                self.backend.set_hostname(&self.spec(&rec))?;
+            if rec.slug != old_slug && r.instance.supports_rename() {
+                r.instance.set_hostname(&rec.slug).map_err(backend_err)?;
             }
             if resized {
-                self.backend.set_limits(&self.spec(&rec))?;
+                r.instance.set_limits(&rec.size_class.limits()).map_err(backend_err)?;
             }
+        }
+        if rec.status == SandboxStatus::Running {
             if restart_service {
                 self.start_service(&rec).await?;
             }
@@ -283,8 +281,8 @@ impl SandboxManager {
         rec.status = SandboxStatus::Provisioning;
         rec.error_message = None;
         self.store.update(&rec)?;
-        if let Err(reason) = self.launch(&rec).await {
-            let _ = self.backend.kill(&self.spec(&rec)).await;
+        if let Err(reason) = self.launch_instance(&rec).await {
+            let _ = self.kill_instance(&rec).await;
             self.mark_failed(&mut rec, &reason)?;
             return Err(CoreError::SandboxFailed { id: rec.id.clone(), reason });
         }
@@ -303,31 +301,11 @@ impl SandboxManager {
                 Ok(rec)
             }
             Err(reason) => {
-                let _ = self.backend.kill(&self.spec(&rec)).await;
+                let _ = self.kill_instance(&rec).await;
                 self.mark_failed(&mut rec, &reason)?;
                 Err(CoreError::SandboxFailed { id: rec.id.clone(), reason })
             }
         }
-    }
-
-    async fn launch(self: &Arc<Self>, rec: &SandboxRecord) -> std::result::Result<(), String> {
-        let spec = self.spec(rec);
-        // A previous crash may have left processes behind.
-        self.backend.kill(&spec).await.map_err(|e| e.to_string())?;
-        if let Some(w) = self.backend.network_warning(&spec) {
-            self.log_system(rec, &format!("warning: {w}"));
-        }
-        if !self.backend.limits_enforced() {
-            self.log_system(rec, "warning: resource limits are not enforced on this host (no usable cgroups)");
-        }
-        self.backend.launch(&spec).await.map_err(|e| e.to_string())?;
-        let backend = self.backend.clone();
-        let spec2 = spec.clone();
-        if let Err(e) = self.agent(rec).wait_ready(self.config.start_timeout, move || backend.is_alive(&spec2)).await {
-            let why = self.backend.failure_reason(&spec).unwrap_or_else(|| e.to_string());
-            return Err(format!("sandbox did not come up: {why}"));
-        }
-        Ok(())
     }
 
     async fn run_hooks_and_service(self: &Arc<Self>, rec: &mut SandboxRecord) -> std::result::Result<(), String> {
@@ -352,6 +330,7 @@ impl SandboxManager {
         let Some(cmd) = &rec.start_command else { return Ok(()) };
         let env = self.base_env(rec);
         self.agent(rec)
+            .await?
             .start_service(cmd, env, &rec.working_directory)
             .await
             .map_err(|e| CoreError::Backend(format!("start command could not be launched: {e}")))?;
@@ -359,16 +338,17 @@ impl SandboxManager {
     }
 
     pub(super) async fn stop_locked(&self, mut rec: SandboxRecord, force: bool) -> Result<SandboxRecord> {
-        let spec = self.spec(&rec);
-        if !force && self.backend.is_alive(&spec) {
+        if !force && self.liveness(&rec) == crate::backend::Liveness::Alive {
             let grace = self.config.stop_grace;
-            let _ = tokio::time::timeout(grace + Duration::from_secs(2), self.agent(&rec).shutdown(grace)).await;
+            if let Ok(agent) = self.agent(&rec).await {
+                let _ = tokio::time::timeout(grace + Duration::from_secs(2), agent.shutdown(grace)).await;
+            }
             let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
-            while self.backend.is_alive(&spec) && tokio::time::Instant::now() < deadline {
+            while self.liveness(&rec) == crate::backend::Liveness::Alive && tokio::time::Instant::now() < deadline {
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }
         }
-        self.backend.kill(&spec).await?;
+        self.kill_instance(&rec).await?;
         rec.end_running_period(now_secs());
         rec.status = SandboxStatus::Stopped;
         // The idle reaper sets its own reason before stopping.

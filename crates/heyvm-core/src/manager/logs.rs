@@ -1,7 +1,11 @@
-//! The sandbox log: JSON lines written by the agent (start command output)
-//! and by the daemon (lifecycle events, setup hooks).
+//! The sandbox log: JSON lines in `sandboxes/<id>/logs.jsonl`, a file only
+//! the host can reach. The daemon writes lifecycle events and setup hooks
+//! itself, and copies in what the agent sends (start command output) after
+//! bounding it: that part comes from inside the sandbox.
 
 use std::io::{BufRead, BufReader, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
 
 use heyvm_protocol::LogLine;
 use heyvm_types::{LogEntry, LogsResponse};
@@ -44,8 +48,7 @@ impl SandboxManager {
 
     fn write_log_line(&self, rec: &SandboxRecord, line: LogLine) {
         let path = self.data.sandbox(&rec.id).log_file();
-        let res = std::fs::OpenOptions::new().create(true).append(true).open(&path).and_then(|mut f| f.write_all(&line.to_jsonl()));
-        if let Err(e) = res {
+        if let Err(e) = append_line(&path, &line) {
             tracing::warn!(sandbox = %rec.id, error = %e, "cannot append to sandbox log");
         }
     }
@@ -78,4 +81,32 @@ impl SandboxManager {
         let logs = matching.into_iter().skip(offset).take(limit).collect();
         Ok(LogsResponse { logs, total, limit, offset })
     }
+}
+
+/// Longest message kept from a line the agent sent.
+const MAX_AGENT_LINE: usize = 16 * 1024;
+
+/// Bounds a line that came from the agent: its message to
+/// [`MAX_AGENT_LINE`] bytes, its source and level to the known words.
+pub(crate) fn sanitize(mut line: LogLine) -> LogLine {
+    if line.message.len() > MAX_AGENT_LINE {
+        let mut end = MAX_AGENT_LINE;
+        while !line.message.is_char_boundary(end) {
+            end -= 1;
+        }
+        line.message.truncate(end);
+    }
+    if !matches!(line.source.as_str(), "stdout" | "stderr" | "system") {
+        line.source = "stdout".into();
+    }
+    if !matches!(line.level.as_str(), "info" | "warn" | "error") {
+        line.level = heyvm_protocol::log_level(&line.message).into();
+    }
+    line
+}
+
+/// Appends one line. `O_NOFOLLOW`: the log file is never a link.
+pub(crate) fn append_line(path: &Path, line: &LogLine) -> std::io::Result<()> {
+    let mut f = std::fs::OpenOptions::new().create(true).append(true).custom_flags(libc::O_NOFOLLOW).open(path)?;
+    f.write_all(&line.to_jsonl())
 }

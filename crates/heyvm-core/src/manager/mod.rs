@@ -8,6 +8,7 @@ mod exec;
 mod exec_stdin;
 mod files;
 mod idle;
+mod instances;
 mod lifecycle;
 mod logs;
 mod operations;
@@ -34,7 +35,6 @@ pub use proxy::{is_subdomain, Endpoint};
 pub use shell::{terminal_size, ShellRequest};
 pub use usage::{HostStats, SandboxStats, UsageReport};
 
-use crate::agent_client::AgentClient;
 use crate::backend::{Backend, LaunchSpec};
 use crate::error::Result;
 use crate::paths::DataDir;
@@ -72,9 +72,25 @@ impl Default for ManagerConfig {
             max_upload_bytes: 1 << 30,
             reap_interval: Duration::from_secs(1),
             shell_idle_expiry: crate::shell::IDLE_EXPIRY,
-            pool_size: pool::pool_size_from_env(),
-            archive_ttl: Duration::from_secs(std::env::var("HEYVM_ARCHIVE_TTL_SECS").ok().and_then(|v| v.parse().ok()).unwrap_or(86_400)),
-            idle_timeout_secs: std::env::var("HEYVM_IDLE_TIMEOUT_SECS").ok().and_then(|v| v.trim().parse().ok()).filter(|&t| t > 0),
+            pool_size: 1,
+            archive_ttl: Duration::from_secs(86_400),
+            idle_timeout_secs: None,
+        }
+    }
+}
+
+impl ManagerConfig {
+    /// The defaults, overridden by the environment (see [`crate::config`]).
+    pub fn from_env() -> Self {
+        use crate::config::{self, parse};
+        let d = Self::default();
+        ManagerConfig {
+            max_upload_bytes: parse(config::MAX_UPLOAD_BYTES).unwrap_or(d.max_upload_bytes),
+            shell_idle_expiry: parse(config::SHELL_IDLE_SECS).map(Duration::from_secs).unwrap_or(d.shell_idle_expiry),
+            pool_size: parse(config::POOL_SIZE).unwrap_or(d.pool_size),
+            archive_ttl: parse(config::ARCHIVE_TTL_SECS).map(Duration::from_secs).unwrap_or(d.archive_ttl),
+            idle_timeout_secs: parse::<u64>(config::IDLE_TIMEOUT_SECS).filter(|&t| t > 0),
+            ..d
         }
     }
 }
@@ -82,7 +98,10 @@ impl Default for ManagerConfig {
 pub struct SandboxManager {
     data: DataDir,
     store: Store,
-    backend: Arc<dyn Backend>,
+    /// Every backend this daemon runs; the first is the default.
+    backends: Vec<Arc<dyn Backend>>,
+    /// Handles of running sandboxes (see `instances.rs`).
+    instances: Mutex<HashMap<String, Arc<instances::Running>>>,
     config: ManagerConfig,
     locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// Last CPU sample per sandbox, for `cpu_usage` as a rate.
@@ -97,6 +116,8 @@ pub struct SandboxManager {
     /// Ids of warm sandboxes ready to be adopted.
     pool: Mutex<Vec<String>>,
     pool_filling: std::sync::atomic::AtomicBool,
+    /// Cleared once a warm sandbox shows the backend cannot rename it.
+    pool_rename_ok: std::sync::atomic::AtomicBool,
     pool_closed: std::sync::atomic::AtomicBool,
     /// When the reaper last swept expired archives.
     last_archive_sweep: Mutex<Instant>,
@@ -107,14 +128,18 @@ pub struct SandboxManager {
 impl SandboxManager {
     /// Opens the store and reconciles recorded state with what is actually
     /// running (the daemon may have been killed, or the host rebooted).
-    pub async fn open(data: DataDir, backend: Arc<dyn Backend>, config: ManagerConfig) -> Result<Arc<Self>> {
+    pub async fn open(data: DataDir, backends: Vec<Arc<dyn Backend>>, config: ManagerConfig) -> Result<Arc<Self>> {
+        if backends.is_empty() {
+            return Err(crate::CoreError::Backend("no backend is available".into()));
+        }
         std::fs::create_dir_all(data.sandboxes_dir())?;
         let store = Store::open(&data.db_path())?;
         let shells = crate::shell::ShellSessions::new(config.shell_idle_expiry);
         let mgr = Arc::new(SandboxManager {
             data,
             store,
-            backend,
+            backends,
+            instances: Mutex::default(),
             config,
             locks: Mutex::default(),
             cpu_samples: Mutex::default(),
@@ -123,6 +148,7 @@ impl SandboxManager {
             shells,
             pool: Mutex::default(),
             pool_filling: Default::default(),
+            pool_rename_ok: std::sync::atomic::AtomicBool::new(true),
             pool_closed: Default::default(),
             last_archive_sweep: Mutex::new(Instant::now()),
             idle: idle::IdleTracker::default(),
@@ -141,8 +167,14 @@ impl SandboxManager {
         &self.config
     }
 
+    /// The default backend's name.
     pub fn backend_name(&self) -> &'static str {
-        self.backend.name()
+        self.backends[0].name()
+    }
+
+    /// What each backend this daemon runs reports about itself.
+    pub fn backend_statuses(&self) -> Vec<crate::backend::BackendStatus> {
+        self.backends.iter().map(|b| b.status()).collect()
     }
 
     fn lock_for(&self, id: &str) -> Arc<tokio::sync::Mutex<()>> {
@@ -158,10 +190,6 @@ impl SandboxManager {
             mounts: rec.mounts.clone(),
             network: crate::backend::NetworkSpec { mode: rec.network, allow_out: rec.allow_out.clone(), deny_out: rec.deny_out.clone() },
         }
-    }
-
-    pub(crate) fn agent(&self, rec: &SandboxRecord) -> AgentClient {
-        AgentClient::new(&self.backend.agent_socket(&self.spec(rec)))
     }
 
     pub fn resolve(&self, key: &str) -> Result<SandboxRecord> {
@@ -203,7 +231,7 @@ impl SandboxManager {
             ttl_seconds: r.ttl_seconds,
             ttl_remaining_seconds: r.ttl_remaining(now),
             created_at: r.created_at,
-            guest_ip: if running { self.backend.guest_ip(&self.spec(r)) } else { None },
+            guest_ip: if running { self.running(&r.id).and_then(|i| i.instance.guest_ip()) } else { None },
             urls,
             start_command: r.start_command.clone(),
             working_directory: r.working_directory.clone(),
@@ -226,7 +254,7 @@ impl SandboxManager {
     /// CPU as percent of one core since the previous sample (or since the
     /// sandbox started, for the first one), and memory in bytes.
     fn sample_usage(&self, r: &SandboxRecord) -> (f64, u64) {
-        let usage = self.backend.usage(&self.spec(r));
+        let usage = self.instance_usage(r);
         let now = Instant::now();
         let mut samples = self.cpu_samples.lock().unwrap_or_else(|e| e.into_inner());
         let pct = match samples.get(&r.id) {
@@ -250,10 +278,11 @@ impl SandboxManager {
 
     pub fn usage(&self, key: &str) -> Result<crate::backend::Usage> {
         let r = self.store.resolve(key)?;
-        Ok(self.backend.usage(&self.spec(&r)))
+        Ok(self.instance_usage(&r))
     }
 
+    /// Whether the default backend enforces resource limits here.
     pub fn limits_enforced(&self) -> bool {
-        self.backend.limits_enforced()
+        self.backends[0].limits_enforced()
     }
 }

@@ -18,11 +18,6 @@ use crate::error::{CoreError, Result};
 use crate::ids;
 use crate::record::SandboxRecord;
 
-/// `HEYVM_POOL_SIZE`, default 1; 0 turns the pool off.
-pub fn pool_size_from_env() -> usize {
-    std::env::var("HEYVM_POOL_SIZE").ok().and_then(|v| v.parse().ok()).unwrap_or(1)
-}
-
 /// The blank record a warm sandbox is launched from (always NAT: the only
 /// network a create can adopt it for).
 fn blank(id: String) -> SandboxRecord {
@@ -41,7 +36,8 @@ impl SandboxManager {
     /// Whether a new sandbox can be a warm one renamed.
     pub(super) fn pool_fits(&self, rec: &SandboxRecord) -> bool {
         self.config.pool_size > 0
-            && self.backend.supports_rename()
+            && rec.backend_type == self.backends[0].name()
+            && self.pool_can_rename()
             && rec.mounts.is_empty()
             && rec.network == NetworkMode::Nat
             && rec.allow_out.is_empty()
@@ -53,8 +49,9 @@ impl SandboxManager {
     pub(super) async fn take_warm(self: &Arc<Self>) -> Option<String> {
         loop {
             let id = self.pool.lock().unwrap_or_else(|e| e.into_inner()).pop()?;
-            let rec = blank(id.clone());
-            if self.backend.is_alive(&self.spec(&rec)) && self.agent(&rec).ping().await.is_ok() {
+            let rec = self.blank(id.clone());
+            let alive = self.liveness(&rec) == crate::backend::Liveness::Alive;
+            if alive && matches!(self.agent(&rec).await, Ok(a) if a.ping().await.is_ok()) {
                 return Some(id);
             }
             self.discard_warm(&rec).await;
@@ -62,14 +59,29 @@ impl SandboxManager {
     }
 
     async fn discard_warm(&self, rec: &SandboxRecord) {
-        let spec = self.spec(rec);
-        let _ = self.backend.kill(&spec).await;
-        let _ = std::fs::remove_dir_all(&spec.paths.dir);
+        let _ = self.kill_instance(rec).await;
+        let _ = std::fs::remove_dir_all(&self.spec(rec).paths.dir);
+    }
+
+    /// Whether warm sandboxes of the default backend can take a new name.
+    fn pool_can_rename(&self) -> bool {
+        // Only known once one runs; bubblewrap as root can, which the
+        // backend says through its instances. Assume yes until a warm
+        // sandbox says otherwise.
+        self.pool_rename_ok.load(Ordering::SeqCst)
+    }
+
+    /// The blank record a warm sandbox is launched from (always NAT: the
+    /// only network a create can adopt it for), on the default backend.
+    fn blank(&self, id: String) -> SandboxRecord {
+        let mut rec = blank(id);
+        rec.backend_type = self.backends[0].name().to_string();
+        rec
     }
 
     /// Tops the pool up in the background (one launch at a time).
     pub(super) fn refill_pool(self: &Arc<Self>) {
-        let off = self.config.pool_size == 0 || !self.backend.supports_rename() || self.pool_closed.load(Ordering::SeqCst);
+        let off = self.config.pool_size == 0 || !self.pool_can_rename() || self.pool_closed.load(Ordering::SeqCst);
         if off || self.pool_filling.swap(true, Ordering::SeqCst) {
             return;
         }
@@ -77,7 +89,7 @@ impl SandboxManager {
         tokio::spawn(async move {
             while me.pool.lock().unwrap_or_else(|e| e.into_inner()).len() < me.config.pool_size {
                 match me.launch_warm().await {
-                    Ok(id) if me.pool_closed.load(Ordering::SeqCst) => me.discard_warm(&blank(id)).await,
+                    Ok(id) if me.pool_closed.load(Ordering::SeqCst) => me.discard_warm(&me.blank(id)).await,
                     Ok(id) => me.pool.lock().unwrap_or_else(|e| e.into_inner()).push(id),
                     Err(e) => {
                         tracing::warn!(error = %e, "could not launch a warm sandbox; pool paused");
@@ -90,15 +102,18 @@ impl SandboxManager {
     }
 
     async fn launch_warm(self: &Arc<Self>) -> Result<String> {
-        let rec = blank(ids::new_sandbox_id());
-        let spec = self.spec(&rec);
-        self.backend.prepare(&spec)?;
-        self.backend.launch(&spec).await?;
-        let backend = self.backend.clone();
-        let spec2 = spec.clone();
-        if let Err(e) = self.agent(&rec).wait_ready(self.config.start_timeout, move || backend.is_alive(&spec2)).await {
+        let rec = self.blank(ids::new_sandbox_id());
+        let backend = self.backend_for(&rec)?;
+        backend.prepare(&self.spec(&rec)).map_err(|e| CoreError::Backend(e.to_string()))?;
+        if let Err(e) = self.launch_instance(&rec).await {
             self.discard_warm(&rec).await;
             return Err(CoreError::Backend(format!("warm sandbox did not come up: {e}")));
+        }
+        if !self.running(&rec.id).is_some_and(|r| r.instance.supports_rename()) {
+            // This backend cannot rename a running sandbox here: no pool.
+            self.pool_rename_ok.store(false, Ordering::SeqCst);
+            self.discard_warm(&rec).await;
+            return Err(CoreError::Backend("the default backend cannot rename running sandboxes; warm pool off".into()));
         }
         Ok(rec.id)
     }
@@ -109,7 +124,7 @@ impl SandboxManager {
         self.pool_closed.store(true, Ordering::SeqCst);
         let ids: Vec<String> = std::mem::take(&mut *self.pool.lock().unwrap_or_else(|e| e.into_inner()));
         for id in ids {
-            self.discard_warm(&blank(id)).await;
+            self.discard_warm(&self.blank(id)).await;
         }
     }
 
@@ -122,7 +137,7 @@ impl SandboxManager {
             let name = entry.file_name().to_string_lossy().into_owned();
             if ids::looks_like_id(&name) && !known.contains(&name) {
                 tracing::info!(sandbox = %name, "removing a warm sandbox left by an earlier daemon");
-                self.discard_warm(&blank(name)).await;
+                self.discard_warm(&self.blank(name)).await;
             }
         }
         Ok(())

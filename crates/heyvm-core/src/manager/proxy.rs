@@ -4,9 +4,9 @@
 //! whether or not the sandbox has a network of its own. The HTTP layer owns
 //! the listeners and decides what the URLs look like.
 
+use crate::agent::MuxStream;
 use heyvm_types::{SandboxStatus, UrlInfo};
 use serde::{Deserialize, Serialize};
-use tokio::net::UnixStream;
 
 use super::SandboxManager;
 use crate::error::{CoreError, Result};
@@ -136,12 +136,12 @@ impl SandboxManager {
     }
 
     /// A byte stream to `127.0.0.1:port` inside a running sandbox.
-    pub async fn connect_port(&self, key: &str, port: u16) -> Result<UnixStream> {
+    pub async fn connect_port(&self, key: &str, port: u16) -> Result<MuxStream> {
         let rec = self.store.resolve(key)?;
         if rec.status != SandboxStatus::Running {
             return Err(CoreError::InvalidState { id: rec.id, status: rec.status.to_string(), action: "connect", needs: "running" });
         }
-        match self.agent(&rec).connect_port(port).await {
+        match self.agent(&rec).await?.connect_port(port).await {
             Ok(Ok(stream)) => Ok(stream),
             Ok(Err(refusal)) => Err(CoreError::PortUnreachable(refusal)),
             Err(e) => Err(CoreError::AgentUnreachable(e.to_string())),

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use heyvm_types::SandboxStatus;
 
 use super::SandboxManager;
+use crate::backend::Liveness;
 use crate::error::Result;
 use crate::record::now_secs;
 
@@ -19,16 +20,18 @@ impl SandboxManager {
             if !matches!(rec.status, SandboxStatus::Running | SandboxStatus::Provisioning) {
                 continue;
             }
-            let spec = self.spec(&rec);
-            let alive = self.backend.is_alive(&spec) && self.agent(&rec).ping().await.is_ok();
+            let alive = match self.agent(&rec).await {
+                Ok(agent) => agent.ping().await.is_ok(),
+                Err(_) => false,
+            };
             match (rec.status, alive) {
                 (SandboxStatus::Running, true) => tracing::info!(sandbox = %rec.id, "sandbox still running"),
                 (SandboxStatus::Provisioning, _) => {
-                    let _ = self.backend.kill(&spec).await;
+                    let _ = self.kill_instance(&rec).await;
                     self.mark_failed(&mut rec, "the daemon stopped while the sandbox was starting; start it again")?;
                 }
                 _ => {
-                    let _ = self.backend.kill(&spec).await;
+                    let _ = self.kill_instance(&rec).await;
                     self.mark_failed(
                         &mut rec,
                         "the sandbox's processes were gone when the daemon restarted (host reboot or crash); start it again",
@@ -79,13 +82,15 @@ impl SandboxManager {
                 self.delete(&rec.id).await?;
                 continue;
             }
-            if !self.backend.is_alive(&self.spec(&rec)) {
+            // Only a sandbox known to be dead is failed: `Unknown` (the
+            // check itself failed) leaves it alone.
+            if self.liveness(&rec) == Liveness::Dead {
                 // Re-check under the lock: a stop may be in progress.
                 let lock = self.lock_for(&rec.id);
                 let Ok(_g) = lock.try_lock() else { continue };
                 let mut fresh = self.store.resolve(&rec.id)?;
-                if fresh.status == SandboxStatus::Running && !self.backend.is_alive(&self.spec(&fresh)) {
-                    let _ = self.backend.kill(&self.spec(&fresh)).await;
+                if fresh.status == SandboxStatus::Running && self.liveness(&fresh) == Liveness::Dead {
+                    let _ = self.kill_instance(&fresh).await;
                     self.mark_failed(&mut fresh, "the sandbox's processes exited unexpectedly")?;
                 }
             }

@@ -8,7 +8,7 @@ use heyvm_protocol::ShellSpec;
 use heyvm_types::SandboxStatus;
 
 use super::SandboxManager;
-use crate::agent_client::ShellEvent;
+use crate::agent::ShellEvent;
 use crate::error::{CoreError, Result};
 use crate::shell::{ShellSession, ShellSessions};
 
@@ -58,7 +58,7 @@ impl SandboxManager {
         }
         let spec = ShellSpec { argv: req.argv.clone(), env, cwd, cols, rows };
         let unreachable = |e: std::io::Error| CoreError::AgentUnreachable(e.to_string());
-        let (mut reader, writer) = self.agent(&rec).shell(spec).await.map_err(unreachable)?;
+        let (mut reader, writer) = self.agent(&rec).await?.shell(spec).await.map_err(unreachable)?;
         match reader.next().await {
             Ok(ShellEvent::Started { .. }) => {}
             Ok(other) => return Err(CoreError::AgentUnreachable(format!("unexpected first shell event: {other:?}"))),

@@ -64,7 +64,7 @@ impl SandboxManager {
             .into_iter()
             .filter(|r| r.status == SandboxStatus::Running)
             .map(|r| SandboxStats {
-                pids: self.backend.pids(&self.spec(&r)),
+                pids: self.running(&r.id).map(|i| i.instance.pids()).unwrap_or_default(),
                 memory_limit_bytes: r.size_class.limits().memory_bytes,
                 info: self.info(&r),
             })

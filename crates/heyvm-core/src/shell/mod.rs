@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, watch, Notify};
 
-use crate::agent_client::{AgentShellReader, AgentShellWriter, ShellEvent};
+use crate::agent::{AgentShellReader, AgentShellWriter, ShellEvent};
 use ring::OutputRing;
 
 /// Output kept per session for clients that reconnect.

@@ -17,7 +17,7 @@ use axum::extract::{Path, State};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use futures_util::stream::{self, Stream};
-use heyvm_core::agent_client::ExecEvent;
+use heyvm_core::agent::ExecEvent;
 use heyvm_core::manager::{LogQuery, RunningExec};
 use heyvm_core::text::Utf8Chunker;
 use heyvm_protocol::LogLine;
@@ -59,7 +59,7 @@ pub async fn exec_stream(State(s): State<AppState>, Path(id): Path<String>, ApiJ
             Ok(ExecEvent::Stderr(d)) => event("stderr", json!({ "data": st.err.push(&d) })),
             Ok(ExecEvent::Exit(x)) => {
                 st.done = true;
-                let oom = x.signal == Some(libc::SIGKILL) && !x.timed_out && st.run.oom_killed_since_start();
+                let oom = st.run.oom_killed(&x);
                 event(
                     "exit",
                     json!({ "exit_code": x.code, "duration_ms": x.duration_ms, "timed_out": x.timed_out, "oom_killed": oom, "signal": x.signal }),

@@ -1,18 +1,22 @@
-//! Async client for the in-sandbox agent (see `heyvm-protocol`). One
-//! connection per request, so concurrent execs never share a stream.
+//! Requests to the in-sandbox agent (the inner layer of `heyvm-protocol`).
+//! Each request gets a stream of its own on the sandbox's session, so
+//! concurrent execs never share one.
 
 use std::collections::BTreeMap;
 use std::io;
-use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use heyvm_protocol::{decode_json, encode_json, parse_header, Event, ExecSpec, ExitStatus, Frame, FrameKind, Request, PROTOCOL_VERSION};
-use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
-use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
-use tokio::net::UnixStream;
+use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader, ReadHalf, WriteHalf};
+
+use super::session::{AgentSession, MuxStream};
+
+type OwnedReadHalf = ReadHalf<MuxStream>;
+type OwnedWriteHalf = WriteHalf<MuxStream>;
 
 pub struct AgentClient {
-    socket: PathBuf,
+    session: Arc<AgentSession>,
 }
 
 /// Output of a running exec, in the order the agent produced it.
@@ -40,14 +44,14 @@ pub struct AgentStdin {
 }
 
 impl AgentClient {
-    pub fn new(socket: &Path) -> Self {
-        AgentClient { socket: socket.to_path_buf() }
+    pub fn new(session: Arc<AgentSession>) -> Self {
+        AgentClient { session }
     }
 
     async fn request(&self, req: &Request) -> io::Result<(BufReader<OwnedReadHalf>, OwnedWriteHalf)> {
-        let stream = UnixStream::connect(&self.socket).await?;
-        let (r, mut w) = stream.into_split();
-        w.write_all(&encode_json(req)).await?;
+        let mut stream = self.session.open()?;
+        stream.write_all(&encode_json(req)).await?;
+        let (r, w) = tokio::io::split(stream);
         Ok((BufReader::with_capacity(64 * 1024, r), w))
     }
 
@@ -57,36 +61,6 @@ impl AgentClient {
             Event::Pong { pid, .. } => Ok(pid),
             Event::Error { message } => Err(io::Error::other(message)),
             other => Err(unexpected(&other)),
-        }
-    }
-
-    /// Polls until the agent answers, `timeout` passes, or `still_starting`
-    /// has said no for a while.
-    pub async fn wait_ready(&self, timeout: Duration, mut still_starting: impl FnMut() -> bool) -> io::Result<()> {
-        let deadline = tokio::time::Instant::now() + timeout;
-        let mut delay = Duration::from_micros(500);
-        let mut gone_since = None;
-        loop {
-            match self.ping().await {
-                Ok(_) => return Ok(()),
-                Err(e) => {
-                    let now = tokio::time::Instant::now();
-                    if now >= deadline {
-                        return Err(e);
-                    }
-                    // One "not alive" can be a process caught mid-execve on a
-                    // loaded host; believe it once it has lasted 50 ms.
-                    if still_starting() {
-                        gone_since = None;
-                    } else if now - *gone_since.get_or_insert(now) >= Duration::from_millis(50) {
-                        return Err(e);
-                    }
-                    tokio::time::sleep(delay).await;
-                    // A short cap: the wait past the agent's bind adds to every
-                    // create (a 20 ms cap cost ~15 ms each), a failed connect is cheap.
-                    delay = (delay * 2).min(Duration::from_millis(1));
-                }
-            }
         }
     }
 
@@ -109,8 +83,8 @@ impl AgentClient {
     /// answer is read byte-exactly (no buffering) because the sandbox
     /// program's bytes may follow it immediately. The inner `Err` is the
     /// agent's refusal (nothing listens on the port).
-    pub async fn connect_port(&self, port: u16) -> io::Result<Result<UnixStream, String>> {
-        let mut stream = UnixStream::connect(&self.socket).await?;
+    pub async fn connect_port(&self, port: u16) -> io::Result<Result<MuxStream, String>> {
+        let mut stream = self.session.open()?;
         stream.write_all(&encode_json(&Request::Connect { port })).await?;
         let mut h = [0u8; 5];
         stream.read_exact(&mut h).await?;
@@ -125,6 +99,12 @@ impl AgentClient {
             Event::Error { message } => Ok(Err(message)),
             other => Err(unexpected(&other)),
         }
+    }
+
+    /// Subscribes to the sandbox log; see [`LogFeed::next`].
+    pub async fn logs(&self) -> io::Result<LogFeed> {
+        let (reader, writer) = self.request(&Request::Logs).await?;
+        Ok(LogFeed { reader, _writer: writer })
     }
 
     pub async fn shutdown(&self, grace: Duration) -> io::Result<()> {
@@ -232,6 +212,22 @@ impl AgentStdin {
     /// End of input: the command reads EOF.
     pub async fn close(&mut self) -> io::Result<()> {
         self.writer.write_all(&heyvm_protocol::encode(FrameKind::StdinEof, &[])).await
+    }
+}
+
+/// The agent's log subscription.
+pub struct LogFeed {
+    reader: BufReader<OwnedReadHalf>,
+    _writer: OwnedWriteHalf,
+}
+
+impl LogFeed {
+    /// The next log line; an error when the stream ends.
+    pub async fn next(&mut self) -> io::Result<heyvm_protocol::LogLine> {
+        match read_event(&mut self.reader).await? {
+            Event::Log(line) => Ok(line),
+            other => Err(unexpected(&other)),
+        }
     }
 }
 

@@ -1,0 +1,233 @@
+//! The bubblewrap backend: each sandbox is a bwrap process tree with its own
+//! user, pid, mount, ipc, uts and network namespaces. Its `/` is a
+//! persistent per-sandbox directory; the host's system directories appear
+//! through copy-on-write overlays (as root) or read-only binds (without
+//! root); `/workspace` is a persistent directory of its own. Networking
+//! (`nat` / `none`, egress policy) is in [`crate::net`].
+
+mod instance;
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use heyvm_core::backend::{BackendError, BackendResult, Instance};
+use heyvm_core::{Backend, LaunchSpec};
+
+use crate::cgroups::Cgroups;
+use crate::net::{self, OwnerNet};
+use crate::owner::{Overlay, OwnerPlan};
+use crate::procs;
+
+pub use instance::BwrapInstance;
+
+/// The host's top-level system directories the sandbox sees.
+const SYSTEM_DIRS: &[&str] = &["usr", "etc", "var", "opt"];
+/// Host files hidden from sandboxes even though /etc is visible.
+const MASKED_FILES: &[&str] = &["/etc/shadow", "/etc/gshadow", "/etc/shadow-", "/etc/gshadow-"];
+/// Capabilities kept (inside the sandbox's user namespace) when running as
+/// root: enough for package managers, not enough to remount or escape.
+const KEPT_CAPS: &[&str] = &[
+    "CAP_CHOWN",
+    "CAP_DAC_OVERRIDE",
+    "CAP_FOWNER",
+    "CAP_FSETID",
+    "CAP_KILL",
+    "CAP_SETGID",
+    "CAP_SETUID",
+    "CAP_SETPCAP",
+    "CAP_NET_BIND_SERVICE",
+    "CAP_SYS_CHROOT",
+    "CAP_AUDIT_WRITE",
+    // Not CAP_SETFCAP: root inside is host root today, so a file
+    // capability written on a host mount would count on the host.
+    "CAP_MKNOD",
+];
+/// Where the agent binary appears inside.
+const AGENT_DIR: &str = "/run/heyvm-bin";
+/// The descriptor number of the agent's listening socket, from the owner
+/// through bwrap to the agent.
+pub(crate) const AGENT_FD: i32 = 3;
+
+pub struct BubblewrapBackend {
+    inner: Arc<Inner>,
+}
+
+pub(crate) struct Inner {
+    bwrap: PathBuf,
+    heyvm_exe: PathBuf,
+    /// The static agent, when installed; else the heyvm binary's `__agent`
+    /// (which needs the host's C library, so only suits the host rootfs).
+    agent: Option<PathBuf>,
+    pub(crate) cgroups: Option<Cgroups>,
+    overlays: bool,
+}
+
+impl BubblewrapBackend {
+    /// Checks that bwrap is installed and works here.
+    pub fn probe() -> std::result::Result<Self, String> {
+        let bwrap = procs::find_in_path("bwrap").ok_or("bubblewrap is not installed (apt-get install bubblewrap)")?;
+        let heyvm_exe = std::env::current_exe().map_err(|e| format!("cannot locate the heyvm binary: {e}"))?;
+        let root = procs::is_root();
+        let cgroups = if root {
+            match Cgroups::detect() {
+                Ok(c) => Some(c),
+                Err(why) => {
+                    tracing::warn!("resource limits disabled: {why}");
+                    None
+                }
+            }
+        } else {
+            tracing::warn!("resource limits disabled: not running as root");
+            None
+        };
+        if root {
+            crate::mask::start_rescan();
+        }
+        let agent = heyvm_core::backend::static_agent_path();
+        if agent.is_none() {
+            tracing::info!("no static heyvm-agent found; sandboxes run the agent from the heyvm binary");
+        }
+        Ok(BubblewrapBackend { inner: Arc::new(Inner { bwrap, heyvm_exe, agent, cgroups, overlays: root }) })
+    }
+}
+
+impl Inner {
+    fn plan(&self, spec: &LaunchSpec, net: OwnerNet) -> OwnerPlan {
+        let p = &spec.paths;
+        let s = |p: &Path| p.display().to_string();
+        let mut a: Vec<String> = vec![s(&self.bwrap)];
+        let mut push = |items: &[&str]| a.extend(items.iter().map(|x| x.to_string()));
+        push(&["--unshare-user", "--unshare-pid", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try"]);
+        if net.netns.is_none() {
+            push(&["--unshare-net"]);
+        }
+        push(&["--uid", "0", "--gid", "0", "--hostname", &spec.hostname, "--new-session"]);
+        push(&["--bind", &s(&p.root()), "/"]);
+        let mut overlays = Vec::new();
+        let mask = if self.overlays { crate::mask::current() } else { None };
+        for d in SYSTEM_DIRS {
+            let host = Path::new("/").join(d);
+            if !host.is_dir() || host.is_symlink() {
+                continue;
+            }
+            if self.overlays {
+                let merged = p.merged().join(d);
+                // The masking layer's whiteouts sit above the host directory.
+                let lower = match &mask {
+                    Some(m) => PathBuf::from(format!("{}:{}", m.join(d).display(), host.display())),
+                    None => host.clone(),
+                };
+                overlays.push(Overlay { lower, upper: p.upper().join(d), work: p.overlay_work().join(d), merged: merged.clone() });
+                push(&["--bind", &s(&merged), &s(&host)]);
+            } else {
+                push(&["--ro-bind", &s(&host), &s(&host)]);
+            }
+        }
+        push(&["--proc", "/proc", "--dev", "/dev"]);
+        let hardening = crate::hardening::proc_args();
+        push(&hardening.iter().map(String::as_str).collect::<Vec<_>>());
+        push(&["--bind", &s(&p.workspace()), heyvm_types::WORKSPACE_PATH]);
+        let agent_src = self.agent.as_ref().unwrap_or(&self.heyvm_exe);
+        let agent_bin = format!("{AGENT_DIR}/{}", if self.agent.is_some() { "heyvm-agent" } else { "heyvm" });
+        push(&["--ro-bind", &s(agent_src), &agent_bin]);
+        for m in &spec.mounts {
+            push(&[if m.read_only { "--ro-bind" } else { "--bind" }, &m.host_path, &m.sandbox_path]);
+        }
+        for f in MASKED_FILES {
+            if Path::new(f).exists() {
+                push(&["--ro-bind", "/dev/null", f]);
+            }
+        }
+        push(&["--cap-drop", "ALL"]);
+        if procs::is_root() {
+            for c in KEPT_CAPS {
+                push(&["--cap-add", c]);
+            }
+        }
+        push(&["--chdir", "/"]);
+        let fd = AGENT_FD.to_string();
+        if self.agent.is_some() {
+            push(&[&agent_bin, "--listen-fd", &fd]);
+        } else {
+            push(&[&agent_bin, "__agent", "--listen-fd", &fd]);
+        }
+        OwnerPlan {
+            cgroup_procs: self.cgroups.as_ref().map(|c| c.procs_files(&spec.id)).unwrap_or_default(),
+            overlays,
+            protect_from_oom: procs::is_root(),
+            bwrap: a,
+            net,
+            log_file: Some(p.log_file()),
+            seccomp: true,
+        }
+    }
+}
+
+fn io_err(what: &str, path: &Path, e: std::io::Error) -> BackendError {
+    BackendError::io(format!("{what} {}", path.display()), e)
+}
+
+#[async_trait]
+impl Backend for BubblewrapBackend {
+    fn name(&self) -> &'static str {
+        "bubblewrap"
+    }
+
+    fn aliases(&self) -> &'static [&'static str] {
+        &["bwrap"]
+    }
+
+    fn limits_enforced(&self) -> bool {
+        self.inner.cgroups.is_some()
+    }
+
+    fn network_warning(&self, spec: &LaunchSpec) -> Option<String> {
+        net::choose_why(spec, procs::is_root()).1.map(String::from)
+    }
+
+    fn prepare(&self, spec: &LaunchSpec) -> BackendResult<()> {
+        let p = &spec.paths;
+        let root = p.root();
+        let mkdir = |d: &Path| fs::create_dir_all(d).map_err(|e| io_err("creating", d, e));
+        for d in [p.workspace(), root.clone()] {
+            mkdir(&d)?;
+        }
+        for d in SYSTEM_DIRS {
+            for base in [p.upper(), p.overlay_work(), p.merged()] {
+                mkdir(&base.join(d))?;
+            }
+        }
+        for (d, mode) in [("tmp", 0o1777), ("root", 0o700), ("home", 0o755), ("mnt", 0o755), ("srv", 0o755), ("run", 0o755)] {
+            let path = root.join(d);
+            mkdir(&path)?;
+            fs::set_permissions(&path, fs::Permissions::from_mode(mode)).map_err(|e| io_err("chmod", &path, e))?;
+        }
+        // Mirror the host's top-level symlinks (merged-/usr layouts: /bin -> usr/bin).
+        if let Ok(entries) = fs::read_dir("/") {
+            for e in entries.flatten() {
+                if let Ok(target) = fs::read_link(e.path()) {
+                    let link = root.join(e.file_name());
+                    if link.symlink_metadata().is_err() {
+                        std::os::unix::fs::symlink(&target, &link).map_err(|er| io_err("symlinking", &link, er))?;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn launch(&self, spec: &LaunchSpec) -> BackendResult<Arc<dyn Instance>> {
+        Ok(Arc::new(instance::launch(self.inner.clone(), spec).await?))
+    }
+
+    async fn attach(&self, spec: &LaunchSpec) -> BackendResult<Option<Arc<dyn Instance>>> {
+        Ok(BwrapInstance::attach(self.inner.clone(), spec).map(|i| Arc::new(i) as Arc<dyn Instance>))
+    }
+
+    async fn cleanup(&self, spec: &LaunchSpec) -> BackendResult<()> {
+        instance::release(&self.inner, spec, None).await
+    }
+}

@@ -1,0 +1,100 @@
+//! Every environment variable heyvm reads, named once, with its default and
+//! meaning. Code reads the environment only through this module, and the
+//! README's table is checked against [`ALL`] by a test, so the two cannot
+//! drift apart. `Default` impls elsewhere never read the environment.
+
+use std::path::PathBuf;
+use std::str::FromStr;
+
+/// One documented variable.
+#[derive(Debug, Clone, Copy)]
+pub struct EnvVar {
+    pub name: &'static str,
+    pub default: &'static str,
+    pub doc: &'static str,
+}
+
+macro_rules! env_vars {
+    ($($ident:ident = $name:literal, $default:literal, $doc:literal;)*) => {
+        $(#[doc = $doc] pub const $ident: &str = $name;)*
+        /// All variables, in README order.
+        pub const ALL: &[EnvVar] = &[$(EnvVar { name: $name, default: $default, doc: $doc }),*];
+    };
+}
+
+env_vars! {
+    DATA_DIR = "MVM_DATA_DIR", "~/.heyo", "State directory: heyvm.db, sandboxes/, archives/, token.json.";
+    JWT_SECRET = "JWT_SECRET", "unset", "HS256 secret; turns Bearer auth on (and allows non-loopback listening).";
+    JWT_AUDIENCE = "JWT_AUDIENCE", "unset", "Required `aud` claim of tokens, when set.";
+    API_HOSTNAME = "API_HOSTNAME", "unset", "Proxy endpoints also answer at `<subdomain>.<API_HOSTNAME>` on the API port.";
+    API_URL = "HEYVM_API_URL", "unset", "Server the CLI talks to (else the local daemon).";
+    CLOUD_URL = "HEYO_CLOUD_URL", "unset", "Server the CLI talks to when HEYVM_API_URL and --server are unset.";
+    ARCHIVE_TOKEN = "HEYO_ARCHIVE_TOKEN", "unset", "Token the CLI sends (after --token).";
+    TOKEN = "HEYVM_TOKEN", "unset", "Token the CLI sends (after HEYO_ARCHIVE_TOKEN).";
+    API_KEY = "HEYVM_API_KEY", "unset", "API key the CLI sends (after --token).";
+    HEYO_API_KEY = "HEYO_API_KEY", "unset", "Deprecated spelling of HEYVM_API_KEY (works, with a warning).";
+    IDLE_TIMEOUT_SECS = "HEYVM_IDLE_TIMEOUT_SECS", "off", "Default idle timeout: a sandbox unused this long is stopped (resumed on next use).";
+    LOG = "HEYVM_LOG", "info", "Daemon log filter (tracing env-filter syntax).";
+    MAX_UPLOAD_BYTES = "HEYVM_MAX_UPLOAD_BYTES", "1073741824", "Largest accepted file upload (413 beyond).";
+    SHELL_IDLE_SECS = "HEYVM_SHELL_IDLE_SECS", "300", "A shell session with no client for this long is hung up.";
+    POOL_SIZE = "HEYVM_POOL_SIZE", "1", "Warm sandboxes kept launched for fast creates; 0 turns the pool off.";
+    ARCHIVE_TTL_SECS = "HEYVM_ARCHIVE_TTL_SECS", "86400", "Uploaded deploy archives older than this are deleted.";
+    NET_POOL = "HEYVM_NET_POOL", "10.89.0.0/16", "Address pool for `nat` sandboxes (/30 each).";
+    AGENT_BIN = "HEYVM_AGENT_BIN", "heyvm-agent beside heyvm", "The static agent binary placed in sandboxes.";
+}
+
+/// A variable's value, trimmed; unset and empty are the same.
+pub fn string(name: &str) -> Option<String> {
+    std::env::var(name).ok().map(|v| v.trim().to_string()).filter(|v| !v.is_empty())
+}
+
+/// A variable parsed as `T`; unset, empty or unparsable is `None` (with a
+/// warning for the last, so a typo does not pass silently).
+pub fn parse<T: FromStr>(name: &str) -> Option<T> {
+    let raw = string(name)?;
+    match raw.parse() {
+        Ok(v) => Some(v),
+        Err(_) => {
+            tracing::warn!(variable = name, value = %raw, "ignoring an unparsable value");
+            None
+        }
+    }
+}
+
+pub fn agent_bin() -> Option<PathBuf> {
+    string(AGENT_BIN).map(PathBuf::from)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_unique() {
+        let mut names: Vec<&str> = ALL.iter().map(|v| v.name).collect();
+        names.sort();
+        let before = names.len();
+        names.dedup();
+        assert_eq!(before, names.len());
+    }
+
+    /// The README's environment table lists every variable, and nothing
+    /// this module does not know.
+    #[test]
+    fn readme_table_matches() {
+        let readme = include_str!("../../../README.md");
+        let table: Vec<&str> = readme
+            .lines()
+            .skip_while(|l| !l.starts_with("## Environment variables"))
+            .skip(1)
+            .take_while(|l| !l.starts_with("## "))
+            .filter_map(|l| l.strip_prefix("| `")?.split('`').next())
+            .collect();
+        for v in ALL {
+            assert!(table.contains(&v.name), "README's environment table lacks {}", v.name);
+        }
+        for name in &table {
+            assert!(ALL.iter().any(|v| v.name == *name), "README lists {name}, which config.rs does not define");
+        }
+    }
+}

@@ -1,0 +1,165 @@
+//! Running sandboxes: one backend [`Instance`] and one agent session each.
+//!
+//! The manager keeps the instance handle a launch (or, after a daemon
+//! restart, an attach) returned, and lazily holds one multiplexed session to
+//! the agent over the byte stream the instance hands out. Each new session
+//! also starts the log subscription that copies the agent's log lines into
+//! the sandbox's log file, a file only the host can reach.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::SandboxManager;
+use crate::agent::{AgentClient, AgentSession};
+use crate::backend::{Backend, Instance, Liveness, Usage};
+use crate::error::{CoreError, Result};
+use crate::record::SandboxRecord;
+
+/// How long a re-attached agent has to answer the handshake.
+const ATTACH_HANDSHAKE: Duration = Duration::from_secs(3);
+/// A launch that looks dead this long has failed (one "dead" reading can
+/// be a process caught mid-execve on a loaded host).
+const DEAD_FOR: Duration = Duration::from_millis(50);
+
+pub(crate) struct Running {
+    pub instance: Arc<dyn Instance>,
+    session: tokio::sync::Mutex<Option<Arc<AgentSession>>>,
+}
+
+impl SandboxManager {
+    /// The backend a sandbox was made with.
+    pub(crate) fn backend_for(&self, rec: &SandboxRecord) -> Result<Arc<dyn Backend>> {
+        self.find_backend(&rec.backend_type)
+            .ok_or_else(|| CoreError::BackendUnavailable(rec.backend_type.clone(), "this daemon does not run that backend".into()))
+    }
+
+    /// A backend by name or alias.
+    pub(crate) fn find_backend(&self, name: &str) -> Option<Arc<dyn Backend>> {
+        self.backends.iter().find(|b| b.name() == name || b.aliases().contains(&name)).cloned()
+    }
+
+    pub(crate) fn running(&self, id: &str) -> Option<Arc<Running>> {
+        self.instances.lock().unwrap_or_else(|e| e.into_inner()).get(id).cloned()
+    }
+
+    fn remember(&self, id: &str, instance: Arc<dyn Instance>) -> Arc<Running> {
+        let r = Arc::new(Running { instance, session: tokio::sync::Mutex::new(None) });
+        self.instances.lock().unwrap_or_else(|e| e.into_inner()).insert(id.to_string(), r.clone());
+        r
+    }
+
+    fn forget(&self, id: &str) -> Option<Arc<Running>> {
+        self.instances.lock().unwrap_or_else(|e| e.into_inner()).remove(id)
+    }
+
+    /// Launches the sandbox and waits for its agent's handshake.
+    pub(crate) async fn launch_instance(&self, rec: &SandboxRecord) -> std::result::Result<(), String> {
+        let backend = self.backend_for(rec).map_err(|e| e.to_string())?;
+        let spec = self.spec(rec);
+        // A previous crash may have left processes behind.
+        self.kill_instance(rec).await.map_err(|e| e.to_string())?;
+        if let Some(w) = backend.network_warning(&spec) {
+            self.log_system(rec, &format!("warning: {w}"));
+        }
+        if !backend.limits_enforced() {
+            self.log_system(rec, "warning: resource limits are not enforced on this host (no usable cgroups)");
+        }
+        let instance = backend.launch(&spec).await.map_err(|e| e.to_string())?;
+        let running = self.remember(&rec.id, instance.clone());
+        let connect = async {
+            let transport = instance.connect_agent().await.map_err(|e| e.to_string())?;
+            AgentSession::handshake(transport, self.config.start_timeout).await.map_err(|e| e.to_string())
+        };
+        let died = async {
+            let mut dead_since = None;
+            loop {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+                if instance.liveness() == Liveness::Dead {
+                    let now = tokio::time::Instant::now();
+                    if now - *dead_since.get_or_insert(now) >= DEAD_FOR {
+                        return;
+                    }
+                } else {
+                    dead_since = None;
+                }
+            }
+        };
+        let session = tokio::select! {
+            r = connect => r,
+            () = died => Err("its processes exited".to_string()),
+        };
+        match session {
+            Ok(s) => {
+                self.start_log_feed(rec, &s);
+                *running.session.lock().await = Some(s);
+                Ok(())
+            }
+            Err(e) => {
+                let why = instance.failure_reason().unwrap_or(e);
+                Err(format!("sandbox did not come up: {why}"))
+            }
+        }
+    }
+
+    /// The instance of a sandbox recorded as running, re-attaching after a
+    /// daemon restart.
+    pub(crate) async fn instance_of(&self, rec: &SandboxRecord) -> Result<Arc<Running>> {
+        if let Some(r) = self.running(&rec.id) {
+            return Ok(r);
+        }
+        let backend = self.backend_for(rec)?;
+        match backend.attach(&self.spec(rec)).await.map_err(|e| CoreError::Backend(e.to_string()))? {
+            Some(instance) => Ok(self.remember(&rec.id, instance)),
+            None => Err(CoreError::AgentUnreachable("the sandbox's processes are gone".into())),
+        }
+    }
+
+    /// A client for the sandbox's agent, (re)connecting the session if needed.
+    pub(crate) async fn agent(&self, rec: &SandboxRecord) -> Result<AgentClient> {
+        let running = self.instance_of(rec).await?;
+        let mut slot = running.session.lock().await;
+        if let Some(s) = slot.as_ref().filter(|s| !s.is_closed()) {
+            return Ok(AgentClient::new(s.clone()));
+        }
+        let unreachable = |e: String| CoreError::AgentUnreachable(e);
+        let transport = running.instance.connect_agent().await.map_err(|e| unreachable(e.to_string()))?;
+        let session = AgentSession::handshake(transport, ATTACH_HANDSHAKE).await.map_err(|e| unreachable(e.to_string()))?;
+        self.start_log_feed(rec, &session);
+        *slot = Some(session.clone());
+        Ok(AgentClient::new(session))
+    }
+
+    /// Copies the agent's log lines into the sandbox log until the session ends.
+    fn start_log_feed(&self, rec: &SandboxRecord, session: &Arc<AgentSession>) {
+        let client = AgentClient::new(session.clone());
+        let path = self.data.sandbox(&rec.id).log_file();
+        let id = rec.id.clone();
+        tokio::spawn(async move {
+            let Ok(mut feed) = client.logs().await else { return };
+            while let Ok(line) = feed.next().await {
+                let line = super::logs::sanitize(line);
+                if let Err(e) = super::logs::append_line(&path, &line) {
+                    tracing::warn!(sandbox = %id, error = %e, "cannot append to sandbox log");
+                }
+            }
+        });
+    }
+
+    /// Kills the sandbox's processes and releases its runtime resources,
+    /// whether or not this daemon launched it. Files stay.
+    pub(crate) async fn kill_instance(&self, rec: &SandboxRecord) -> Result<()> {
+        let backend_err = |e: crate::backend::BackendError| CoreError::Backend(e.to_string());
+        match self.forget(&rec.id) {
+            Some(r) => r.instance.kill().await.map_err(backend_err),
+            None => self.backend_for(rec)?.cleanup(&self.spec(rec)).await.map_err(backend_err),
+        }
+    }
+
+    pub(crate) fn liveness(&self, rec: &SandboxRecord) -> Liveness {
+        self.running(&rec.id).map(|r| r.instance.liveness()).unwrap_or(Liveness::Dead)
+    }
+
+    pub(crate) fn instance_usage(&self, rec: &SandboxRecord) -> Usage {
+        self.running(&rec.id).map(|r| r.instance.usage()).unwrap_or_default()
+    }
+}
