@@ -60,6 +60,9 @@ fn usage(why: &str) -> i32 {
 struct Shared {
     log: Arc<LogSink>,
     service: service::Service,
+    /// False when the agent serves inside another program (a test double
+    /// of a sandbox): then a shutdown signals nobody and exits nothing.
+    owns_sandbox: bool,
 }
 
 /// Serves requests until a shutdown request arrives.
@@ -71,7 +74,18 @@ pub fn run(source: Source) -> io::Result<()> {
         // SAFETY: signal(2) with SIG_DFL has no memory-safety preconditions.
         unsafe { libc::signal(sig, libc::SIG_DFL) };
     }
-    let shared = Arc::new(Shared { log: Arc::new(LogSink::default()), service: service::Service::default() });
+    serve_with(source, true)
+}
+
+/// Serves like [`run`] but inside a host program (tests without a
+/// sandbox): commands run on the host as its user, and a shutdown request
+/// is answered without signalling or exiting anything.
+pub fn run_hosted(source: Source) -> io::Result<()> {
+    serve_with(source, false)
+}
+
+fn serve_with(source: Source, owns_sandbox: bool) -> io::Result<()> {
+    let shared = Arc::new(Shared { log: Arc::new(LogSink::default()), service: service::Service::default(), owns_sandbox });
     shared.log.system("agent started");
     mux::serve(source, move |conn| {
         if let Err(e) = handle(conn, &shared) {
@@ -101,6 +115,7 @@ fn handle(mut conn: UnixStream, shared: &Shared) -> io::Result<()> {
             Err(e) => write_json(&mut conn, &Event::Error { message: format!("start command failed: {e}") }),
         },
         Request::Logs => stream_logs(conn, &shared.log),
+        Request::Shutdown { .. } if !shared.owns_sandbox => write_json(&mut conn, &Event::Done),
         Request::Shutdown { grace_ms } => {
             shared.log.system("sandbox stopping");
             pty::hang_up_all();

@@ -29,7 +29,11 @@ pub enum CoreError {
     #[error("sandbox {id} failed: {reason}")]
     SandboxFailed { id: String, reason: String },
     #[error("backend error: {0}")]
-    Backend(String),
+    Backend(#[from] crate::backend::BackendError),
+    /// A record in the state store that does not decode, or other state
+    /// the daemon itself wrote and cannot read back.
+    #[error("corrupt state: {0}")]
+    Corrupt(String),
     #[error("the sandbox agent did not answer: {0}")]
     AgentUnreachable(String),
     #[error("{0}")]
@@ -61,7 +65,9 @@ impl CoreError {
             Self::PayloadTooLarge(_) => "payload_too_large",
             Self::BackendUnavailable(..) => "backend_unavailable",
             Self::SandboxFailed { .. } => "sandbox_failed",
+            Self::Backend(crate::backend::BackendError::Unsupported { .. }) => "unsupported",
             Self::Backend(_) => "backend_error",
+            Self::Corrupt(_) => "store_error",
             Self::AgentUnreachable(_) => "agent_unreachable",
             Self::EndpointNotFound(_) => "endpoint_not_found",
             Self::PortUnreachable(_) => "port_unreachable",
@@ -81,7 +87,8 @@ impl CoreError {
             Self::NameTaken(_) | Self::InvalidState { .. } | Self::Conflict(_) => 409,
             Self::PayloadTooLarge(_) => 413,
             Self::AgentUnreachable(_) | Self::PortUnreachable(_) => 502,
-            Self::SandboxFailed { .. } | Self::Backend(_) | Self::Store(_) | Self::Io(_) => 500,
+            Self::Backend(crate::backend::BackendError::Unsupported { .. }) => 501,
+            Self::SandboxFailed { .. } | Self::Backend(_) | Self::Corrupt(_) | Self::Store(_) | Self::Io(_) => 500,
         }
     }
 

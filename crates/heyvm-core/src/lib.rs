@@ -12,6 +12,8 @@ pub mod backend;
 pub mod config;
 pub mod egress;
 pub mod error;
+#[cfg(any(test, feature = "fake"))]
+pub mod fake;
 pub mod ids;
 pub mod manager;
 pub mod paths;

@@ -85,7 +85,7 @@ impl Confined {
         let fd = unsafe { libc::open(c.as_ptr(), libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC) };
         if fd < 0 {
             let e = io::Error::last_os_error();
-            return Err(CoreError::Backend(format!("cannot open mount root {}: {e}", root.display())));
+            return Err(CoreError::Backend(crate::backend::BackendError::io(format!("cannot open mount root {}", root.display()), e)));
         }
         // SAFETY: fd is a fresh descriptor we own.
         Ok(Confined { root: unsafe { OwnedFd::from_raw_fd(fd) }, display: root.display().to_string() })

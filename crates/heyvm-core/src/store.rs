@@ -56,7 +56,7 @@ impl Store {
     }
 
     pub fn insert(&self, r: &SandboxRecord) -> Result<()> {
-        let json = serde_json::to_string(r).map_err(|e| CoreError::Backend(e.to_string()))?;
+        let json = serde_json::to_string(r).map_err(|e| CoreError::Corrupt(e.to_string()))?;
         let res = self.conn().execute(
             "INSERT INTO sandboxes (id, name, slug, status, created_at, record) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
             params![r.id, r.name, r.slug, r.status.as_str(), r.created_at, json],
@@ -71,7 +71,7 @@ impl Store {
     }
 
     pub fn update(&self, r: &SandboxRecord) -> Result<()> {
-        let json = serde_json::to_string(r).map_err(|e| CoreError::Backend(e.to_string()))?;
+        let json = serde_json::to_string(r).map_err(|e| CoreError::Corrupt(e.to_string()))?;
         let res = self.conn().execute(
             "UPDATE sandboxes SET name = ?2, slug = ?3, status = ?4, record = ?5 WHERE id = ?1",
             params![r.id, r.name, r.slug, r.status.as_str(), json],
@@ -118,7 +118,7 @@ impl Store {
                 |row| row.get(0),
             )
             .optional()?;
-        json.map(|j| serde_json::from_str(&j).map_err(|e| CoreError::Backend(format!("corrupt operation record: {e}")))).transpose()
+        json.map(|j| serde_json::from_str(&j).map_err(|e| CoreError::Corrupt(format!("corrupt operation record: {e}")))).transpose()
     }
 
     pub fn unfinished_operations(&self) -> Result<Vec<ExecOperation>> {
@@ -127,7 +127,7 @@ impl Store {
         let rows = stmt.query_map([], |row| row.get::<_, String>(0))?;
         let mut out = Vec::new();
         for j in rows {
-            out.push(serde_json::from_str(&j?).map_err(|e| CoreError::Backend(format!("corrupt operation record: {e}")))?);
+            out.push(serde_json::from_str(&j?).map_err(|e| CoreError::Corrupt(format!("corrupt operation record: {e}")))?);
         }
         Ok(out)
     }
@@ -197,7 +197,7 @@ impl Store {
         let rows = stmt.query_map(params![sandbox_id], |row| row.get::<_, String>(0))?;
         let mut out = Vec::new();
         for j in rows {
-            out.push(serde_json::from_str(&j?).map_err(|e| CoreError::Backend(format!("corrupt endpoint record: {e}")))?);
+            out.push(serde_json::from_str(&j?).map_err(|e| CoreError::Corrupt(format!("corrupt endpoint record: {e}")))?);
         }
         Ok(out)
     }
@@ -213,11 +213,11 @@ fn status_str(s: OperationStatus) -> &'static str {
 }
 
 fn encode<T: serde::Serialize>(v: &T) -> Result<String> {
-    serde_json::to_string(v).map_err(|e| CoreError::Backend(e.to_string()))
+    serde_json::to_string(v).map_err(|e| CoreError::Corrupt(e.to_string()))
 }
 
 fn decode(json: &str) -> Result<SandboxRecord> {
-    serde_json::from_str(json).map_err(|e| CoreError::Backend(format!("corrupt sandbox record: {e}")))
+    serde_json::from_str(json).map_err(|e| CoreError::Corrupt(format!("corrupt sandbox record: {e}")))
 }
 
 #[cfg(test)]

@@ -8,6 +8,8 @@ mod extract;
 pub mod guard;
 pub mod openapi;
 pub mod proxy;
+#[cfg(test)]
+mod router_tests;
 mod routes;
 mod serve;
 

@@ -3,6 +3,7 @@
 
 mod support;
 
+mod agent_channel;
 mod api_keys;
 mod auth;
 mod bad_input;

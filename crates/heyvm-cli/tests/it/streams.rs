@@ -12,7 +12,7 @@ fn agent() -> ureq::Agent {
 }
 
 /// Opens an SSE exec stream; returns a reader of (event, data) pairs.
-fn open_stream(d: &Daemon, id: &str, body: Value) -> impl Iterator<Item = (String, Value)> {
+pub fn open_stream(d: &Daemon, id: &str, body: Value) -> impl Iterator<Item = (String, Value)> {
     let resp = agent()
         .post(format!("{}/sandboxes/{id}/exec/stream", d.url))
         .content_type("application/json")

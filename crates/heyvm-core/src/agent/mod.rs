@@ -3,6 +3,8 @@
 
 pub mod client;
 pub mod session;
+#[cfg(test)]
+mod tests;
 
 pub use client::{AgentClient, AgentExec, AgentShellReader, AgentShellWriter, ExecEvent, LogFeed, ShellEvent};
 pub use session::{AgentSession, AgentTransport, MuxStream, Transport};

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use heyvm_protocol::ExecSpec;
-use heyvm_types::{ExecRequest, ExecResponse, SandboxStatus};
+use heyvm_types::{ExecRequest, ExecResponse};
 
 use super::{validate, SandboxManager};
 use crate::agent::{AgentExec, ExecEvent};
@@ -110,9 +110,7 @@ impl SandboxManager {
     /// through `run.agent.take_stdin()`.
     pub(super) async fn open_exec(self: &Arc<Self>, key: &str, req: &ExecRequest, stdin: bool) -> Result<RunningExec> {
         let rec = self.prepare_use(key).await?;
-        if rec.status != SandboxStatus::Running {
-            return Err(CoreError::InvalidState { id: rec.id, status: rec.status.to_string(), action: "exec", needs: "running" });
-        }
+        super::transitions::check(&rec, super::transitions::Action::Use("exec"))?;
         let mut spec = self.exec_spec(&rec, req)?;
         spec.stdin = stdin;
         let client = self.agent(&rec).await?;

@@ -108,7 +108,7 @@ impl SandboxManager {
             return Ok(r);
         }
         let backend = self.backend_for(rec)?;
-        match backend.attach(&self.spec(rec)).await.map_err(|e| CoreError::Backend(e.to_string()))? {
+        match backend.attach(&self.spec(rec)).await? {
             Some(instance) => Ok(self.remember(&rec.id, instance)),
             None => Err(CoreError::AgentUnreachable("the sandbox's processes are gone".into())),
         }
@@ -148,10 +148,9 @@ impl SandboxManager {
     /// Kills the sandbox's processes and releases its runtime resources,
     /// whether or not this daemon launched it. Files stay.
     pub(crate) async fn kill_instance(&self, rec: &SandboxRecord) -> Result<()> {
-        let backend_err = |e: crate::backend::BackendError| CoreError::Backend(e.to_string());
         match self.forget(&rec.id) {
-            Some(r) => r.instance.kill().await.map_err(backend_err),
-            None => self.backend_for(rec)?.cleanup(&self.spec(rec)).await.map_err(backend_err),
+            Some(r) => Ok(r.instance.kill().await?),
+            None => Ok(self.backend_for(rec)?.cleanup(&self.spec(rec)).await?),
         }
     }
 

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use heyvm_types::{CreateSandboxRequest, SandboxInfo, SandboxStatus, UpdateSandboxRequest, WORKSPACE_PATH};
 
+use super::transitions::{self, Action};
 use super::{validate, SandboxManager};
 use crate::error::{CoreError, Result};
 use crate::ids;
@@ -99,13 +100,13 @@ impl SandboxManager {
             return Err(e);
         }
         let spec = self.spec(&rec);
-        let mut prepared = if warm.is_some() { Ok(()) } else { backend.prepare(&spec).map_err(|e| CoreError::Backend(e.to_string())) };
+        let mut prepared = if warm.is_some() { Ok(()) } else { backend.prepare(&spec).map_err(CoreError::from) };
         if let (Ok(()), Some(a)) = (&prepared, rec.archive_id.clone()) {
             // Files in place before setup hooks and the start command run.
             let (me, r) = (self.clone(), rec.clone());
             prepared = tokio::task::spawn_blocking(move || me.unpack_archive(&r, &a))
                 .await
-                .unwrap_or_else(|e| Err(CoreError::Backend(format!("archive unpacking panicked: {e}"))));
+                .unwrap_or_else(|e| Err(CoreError::Corrupt(format!("archive unpacking panicked: {e}"))));
         }
         if let Err(e) = prepared {
             let _ = self.store.delete(&rec.id);
@@ -156,9 +157,7 @@ impl SandboxManager {
         let lock = self.lock_for(&id);
         let _guard = lock.lock().await;
         let rec = self.store.resolve(&id)?;
-        if !matches!(rec.status, SandboxStatus::Stopped | SandboxStatus::Failed) {
-            return Err(wrong_state(&rec, "start", "stopped or failed"));
-        }
+        transitions::check(&rec, Action::Start)?;
         let rec = self.start_locked(rec).await?;
         Ok(self.info(&rec))
     }
@@ -168,11 +167,7 @@ impl SandboxManager {
         let lock = self.lock_for(&id);
         let _guard = lock.lock().await;
         let rec = self.store.resolve(&id)?;
-        let allowed = if force { rec.status != SandboxStatus::Stopped } else { rec.status == SandboxStatus::Running };
-        if !allowed {
-            let needs = if force { "not already stopped" } else { "running" };
-            return Err(wrong_state(&rec, if force { "force-stop" } else { "stop" }, needs));
-        }
+        transitions::check(&rec, if force { Action::ForceStop } else { Action::Stop })?;
         let rec = self.stop_locked(rec, force).await?;
         Ok(self.info(&rec))
     }
@@ -182,10 +177,9 @@ impl SandboxManager {
         let lock = self.lock_for(&id);
         let _guard = lock.lock().await;
         let mut rec = self.store.resolve(&id)?;
+        transitions::check(&rec, Action::Restart)?;
         if rec.status == SandboxStatus::Running {
             rec = self.stop_locked(rec, false).await?;
-        } else if rec.status == SandboxStatus::Provisioning {
-            return Err(wrong_state(&rec, "restart", "running, stopped or failed"));
         }
         let rec = self.start_locked(rec).await?;
         Ok(self.info(&rec))
@@ -258,19 +252,16 @@ impl SandboxManager {
         }
         self.store.update(&rec)?;
         if let Some(r) = self.running(&rec.id).filter(|_| rec.status == SandboxStatus::Running) {
-            let backend_err = |e: crate::backend::BackendError| CoreError::Backend(e.to_string());
             // The hostname follows the name (otherwise from the next start).
             if rec.slug != old_slug && r.instance.supports_rename() {
-                r.instance.set_hostname(&rec.slug).map_err(backend_err)?;
+                r.instance.set_hostname(&rec.slug)?;
             }
             if resized {
-                r.instance.set_limits(&rec.size_class.limits()).map_err(backend_err)?;
+                r.instance.set_limits(&rec.size_class.limits())?;
             }
         }
-        if rec.status == SandboxStatus::Running {
-            if restart_service {
-                self.start_service(&rec).await?;
-            }
+        if rec.status == SandboxStatus::Running && restart_service {
+            self.start_service(&rec).await?;
         }
         Ok(self.info(&rec))
     }
@@ -333,7 +324,7 @@ impl SandboxManager {
             .await?
             .start_service(cmd, env, &rec.working_directory)
             .await
-            .map_err(|e| CoreError::Backend(format!("start command could not be launched: {e}")))?;
+            .map_err(|e| CoreError::AgentUnreachable(format!("start command could not be launched: {e}")))?;
         Ok(())
     }
 
@@ -366,10 +357,6 @@ impl SandboxManager {
         self.log_system_level(rec, "error", &format!("sandbox failed: {reason}"));
         Ok(())
     }
-}
-
-fn wrong_state(rec: &SandboxRecord, action: &'static str, needs: &'static str) -> CoreError {
-    CoreError::InvalidState { id: rec.id.clone(), status: rec.status.to_string(), action, needs }
 }
 
 /// Deletes a sandbox directory. Files created inside the sandbox may be

@@ -6,6 +6,8 @@
 mod archives;
 mod exec;
 mod exec_stdin;
+#[cfg(test)]
+mod fake_tests;
 mod files;
 mod idle;
 mod instances;
@@ -16,6 +18,7 @@ mod pool;
 mod proxy;
 mod reaper;
 mod shell;
+pub mod transitions;
 mod usage;
 mod validate;
 
@@ -130,7 +133,7 @@ impl SandboxManager {
     /// running (the daemon may have been killed, or the host rebooted).
     pub async fn open(data: DataDir, backends: Vec<Arc<dyn Backend>>, config: ManagerConfig) -> Result<Arc<Self>> {
         if backends.is_empty() {
-            return Err(crate::CoreError::Backend("no backend is available".into()));
+            return Err(crate::CoreError::BackendUnavailable("any".into(), "no backend is available".into()));
         }
         std::fs::create_dir_all(data.sandboxes_dir())?;
         let store = Store::open(&data.db_path())?;

@@ -14,6 +14,7 @@ use std::sync::Arc;
 use heyvm_types::{NetworkMode, SandboxStatus};
 
 use super::SandboxManager;
+use crate::backend::BackendError;
 use crate::error::{CoreError, Result};
 use crate::ids;
 use crate::record::SandboxRecord;
@@ -104,16 +105,19 @@ impl SandboxManager {
     async fn launch_warm(self: &Arc<Self>) -> Result<String> {
         let rec = self.blank(ids::new_sandbox_id());
         let backend = self.backend_for(&rec)?;
-        backend.prepare(&self.spec(&rec)).map_err(|e| CoreError::Backend(e.to_string()))?;
+        backend.prepare(&self.spec(&rec))?;
         if let Err(e) = self.launch_instance(&rec).await {
             self.discard_warm(&rec).await;
-            return Err(CoreError::Backend(format!("warm sandbox did not come up: {e}")));
+            return Err(CoreError::Backend(BackendError::Failed(format!("warm sandbox did not come up: {e}"))));
         }
         if !self.running(&rec.id).is_some_and(|r| r.instance.supports_rename()) {
             // This backend cannot rename a running sandbox here: no pool.
             self.pool_rename_ok.store(false, Ordering::SeqCst);
             self.discard_warm(&rec).await;
-            return Err(CoreError::Backend("the default backend cannot rename running sandboxes; warm pool off".into()));
+            return Err(CoreError::Backend(BackendError::Unsupported {
+                backend: "default",
+                what: "renaming running sandboxes (warm pool off)",
+            }));
         }
         Ok(rec.id)
     }

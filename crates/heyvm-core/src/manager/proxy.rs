@@ -5,7 +5,7 @@
 //! the listeners and decides what the URLs look like.
 
 use crate::agent::MuxStream;
-use heyvm_types::{SandboxStatus, UrlInfo};
+use heyvm_types::UrlInfo;
 use serde::{Deserialize, Serialize};
 
 use super::SandboxManager;
@@ -137,10 +137,7 @@ impl SandboxManager {
 
     /// A byte stream to `127.0.0.1:port` inside a running sandbox.
     pub async fn connect_port(&self, key: &str, port: u16) -> Result<MuxStream> {
-        let rec = self.store.resolve(key)?;
-        if rec.status != SandboxStatus::Running {
-            return Err(CoreError::InvalidState { id: rec.id, status: rec.status.to_string(), action: "connect", needs: "running" });
-        }
+        let rec = self.require_running(key, "connect")?;
         match self.agent(&rec).await?.connect_port(port).await {
             Ok(Ok(stream)) => Ok(stream),
             Ok(Err(refusal)) => Err(CoreError::PortUnreachable(refusal)),

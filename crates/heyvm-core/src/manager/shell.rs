@@ -5,7 +5,6 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use heyvm_protocol::ShellSpec;
-use heyvm_types::SandboxStatus;
 
 use super::SandboxManager;
 use crate::agent::ShellEvent;
@@ -42,10 +41,7 @@ impl SandboxManager {
 
     /// Starts a shell in a running sandbox and registers its session.
     pub async fn open_shell(&self, key: &str, req: &ShellRequest) -> Result<Arc<ShellSession>> {
-        let rec = self.store.resolve(key)?;
-        if rec.status != SandboxStatus::Running {
-            return Err(CoreError::InvalidState { id: rec.id, status: rec.status.to_string(), action: "open a shell", needs: "running" });
-        }
+        let rec = self.require_running(key, "open a shell")?;
         let (cols, rows) = terminal_size(req.cols as u64, req.rows as u64)?;
         if self.shells.len() >= crate::shell::MAX_SESSIONS {
             return Err(CoreError::Conflict(format!("too many open shell sessions (limit {})", crate::shell::MAX_SESSIONS)));

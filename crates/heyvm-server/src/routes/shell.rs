@@ -23,7 +23,6 @@ use axum::response::Response;
 use axum::Json;
 use heyvm_core::manager::{terminal_size, ShellRequest};
 use heyvm_core::shell::{Attachment, Input, ShellEnd, ShellSession, OUTPUT_BUFFER_BYTES};
-use heyvm_types::SandboxStatus;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
@@ -67,16 +66,7 @@ enum ClientFrame {
 
 /// `POST /sandboxes/:id/shell-session` → `{connection_url, sandbox_id}`.
 pub async fn create_session(State(s): State<AppState>, Path(id): Path<String>, headers: HeaderMap) -> ApiResult<Json<Value>> {
-    let rec = s.mgr.resolve(&id)?;
-    if rec.status != SandboxStatus::Running {
-        return Err(heyvm_core::CoreError::InvalidState {
-            id: rec.id,
-            status: rec.status.to_string(),
-            action: "open a shell",
-            needs: "running",
-        }
-        .into());
-    }
+    let rec = s.mgr.require_running(&id, "open a shell")?;
     let host = headers
         .get(header::HOST)
         .and_then(|h| h.to_str().ok())

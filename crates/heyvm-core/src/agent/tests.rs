@@ -1,0 +1,131 @@
+//! The host session against the real agent multiplexer on a socketpair
+//! (no sandbox, no root), and against a hostile agent written by hand.
+
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::time::Duration;
+
+use heyvm_agent::mux::{serve, Source};
+use heyvm_protocol::mux::{self, Hello, MuxKind, INITIAL_WINDOW};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use super::AgentSession;
+
+/// Handler protocol for these tests: the first byte picks a behaviour.
+/// `F`: write `y` forever; `E`: echo until end of input.
+fn test_handler(mut conn: UnixStream) {
+    let mut op = [0u8; 1];
+    if conn.read_exact(&mut op).is_err() {
+        return;
+    }
+    match op[0] {
+        b'F' => {
+            let chunk = [b'y'; 64 * 1024];
+            while conn.write_all(&chunk).is_ok() {}
+        }
+        _ => {
+            let mut r = conn.try_clone().unwrap();
+            let _ = std::io::copy(&mut r, &mut conn);
+        }
+    }
+}
+
+async fn session_with_real_agent() -> std::sync::Arc<AgentSession> {
+    let (host, agent) = UnixStream::pair().unwrap();
+    std::thread::spawn(move || serve(Source::Stream(agent.into()), test_handler));
+    host.set_nonblocking(true).unwrap();
+    let t = tokio::net::UnixStream::from_std(host).unwrap();
+    AgentSession::handshake(Box::new(t), Duration::from_secs(5)).await.unwrap()
+}
+
+async fn echo(s: &AgentSession, msg: &[u8]) -> Vec<u8> {
+    let mut st = s.open().unwrap();
+    st.write_all(b"E").await.unwrap();
+    st.write_all(msg).await.unwrap();
+    st.shutdown().await.unwrap();
+    let mut out = Vec::new();
+    st.read_to_end(&mut out).await.unwrap();
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_nobody_reads_does_not_block_other_streams() {
+    let s = session_with_real_agent().await;
+    let mut flood = s.open().unwrap();
+    flood.write_all(b"F").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    for i in 0..10 {
+        let msg = format!("hello {i}").repeat(1000);
+        let got = tokio::time::timeout(Duration::from_secs(10), echo(&s, msg.as_bytes())).await.expect("echo starved");
+        assert_eq!(got, msg.as_bytes());
+    }
+    // The flood is still intact once read.
+    let mut buf = vec![0u8; 4 << 20];
+    flood.read_exact(&mut buf).await.unwrap();
+    assert!(buf.iter().all(|&b| b == b'y'));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_transfers_both_ways_arrive_intact() {
+    let s = session_with_real_agent().await;
+    let msg: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
+    let mut tasks = Vec::new();
+    for _ in 0..4 {
+        let (s, msg) = (s.clone(), msg.clone());
+        tasks.push(tokio::spawn(async move { echo(&s, &msg).await == msg }));
+    }
+    for t in tasks {
+        assert!(t.await.unwrap());
+    }
+}
+
+/// A hand-written agent: answers the handshake, then misbehaves.
+async fn session_with_fake_agent(behave: impl FnOnce(UnixStream) + Send + 'static) -> std::sync::Arc<AgentSession> {
+    let (host, mut agent) = UnixStream::pair().unwrap();
+    std::thread::spawn(move || {
+        let mut h = [0u8; mux::HEADER_LEN];
+        agent.read_exact(&mut h).unwrap();
+        let len = mux::parse_header(&h).unwrap().len;
+        agent.read_exact(&mut vec![0u8; len]).unwrap();
+        agent.write_all(&mux::hello_frame(&Hello { version: heyvm_protocol::PROTOCOL_VERSION, pid: 7, error: None })).unwrap();
+        behave(agent);
+    });
+    host.set_nonblocking(true).unwrap();
+    let t = tokio::net::UnixStream::from_std(host).unwrap();
+    AgentSession::handshake(Box::new(t), Duration::from_secs(5)).await.unwrap()
+}
+
+#[tokio::test]
+async fn an_agent_ignoring_flow_control_gets_its_stream_reset() {
+    let s = session_with_fake_agent(|mut a| {
+        // Stream 1 is the first the host opens; send twice the window.
+        let chunk = vec![b'x'; mux::MAX_MUX_PAYLOAD];
+        for _ in 0..(2 * INITIAL_WINDOW as usize / chunk.len()) {
+            if a.write_all(&mux::encode_frame(1, MuxKind::Data, &chunk)).is_err() {
+                return;
+            }
+        }
+        std::thread::sleep(Duration::from_secs(5));
+    })
+    .await;
+    let mut st = s.open().unwrap();
+    let mut got = Vec::new();
+    let r = tokio::time::timeout(Duration::from_secs(5), st.read_to_end(&mut got)).await.unwrap();
+    assert!(r.is_err(), "the stream must be reset");
+    assert!(got.len() <= INITIAL_WINDOW as usize, "read {} bytes past the window", got.len());
+    assert!(!s.is_closed(), "one bad stream does not end the session");
+}
+
+#[tokio::test]
+async fn an_oversized_frame_ends_the_session() {
+    let s = session_with_fake_agent(|mut a| {
+        let _ = a.write_all(&mux::encode_header(1, MuxKind::Data, 1 << 30));
+        std::thread::sleep(Duration::from_secs(5));
+    })
+    .await;
+    let mut st = s.open().unwrap();
+    let mut got = Vec::new();
+    assert!(st.read_to_end(&mut got).await.is_err());
+    assert!(s.is_closed());
+    assert!(s.open().is_err());
+}
