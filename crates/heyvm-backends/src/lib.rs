@@ -9,6 +9,7 @@ pub mod bubblewrap;
 pub mod cgroups;
 mod hardening;
 mod mask;
+pub mod layout;
 pub mod net;
 pub mod owner;
 mod procs;

@@ -57,16 +57,6 @@ impl SandboxPaths {
     pub fn workspace(&self) -> PathBuf {
         self.dir.join("workspace")
     }
-    /// Copy-on-write upper layers over the host's system directories.
-    pub fn upper(&self) -> PathBuf {
-        self.dir.join("upper")
-    }
-    pub fn overlay_work(&self) -> PathBuf {
-        self.dir.join("work")
-    }
-    pub fn merged(&self) -> PathBuf {
-        self.dir.join("merged")
-    }
     /// The agent's listening socket (bubblewrap). The sandbox directory
     /// itself is never mounted inside, so the sandbox cannot replace it.
     pub fn agent_socket(&self) -> PathBuf {

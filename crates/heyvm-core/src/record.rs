@@ -113,3 +113,18 @@ impl SandboxRecord {
         self.running_since = None;
     }
 }
+
+/// A proxy endpoint: a sandbox port reachable through the daemon.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Endpoint {
+    pub subdomain: String,
+    pub sandbox_id: String,
+    /// The port inside the sandbox.
+    pub port: u16,
+    pub is_public: bool,
+    /// The loopback port the daemon listens on for this endpoint; kept so a
+    /// restarted daemon binds the same one when it is still free.
+    #[serde(default)]
+    pub local_port: Option<u16>,
+    pub created_at: i64,
+}

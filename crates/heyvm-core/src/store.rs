@@ -161,7 +161,7 @@ impl Store {
 /// Proxy endpoints (see `manager::proxy`), one row per subdomain.
 impl Store {
     /// Fails with `Conflict` when the subdomain is taken.
-    pub fn insert_endpoint(&self, e: &crate::manager::Endpoint) -> Result<()> {
+    pub fn insert_endpoint(&self, e: &crate::record::Endpoint) -> Result<()> {
         let res = self.conn().execute(
             "INSERT INTO proxy_endpoints (subdomain, sandbox_id, record) VALUES (?1, ?2, ?3)",
             params![e.subdomain, e.sandbox_id, encode(e)?],
@@ -175,7 +175,7 @@ impl Store {
         }
     }
 
-    pub fn update_endpoint(&self, e: &crate::manager::Endpoint) -> Result<()> {
+    pub fn update_endpoint(&self, e: &crate::record::Endpoint) -> Result<()> {
         self.conn().execute("UPDATE proxy_endpoints SET record = ?2 WHERE subdomain = ?1", params![e.subdomain, encode(e)?])?;
         Ok(())
     }
@@ -191,7 +191,7 @@ impl Store {
     }
 
     /// Every endpoint, or one sandbox's, oldest first.
-    pub fn endpoints(&self, sandbox_id: Option<&str>) -> Result<Vec<crate::manager::Endpoint>> {
+    pub fn endpoints(&self, sandbox_id: Option<&str>) -> Result<Vec<crate::record::Endpoint>> {
         let conn = self.conn();
         let mut stmt = conn.prepare("SELECT record FROM proxy_endpoints WHERE ?1 IS NULL OR sandbox_id = ?1 ORDER BY rowid")?;
         let rows = stmt.query_map(params![sandbox_id], |row| row.get::<_, String>(0))?;

@@ -150,6 +150,24 @@ pub fn sign(secret: &[u8], claims: &Claims) -> String {
     format!("{signing_input}.{sig}")
 }
 
+/// The `sub` prefix of a token scoped to one sandbox's shell stream.
+pub(crate) const STREAM_SCOPE: &str = "shell-stream:";
+
+/// The `?token=` of a shell-stream request, for the auth middleware.
+pub(crate) fn query_token(uri: &axum::http::Uri) -> Option<&str> {
+    if !uri.path().ends_with("/shell-stream") {
+        return None;
+    }
+    uri.query()?.split('&').find_map(|kv| kv.strip_prefix("token=")).filter(|t| !t.is_empty())
+}
+
+/// Stream tokens are valid only on their sandbox's shell-stream path; every
+/// other token is unrestricted.
+pub(crate) fn scope_allows(claims: &Claims, path: &str) -> bool {
+    let Some(id) = claims.sub.as_deref().and_then(|s| s.strip_prefix(STREAM_SCOPE)) else { return true };
+    [format!("/sandboxes/{id}/shell-stream"), format!("/deployed-sandboxes/{id}/shell-stream")].iter().any(|p| p == path)
+}
+
 impl AuthConfig {
     pub fn new(secret: impl Into<Vec<u8>>, audience: Option<String>) -> Self {
         AuthConfig { secret: secret.into(), audience: audience.filter(|a| !a.is_empty()), keys: None }
@@ -258,12 +276,12 @@ pub async fn require_auth(State(state): State<AppState>, req: Request, next: Nex
     }
     let header = req.headers().get(header::AUTHORIZATION).map(|v| v.to_str().unwrap_or("\u{0}"));
     // Shell streams also accept the scoped `?token=` of their connection_url.
-    let verified = match (header, crate::routes::shell::query_token(req.uri())) {
+    let verified = match (header, query_token(req.uri())) {
         (None, Some(token)) => auth.verify(token),
         _ => auth.verify_bearer(header),
     };
     match verified {
-        Ok(c) if !crate::routes::shell::scope_allows(&c, req.uri().path()) => {
+        Ok(c) if !scope_allows(&c, req.uri().path()) => {
             AuthError::Malformed("this token is only valid for one sandbox's shell stream".into()).into_response()
         }
         Ok(_) => next.run(req).await,
@@ -315,5 +333,34 @@ mod tests {
         let mut c = claims(60, None);
         c.aud = Some(Audience::Many(vec!["x".into(), "heyvm".into()]));
         assert!(a.verify(&sign(b"k", &c)).is_ok());
+    }
+}
+
+#[cfg(test)]
+mod scope_tests {
+    use super::*;
+
+    fn claims(sub: &str) -> Claims {
+        Claims { sub: Some(sub.into()), exp: 0, iat: None, nbf: None, aud: None }
+    }
+
+    #[test]
+    fn stream_tokens_open_only_their_own_stream() {
+        let c = claims("shell-stream:sb-1a2b3c4d");
+        assert!(scope_allows(&c, "/sandboxes/sb-1a2b3c4d/shell-stream"));
+        assert!(scope_allows(&c, "/deployed-sandboxes/sb-1a2b3c4d/shell-stream"));
+        assert!(!scope_allows(&c, "/sandboxes/sb-00000000/shell-stream"));
+        assert!(!scope_allows(&c, "/sandboxes"));
+        assert!(!scope_allows(&c, "/sandboxes/sb-1a2b3c4d/execute"));
+        assert!(scope_allows(&claims("someone"), "/sandboxes"));
+    }
+
+    #[test]
+    fn query_tokens_only_on_stream_paths() {
+        let uri = |s: &str| s.parse::<axum::http::Uri>().unwrap();
+        assert_eq!(query_token(&uri("/sandboxes/x/shell-stream?a=1&token=abc")), Some("abc"));
+        assert_eq!(query_token(&uri("/sandboxes/x/shell-stream?token=")), None);
+        assert_eq!(query_token(&uri("/sandboxes/x/shell-stream")), None);
+        assert_eq!(query_token(&uri("/sandboxes?token=abc")), None);
     }
 }

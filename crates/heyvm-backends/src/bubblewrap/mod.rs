@@ -17,6 +17,7 @@ use heyvm_core::backend::{BackendError, BackendResult, Instance};
 use heyvm_core::{Backend, LaunchSpec};
 
 use crate::cgroups::Cgroups;
+use crate::layout::OverlayPaths;
 use crate::net::{self, OwnerNet};
 use crate::owner::{Overlay, OwnerPlan};
 use crate::procs;

@@ -21,6 +21,7 @@ pub mod hostguard;
 pub mod policy;
 pub mod pool;
 pub mod slirp;
+pub mod tool;
 
 use std::path::{Path, PathBuf};
 
@@ -141,7 +142,7 @@ pub fn setup(spec: &LaunchSpec) -> Result<OwnerNet, String> {
         }
     };
     let _ = std::fs::write(net_file(spec), serde_json::to_vec(&NetFile { index }).unwrap_or_default());
-    host::ensure_resolv_conf(&spec.paths.upper());
+    host::ensure_resolv_conf(&crate::layout::OverlayPaths::upper(&spec.paths));
     tracing::debug!(sandbox = %spec.id, ms = started.elapsed().as_millis() as u64, "sandbox network ready");
     Ok(OwnerNet {
         netns: Some(names.netns_path()),

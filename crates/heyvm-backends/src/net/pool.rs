@@ -10,7 +10,7 @@ use std::collections::HashSet;
 use std::net::Ipv4Addr;
 use std::os::fd::AsRawFd;
 
-use super::host::ip_json;
+use super::tool::ip_json;
 
 const DEFAULT_POOL: &str = "10.89.0.0/16";
 const LOCK_FILE: &str = "/run/heyvm-net.lock";

@@ -175,6 +175,11 @@ impl SandboxManager {
         self.backends[0].name()
     }
 
+    /// The canonical name of a backend this daemon runs, by name or alias.
+    pub fn backend_named(&self, name: &str) -> Option<&'static str> {
+        self.find_backend(name).map(|b| b.name())
+    }
+
     /// What each backend this daemon runs reports about itself.
     pub fn backend_statuses(&self) -> Vec<crate::backend::BackendStatus> {
         self.backends.iter().map(|b| b.status()).collect()

@@ -4,30 +4,16 @@
 //! whether or not the sandbox has a network of its own. The HTTP layer owns
 //! the listeners and decides what the URLs look like.
 
-use crate::agent::MuxStream;
 use heyvm_types::UrlInfo;
-use serde::{Deserialize, Serialize};
 
 use super::SandboxManager;
+use crate::agent::MuxStream;
 use crate::error::{CoreError, Result};
 use crate::record::now_secs;
+pub use crate::record::Endpoint;
 
 const SUBDOMAIN_LEN: usize = 6;
 const ALPHABET: &[u8; 36] = b"abcdefghijklmnopqrstuvwxyz0123456789";
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Endpoint {
-    pub subdomain: String,
-    pub sandbox_id: String,
-    /// The port inside the sandbox.
-    pub port: u16,
-    pub is_public: bool,
-    /// The loopback port the daemon listens on for this endpoint; kept so a
-    /// restarted daemon binds the same one when it is still free.
-    #[serde(default)]
-    pub local_port: Option<u16>,
-    pub created_at: i64,
-}
 
 /// 6 characters of `[a-z0-9]`, uniformly drawn.
 pub fn new_subdomain() -> String {

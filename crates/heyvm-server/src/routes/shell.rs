@@ -84,31 +84,13 @@ pub async fn create_session(State(s): State<AppState>, Path(id): Path<String>, h
 
 /// Lifetime of the token in a `connection_url`.
 pub const STREAM_TOKEN_TTL_SECS: i64 = 60;
-/// `sub` prefix of stream tokens; the rest is the sandbox id.
-const STREAM_SCOPE: &str = "shell-stream:";
-
 /// With `JWT_SECRET` set, the URL carries a short-lived token that only
 /// opens this sandbox's shell stream, for clients that cannot send an
 /// `Authorization` header on a WebSocket (browsers). It may be used until
 /// it expires.
 fn stream_token(state: &AppState, sandbox_id: &str) -> Option<String> {
     let auth = state.auth.as_deref()?;
-    Some(auth.mint(&format!("{STREAM_SCOPE}{sandbox_id}"), STREAM_TOKEN_TTL_SECS))
-}
-
-/// The `?token=` of a shell-stream request, for the auth middleware.
-pub(crate) fn query_token(uri: &axum::http::Uri) -> Option<&str> {
-    if !uri.path().ends_with("/shell-stream") {
-        return None;
-    }
-    uri.query()?.split('&').find_map(|kv| kv.strip_prefix("token=")).filter(|t| !t.is_empty())
-}
-
-/// Stream tokens are valid only on their sandbox's shell-stream path; every
-/// other token is unrestricted.
-pub(crate) fn scope_allows(claims: &crate::auth::Claims, path: &str) -> bool {
-    let Some(id) = claims.sub.as_deref().and_then(|s| s.strip_prefix(STREAM_SCOPE)) else { return true };
-    [format!("/sandboxes/{id}/shell-stream"), format!("/deployed-sandboxes/{id}/shell-stream")].iter().any(|p| p == path)
+    Some(auth.mint(&format!("{}{sandbox_id}", crate::auth::STREAM_SCOPE), STREAM_TOKEN_TTL_SECS))
 }
 
 /// Whether a token is limited to one purpose (a stream token): such tokens
@@ -307,35 +289,5 @@ async fn handle_client(ws: &mut WebSocket, att: &Attachment, msg: Option<Result<
             Err(e) => send_json(ws, json!({"type": "error", "code": "invalid_frame", "message": format!("bad control frame: {e}")})).await,
         },
         Some(Ok(_)) => true,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::auth::Claims;
-
-    fn claims(sub: &str) -> Claims {
-        Claims { sub: Some(sub.into()), exp: 0, iat: None, nbf: None, aud: None }
-    }
-
-    #[test]
-    fn stream_tokens_open_only_their_own_stream() {
-        let c = claims("shell-stream:sb-1a2b3c4d");
-        assert!(scope_allows(&c, "/sandboxes/sb-1a2b3c4d/shell-stream"));
-        assert!(scope_allows(&c, "/deployed-sandboxes/sb-1a2b3c4d/shell-stream"));
-        assert!(!scope_allows(&c, "/sandboxes/sb-00000000/shell-stream"));
-        assert!(!scope_allows(&c, "/sandboxes"));
-        assert!(!scope_allows(&c, "/sandboxes/sb-1a2b3c4d/execute"));
-        assert!(scope_allows(&claims("someone"), "/sandboxes"));
-    }
-
-    #[test]
-    fn query_tokens_only_on_stream_paths() {
-        let uri = |s: &str| s.parse::<axum::http::Uri>().unwrap();
-        assert_eq!(query_token(&uri("/sandboxes/x/shell-stream?a=1&token=abc")), Some("abc"));
-        assert_eq!(query_token(&uri("/sandboxes/x/shell-stream?token=")), None);
-        assert_eq!(query_token(&uri("/sandboxes/x/shell-stream")), None);
-        assert_eq!(query_token(&uri("/sandboxes?token=abc")), None);
     }
 }

@@ -21,7 +21,7 @@ pub struct ImagesQuery {
 /// one image; asking for another backend's images gets none.
 pub async fn public_images(State(s): State<AppState>, ApiQuery(q): ApiQuery<ImagesQuery>) -> Json<serde_json::Value> {
     let backend = s.mgr.backend_name();
-    let matches = q.backend.as_deref().is_none_or(|b| b == backend || (backend == "bubblewrap" && b == "bwrap"));
+    let matches = q.backend.as_deref().is_none_or(|b| s.mgr.backend_named(b) == Some(backend));
     let images: Vec<serde_json::Value> = if matches {
         vec![serde_json::json!({
             "id": "host", "name": "host", "description": "the host's /usr, /etc, /var and /opt, copy-on-write per sandbox",
