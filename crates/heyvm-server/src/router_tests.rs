@@ -16,9 +16,10 @@ use crate::{auth::AuthConfig, proxy::ProxyHub, router, AppState};
 async fn app(dir: &std::path::Path, secret: Option<&str>) -> axum::Router {
     let config = ManagerConfig { pool_size: 0, ..ManagerConfig::default() };
     let mgr = SandboxManager::open(DataDir::new(dir.to_path_buf()), vec![Arc::new(FakeBackend)], config).await.unwrap();
-    let auth = secret.map(|s| Arc::new(AuthConfig::new(s, None)));
+    let keys = Arc::new(heyvm_core::api_keys::ApiKeyStore::open(&DataDir::new(dir.to_path_buf()).db_path()).unwrap());
+    let auth = secret.map(|s| Arc::new(AuthConfig::new(s, None).with_api_keys(keys.clone())));
     let proxy = ProxyHub::new(mgr.clone(), auth.clone(), None, 0);
-    router(AppState { mgr, auth, proxy })
+    router(AppState { mgr, auth, proxy, keys })
 }
 
 async fn call(app: &axum::Router, method: &str, uri: &str, body: Option<Value>, token: Option<&str>) -> (StatusCode, Value) {

@@ -6,5 +6,5 @@ pub mod session;
 #[cfg(test)]
 mod tests;
 
-pub use client::{AgentClient, AgentExec, AgentShellReader, AgentShellWriter, ExecEvent, LogFeed, ShellEvent};
+pub use client::{AgentClient, AgentExec, AgentShellReader, AgentShellWriter, AgentStdin, ExecEvent, LogFeed, ShellEvent};
 pub use session::{AgentSession, AgentTransport, MuxStream, Transport};

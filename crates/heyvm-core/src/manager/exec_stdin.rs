@@ -11,7 +11,7 @@ use base64::Engine;
 use heyvm_types::ExecRequest;
 
 use super::RunningExec;
-use crate::agent_client::AgentStdin;
+use crate::agent::AgentStdin;
 use crate::error::{CoreError, Result};
 
 /// Stdin is sent to the agent in pieces of this size, keeping each frame

@@ -19,7 +19,7 @@
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Path, State};
 use axum::response::Response;
-use heyvm_core::agent_client::ExecEvent;
+use heyvm_core::agent::ExecEvent;
 use heyvm_types::ExecRequest;
 use serde_json::json;
 use tokio::sync::mpsc;
@@ -88,7 +88,7 @@ async fn run(s: AppState, id: String, mut socket: WebSocket) {
             let end = !matches!(ev, Ok(ExecEvent::Started { .. } | ExecEvent::Stdout(_) | ExecEvent::Stderr(_)));
             let ev = ev.map(|e| match e {
                 ExecEvent::Exit(x) => {
-                    let oom = x.signal == Some(libc::SIGKILL) && !x.timed_out && exec.oom_killed_since_start();
+                    let oom = exec.oom_killed(&x);
                     (ExecEvent::Exit(x), oom)
                 }
                 other => (other, false),
