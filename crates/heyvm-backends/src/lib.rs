@@ -8,8 +8,8 @@
 pub mod bubblewrap;
 pub mod cgroups;
 mod hardening;
-mod mask;
 pub mod layout;
+mod mask;
 pub mod net;
 pub mod owner;
 mod procs;

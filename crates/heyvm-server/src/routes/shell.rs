@@ -96,7 +96,7 @@ fn stream_token(state: &AppState, sandbox_id: &str) -> Option<String> {
 /// Whether a token is limited to one purpose (a stream token): such tokens
 /// open nothing beyond their stream, private proxy endpoints included.
 pub(crate) fn is_scoped(claims: &crate::auth::Claims) -> bool {
-    claims.sub.as_deref().is_some_and(|s| s.starts_with(STREAM_SCOPE))
+    claims.sub.as_deref().is_some_and(|s| s.starts_with(crate::auth::STREAM_SCOPE))
 }
 
 /// `GET /sandboxes/:id/shell-stream` (WebSocket).
