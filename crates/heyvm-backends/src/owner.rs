@@ -91,8 +91,8 @@ fn become_bwrap(plan: &OwnerPlan) -> io::Result<()> {
         }
     }
     enter_network(&plan.net)?;
-    if let Some(ns) = &plan.net.netns {
-        log(plan, &format!("entered network namespace {}", ns.display()));
+    if plan.net.netns.is_some() {
+        log(plan, "entered the sandbox's network namespace");
     }
     log(plan, "starting bwrap; the agent becomes the sandbox's first process");
     let mut bwrap = plan.bwrap.clone();
