@@ -11,23 +11,23 @@ use std::net::Ipv4Addr;
 /// Applies the network settings from the kernel command line.
 pub fn configure(args: &BTreeMap<String, String>) {
     if let Err(e) = set_up("lo") {
-        crate::guest_init::console(&format!("heyvm-init: lo: {e}"));
+        eprintln!("heyvm-init: lo: {e}"); // stderr is the serial console
     }
     let Some(cidr) = args.get("ip") else { return };
     if let Some(mtu) = args.get("mtu").and_then(|m| m.parse::<i32>().ok()) {
         // The host side of the guest's link may carry less than 1500 bytes.
         if let Err(e) = set_mtu("eth0", mtu) {
-            crate::guest_init::console(&format!("heyvm-init: eth0 mtu {mtu}: {e}"));
+            eprintln!("heyvm-init: eth0 mtu {mtu}: {e}"); // stderr is the serial console
         }
     }
     if let Err(e) = configure_eth0(cidr, args.get("gw").map(String::as_str)) {
-        crate::guest_init::console(&format!("heyvm-init: eth0 {cidr}: {e}"));
+        eprintln!("heyvm-init: eth0 {cidr}: {e}"); // stderr is the serial console
     }
     if let Some(dns) = args.get("dns") {
         let body: String = dns.split(',').map(|d| format!("nameserver {d}\n")).collect();
         let _ = std::fs::remove_file("/etc/resolv.conf");
         if let Err(e) = std::fs::write("/etc/resolv.conf", body) {
-            crate::guest_init::console(&format!("heyvm-init: resolv.conf: {e}"));
+            eprintln!("heyvm-init: resolv.conf: {e}"); // stderr is the serial console
         }
     }
 }

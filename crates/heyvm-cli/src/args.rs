@@ -235,7 +235,7 @@ pub enum Command {
         heyvm wait-for --url http://127.0.0.1:41234/health --timeout 30s")]
     WaitFor(WaitForArgs),
     /// Pair a git worktree with a sandbox whose /workspace is that worktree (see `heyvm wt --help`).
-    Wt(crate::cmd::wt::WtArgs),
+    Wt(crate::cmd::wt::args::WtArgs),
     /// Print a shell completion script: `heyvm completions bash > /etc/bash_completion.d/heyvm`.
     #[command(after_help = "Examples:\n  heyvm completions bash > /etc/bash_completion.d/heyvm\n  \
         heyvm completions zsh > \"${fpath[1]}/_heyvm\"\n  heyvm completions fish > ~/.config/fish/completions/heyvm.fish")]

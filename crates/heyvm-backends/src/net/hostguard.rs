@@ -15,7 +15,7 @@
 //! shared one is reloaded whole by every daemon on this host, and allowed
 //! ports are a per-daemon setting. It is removed with the veth.
 
-use super::host::run;
+use super::tool::run;
 
 /// The table's name for a veth.
 pub fn table(veth: &str) -> String {

@@ -11,7 +11,7 @@
 //! shell ends (unless it was already running before: then someone else is
 //! using it). `--detach` returns once it runs; `--shell` reattaches.
 
-mod args;
+pub mod args;
 mod deploy;
 mod git;
 mod sandbox;
