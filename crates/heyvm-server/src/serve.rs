@@ -41,7 +41,6 @@ pub async fn serve(opts: ServeOptions, backends: Vec<Arc<dyn Backend>>) -> anyho
     };
     let mgr = SandboxManager::open(opts.data.clone(), backends, opts.config).await?;
     mgr.spawn_reaper();
-    mgr.spawn_idle_reaper();
     let addr = SocketAddr::new(host, opts.port);
     let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| format!("cannot listen on {addr}: {e}"))?;
     let local = listener.local_addr()?;

@@ -151,21 +151,6 @@ impl SandboxManager {
         }
         Ok(())
     }
-
-    /// Runs the idle reaper until the process exits.
-    pub fn spawn_idle_reaper(self: &Arc<Self>) {
-        let me = self.clone();
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(me.config.reap_interval);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                tick.tick().await;
-                if let Err(e) = me.stop_idle_once().await {
-                    tracing::warn!(error = %e, "idle reaper pass failed");
-                }
-            }
-        });
-    }
 }
 
 fn wants_resume(rec: &SandboxRecord) -> bool {

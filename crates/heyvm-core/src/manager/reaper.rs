@@ -42,7 +42,8 @@ impl SandboxManager {
         Ok(())
     }
 
-    /// Runs the reaper loop until the process exits.
+    /// Runs the reaper loop until the process exits: TTLs and liveness,
+    /// then idle stops, on one timer.
     pub fn spawn_reaper(self: &Arc<Self>) {
         let me = self.clone();
         tokio::spawn(async move {
@@ -52,6 +53,9 @@ impl SandboxManager {
                 tick.tick().await;
                 if let Err(e) = me.reap_once().await {
                     tracing::warn!(error = %e, "reaper pass failed");
+                }
+                if let Err(e) = me.stop_idle_once().await {
+                    tracing::warn!(error = %e, "idle reaper pass failed");
                 }
             }
         });
