@@ -8,4 +8,5 @@ cd "$(dirname "$0")/.."
 scripts/python-deps.sh
 # The static agent the sandboxes run (beside target/release/heyvm).
 bash scripts/build-agent.sh
-cargo test --release --locked --workspace -- --test-threads 4 "$@"
+# A hung test fails the run after this long instead of eating the CI budget.
+timeout --kill-after=30s "${HEYVM_TEST_TIMEOUT:-40m}" cargo test --release --locked --workspace -- --test-threads 4 "$@"

@@ -38,13 +38,21 @@ async fn session_with_real_agent() -> std::sync::Arc<AgentSession> {
     AgentSession::handshake(Box::new(t), Duration::from_secs(5)).await.unwrap()
 }
 
+/// Sends `msg` through the echo handler and reads the reply at the same
+/// time: every buffer on the path is bounded (that is the point of the
+/// credit windows), so writing megabytes before reading would deadlock.
 async fn echo(s: &AgentSession, msg: &[u8]) -> Vec<u8> {
-    let mut st = s.open().unwrap();
-    st.write_all(b"E").await.unwrap();
-    st.write_all(msg).await.unwrap();
-    st.shutdown().await.unwrap();
+    let st = s.open().unwrap();
+    let (mut rd, mut wr) = tokio::io::split(st);
+    let msg = msg.to_vec();
+    let writer = tokio::spawn(async move {
+        wr.write_all(b"E").await.unwrap();
+        wr.write_all(&msg).await.unwrap();
+        wr.shutdown().await.unwrap();
+    });
     let mut out = Vec::new();
-    st.read_to_end(&mut out).await.unwrap();
+    rd.read_to_end(&mut out).await.unwrap();
+    writer.await.unwrap();
     out
 }
 
@@ -75,19 +83,32 @@ async fn large_transfers_both_ways_arrive_intact() {
         tasks.push(tokio::spawn(async move { echo(&s, &msg).await == msg }));
     }
     for t in tasks {
-        assert!(t.await.unwrap());
+        // A stall here is a flow-control bug; fail instead of hanging CI.
+        let same = tokio::time::timeout(Duration::from_secs(60), t).await.expect("transfer stalled");
+        assert!(same.unwrap());
     }
+}
+
+/// Reads one frame from the host, returning its header.
+fn read_frame(agent: &mut UnixStream) -> std::io::Result<mux::Header> {
+    let mut h = [0u8; mux::HEADER_LEN];
+    agent.read_exact(&mut h)?;
+    let header = mux::parse_header(&h)?;
+    agent.read_exact(&mut vec![0u8; header.len])?;
+    Ok(header)
 }
 
 /// A hand-written agent: answers the handshake, then misbehaves.
 async fn session_with_fake_agent(behave: impl FnOnce(UnixStream) + Send + 'static) -> std::sync::Arc<AgentSession> {
     let (host, mut agent) = UnixStream::pair().unwrap();
     std::thread::spawn(move || {
-        let mut h = [0u8; mux::HEADER_LEN];
-        agent.read_exact(&mut h).unwrap();
-        let len = mux::parse_header(&h).unwrap().len;
-        agent.read_exact(&mut vec![0u8; len]).unwrap();
+        read_frame(&mut agent).unwrap();
         agent.write_all(&mux::hello_frame(&Hello { version: heyvm_protocol::PROTOCOL_VERSION, pid: 7, error: None })).unwrap();
+        // Misbehave only once the host has opened its stream: frames for a
+        // stream the host has not opened yet are dropped, which would make
+        // the test race the host's `open()`.
+        let open = read_frame(&mut agent).unwrap();
+        assert_eq!(open.kind, MuxKind::Open);
         behave(agent);
     });
     host.set_nonblocking(true).unwrap();
@@ -97,18 +118,28 @@ async fn session_with_fake_agent(behave: impl FnOnce(UnixStream) + Send + 'stati
 
 #[tokio::test]
 async fn an_agent_ignoring_flow_control_gets_its_stream_reset() {
-    let s = session_with_fake_agent(|mut a| {
-        // Stream 1 is the first the host opens; send twice the window.
+    let (reset_seen, host_reset) = tokio::sync::oneshot::channel();
+    let s = session_with_fake_agent(move |mut a| {
+        // Stream 1 is the one the host opened; the host reads nothing
+        // until this flood is over, so no credit comes back.
         let chunk = vec![b'x'; mux::MAX_MUX_PAYLOAD];
         for _ in 0..(2 * INITIAL_WINDOW as usize / chunk.len()) {
             if a.write_all(&mux::encode_frame(1, MuxKind::Data, &chunk)).is_err() {
                 return;
             }
         }
+        // The defence: the host answers the overrun with a Reset.
+        while let Ok(h) = read_frame(&mut a) {
+            if h.kind == MuxKind::Reset && h.stream == 1 {
+                let _ = reset_seen.send(());
+                break;
+            }
+        }
         std::thread::sleep(Duration::from_secs(5));
     })
     .await;
     let mut st = s.open().unwrap();
+    tokio::time::timeout(Duration::from_secs(5), host_reset).await.expect("the host never reset the stream").unwrap();
     let mut got = Vec::new();
     let r = tokio::time::timeout(Duration::from_secs(5), st.read_to_end(&mut got)).await.unwrap();
     assert!(r.is_err(), "the stream must be reset");
