@@ -13,6 +13,8 @@ packages=(bubblewrap procps tmux curl python3 python3-venv git ca-certificates b
 # The microVM tier: QEMU, qcow2 overlays, and what scripts/vm-assets.sh uses
 # to build the guest kernel and the default VM image.
 packages+=(qemu-system-x86 qemu-utils mmdebstrap xz-utils e2fsprogs)
+# Image tests: a loopback OCI registry and test images made offline.
+packages+=(docker-registry skopeo umoci busybox-static)
 # The seed's Bash automation runs `npm start` / `npm test` in a deployed
 # sandbox. Hosts with NodeSource's nodejs already have npm (and conflict
 # with Debian's package), so only ask for it when missing.

@@ -13,6 +13,7 @@ mod mask;
 pub mod net;
 pub mod owner;
 mod procs;
+mod rootfs;
 mod seccomp;
 
 pub use bubblewrap::BubblewrapBackend;

@@ -186,6 +186,9 @@ pub enum Command {
         after_help = "Example:\n  heyvm deploy ./my-app --name web --port 8080 --start-command 'python3 server.py' \\\n    --health-path /health --ttl-seconds 3600 --format json"
     )]
     Deploy(DeployArgs),
+    /// OCI images: pull, list, inspect, remove, tag, push, build (no Docker needed).
+    #[command(subcommand)]
+    Images(ImagesCommand),
     /// Mint API tokens (HS256 JWTs signed with the server's JWT_SECRET).
     Token {
         #[command(subcommand)]
@@ -523,4 +526,88 @@ pub struct ShellOptArgs {
     /// Environment variable KEY=VALUE for the shell (repeatable).
     #[arg(long = "env")]
     pub env: Vec<String>,
+}
+
+#[derive(Subcommand, Debug, Clone)]
+pub enum ImagesCommand {
+    /// Pull an image from its registry (mirrors in HEYVM_REGISTRY_MIRRORS are tried first).
+    #[command(after_help = "Examples:\n  heyvm images pull busybox:1.36\n  heyvm images pull 127.0.0.1:5000/app:v1 --format json")]
+    Pull {
+        /// Image reference (`python:3.12` means docker.io/library/python:3.12; `@sha256:` pins a digest).
+        reference: String,
+    },
+    /// List the images in the store.
+    #[command(alias = "ls")]
+    List,
+    /// Show an image's config, layers and users.
+    Inspect {
+        /// Image reference or `sha256:` digest.
+        reference: String,
+    },
+    /// Remove an image reference (refused while a sandbox uses the image).
+    #[command(alias = "remove")]
+    Rm {
+        /// Image references or `sha256:` digests.
+        #[arg(required = true)]
+        references: Vec<String>,
+    },
+    /// Delete layers and blobs no image and no sandbox needs.
+    Prune,
+    /// Give an image another reference.
+    Tag {
+        /// Existing image reference or digest.
+        source: String,
+        /// New reference.
+        target: String,
+    },
+    /// Send an image to its registry (any OCI registry; loopback ones over plain HTTP).
+    #[command(after_help = "Example:\n  heyvm images tag app:v1 127.0.0.1:5000/app:v1 && heyvm images push 127.0.0.1:5000/app:v1")]
+    Push {
+        /// Image reference naming the destination registry and repository.
+        reference: String,
+    },
+    /// Build an image from a Dockerfile, without Docker (RUN steps run in heyvm sandboxes).
+    #[command(
+        after_help = "Examples:\n  heyvm images build -t app:v1 .\n  heyvm images build -f ci/Dockerfile --build-arg V=2 --target runtime -t app:v2 .\n          heyvm images build --file ./my-base.Dockerfile --name my-base"
+    )]
+    Build(BuildArgs),
+    /// Store credentials for a registry (used by pulls, pushes and builds).
+    Login {
+        /// Registry host[:port] (Docker Hub: docker.io).
+        registry: String,
+        /// User name.
+        #[arg(long, short)]
+        username: String,
+        /// Password or token (default: read from stdin).
+        #[arg(long, short)]
+        password: Option<String>,
+    },
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct BuildArgs {
+    /// The build context directory (COPY/ADD sources; .dockerignore applies).
+    #[arg(default_value = ".")]
+    pub context: PathBuf,
+    /// The Dockerfile (default: CONTEXT/Dockerfile).
+    #[arg(short = 'f', long = "file")]
+    pub file: Option<PathBuf>,
+    /// Reference to tag the result with (repeatable). `--name` is seed 004's spelling.
+    #[arg(short = 't', long = "tag", visible_alias = "name")]
+    pub tags: Vec<String>,
+    /// Build argument KEY=VALUE (repeatable).
+    #[arg(long = "build-arg")]
+    pub build_args: Vec<String>,
+    /// Build up to this stage (`FROM … AS STAGE`).
+    #[arg(long)]
+    pub target: Option<String>,
+    /// Run every step, ignoring the layer cache.
+    #[arg(long)]
+    pub no_cache: bool,
+    /// Accepted for seed 004 compatibility; images are layered and have no fixed size.
+    #[arg(long)]
+    pub size_mb: Option<u64>,
+    /// Accepted for seed 004 compatibility; images run on the bubblewrap backend here.
+    #[arg(long)]
+    pub backend_type: Option<String>,
 }

@@ -4,6 +4,8 @@
 use std::io::{Read, Write};
 use std::time::Duration;
 
+mod images;
+
 use heyvm_types::*;
 use serde::de::DeserializeOwned;
 use serde::Serialize;

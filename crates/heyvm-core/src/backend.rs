@@ -49,6 +49,9 @@ pub struct LaunchSpec {
     pub limits: Limits,
     pub mounts: Vec<MountSpec>,
     pub network: NetworkSpec,
+    /// The image's unpacked layers, bottom first; empty means the host's
+    /// system directories (only filled for a launch).
+    pub image_layers: Vec<PathBuf>,
 }
 
 /// The sandbox's network: mode and egress policy (validated entries:

@@ -49,6 +49,8 @@ pub enum CoreError {
     Store(#[from] rusqlite::Error),
     #[error("i/o error: {0}")]
     Io(#[from] std::io::Error),
+    #[error(transparent)]
+    Image(#[from] heyvm_images::ImageError),
 }
 
 impl CoreError {
@@ -75,6 +77,7 @@ impl CoreError {
             Self::ArchiveNotFound(_) => "archive_not_found",
             Self::Store(_) => "store_error",
             Self::Io(_) => "io_error",
+            Self::Image(e) => e.code(),
         }
     }
 
@@ -89,6 +92,7 @@ impl CoreError {
             Self::AgentUnreachable(_) | Self::PortUnreachable(_) => 502,
             Self::Backend(crate::backend::BackendError::Unsupported { .. }) => 501,
             Self::SandboxFailed { .. } | Self::Backend(_) | Self::Corrupt(_) | Self::Store(_) | Self::Io(_) => 500,
+            Self::Image(e) => e.status(),
         }
     }
 

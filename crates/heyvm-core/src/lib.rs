@@ -25,5 +25,7 @@ pub mod text;
 
 pub use backend::{Backend, BackendError, Instance, LaunchSpec, Liveness, Usage};
 pub use error::{CoreError, Result};
+/// The image store, re-exported for the server and CLI.
+pub use heyvm_images as images;
 pub use manager::SandboxManager;
 pub use paths::DataDir;

@@ -35,6 +35,10 @@ impl DataDir {
     pub fn daemon_log(&self) -> PathBuf {
         self.root.join("daemon.log")
     }
+    /// The OCI image store (blobs, unpacked layers, references).
+    pub fn images_dir(&self) -> PathBuf {
+        self.root.join("images")
+    }
     pub fn sandboxes_dir(&self) -> PathBuf {
         self.root.join("sandboxes")
     }

@@ -55,6 +55,12 @@ pub struct SandboxRecord {
     /// Last use (exec, files, shell, proxy) as of the last stop.
     #[serde(default)]
     pub last_used_at: Option<i64>,
+    /// Manifest digest of the OCI image the sandbox runs on (None: host rootfs).
+    #[serde(default)]
+    pub image_digest: Option<String>,
+    /// The image config's `User`, the default for commands.
+    #[serde(default)]
+    pub image_user: Option<String>,
 }
 
 pub fn now_secs() -> i64 {
@@ -95,6 +101,8 @@ impl SandboxRecord {
             auto_resume: false,
             stop_reason: None,
             last_used_at: None,
+            image_digest: None,
+            image_user: None,
         }
     }
 

@@ -69,7 +69,7 @@ pub(super) async fn launch(inner: Arc<Inner>, spec: &LaunchSpec) -> BackendResul
     } else {
         OwnerNet::default()
     };
-    let plan = inner.plan(spec, owner_net);
+    let plan = inner.plan(spec, owner_net)?;
     let plan_json = serde_json::to_vec_pretty(&plan).map_err(|e| failed("encoding the launch plan", e))?;
     fs::write(p.launch_json(), plan_json).map_err(|e| BackendError::io("writing the launch plan", e))?;
     let listener = agent_listener(spec)?;

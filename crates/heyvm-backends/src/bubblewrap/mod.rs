@@ -96,7 +96,7 @@ impl BubblewrapBackend {
 }
 
 impl Inner {
-    fn plan(&self, spec: &LaunchSpec, net: OwnerNet) -> OwnerPlan {
+    fn plan(&self, spec: &LaunchSpec, net: OwnerNet) -> BackendResult<OwnerPlan> {
         let p = &spec.paths;
         let s = |p: &Path| p.display().to_string();
         let mut a: Vec<String> = vec![s(&self.bwrap)];
@@ -106,10 +106,28 @@ impl Inner {
             push(&["--unshare-net"]);
         }
         push(&["--uid", "0", "--gid", "0", "--hostname", &spec.hostname, "--new-session"]);
-        push(&["--bind", &s(&p.root()), "/"]);
         let mut overlays = Vec::new();
+        // On an OCI image, `/` is the image's layers under the sandbox's own
+        // writable layer; otherwise the host's system directories are
+        // overlaid on a persistent root of the sandbox's own.
+        let on_image = !spec.image_layers.is_empty();
+        if on_image {
+            if !self.overlays {
+                return Err(BackendError::Failed("sandboxes on images need a root daemon (overlay mounts)".into()));
+            }
+            if self.agent.is_none() {
+                return Err(BackendError::Failed(
+                    "sandboxes on images need the static heyvm-agent (build it with scripts/build-agent.sh)".into(),
+                ));
+            }
+            let root = crate::rootfs::image_root(spec).map_err(|e| BackendError::io("preparing the image root", e))?;
+            push(&["--bind", &s(&root.merged), "/"]);
+            overlays.push(root);
+        } else {
+            push(&["--bind", &s(&p.root()), "/"]);
+        }
         let mask = if self.overlays { crate::mask::current() } else { None };
-        for d in SYSTEM_DIRS {
+        for d in SYSTEM_DIRS.iter().filter(|_| !on_image) {
             let host = Path::new("/").join(d);
             if !host.is_dir() || host.is_symlink() {
                 continue;
@@ -137,7 +155,7 @@ impl Inner {
         for m in &spec.mounts {
             push(&[if m.read_only { "--ro-bind" } else { "--bind" }, &m.host_path, &m.sandbox_path]);
         }
-        for f in MASKED_FILES {
+        for f in MASKED_FILES.iter().filter(|_| !on_image) {
             if Path::new(f).exists() {
                 push(&["--ro-bind", "/dev/null", f]);
             }
@@ -155,7 +173,7 @@ impl Inner {
         } else {
             push(&[&agent_bin, "__agent", "--listen-fd", &fd]);
         }
-        OwnerPlan {
+        Ok(OwnerPlan {
             cgroup_procs: self.cgroups.as_ref().map(|c| c.procs_files(&spec.id)).unwrap_or_default(),
             overlays,
             protect_from_oom: procs::is_root(),
@@ -163,7 +181,7 @@ impl Inner {
             net,
             log_file: Some(p.log_file()),
             seccomp: true,
-        }
+        })
     }
 }
 

@@ -189,6 +189,7 @@ mod tests {
             limits: heyvm_types::SizeClass::Small.limits(),
             mounts: vec![],
             network: Default::default(),
+            image_layers: vec![],
         }
     }
 

@@ -7,6 +7,8 @@ mod deploy;
 mod docs;
 mod exec;
 mod files;
+mod images;
+mod images_build;
 mod logs;
 mod mounts;
 mod sandbox;
@@ -74,6 +76,7 @@ pub fn dispatch(cli: &Cli, command: Command) -> anyhow::Result<ExitCode> {
         Command::Mounts { id, add, remove } => mounts::run(&client, f, &id, add, remove),
         Command::Sh(a) => shell::sh(&client, f, crate::credentials::token(cli).as_deref(), &a.id, shell_opts(&a.opts)?),
         Command::Deploy(a) => deploy::run(&client, f, a),
+        Command::Images(c) => images::run(&client, f, c),
         Command::Bind { id, port, private } => bind::bind(&client, f, &id, port, private),
         Command::Unbind { id, subdomain } => bind::unbind(&client, f, &id, &subdomain),
         Command::WaitFor(a) => wait_for::port(&client, f, a),

@@ -33,7 +33,7 @@ fn assert_sdk_sandbox_shape(v: &Value) {
 
 #[test]
 fn compat_deploy_exec_files_and_lifecycle() {
-    let Some(d) = Daemon::start() else { return };
+    let Some(d) = Daemon::start_with_images() else { return };
     // The body heyo-sdk's Sandbox::create sends, with its defaults filled in.
     let (s, v) = d.post(
         "/sandbox-deploy",

@@ -1,6 +1,7 @@
 //! End-to-end tests: the real `heyvm` binary, a real daemon per test (own
 //! data dir, own port) and real bubblewrap sandboxes.
 
+mod registry;
 mod support;
 
 mod agent_channel;
@@ -17,6 +18,7 @@ mod hostile_kernel;
 mod hostile_net;
 mod hostile_tokens;
 mod idle;
+mod images;
 mod isolation;
 mod lifecycle;
 mod network;

@@ -73,6 +73,23 @@ impl Daemon {
         Some(d)
     }
 
+    /// A daemon whose `docker.io` mirror is the test registry (see
+    /// `registry.rs`): `busybox` and `ubuntu:24.04` (a Debian minbase)
+    /// resolve offline.
+    pub fn start_with_images() -> Option<Daemon> {
+        if !sandbox_support() {
+            return None;
+        }
+        let reg = crate::registry::Registry::shared()?.with_busybox();
+        if !reg.with_debian() {
+            if std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "0" && v != "false") {
+                panic!("the Debian test image (mmdebstrap) could not be made");
+            }
+            return None;
+        }
+        Self::start_with(&[("HEYVM_REGISTRY_MIRRORS", &format!("docker.io={}", reg.addr))])
+    }
+
     fn spawn(&mut self, port: u16) {
         let mut cmd = Command::new(self.run_as.as_ref().map(|r| r.1.as_str()).unwrap_or(BIN));
         if let Some((uid, _)) = &self.run_as {

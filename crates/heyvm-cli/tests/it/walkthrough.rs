@@ -18,7 +18,7 @@ fn assert_info_shape(v: &Value) {
 
 #[test]
 fn seed_002_walkthrough() {
-    let Some(d) = Daemon::start() else { return };
+    let Some(d) = Daemon::start_with_images() else { return };
     let (s, v) = d.get("/health");
     assert_eq!((s, v), (200, json!({"status": "ok"})));
 

@@ -55,7 +55,8 @@ impl SandboxManager {
     /// Launches the sandbox and waits for its agent's handshake.
     pub(crate) async fn launch_instance(&self, rec: &SandboxRecord) -> std::result::Result<(), String> {
         let backend = self.backend_for(rec).map_err(|e| e.to_string())?;
-        let spec = self.spec(rec);
+        let mut spec = self.spec(rec);
+        spec.image_layers = self.image_layers(rec).await.map_err(|e| e.to_string())?;
         // A previous crash may have left processes behind.
         self.kill_instance(rec).await.map_err(|e| e.to_string())?;
         if let Some(w) = backend.network_warning(&spec) {

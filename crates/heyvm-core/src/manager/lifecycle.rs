@@ -28,11 +28,26 @@ impl SandboxManager {
                 CoreError::BackendUnavailable(b.to_string(), format!("this daemon runs: {}", names.join(", ")))
             })?,
         };
-        let env_vars = req.env_vars.unwrap_or_default();
+        let mut env_vars = req.env_vars.unwrap_or_default();
         validate::env(&env_vars)?;
-        let working_directory = match req.working_directory {
-            Some(w) => validate::sandbox_path(&w, "working_directory")?,
-            None => WORKSPACE_PATH.to_string(),
+        // Pulled before anything is recorded: an image that cannot be had
+        // leaves no sandbox behind.
+        let image = match req.image.as_deref() {
+            Some(i) if !super::is_host_image(Some(i)) => {
+                Some(super::images::ImageDefaults::from(&self.resolve_image(i, heyvm_images::no_progress()).await?))
+            }
+            _ => None,
+        };
+        if let Some(img) = &image {
+            // The request's own values win over the image's.
+            let mut merged = img.env.clone();
+            merged.extend(env_vars);
+            env_vars = merged;
+        }
+        let working_directory = match (req.working_directory, image.as_ref().and_then(|i| i.working_dir.clone())) {
+            (Some(w), _) => validate::sandbox_path(&w, "working_directory")?,
+            (None, Some(w)) => w,
+            (None, None) => WORKSPACE_PATH.to_string(),
         };
         if let Some(c) = &req.start_command {
             validate::command_text(c, "start_command")?;
@@ -58,7 +73,7 @@ impl SandboxManager {
             name,
             status: SandboxStatus::Provisioning,
             sandbox_type: validate::sandbox_type(req.sandbox_type.as_deref())?,
-            image: req.image.unwrap_or_else(|| "host".into()),
+            image: req.image.filter(|i| !super::is_host_image(Some(i))).unwrap_or_else(|| super::HOST_IMAGE.into()),
             backend_type: backend.name().to_string(),
             size_class: req.size_class.unwrap_or_default(),
             ttl_seconds: req.ttl_seconds,
@@ -82,6 +97,8 @@ impl SandboxManager {
             auto_resume: req.auto_resume.unwrap_or(false),
             stop_reason: None,
             last_used_at: None,
+            image_digest: image.as_ref().map(|i| i.digest.clone()),
+            image_user: image.and_then(|i| i.user),
         };
         let mut rec = rec;
         // Adopt a warm sandbox when the request fits the pool's shape.
@@ -114,8 +131,8 @@ impl SandboxManager {
             return Err(e);
         }
         self.log_system(&rec, &format!("sandbox created (size {}, backend {})", rec.size_class, rec.backend_type));
-        if rec.image != "host" {
-            self.log_system(&rec, &format!("note: this backend runs the host's system image; image '{}' is recorded only", rec.image));
+        if let Some(d) = &rec.image_digest {
+            self.log_system(&rec, &format!("image {} ({d})", rec.image));
         }
         if req.no_start == Some(true) {
             let mut rec = rec;

@@ -4,12 +4,15 @@
 //! execs and file operations do not take it, so they run concurrently.
 
 mod archives;
+mod build;
+mod build_steps;
 mod exec;
 mod exec_stdin;
 #[cfg(test)]
 mod fake_tests;
 mod files;
 mod idle;
+mod images;
 mod instances;
 mod lifecycle;
 mod logs;
@@ -29,10 +32,12 @@ use std::time::{Duration, Instant};
 use heyvm_types::{SandboxInfo, SandboxStatus, Uptime, UrlInfo};
 
 pub use archives::{valid_archive_id, ArchiveUpload};
+pub use build::{ArchiveBuild, BuildEvent, BuildLog, BuildOutcome, BuildRequest, SIDE_DOCKERFILE};
 pub use exec::RunningExec;
 pub use exec_stdin::MAX_STDIN_BYTES;
 pub use files::MountRoot;
 pub use idle::{STOP_IDLE, STOP_USER};
+pub use images::{is_host_image, HOST_IMAGE};
 pub use logs::LogQuery;
 pub use proxy::{is_subdomain, Endpoint};
 pub use shell::{terminal_size, ShellRequest};
@@ -126,6 +131,8 @@ pub struct SandboxManager {
     last_archive_sweep: Mutex<Instant>,
     /// Last use per sandbox, for idle stop (see `idle.rs`).
     idle: idle::IdleTracker,
+    /// OCI images and their shared layers (`MVM_DATA_DIR/images`).
+    images: Arc<heyvm_images::ImageStore>,
 }
 
 impl SandboxManager {
@@ -138,6 +145,8 @@ impl SandboxManager {
         std::fs::create_dir_all(data.sandboxes_dir())?;
         let store = Store::open(&data.db_path())?;
         let shells = crate::shell::ShellSessions::new(config.shell_idle_expiry);
+        let settings = heyvm_images::RegistrySettings::from_env(data.root())?;
+        let images = Arc::new(heyvm_images::ImageStore::open(data.images_dir(), settings)?);
         let mgr = Arc::new(SandboxManager {
             data,
             store,
@@ -155,6 +164,7 @@ impl SandboxManager {
             pool_closed: Default::default(),
             last_archive_sweep: Mutex::new(Instant::now()),
             idle: idle::IdleTracker::default(),
+            images,
         });
         mgr.reconcile().await?;
         mgr.remove_orphans().await?;
@@ -197,6 +207,7 @@ impl SandboxManager {
             limits: rec.size_class.limits(),
             mounts: rec.mounts.clone(),
             network: crate::backend::NetworkSpec { mode: rec.network, allow_out: rec.allow_out.clone(), deny_out: rec.deny_out.clone() },
+            image_layers: Vec::new(),
         }
     }
 

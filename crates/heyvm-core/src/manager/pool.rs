@@ -43,6 +43,7 @@ impl SandboxManager {
             && rec.network == NetworkMode::Nat
             && rec.allow_out.is_empty()
             && rec.deny_out.is_empty()
+            && rec.image_digest.is_none()
     }
 
     /// A live warm sandbox's id, removed from the pool; dead ones are

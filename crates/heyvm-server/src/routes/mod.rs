@@ -6,6 +6,8 @@ mod compat;
 mod exec;
 mod exec_ws;
 mod files;
+mod images;
+mod images_build;
 mod json_upload;
 mod logs;
 mod mounts;
@@ -39,6 +41,14 @@ pub fn router(state: AppState) -> Router {
         .route("/sandboxes", get(sandboxes::list).post(sandboxes::create))
         .route("/api-keys", get(api_keys::list).post(api_keys::create))
         .route("/api-keys/{id}", axum::routing::delete(api_keys::revoke))
+        .route("/images", get(images::list))
+        .route("/images/pull", post(images::pull))
+        .route("/images/tag", post(images::tag))
+        .route("/images/prune", post(images::prune))
+        .route("/images/login", post(images::login))
+        .route("/images/push", post(images_build::push))
+        .route("/images/build", post(images_build::build).layer(DefaultBodyLimit::disable()))
+        .route("/images/{reference}", get(images::get).delete(images::delete))
         .route("/archives", post(archives::upload).layer(DefaultBodyLimit::disable()))
         .route("/sandboxes/{id}", get(sandboxes::get).patch(sandboxes::update).delete(sandboxes::delete))
         .route("/sandboxes/{id}/start", post(sandboxes::start))
