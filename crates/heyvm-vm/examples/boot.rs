@@ -96,6 +96,7 @@ fn launch_nat(assets: &heyvm_vm::assets::VmAssets, initrd: std::path::PathBuf, s
         limits: heyvm_types::Limits { millicpu: 1000, memory_bytes: 512 << 20, pids: 256 },
         mounts: vec![],
         network: NetworkSpec { mode: heyvm_types::NetworkMode::Nat, ..Default::default() },
+        image_layers: vec![],
     };
     let host = heyvm_vm::launch::HostSetup { assets: assets.clone(), accel: Accel::Tcg, initrd, image: "debian".into() };
     let t = Instant::now();
