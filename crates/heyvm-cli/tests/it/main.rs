@@ -19,6 +19,7 @@ mod hostile_net;
 mod hostile_tokens;
 mod idle;
 mod images;
+mod images_build;
 mod isolation;
 mod lifecycle;
 mod network;

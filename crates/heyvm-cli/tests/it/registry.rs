@@ -4,7 +4,8 @@
 //!
 //! * `busybox:1` (and `library/busybox:latest`): a static busybox, no libc,
 //!   `Env` GREETING/PATH and `WorkingDir /app` in its config;
-//! * `library/ubuntu:24.04`: a Debian minbase made by `mmdebstrap`, cached in
+//! * `library/ubuntu:24.04`: a Debian minbase (plus python3, which tests'
+//!   start commands use) made by `mmdebstrap`, cached in
 //!   the target dir between runs. Daemons started with
 //!   [`crate::support::Daemon::start_with_images`] use this registry as the
 //!   `docker.io` mirror, so `ubuntu:24.04` resolves offline.
@@ -188,7 +189,7 @@ pub fn busybox_layout() -> PathBuf {
 /// cached in the target dir.
 fn debian_rootfs_tar() -> Option<PathBuf> {
     let cache = Path::new(env!("CARGO_TARGET_TMPDIR")).join("heyvm-test-images");
-    let tar = cache.join("debian-bookworm-minbase.tar");
+    let tar = cache.join("debian-bookworm-minbase-python3.tar");
     if tar.is_file() {
         return Some(tar);
     }
@@ -199,7 +200,7 @@ fn debian_rootfs_tar() -> Option<PathBuf> {
     std::fs::create_dir_all(&cache).ok()?;
     let partial = cache.join("debian-partial.tar");
     let ok = Command::new("mmdebstrap")
-        .args(["--quiet", "--variant=minbase", "--mode=root", "bookworm"])
+        .args(["--quiet", "--variant=minbase", "--mode=root", "--include=python3-minimal", "bookworm"])
         .arg(&partial)
         .stdout(Stdio::null())
         .status()

@@ -77,6 +77,11 @@ impl Daemon {
     /// `registry.rs`): `busybox` and `ubuntu:24.04` (a Debian minbase)
     /// resolve offline.
     pub fn start_with_images() -> Option<Daemon> {
+        Self::start_with_images_and(&[])
+    }
+
+    /// [`Daemon::start_with_images`] with more environment.
+    pub fn start_with_images_and(env: &[(&str, &str)]) -> Option<Daemon> {
         if !sandbox_support() {
             return None;
         }
@@ -87,7 +92,10 @@ impl Daemon {
             }
             return None;
         }
-        Self::start_with(&[("HEYVM_REGISTRY_MIRRORS", &format!("docker.io={}", reg.addr))])
+        let mirror = format!("docker.io={}", reg.addr);
+        let mut all = vec![("HEYVM_REGISTRY_MIRRORS", mirror.as_str())];
+        all.extend_from_slice(env);
+        Self::start_with(&all)
     }
 
     fn spawn(&mut self, port: u16) {

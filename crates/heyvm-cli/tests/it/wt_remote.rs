@@ -69,7 +69,7 @@ fn deploy_ships_the_worktree_to_a_second_daemon() {
         .env("HEYO_ARCHIVE_TOKEN", &tok)
         .args(["wt", "feat/ship", "--deploy", "--server", &cloud.url, "--deploy-port", "8080"])
         .args(["--deploy-start-command", "python3 -m http.server 8080", "--deploy-region", "EU", "--deploy-ttl-seconds", "600"])
-        .args(["--deploy-driver", "bubblewrap", "--deploy-image", "ubuntu:24.04", "--size-class", "micro"])
+        .args(["--deploy-driver", "bubblewrap", "--deploy-image", "host", "--size-class", "micro"])
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout).to_string();
@@ -94,7 +94,9 @@ fn deploy_ships_the_worktree_to_a_second_daemon() {
     assert_eq!(remote, ["./.gitignore", "./README", "./index.html", "./src/app.txt"]);
     let info: Value = serde_json::from_str(&cli(&["get", &id, "--format", "json"])).unwrap();
     assert_eq!((info["region"].as_str(), info["ttl_seconds"].as_u64()), (Some("EU"), Some(600)));
-    assert_eq!((info["image"].as_str(), info["backend_type"].as_str()), (Some("ubuntu:24.04"), Some("bubblewrap")));
+    // The start command needs the host's python3 (http.server): the host
+    // rootfs, named as such; images are real since issue 9.
+    assert_eq!((info["image"].as_str(), info["backend_type"].as_str()), (Some("host"), Some("bubblewrap")));
     assert_eq!(info["status"], "running");
     assert_eq!(info["urls"][0]["port"], 8080, "the port is bound");
 
