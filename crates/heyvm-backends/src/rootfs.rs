@@ -6,17 +6,24 @@
 
 use std::path::{Path, PathBuf};
 
+use heyvm_core::paths::SandboxPaths;
 use heyvm_core::LaunchSpec;
 
+use crate::layout::OverlayPaths;
 use crate::owner::Overlay;
 
 /// Overlay mount options must fit in one page.
 const MAX_OVERLAY_OPTS: usize = 4000;
 
+/// An image sandbox's own writable layer (the overlay's upper directory).
+pub fn writable_layer(p: &SandboxPaths) -> PathBuf {
+    p.upper().join("rootfs")
+}
+
 /// The overlay that becomes an image sandbox's `/`.
 pub fn image_root(spec: &LaunchSpec) -> std::io::Result<Overlay> {
     let p = &spec.paths;
-    let (upper, work, merged) = (p.upper().join("rootfs"), p.overlay_work().join("rootfs"), p.merged().join("rootfs"));
+    let (upper, work, merged) = (writable_layer(p), p.overlay_work().join("rootfs"), p.merged().join("rootfs"));
     let fresh = !upper.exists();
     for d in [&upper, &work, &merged] {
         std::fs::create_dir_all(d)?;

@@ -114,6 +114,13 @@ pub trait Backend: Send + Sync + 'static {
         None
     }
 
+    /// The host directory holding a sandbox's own changes to its image
+    /// root (overlay upper layer), which an image build turns into a layer.
+    /// `None`: this backend keeps no such directory, so cannot build.
+    fn image_writable_layer(&self, _paths: &SandboxPaths) -> Option<PathBuf> {
+        None
+    }
+
     /// Creates the on-disk skeleton of a new sandbox.
     fn prepare(&self, spec: &LaunchSpec) -> BackendResult<()>;
 

@@ -41,6 +41,9 @@ env_vars! {
     ARCHIVE_TTL_SECS = "HEYVM_ARCHIVE_TTL_SECS", "86400", "Uploaded deploy archives older than this are deleted.";
     NET_POOL = "HEYVM_NET_POOL", "10.89.0.0/16", "Address pool for `nat` sandboxes (/30 each).";
     AGENT_BIN = "HEYVM_AGENT_BIN", "heyvm-agent beside heyvm", "The static agent binary placed in sandboxes.";
+    REGISTRY_MIRRORS = "HEYVM_REGISTRY_MIRRORS", "unset", "Comma-separated `REGISTRY=MIRROR` pairs; mirrors are tried first (e.g. `docker.io=127.0.0.1:5000`).";
+    INSECURE_REGISTRIES = "HEYVM_INSECURE_REGISTRIES", "unset", "Comma-separated `host:port` registries reached over plain HTTP (loopback ones always are).";
+    DOCKER_CONFIG = "DOCKER_CONFIG", "`~/.docker`", "Directory of Docker's `config.json`, read for registry credentials (`auths`).";
 }
 
 /// A variable's value, trimmed; unset and empty are the same.
@@ -63,6 +66,14 @@ pub fn parse<T: FromStr>(name: &str) -> Option<T> {
 
 pub fn agent_bin() -> Option<PathBuf> {
     string(AGENT_BIN).map(PathBuf::from)
+}
+
+/// Docker's config file: `$DOCKER_CONFIG/config.json`, else `~/.docker/config.json`.
+pub fn docker_config_file() -> Option<PathBuf> {
+    string(DOCKER_CONFIG)
+        .map(PathBuf::from)
+        .or_else(|| string("HOME").map(|h| PathBuf::from(h).join(".docker")))
+        .map(|d| d.join("config.json"))
 }
 
 #[cfg(test)]

@@ -1,7 +1,7 @@
-//! How registries are reached: mirrors (`HEYVM_REGISTRY_MIRRORS`), plain
-//! HTTP registries (loopback ones always, others by
-//! `HEYVM_INSECURE_REGISTRIES`) and credentials (`~/.docker/config.json`,
-//! then what `heyvm images login` stored in the data dir).
+//! How registries are reached: mirrors, plain HTTP registries (loopback
+//! ones always, others when listed) and credentials (what `heyvm images
+//! login` stored in the data dir, then Docker's config file). The daemon's
+//! configuration (heyvm-core's `config`) supplies the values.
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -34,19 +34,13 @@ pub struct Credentials {
 }
 
 impl RegistrySettings {
-    /// From the environment; `data_dir` holds the login file.
-    pub fn from_env(data_dir: &Path) -> Result<Self> {
-        let mirrors = parse_mirrors(&std::env::var("HEYVM_REGISTRY_MIRRORS").unwrap_or_default())?;
-        let insecure = std::env::var("HEYVM_INSECURE_REGISTRIES")
-            .unwrap_or_default()
-            .split(',')
-            .map(str::trim)
-            .filter(|s| !s.is_empty())
-            .map(String::from)
-            .collect();
-        let docker_config = std::env::var_os("DOCKER_CONFIG")
-            .map(|d| PathBuf::from(d).join("config.json"))
-            .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".docker/config.json")));
+    /// From the daemon's configuration: `mirrors` as in
+    /// `HEYVM_REGISTRY_MIRRORS`, `insecure` as in `HEYVM_INSECURE_REGISTRIES`
+    /// (comma-separated), Docker's config file if any; `data_dir` holds the
+    /// login file.
+    pub fn new(data_dir: &Path, mirrors: &str, insecure: &str, docker_config: Option<PathBuf>) -> Result<Self> {
+        let mirrors = parse_mirrors(mirrors)?;
+        let insecure = insecure.split(',').map(str::trim).filter(|s| !s.is_empty()).map(String::from).collect();
         Ok(RegistrySettings { mirrors, insecure, docker_config, login_file: Some(data_dir.join("registry-auth.json")) })
     }
 

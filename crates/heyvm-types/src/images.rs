@@ -5,6 +5,7 @@ use serde::{Deserialize, Serialize};
 
 /// One tagged image (`GET /images`, `GET /images/:ref`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ImageInfo {
     /// Short reference (`busybox:1`, `127.0.0.1:5000/app:v1`).
     pub name: String,
@@ -25,17 +26,20 @@ pub struct ImageInfo {
 
 /// `GET /images/:ref`: the listing entry plus what the image is made of.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ImageDetails {
     #[serde(flatten)]
     pub info: ImageInfo,
     pub architecture: String,
     pub os: String,
     /// The OCI image config's `config` (Env, WorkingDir, User, Cmd, ...).
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
     pub config: serde_json::Value,
     pub layers: Vec<ImageLayer>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ImageLayer {
     pub digest: String,
     pub size: u64,
@@ -44,12 +48,14 @@ pub struct ImageLayer {
 
 /// `POST /images/pull`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct PullImageRequest {
     pub reference: String,
 }
 
 /// `POST /images/tag`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct TagImageRequest {
     pub source: String,
     pub target: String,
@@ -57,12 +63,14 @@ pub struct TagImageRequest {
 
 /// `POST /images/push`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct PushImageRequest {
     pub reference: String,
 }
 
 /// `POST /images/prune`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct PruneImagesResponse {
     pub blobs_removed: usize,
     pub layers_removed: usize,
@@ -71,6 +79,7 @@ pub struct PruneImagesResponse {
 
 /// `POST /images/login`: credentials kept by the daemon for a registry.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct RegistryLoginRequest {
     pub registry: String,
     pub username: String,

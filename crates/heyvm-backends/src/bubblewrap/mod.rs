@@ -203,6 +203,10 @@ impl Backend for BubblewrapBackend {
         self.inner.cgroups.is_some()
     }
 
+    fn image_writable_layer(&self, paths: &heyvm_core::paths::SandboxPaths) -> Option<PathBuf> {
+        Some(crate::rootfs::writable_layer(paths))
+    }
+
     fn network_warning(&self, spec: &LaunchSpec) -> Option<String> {
         net::choose_why(spec, procs::is_root()).1.map(String::from)
     }

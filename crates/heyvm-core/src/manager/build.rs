@@ -333,7 +333,7 @@ impl SandboxManager {
                 crate::archive::extract(&a, &d)
             })
             .await
-            .map_err(|e| crate::CoreError::Backend(e.to_string()))??;
+            .map_err(|e| crate::CoreError::Backend(crate::backend::BackendError::Failed(e.to_string())))??;
             if b.dockerfile.starts_with('/') || b.dockerfile.split('/').any(|c| c == "..") {
                 return Err(ImageError::Build(format!("Dockerfile path '{}' leaves the context", b.dockerfile)).into());
             }

@@ -18,7 +18,8 @@ use heyvm_types::{CreateSandboxRequest, ExecRequest};
 
 use super::build::{build_err, shell_argv, strip_rootfs, BuildEvent, BuildLog, BuildRequest, StageState};
 use super::SandboxManager;
-use crate::agent_client::ExecEvent;
+use crate::agent::ExecEvent;
+use crate::backend::BackendError;
 use crate::error::{CoreError, Result};
 
 /// Paths of a build sandbox's writable layer that are its own mount points,
@@ -26,7 +27,7 @@ use crate::error::{CoreError, Result};
 const NOT_IN_LAYER: &[&str] = &["proc", "dev", "sys", "workspace", "run/heyvm", "run/heyvm-bin"];
 
 fn blocking_err(e: tokio::task::JoinError) -> CoreError {
-    CoreError::Backend(format!("build worker panicked: {e}"))
+    CoreError::Backend(BackendError::Failed(format!("build worker panicked: {e}")))
 }
 
 /// A read-only view of some layers: the single layer itself, or an overlay
@@ -54,7 +55,10 @@ impl Tree {
                     libc::mount(c"overlay".as_ptr(), target.as_ptr(), c"overlay".as_ptr(), libc::MS_RDONLY, opts.as_ptr().cast())
                 };
                 if r != 0 {
-                    return Err(CoreError::Backend(format!("mounting a stage for COPY --from: {}", std::io::Error::last_os_error())));
+                    return Err(CoreError::Backend(BackendError::Failed(format!(
+                        "mounting a stage for COPY --from: {}",
+                        std::io::Error::last_os_error()
+                    ))));
                 }
                 Ok(Tree { root: scratch.to_path_buf(), mounted: true })
             }
@@ -241,7 +245,11 @@ impl SandboxManager {
         cmd: &Command,
         log: &BuildLog,
     ) -> Result<NewLayer> {
-        let upper = self.data.sandbox(id).upper().join("rootfs");
+        let rec = self.store.resolve(id)?;
+        let upper = self
+            .backend_for(&rec)?
+            .image_writable_layer(&self.data.sandbox(id))
+            .ok_or_else(|| build_err(line, format!("RUN: the {} backend cannot build images", rec.backend_type)))?;
         // WORKDIR exists before the command runs in it, as in Docker.
         std::fs::create_dir_all(upper.join(st.workdir().trim_start_matches('/')))?;
         self.start(id).await.map_err(|e| build_err(line, format!("RUN: {e}")))?;

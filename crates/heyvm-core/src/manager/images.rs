@@ -53,7 +53,7 @@ impl SandboxManager {
         let (store, i) = (self.images.clone(), img.clone());
         tokio::task::spawn_blocking(move || store.layer_dirs(&i))
             .await
-            .map_err(|e| CoreError::Backend(format!("unpacking layers panicked: {e}")))??;
+            .map_err(|e| CoreError::Backend(crate::backend::BackendError::Failed(format!("unpacking layers panicked: {e}"))))??;
         Ok(img)
     }
 
@@ -70,7 +70,7 @@ impl SandboxManager {
             store.layer_dirs(&img)
         })
         .await
-        .map_err(|e| CoreError::Backend(format!("unpacking layers panicked: {e}")))?
+        .map_err(|e| CoreError::Backend(crate::backend::BackendError::Failed(format!("unpacking layers panicked: {e}"))))?
         .map_err(Into::into)
     }
 
@@ -156,7 +156,7 @@ impl SandboxManager {
         let (store, i) = (self.images.clone(), img.clone());
         tokio::task::spawn_blocking(move || store.layer_dirs(&i))
             .await
-            .map_err(|e| CoreError::Backend(format!("unpacking layers panicked: {e}")))??;
+            .map_err(|e| CoreError::Backend(crate::backend::BackendError::Failed(format!("unpacking layers panicked: {e}"))))??;
         Ok(to_info(&self.images, &img, self.modified_at(&img), self.image_users(&img.digest)))
     }
 

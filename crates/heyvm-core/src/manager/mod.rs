@@ -145,7 +145,12 @@ impl SandboxManager {
         std::fs::create_dir_all(data.sandboxes_dir())?;
         let store = Store::open(&data.db_path())?;
         let shells = crate::shell::ShellSessions::new(config.shell_idle_expiry);
-        let settings = heyvm_images::RegistrySettings::from_env(data.root())?;
+        let settings = heyvm_images::RegistrySettings::new(
+            data.root(),
+            &crate::config::string(crate::config::REGISTRY_MIRRORS).unwrap_or_default(),
+            &crate::config::string(crate::config::INSECURE_REGISTRIES).unwrap_or_default(),
+            crate::config::docker_config_file(),
+        )?;
         let images = Arc::new(heyvm_images::ImageStore::open(data.images_dir(), settings)?);
         let mgr = Arc::new(SandboxManager {
             data,

@@ -140,6 +140,12 @@ impl Doc {
         Op { doc: self, method: method.to_ascii_lowercase(), path: openapi_path(path), v: json!({"summary": summary, "responses": {}}) }
     }
 
+    /// Registers a schema that `schema_from` does not pick up by itself
+    /// (types nested inside a flattened or listed field).
+    pub(crate) fn schema<T: ToSchema>(&mut self) {
+        self.components = std::mem::take(&mut self.components).schema_from::<T>();
+    }
+
     fn schema_ref<T: ToSchema>(&mut self) -> Value {
         self.components = std::mem::take(&mut self.components).schema_from::<T>();
         json!({"$ref": format!("#/components/schemas/{}", T::name())})

@@ -15,6 +15,7 @@ const WS: &str = "WebSocket upgrade (send `Connection: Upgrade`, `Upgrade: webso
 
 pub(crate) fn all(d: &mut Doc) {
     native(d);
+    images(d);
     files_and_streams(d);
     compat(d);
 }
@@ -110,6 +111,53 @@ fn native(d: &mut Doc) {
         .body::<WaitForRequest>()
         .ok::<WaitForResponse>(200)
         .errors(&[409, 415])
+        .add();
+}
+
+fn images(d: &mut Doc) {
+    d.schema::<ImageLayer>();
+    d.op("GET", "/images", "Tagged images in the store").ok_list::<ImageInfo>(200).add();
+    d.op(
+        "POST",
+        "/images/pull",
+        "Pull an image from its registry (mirrors first); `Accept: text/event-stream` streams progress, then `done` or `error`",
+    )
+    .body::<PullImageRequest>()
+    .ok::<ImageInfo>(200)
+    .errors(&[400, 415, 502])
+    .add();
+    d.op("POST", "/images/tag", "Give an image another reference").body::<TagImageRequest>().ok::<ImageInfo>(201).errors(&[400, 415]).add();
+    d.op("POST", "/images/prune", "Delete layers and blobs no image references").ok::<PruneImagesResponse>(200).add();
+    d.op("POST", "/images/login", "Keep credentials for a registry (daemon-side, 0600)")
+        .body::<RegistryLoginRequest>()
+        .ok_schema(200, json!({"type": "object"}))
+        .errors(&[400, 415])
+        .add();
+    d.op("POST", "/images/push", "Push an image to its registry; `Accept: text/event-stream` streams progress")
+        .body::<PushImageRequest>()
+        .ok_schema(200, json!({"type": "object", "properties": {"reference": {"type": "string"}, "digest": {"type": "string"}}}))
+        .errors(&[400, 415, 502])
+        .add();
+    d.op(
+        "POST",
+        "/images/build",
+        "Build an image from a Dockerfile; the body is the context as tar.gz; `Accept: text/event-stream` streams steps and output",
+    )
+    .query("t", "string", "the reference to tag the result with")
+    .query("dockerfile", "string", "the Dockerfile's path in the context (default Dockerfile)")
+    .query("target", "string", "the stage to build")
+    .query("no_cache", "boolean", "ignore the build cache")
+    .query("build_arg", "string", "K=V, repeatable")
+    .raw_body(json!({"application/gzip": {"schema": {"type": "string", "format": "binary"}}}))
+    .ok_schema(200, json!({"type": "object"}))
+    .errors(&[400, 413, 502])
+    .add();
+    d.op("GET", "/images/{reference}", "One image: config and layers (the reference is one percent-encoded segment)")
+        .ok::<ImageDetails>(200)
+        .add();
+    d.op("DELETE", "/images/{reference}", "Remove an image's reference (409 image_in_use while sandboxes use it)")
+        .ok_schema(200, json!({"type": "object"}))
+        .errors(&[409])
         .add();
 }
 

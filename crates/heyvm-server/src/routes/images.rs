@@ -47,8 +47,9 @@ pub async fn tag(State(s): State<AppState>, ApiJson(req): ApiJson<TagImageReques
 
 pub async fn prune(State(s): State<AppState>) -> ApiResult<Json<PruneImagesResponse>> {
     let mgr = s.mgr.clone();
-    let r =
-        tokio::task::spawn_blocking(move || mgr.prune_images()).await.map_err(|e| CoreError::Backend(format!("prune panicked: {e}")))??;
+    let r = tokio::task::spawn_blocking(move || mgr.prune_images())
+        .await
+        .map_err(|e| CoreError::Backend(heyvm_core::backend::BackendError::Failed(format!("prune panicked: {e}"))))??;
     Ok(Json(PruneImagesResponse { blobs_removed: r.blobs_removed, layers_removed: r.layers_removed, bytes_freed: r.bytes_freed }))
 }
 
