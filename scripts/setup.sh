@@ -9,7 +9,8 @@ cd "$(dirname "$0")/.."
 SUDO=""
 if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
 
-packages=(bubblewrap procps tmux curl python3 python3-venv git ca-certificates build-essential iproute2 nftables slirp4netns jq nodejs)
+# e2fsprogs: each sandbox's disk is an ext4 image (mkfs.ext4, e2fsck, resize2fs).
+packages=(bubblewrap procps tmux curl python3 python3-venv git ca-certificates build-essential iproute2 nftables slirp4netns jq nodejs e2fsprogs)
 # The microVM tier: QEMU, qcow2 overlays, and what scripts/vm-assets.sh uses
 # to build the guest kernel and the default VM image.
 packages+=(qemu-system-x86 qemu-utils mmdebstrap xz-utils e2fsprogs)

@@ -1,5 +1,6 @@
 //! Where the bubblewrap backend keeps a sandbox's copy-on-write layers,
-//! inside the sandbox's directory (a backend fact, not the manager's).
+//! on the sandbox's disk (or in its directory when it has none): a backend
+//! fact, not the manager's.
 
 use std::path::PathBuf;
 
@@ -14,10 +15,10 @@ pub trait OverlayPaths {
 
 impl OverlayPaths for SandboxPaths {
     fn upper(&self) -> PathBuf {
-        self.dir.join("upper")
+        self.storage().join("upper")
     }
     fn overlay_work(&self) -> PathBuf {
-        self.dir.join("work")
+        self.storage().join("work")
     }
     fn merged(&self) -> PathBuf {
         self.dir.join("merged")

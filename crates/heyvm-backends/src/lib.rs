@@ -7,6 +7,7 @@
 
 pub mod bubblewrap;
 pub mod cgroups;
+mod disk;
 mod hardening;
 pub mod layout;
 mod mask;

@@ -8,7 +8,7 @@
 
 use std::ffi::CString;
 use std::io;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
@@ -36,6 +36,17 @@ pub struct OwnerPlan {
     /// Hand bwrap the seccomp filter (see `seccomp`).
     #[serde(default)]
     pub seccomp: bool,
+    /// RLIMIT_NOFILE (soft and hard) for everything in the sandbox.
+    #[serde(default)]
+    pub open_files: Option<u64>,
+    /// The data directory: overlay paths under it are given to the kernel
+    /// relative to it, so the sandbox's /proc/self/mountinfo never shows it.
+    #[serde(default)]
+    pub data_dir: Option<PathBuf>,
+    /// The sandbox's own disk mount; every other sandbox disk is detached
+    /// from the owner's mount namespace (see `disk::detach_foreign`).
+    #[serde(default)]
+    pub own_disk: Option<PathBuf>,
 }
 
 /// Never returns on success (the process becomes bwrap).
@@ -70,6 +81,9 @@ fn become_bwrap(plan: &OwnerPlan) -> io::Result<()> {
     for f in &plan.cgroup_procs {
         std::fs::write(f, &pid).map_err(|e| io::Error::new(e.kind(), format!("joining {}: {e}", f.display())))?;
     }
+    if let Some(n) = plan.open_files {
+        set_open_files(n)?;
+    }
     if plan.protect_from_oom {
         // Inherited by bwrap's init and the agent; the agent resets it to 0
         // for every command it runs.
@@ -86,9 +100,16 @@ fn become_bwrap(plan: &OwnerPlan) -> io::Result<()> {
                 return Err(err("making mounts private"));
             }
         }
-        for o in &plan.overlays {
-            mount_overlay(o)?;
+        if let Some(own) = &plan.own_disk {
+            crate::disk::detach_foreign(own);
         }
+        if let Some(d) = &plan.data_dir {
+            std::env::set_current_dir(d).map_err(|e| io::Error::new(e.kind(), format!("entering {}: {e}", d.display())))?;
+        }
+        for o in &plan.overlays {
+            mount_overlay(o, plan.data_dir.as_deref())?;
+        }
+        std::env::set_current_dir("/")?;
     }
     enter_network(&plan.net)?;
     if plan.net.netns.is_some() {
@@ -136,8 +157,37 @@ fn enter_network(net: &crate::net::OwnerNet) -> io::Result<()> {
     Ok(())
 }
 
-fn mount_overlay(o: &Overlay) -> io::Result<()> {
-    let opts = format!("lowerdir={},upperdir={},workdir={}", o.lower.display(), o.upper.display(), o.work.display());
+/// Lowers the hard and soft limit on open files (lowering needs no
+/// privilege; raising past the current hard limit would).
+fn set_open_files(n: u64) -> io::Result<()> {
+    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit/setrlimit with a valid struct.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
+            return Err(err("getrlimit(RLIMIT_NOFILE)"));
+        }
+        let n = n.min(lim.rlim_max);
+        lim = libc::rlimit { rlim_cur: n, rlim_max: n };
+        if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+            return Err(err("setrlimit(RLIMIT_NOFILE)"));
+        }
+    }
+    Ok(())
+}
+
+/// `path` relative to `base` when it lies under it (the owner's working
+/// directory is `base` while it mounts).
+fn hidden(path: &str, base: Option<&Path>) -> String {
+    match base.and_then(|b| Path::new(path).strip_prefix(b).ok()) {
+        Some(rel) if !rel.as_os_str().is_empty() => rel.display().to_string(),
+        _ => path.to_string(),
+    }
+}
+
+fn mount_overlay(o: &Overlay, base: Option<&Path>) -> io::Result<()> {
+    let lower: Vec<String> = o.lower.display().to_string().split(':').map(|l| hidden(l, base)).collect();
+    let (upper, work) = (hidden(&o.upper.display().to_string(), base), hidden(&o.work.display().to_string(), base));
+    let opts = format!("lowerdir={},upperdir={upper},workdir={work}", lower.join(":"));
     let c = |s: &str| CString::new(s).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL in path"));
     let (src, target, fstype, data) = (c("overlay")?, c(&o.merged.display().to_string())?, c("overlay")?, c(&opts)?);
     // SAFETY: all pointers are valid C strings for the duration of the call.

@@ -309,6 +309,10 @@ pub struct CreateArgs {
     /// micro, mini, small, medium, large or xlarge.
     #[arg(long)]
     pub size_class: Option<String>,
+    /// Disk size in GiB for the writable layer and /workspace (default: the
+    /// size class's, micro 2 … xlarge 80).
+    #[arg(long, value_name = "GIB")]
+    pub disk_size_gb: Option<u64>,
     /// Create without starting.
     #[arg(long)]
     pub no_start: bool,
@@ -364,6 +368,10 @@ pub struct UpdateArgs {
     /// micro, mini, small, medium, large or xlarge (limits apply at once).
     #[arg(long)]
     pub size_class: Option<String>,
+    /// Grow the disk to this many GiB (at once where the host allows, else at
+    /// the next start; disks never shrink).
+    #[arg(long, value_name = "GIB")]
+    pub disk_size_gb: Option<u64>,
     /// Stop after this long without use (e.g. 30m, 2h; 0 = never).
     #[arg(long, value_name = "DURATION")]
     pub idle_timeout: Option<String>,

@@ -73,6 +73,13 @@ pub struct Usage {
     pub oom_kills: u64,
 }
 
+/// A sandbox disk's enforced size and how much of it is in use.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DiskUsage {
+    pub used_bytes: u64,
+    pub limit_bytes: u64,
+}
+
 /// Whether a sandbox's processes are alive. `Unknown` (the check itself
 /// failed: out of descriptors, a timeout) must never be taken for dead.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -135,6 +142,48 @@ pub trait Backend: Send + Sync + 'static {
     /// Kills whatever is left of a sandbox that has no instance (after a
     /// crash) and releases its runtime resources. Files stay. Idempotent.
     async fn cleanup(&self, spec: &LaunchSpec) -> BackendResult<()>;
+
+    /// Makes a sandbox's files reachable from the host again (e.g. mounts
+    /// its disk after a host reboot). Called for every sandbox when the
+    /// daemon starts. Idempotent.
+    fn open_storage(&self, _spec: &LaunchSpec) -> BackendResult<()> {
+        Ok(())
+    }
+
+    /// Deletes a sandbox's files once nothing of it runs.
+    fn remove_files(&self, spec: &LaunchSpec) -> BackendResult<()> {
+        remove_tree(&spec.paths.dir);
+        Ok(())
+    }
+
+    /// The sandbox disk's use and enforced size; None when its disk is not
+    /// limited.
+    fn disk_usage(&self, _spec: &LaunchSpec) -> Option<DiskUsage> {
+        None
+    }
+
+    /// Grows the sandbox's disk to `spec.limits.disk_bytes`; true when the
+    /// new size applies at once, false when at the next start.
+    fn grow_disk(&self, _spec: &LaunchSpec) -> BackendResult<bool> {
+        Err(BackendError::Unsupported { backend: self.name(), what: "growing a sandbox disk" })
+    }
+
+    /// Why the sandbox's disk will not be limited, if so.
+    fn storage_warning(&self, _spec: &LaunchSpec) -> Option<String> {
+        None
+    }
+}
+
+/// Deletes a sandbox directory. Files created inside the sandbox may be
+/// read-only directories; make them writable first.
+pub fn remove_tree(dir: &std::path::Path) {
+    if std::fs::remove_dir_all(dir).is_ok() || !dir.exists() {
+        return;
+    }
+    let _ = std::process::Command::new("chmod").arg("-R").arg("u+rwx").arg(dir).status();
+    if let Err(e) = std::fs::remove_dir_all(dir) {
+        tracing::warn!(dir = %dir.display(), error = %e, "could not remove sandbox directory");
+    }
 }
 
 /// One running sandbox.

@@ -54,12 +54,31 @@ pub struct SandboxPaths {
 }
 
 impl SandboxPaths {
+    /// The sandbox's own disk image (bubblewrap as root; see
+    /// heyvm-backends' `disk`). Never mounted inside.
+    pub fn disk_image(&self) -> PathBuf {
+        self.dir.join("disk.img")
+    }
+    /// Where the disk image is mounted on the host.
+    pub fn disk_mount(&self) -> PathBuf {
+        self.dir.join("disk")
+    }
+    /// Where the sandbox's writable files live: on its disk when it has
+    /// one, else (no root, or a sandbox from before disk limits) directly in
+    /// its directory.
+    pub fn storage(&self) -> PathBuf {
+        if self.disk_image().exists() {
+            self.disk_mount()
+        } else {
+            self.dir.clone()
+        }
+    }
     /// Persistent writable root directory (becomes `/` in the sandbox).
     pub fn root(&self) -> PathBuf {
-        self.dir.join("root")
+        self.storage().join("root")
     }
     pub fn workspace(&self) -> PathBuf {
-        self.dir.join("workspace")
+        self.storage().join("workspace")
     }
     /// The agent's listening socket (bubblewrap). The sandbox directory
     /// itself is never mounted inside, so the sandbox cannot replace it.

@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use heyvm_types::{MountSpec, NetworkMode, SandboxStatus, SizeClass};
+use heyvm_types::{Limits, MountSpec, NetworkMode, SandboxStatus, SizeClass};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -61,6 +61,10 @@ pub struct SandboxRecord {
     /// The image config's `User`, the default for commands.
     #[serde(default)]
     pub image_user: Option<String>,
+    /// Disk size in GiB when it differs from the size class's (asked for at
+    /// create, or grown since).
+    #[serde(default)]
+    pub disk_size_gb: Option<u64>,
 }
 
 pub fn now_secs() -> i64 {
@@ -103,7 +107,18 @@ impl SandboxRecord {
             last_used_at: None,
             image_digest: None,
             image_user: None,
+            disk_size_gb: None,
         }
+    }
+
+    /// The disk size in GiB: the override, else the size class's.
+    pub fn disk_gb(&self) -> u64 {
+        self.disk_size_gb.unwrap_or_else(|| self.size_class.disk_gb())
+    }
+
+    /// The size class's limits with this sandbox's disk size.
+    pub fn limits(&self) -> Limits {
+        Limits { disk_bytes: self.disk_gb() * heyvm_types::GIB, ..self.size_class.limits() }
     }
 
     /// TTL seconds consumed so far, counting the current running period.

@@ -48,7 +48,7 @@ impl FromStr for SandboxStatus {
     }
 }
 
-/// Size classes: enforced as CPU, memory and pids limits.
+/// Size classes: enforced as CPU, memory, pids, open-file and disk limits.
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
@@ -69,9 +69,16 @@ pub struct Limits {
     pub millicpu: u32,
     pub memory_bytes: u64,
     pub pids: u32,
+    /// Size of the sandbox's disk (writable layer and /workspace).
+    pub disk_bytes: u64,
+    /// Open files per process (RLIMIT_NOFILE, soft and hard).
+    pub open_files: u64,
 }
 
 const MIB: u64 = 1024 * 1024;
+pub const GIB: u64 = 1024 * MIB;
+/// Largest `disk_size_gb` accepted.
+pub const MAX_DISK_GB: u64 = 1024;
 
 impl SizeClass {
     pub const ALL: [SizeClass; 6] = [Self::Micro, Self::Mini, Self::Small, Self::Medium, Self::Large, Self::Xlarge];
@@ -96,9 +103,34 @@ impl SizeClass {
             Self::Large => (4000, 8192, 4096),
             Self::Xlarge => (8000, 16384, 8192),
         };
-        Limits { millicpu, memory_bytes: mem_mib * MIB, pids }
+        Limits {
+            millicpu,
+            memory_bytes: mem_mib * MIB,
+            pids,
+            disk_bytes: self.disk_gb() * GIB,
+            open_files: OPEN_FILES_PER_PID * u64::from(pids),
+        }
+    }
+
+    /// The disk size of the class, in GiB (`disk_size_gb` overrides it).
+    pub fn disk_gb(self) -> u64 {
+        match self {
+            Self::Micro => 2,
+            Self::Mini => 5,
+            Self::Small => 10,
+            Self::Medium => 20,
+            Self::Large => 40,
+            Self::Xlarge => 80,
+        }
     }
 }
+
+/// RLIMIT_NOFILE (soft and hard) of a sandbox's processes per allowed
+/// process: micro 4096 … xlarge 131072. A hard ceiling the sandbox cannot
+/// raise (that needs CAP_SYS_RESOURCE on the host); with the pids limit it
+/// bounds the files a sandbox holds open, and their kernel memory is
+/// charged to its memory limit.
+pub const OPEN_FILES_PER_PID: u64 = 16;
 
 impl fmt::Display for SizeClass {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -204,6 +236,18 @@ pub struct SandboxInfo {
     /// Unix time of the last exec, file call, shell or proxy connection.
     #[serde(default)]
     pub last_used_at: Option<i64>,
+    /// The disk size asked for, in GiB: `disk_size_gb` at create or later
+    /// growth, else the size class's.
+    #[serde(default)]
+    pub disk_size_gb: u64,
+    /// Bytes in use on the sandbox's disk (writable layer and /workspace);
+    /// null when the disk is not limited (see `disk_limit`).
+    #[serde(default)]
+    pub disk_usage: Option<u64>,
+    /// The enforced size of the sandbox's disk in bytes; null when this
+    /// host does not limit it (no root, or a sandbox from before limits).
+    #[serde(default)]
+    pub disk_limit: Option<u64>,
 }
 
 fn default_network_name() -> String {
@@ -305,6 +349,10 @@ pub struct CreateSandboxRequest {
     /// Start the sandbox on its next use even when it was stopped by hand.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub auto_resume: Option<bool>,
+    /// Disk size in GiB (writable layer and /workspace), instead of the
+    /// size class's (micro 2, mini 5, small 10, medium 20, large 40, xlarge 80).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disk_size_gb: Option<u64>,
 }
 
 /// Body of `PATCH /sandboxes/:id`. Absent fields are left unchanged;
@@ -335,6 +383,9 @@ pub struct UpdateSandboxRequest {
     pub idle_timeout_seconds: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub auto_resume: Option<bool>,
+    /// Grows the disk to this many GiB (disks never shrink).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disk_size_gb: Option<u64>,
 }
 
 /// What `stop`/`start`-style actions return to the CLI.

@@ -93,7 +93,7 @@ fn launch_nat(assets: &heyvm_vm::assets::VmAssets, initrd: std::path::PathBuf, s
         id: format!("sb-{:08x}", std::process::id()),
         hostname: "natvm".into(),
         paths: heyvm_core::paths::SandboxPaths { dir: dir.clone() },
-        limits: heyvm_types::Limits { millicpu: 1000, memory_bytes: 512 << 20, pids: 256 },
+        limits: heyvm_types::Limits { millicpu: 1000, memory_bytes: 512 << 20, pids: 256, ..heyvm_types::SizeClass::Micro.limits() },
         mounts: vec![],
         network: NetworkSpec { mode: heyvm_types::NetworkMode::Nat, ..Default::default() },
         image_layers: vec![],

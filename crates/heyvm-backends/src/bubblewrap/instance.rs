@@ -56,6 +56,13 @@ fn failed(what: &str, e: impl std::fmt::Display) -> BackendError {
 
 pub(super) async fn launch(inner: Arc<Inner>, spec: &LaunchSpec) -> BackendResult<BwrapInstance> {
     let p = &spec.paths;
+    if p.disk_image().exists() {
+        let (paths, bytes) = (p.clone(), spec.limits.disk_bytes);
+        tokio::task::spawn_blocking(move || crate::disk::ready(&paths, bytes))
+            .await
+            .map_err(|e| failed("disk setup", e))?
+            .map_err(|e| BackendError::io("mounting the sandbox disk", e))?;
+    }
     if let Some(cg) = &inner.cgroups {
         cg.create(&spec.id, &spec.limits).map_err(|e| failed("setting up cgroups", e))?;
     }
@@ -140,6 +147,11 @@ fn pidfd_open(pid: i32) -> std::io::Result<OwnedFd> {
 fn recorded_owner(spec: &LaunchSpec) -> Option<i32> {
     let f: OwnerFile = serde_json::from_slice(&fs::read(spec.paths.owner_json()).ok()?).ok()?;
     Some(f.pid)
+}
+
+/// Whether the sandbox's processes run (whoever launched them).
+pub(super) fn owner_alive(spec: &LaunchSpec) -> bool {
+    recorded_owner(spec).is_some_and(|p| procs::alive_with(p, &marker(spec)))
 }
 
 impl BwrapInstance {

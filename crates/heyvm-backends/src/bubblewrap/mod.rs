@@ -2,8 +2,10 @@
 //! user, pid, mount, ipc, uts and network namespaces. Its `/` is a
 //! persistent per-sandbox directory; the host's system directories appear
 //! through copy-on-write overlays (as root) or read-only binds (without
-//! root); `/workspace` is a persistent directory of its own. Networking
-//! (`nat` / `none`, egress policy) is in [`crate::net`].
+//! root); `/workspace` is a persistent directory of its own. As root, both
+//! the writable layer and `/workspace` live on the sandbox's own disk
+//! ([`crate::disk`]). Networking (`nat` / `none`, egress policy) is in
+//! [`crate::net`].
 
 mod instance;
 
@@ -64,6 +66,8 @@ pub(crate) struct Inner {
     agent: Option<PathBuf>,
     pub(crate) cgroups: Option<Cgroups>,
     overlays: bool,
+    /// Ok when sandboxes get disks of their own, else why not.
+    disks: Result<(), String>,
 }
 
 impl BubblewrapBackend {
@@ -87,11 +91,15 @@ impl BubblewrapBackend {
         if root {
             crate::mask::start_rescan();
         }
+        let disks = crate::disk::probe();
+        if let Err(why) = &disks {
+            tracing::warn!("disk limits disabled: {why}");
+        }
         let agent = heyvm_core::backend::static_agent_path();
         if agent.is_none() {
             tracing::info!("no static heyvm-agent found; sandboxes run the agent from the heyvm binary");
         }
-        Ok(BubblewrapBackend { inner: Arc::new(Inner { bwrap, heyvm_exe, agent, cgroups, overlays: root }) })
+        Ok(BubblewrapBackend { inner: Arc::new(Inner { bwrap, heyvm_exe, agent, cgroups, overlays: root, disks }) })
     }
 }
 
@@ -181,6 +189,9 @@ impl Inner {
             net,
             log_file: Some(p.log_file()),
             seccomp: true,
+            open_files: Some(spec.limits.open_files),
+            data_dir: p.dir.parent().and_then(Path::parent).map(Path::to_path_buf),
+            own_disk: p.disk_image().exists().then(|| p.disk_mount()),
         })
     }
 }
@@ -213,8 +224,12 @@ impl Backend for BubblewrapBackend {
 
     fn prepare(&self, spec: &LaunchSpec) -> BackendResult<()> {
         let p = &spec.paths;
-        let root = p.root();
         let mkdir = |d: &Path| fs::create_dir_all(d).map_err(|e| io_err("creating", d, e));
+        if self.inner.disks.is_ok() && !p.disk_image().exists() {
+            mkdir(&p.dir)?;
+            crate::disk::create(p, spec.limits.disk_bytes).map_err(|e| BackendError::io("creating the sandbox disk", e))?;
+        }
+        let root = p.root();
         for d in [p.workspace(), root.clone()] {
             mkdir(&d)?;
         }
@@ -252,5 +267,47 @@ impl Backend for BubblewrapBackend {
 
     async fn cleanup(&self, spec: &LaunchSpec) -> BackendResult<()> {
         instance::release(&self.inner, spec, None).await
+    }
+
+    fn open_storage(&self, spec: &LaunchSpec) -> BackendResult<()> {
+        if spec.paths.disk_image().exists() {
+            crate::disk::mount(&spec.paths).map_err(|e| BackendError::io("mounting the sandbox disk", e))?;
+        }
+        Ok(())
+    }
+
+    fn remove_files(&self, spec: &LaunchSpec) -> BackendResult<()> {
+        crate::disk::unmount(&spec.paths);
+        heyvm_core::backend::remove_tree(&spec.paths.dir);
+        Ok(())
+    }
+
+    fn disk_usage(&self, spec: &LaunchSpec) -> Option<heyvm_core::backend::DiskUsage> {
+        crate::disk::usage(&spec.paths)
+    }
+
+    fn grow_disk(&self, spec: &LaunchSpec) -> BackendResult<bool> {
+        let p = &spec.paths;
+        if !p.disk_image().exists() {
+            return Err(BackendError::Unsupported { backend: "bubblewrap", what: "growing the disk of a sandbox without a disk limit" });
+        }
+        let bytes = spec.limits.disk_bytes;
+        let io = |e| BackendError::io("growing the sandbox disk", e);
+        if crate::disk::grow_online(p, bytes).map_err(io)? {
+            return Ok(true);
+        }
+        // Without CAP_SYS_RESOURCE: offline, now if the sandbox is not
+        // running, else at its next start.
+        Ok(!instance::owner_alive(spec) && crate::disk::grow_offline(p, bytes).is_ok())
+    }
+
+    fn storage_warning(&self, spec: &LaunchSpec) -> Option<String> {
+        match &self.inner.disks {
+            Err(why) => Some(format!("the disk is not limited on this host: {why}")),
+            Ok(()) if !spec.paths.disk_image().exists() => {
+                Some("this sandbox was created before disk limits; its disk is not limited (recreate it to get one)".into())
+            }
+            Ok(()) => None,
+        }
     }
 }

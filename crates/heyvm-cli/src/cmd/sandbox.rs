@@ -55,6 +55,7 @@ pub fn create(c: &Client, f: Format, a: CreateArgs) -> anyhow::Result<ExitCode> 
         deny_out: (!a.deny_out.is_empty()).then_some(a.deny_out),
         idle_timeout_seconds: a.idle_timeout.as_deref().map(idle_secs).transpose()?,
         auto_resume: a.auto_resume.then_some(true),
+        disk_size_gb: a.disk_size_gb,
         ..Default::default()
     };
     let info = c.create(&req)?;
@@ -117,6 +118,13 @@ fn print_info(i: &SandboxInfo) {
         ("uptime", human_duration(i.uptime.secs)),
         ("cpu", format!("{:.1}%", i.cpu_usage)),
         ("memory", human_bytes(i.memory_usage)),
+        (
+            "disk",
+            match (i.disk_usage, i.disk_limit) {
+                (Some(used), Some(limit)) => format!("{} of {}", human_bytes(used), human_bytes(limit)),
+                _ => format!("{} GiB (not limited on this host)", i.disk_size_gb),
+            },
+        ),
         ("workdir", i.working_directory.clone()),
     ];
     kv.push((
@@ -204,6 +212,7 @@ pub fn update(c: &Client, f: Format, a: UpdateArgs) -> anyhow::Result<ExitCode> 
         size_class: size_class(a.size_class)?,
         idle_timeout_seconds: a.idle_timeout.as_deref().map(idle_secs).transpose()?,
         auto_resume: a.auto_resume,
+        disk_size_gb: a.disk_size_gb,
     };
     let info = c.update(&a.id, &req)?;
     match f {

@@ -191,7 +191,7 @@ fn malformed_requests_are_400() {
 fn uploads_over_the_limit_are_413_and_leave_nothing() {
     let Some(d) = Daemon::start_with(&[("HEYVM_MAX_UPLOAD_BYTES", "1000")]) else { return };
     let id = d.create(json!({"name": "big", "size_class": "micro"}))["id"].as_str().unwrap().to_string();
-    let ws = d.data.path().join("sandboxes").join(&id).join("workspace");
+    let ws = d.storage(&id).join("workspace");
     let big = vec![b'x'; 2000];
     assert_err(d.upload_multipart(&id, "/workspace", "big.bin", &big), 413, "payload_too_large", "multipart");
     assert_err(d.upload_json(&id, "/workspace", "big.bin", &big), 413, "payload_too_large", "json");

@@ -51,7 +51,8 @@ fn compat_deploy_exec_files_and_lifecycle() {
     assert_eq!(v["vcpus"], 0.25);
     assert!(v["ttl_seconds"].is_null(), "ttl 0 means none: {v}");
     assert_eq!(v["region"], "US");
-    assert_eq!(v["ignored_fields"], json!(["cpus", "disk_size_gb"]));
+    assert_eq!(v["ignored_fields"], json!(["cpus"]));
+    assert_eq!(v["disk_size_gb"], 10, "disk_size_gb overrides micro's 2 GiB: {v}");
 
     // Listing, by id and by name.
     let (s, list) = d.get("/deployed-sandboxes");

@@ -13,6 +13,7 @@ mod compat;
 mod deploy;
 mod exec_stdin;
 mod hostile_api;
+mod hostile_disk;
 mod hostile_flood;
 mod hostile_kernel;
 mod hostile_net;

@@ -31,7 +31,8 @@ fn creates_adopt_warm_sandboxes_that_behave_like_any_other() {
     assert_eq!(d.get("/sandboxes").1, json!([]));
     assert_eq!(d.get(&format!("/sandboxes/{warm}")).0, 404);
 
-    let info = d.create(json!({"name": "Pooled.One", "size_class": "micro", "env_vars": {"A": "1"}, "start_command": "echo started; sleep 1000", "setup_hooks": ["echo hooked"]}));
+    // Warm sandboxes have the default disk (10 GiB); a disk cannot shrink.
+    let info = d.create(json!({"name": "Pooled.One", "size_class": "micro", "disk_size_gb": 10, "env_vars": {"A": "1"}, "start_command": "echo started; sleep 1000", "setup_hooks": ["echo hooked"]}));
     assert_eq!(info["id"], warm.as_str(), "the create adopted the warm sandbox");
     assert_eq!(info["status"], "running");
     // It took the new identity: hostname, limits, env, hooks, start command.

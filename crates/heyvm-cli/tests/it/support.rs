@@ -280,10 +280,36 @@ impl Drop for Daemon {
             let _ = c.kill();
             let _ = c.wait();
         }
+        unmount_under(self.data.path());
+    }
+}
+
+/// Lazily unmounts every mount under `dir` (sandbox disks a killed daemon
+/// left behind), so the data dir can be removed.
+pub fn unmount_under(dir: &std::path::Path) {
+    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else { return };
+    let mut targets: Vec<&str> =
+        info.lines().filter_map(|l| l.split(' ').nth(4)).filter(|t| t.starts_with(&*dir.to_string_lossy())).collect();
+    targets.sort_by_key(|t| std::cmp::Reverse(t.len()));
+    for t in targets {
+        let Ok(c) = std::ffi::CString::new(t) else { continue };
+        // SAFETY: a valid C string.
+        unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
     }
 }
 
 impl Daemon {
+    /// Where a sandbox's writable files are on the host: on its disk when
+    /// it has one (root daemon), else in its directory.
+    pub fn storage(&self, id: &str) -> std::path::PathBuf {
+        let dir = self.data.path().join("sandboxes").join(id);
+        if dir.join("disk.img").exists() {
+            dir.join("disk")
+        } else {
+            dir
+        }
+    }
+
     /// A short-lived token for the daemon's JWT_SECRET, if it has one.
     fn cleanup_token(&self) -> Option<String> {
         let secret = self.extra_env.iter().find(|(k, _)| k == "JWT_SECRET")?.1.clone();

@@ -207,7 +207,7 @@ fn damaged_sandbox_dir_is_recreated() {
     let id = first["id"].as_str().unwrap();
     d.heyvm_json(&["stop", id]);
     // The sandbox's root is replaced by garbage: it cannot start any more.
-    let root = d.data.path().join("sandboxes").join(id).join("root");
+    let root = d.storage(id).join("root");
     std::fs::remove_dir_all(&root).unwrap();
     std::fs::write(&root, "garbage").unwrap();
     let out = wt(&d, &r.repo(), &["fragile", "--detach", "--format", "json"]);

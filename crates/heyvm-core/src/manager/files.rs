@@ -99,6 +99,7 @@ impl SandboxManager {
         let _g = lock.lock().await;
         let mut rec = self.store.resolve(&id)?;
         let m = validate::mount(&m)?;
+        validate::outside_data_dir(&m, self.data.root())?;
         if rec.mounts.iter().any(|o| o.sandbox_path == m.sandbox_path) {
             return Err(CoreError::Conflict(format!("a mount at '{}' already exists", m.sandbox_path)));
         }

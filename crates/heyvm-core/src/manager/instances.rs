@@ -57,9 +57,13 @@ impl SandboxManager {
         let backend = self.backend_for(rec).map_err(|e| e.to_string())?;
         let mut spec = self.spec(rec);
         spec.image_layers = self.image_layers(rec).await.map_err(|e| e.to_string())?;
+        // Recorded before this check existed: refuse rather than expose.
+        for m in &spec.mounts {
+            super::validate::outside_data_dir(m, self.data.root()).map_err(|e| e.to_string())?;
+        }
         // A previous crash may have left processes behind.
         self.kill_instance(rec).await.map_err(|e| e.to_string())?;
-        if let Some(w) = backend.network_warning(&spec) {
+        for w in [backend.network_warning(&spec), backend.storage_warning(&spec)].into_iter().flatten() {
             self.log_system(rec, &format!("warning: {w}"));
         }
         if !backend.limits_enforced() {

@@ -64,6 +64,9 @@ impl SandboxManager {
         }
         let region = super::archives::region(req.region.as_deref())?;
         let mounts = validate::mounts(&req.mounts.unwrap_or_default())?;
+        for m in &mounts {
+            validate::outside_data_dir(m, self.data.root())?;
+        }
         if req.archive_id.is_some() && mounts.iter().any(|m| m.sandbox_path == WORKSPACE_PATH) {
             return Err(CoreError::invalid("archive_id cannot be combined with a mount at /workspace (the archive is unpacked there)"));
         }
@@ -99,6 +102,7 @@ impl SandboxManager {
             last_used_at: None,
             image_digest: image.as_ref().map(|i| i.digest.clone()),
             image_user: image.and_then(|i| i.user),
+            disk_size_gb: req.disk_size_gb.map(super::disk::valid_size).transpose()?,
         };
         let mut rec = rec;
         // Adopt a warm sandbox when the request fits the pool's shape.
@@ -111,7 +115,7 @@ impl SandboxManager {
         if let Err(e) = self.store.insert(&rec) {
             if warm.is_some() {
                 let _ = self.kill_instance(&rec).await;
-                remove_tree(&self.spec(&rec).paths.dir);
+                self.remove_files(&rec);
                 self.refill_pool();
             }
             return Err(e);
@@ -127,7 +131,7 @@ impl SandboxManager {
         }
         if let Err(e) = prepared {
             let _ = self.store.delete(&rec.id);
-            remove_tree(&spec.paths.dir);
+            self.remove_files(&rec);
             return Err(e);
         }
         self.log_system(&rec, &format!("sandbox created (size {}, backend {})", rec.size_class, rec.backend_type));
@@ -154,9 +158,7 @@ impl SandboxManager {
     /// Gives a running warm sandbox `rec`'s identity and finishes its boot.
     async fn adopt_warm(self: &Arc<Self>, mut rec: SandboxRecord) -> Result<SandboxRecord> {
         let renamed = match self.running(&rec.id) {
-            Some(r) => {
-                r.instance.set_hostname(&rec.slug).and_then(|()| r.instance.set_limits(&rec.size_class.limits())).map_err(|e| e.to_string())
-            }
+            Some(r) => r.instance.set_hostname(&rec.slug).and_then(|()| r.instance.set_limits(&rec.limits())).map_err(|e| e.to_string()),
             None => Err("the warm sandbox is gone".to_string()),
         };
         match renamed {
@@ -210,7 +212,7 @@ impl SandboxManager {
         let rec = self.store.resolve(&id)?;
         self.kill_instance(&rec).await?;
         self.store.delete(&rec.id)?;
-        remove_tree(&self.spec(&rec).paths.dir);
+        self.remove_files(&rec);
         self.locks.lock().unwrap_or_else(|e| e.into_inner()).remove(&rec.id);
         self.cpu_samples.lock().unwrap_or_else(|e| e.into_inner()).remove(&rec.id);
         self.urls.lock().unwrap_or_else(|e| e.into_inner()).remove(&rec.id);
@@ -258,14 +260,20 @@ impl SandboxManager {
             rec.ttl_seconds = Some(t);
         }
         let resized = req.size_class.is_some_and(|s| s != rec.size_class);
+        let disk_before = rec.disk_gb();
         if let Some(s) = req.size_class {
             rec.size_class = s;
         }
+        let disk_grows = super::disk::apply_update(&mut rec, disk_before, req.disk_size_gb)?;
         if let Some(t) = req.idle_timeout_seconds {
             rec.idle_timeout_seconds = Some(t);
         }
         if let Some(a) = req.auto_resume {
             rec.auto_resume = a;
+        }
+        // First, so that a disk that cannot grow leaves the record as it was.
+        if disk_grows {
+            self.grow_disk(&rec).await?;
         }
         self.store.update(&rec)?;
         if let Some(r) = self.running(&rec.id).filter(|_| rec.status == SandboxStatus::Running) {
@@ -274,7 +282,7 @@ impl SandboxManager {
                 r.instance.set_hostname(&rec.slug)?;
             }
             if resized {
-                r.instance.set_limits(&rec.size_class.limits())?;
+                r.instance.set_limits(&rec.limits())?;
             }
         }
         if rec.status == SandboxStatus::Running && restart_service {
@@ -373,17 +381,5 @@ impl SandboxManager {
         self.store.update(rec)?;
         self.log_system_level(rec, "error", &format!("sandbox failed: {reason}"));
         Ok(())
-    }
-}
-
-/// Deletes a sandbox directory. Files created inside the sandbox may be
-/// read-only directories; make them writable first.
-fn remove_tree(dir: &std::path::Path) {
-    if std::fs::remove_dir_all(dir).is_ok() {
-        return;
-    }
-    let _ = std::process::Command::new("chmod").arg("-R").arg("u+rwx").arg(dir).status();
-    if let Err(e) = std::fs::remove_dir_all(dir) {
-        tracing::warn!(dir = %dir.display(), error = %e, "could not remove sandbox directory");
     }
 }

@@ -6,6 +6,7 @@
 mod archives;
 mod build;
 mod build_steps;
+mod disk;
 mod exec;
 mod exec_stdin;
 #[cfg(test)]
@@ -33,6 +34,7 @@ use heyvm_types::{SandboxInfo, SandboxStatus, Uptime, UrlInfo};
 
 pub use archives::{valid_archive_id, ArchiveUpload};
 pub use build::{ArchiveBuild, BuildEvent, BuildLog, BuildOutcome, BuildRequest, SIDE_DOCKERFILE};
+pub use disk::valid_size as valid_disk_size;
 pub use exec::RunningExec;
 pub use exec_stdin::MAX_STDIN_BYTES;
 pub use files::MountRoot;
@@ -171,6 +173,7 @@ impl SandboxManager {
             idle: idle::IdleTracker::default(),
             images,
         });
+        mgr.open_storage_all()?;
         mgr.reconcile().await?;
         mgr.remove_orphans().await?;
         mgr.refill_pool();
@@ -209,7 +212,7 @@ impl SandboxManager {
             id: rec.id.clone(),
             hostname: rec.slug.clone(),
             paths: self.data.sandbox(&rec.id),
-            limits: rec.size_class.limits(),
+            limits: rec.limits(),
             mounts: rec.mounts.clone(),
             network: crate::backend::NetworkSpec { mode: rec.network, allow_out: rec.allow_out.clone(), deny_out: rec.deny_out.clone() },
             image_layers: Vec::new(),
@@ -238,6 +241,7 @@ impl SandboxManager {
         let (cpu_usage, memory_usage) = if running { self.sample_usage(r) } else { (0.0, 0) };
         let uptime_secs = r.running_since.filter(|_| running).map(|s| (now - s).max(0) as u64).unwrap_or(0);
         let urls = self.urls.lock().unwrap_or_else(|e| e.into_inner()).get(&r.id).cloned().unwrap_or_default();
+        let disk = self.disk_usage(r);
         SandboxInfo {
             id: r.id.clone(),
             name: r.name.clone(),
@@ -272,6 +276,9 @@ impl SandboxManager {
             auto_resume: r.auto_resume,
             stop_reason: if r.status == SandboxStatus::Stopped { r.stop_reason.clone() } else { None },
             last_used_at: self.last_used_at(r),
+            disk_size_gb: r.disk_gb(),
+            disk_usage: disk.map(|d| d.used_bytes),
+            disk_limit: disk.map(|d| d.limit_bytes),
         }
     }
 

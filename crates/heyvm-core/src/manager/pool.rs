@@ -1,8 +1,9 @@
 //! A small pool of warm sandboxes. Launching a sandbox costs tens of
 //! milliseconds (cgroup attach, network namespace, overlays, bwrap); a
 //! create whose shape matches the pool's (no mounts, default network, no
-//! egress policy) adopts an already-running sandbox instead and only pays
-//! for giving it its name: hostname, limits, setup hooks, start command.
+//! egress policy, the default disk size) adopts an already-running sandbox
+//! instead and only pays for giving it its name: hostname, limits, setup
+//! hooks, start command.
 //!
 //! Warm sandboxes have no row in the store, so they are invisible to every
 //! API. The pool refills in the background after each adoption. Warm
@@ -44,6 +45,8 @@ impl SandboxManager {
             && rec.allow_out.is_empty()
             && rec.deny_out.is_empty()
             && rec.image_digest.is_none()
+            // A warm sandbox's disk has the default size; disks cannot shrink.
+            && rec.disk_gb() == heyvm_types::SizeClass::default().disk_gb()
     }
 
     /// A live warm sandbox's id, removed from the pool; dead ones are
@@ -62,7 +65,7 @@ impl SandboxManager {
 
     async fn discard_warm(&self, rec: &SandboxRecord) {
         let _ = self.kill_instance(rec).await;
-        let _ = std::fs::remove_dir_all(&self.spec(rec).paths.dir);
+        self.remove_files(rec);
     }
 
     /// Whether warm sandboxes of the default backend can take a new name.

@@ -65,7 +65,7 @@ impl SandboxManager {
             .filter(|r| r.status == SandboxStatus::Running)
             .map(|r| SandboxStats {
                 pids: self.running(&r.id).map(|i| i.instance.pids()).unwrap_or_default(),
-                memory_limit_bytes: r.size_class.limits().memory_bytes,
+                memory_limit_bytes: r.limits().memory_bytes,
                 info: self.info(&r),
             })
             .collect();

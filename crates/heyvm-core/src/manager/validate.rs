@@ -69,6 +69,19 @@ pub fn mount(m: &MountSpec) -> Result<MountSpec> {
     Ok(MountSpec { host_path, sandbox_path, read_only: m.read_only })
 }
 
+/// A mount must neither cover nor lie inside heyvm's data directory: a
+/// sandbox that could write there could rewrite another sandbox's launch
+/// plan (which its owner runs as root), and one that could read it would
+/// see every sandbox's files and the API-key store.
+pub fn outside_data_dir(m: &MountSpec, data: &Path) -> Result<()> {
+    let data = data.canonicalize().unwrap_or_else(|_| data.to_path_buf());
+    let host = Path::new(&m.host_path);
+    if data.starts_with(host) || host.starts_with(&data) {
+        return Err(CoreError::invalid(format!("host_path '{}' overlaps heyvm's data directory, which sandboxes never see", m.host_path)));
+    }
+    Ok(())
+}
+
 pub fn env(env: &BTreeMap<String, String>) -> Result<()> {
     for (k, v) in env {
         let valid = !k.is_empty()

@@ -23,7 +23,7 @@ pub fn deployed(mgr: &SandboxManager, info: SandboxInfo) -> DeployedSandbox {
         setup_hooks: Some(info.setup_hooks),
         region: info.region,
         archive_id: info.archive_id,
-        disk_size_gb: None,
+        disk_size_gb: Some(info.disk_size_gb),
         metadata: None,
         account_id: None,
         port_mappings: Vec::new(),

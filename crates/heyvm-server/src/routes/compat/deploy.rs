@@ -5,12 +5,12 @@
 //! giving weaker isolation than asked for); `size_class`, `image`,
 //! `start_command`, `working_directory`, `env_vars`, `setup_hooks`,
 //! `open_ports`, `ttl_seconds` (0 = none), `region`, `archive_id` (an
-//! archive uploaded with `POST /archives`, unpacked into /workspace) and
-//! host-path `mounts` map directly. S3 archive keys and uploaded trees do
+//! archive uploaded with `POST /archives`, unpacked into /workspace),
+//! `disk_size_gb` and host-path `mounts` map directly. S3 archive keys and uploaded trees do
 //! not exist here and are refused (`unsupported`), since ignoring them would
-//! start an empty workspace. Everything else (`disk_size_gb`, `cpus`,
-//! `memory`, `account_id`, …) is accepted, noted in the sandbox log and
-//! echoed in `ignored_fields`.
+//! start an empty workspace. Everything else (`cpus`, `memory`,
+//! `account_id`, …) is accepted, noted in the sandbox log and echoed in
+//! `ignored_fields`.
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -47,7 +47,6 @@ pub async fn deploy(
     }
     caller.authorize(&mounts)?;
     let mut ignored: Vec<String> = req.extra.keys().cloned().collect();
-    ignored.extend(req.disk_size_gb.is_some().then(|| "disk_size_gb".to_string()));
     ignored.sort();
     let create = CreateSandboxRequest {
         name: req.name,
@@ -64,6 +63,7 @@ pub async fn deploy(
         mounts: Some(mounts),
         archive_id: req.archive_id,
         region: req.region,
+        disk_size_gb: req.disk_size_gb,
         ..Default::default()
     };
     let info = s.mgr.create(create).await?;
@@ -115,9 +115,9 @@ pub async fn ttl(State(s): State<AppState>, Path(id): Path<String>, ApiJson(req)
     Ok(Json(deployed(&s.mgr, s.mgr.update(&id, update).await?)))
 }
 
-/// `size_class` changes the limits (live, on a running sandbox).
-/// `disk_size_gb` is accepted and ignored: the workspace is a host
-/// directory with no per-sandbox size.
+/// `size_class` changes the limits (live, on a running sandbox);
+/// `disk_size_gb` grows the disk (at once where the host allows, else at the
+/// next start; a disk never shrinks).
 pub async fn resize(
     State(s): State<AppState>,
     Path(id): Path<String>,
@@ -126,13 +126,6 @@ pub async fn resize(
     if req.size_class.is_none() && req.disk_size_gb.is_none() {
         return Err(AppError::bad_request("invalid_request", "resize needs size_class or disk_size_gb"));
     }
-    let info = match req.size_class {
-        Some(c) => s.mgr.update(&id, UpdateSandboxRequest { size_class: Some(c), ..Default::default() }).await?,
-        None => s.mgr.get(&id)?,
-    };
-    let mut out = deployed(&s.mgr, info);
-    if req.disk_size_gb.is_some() {
-        out.ignored_fields.push("disk_size_gb".into());
-    }
-    Ok(Json(out))
+    let update = UpdateSandboxRequest { size_class: req.size_class, disk_size_gb: req.disk_size_gb, ..Default::default() };
+    Ok(Json(deployed(&s.mgr, s.mgr.update(&id, update).await?)))
 }
