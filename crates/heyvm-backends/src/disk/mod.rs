@@ -17,6 +17,7 @@
 //! deleted sandbox's disk is really released.
 
 mod loopdev;
+mod template;
 
 use std::ffi::CString;
 use std::fs::OpenOptions;
@@ -64,15 +65,8 @@ fn run(cmd: &mut Command) -> io::Result<()> {
 /// Creates and mounts a new sandbox's disk of `bytes`.
 pub fn create(p: &SandboxPaths, bytes: u64) -> io::Result<()> {
     let image = p.disk_image();
-    let made = (|| {
-        let f = OpenOptions::new().write(true).create_new(true).mode(0o600).custom_flags(libc::O_NOFOLLOW).open(&image)?;
-        f.set_len(bytes)?;
-        drop(f);
-        // Lazy init keeps the image sparse: only what is written takes
-        // space on the host.
-        run(Command::new("mkfs.ext4").args(["-q", "-F", "-m", "0", "-E", "lazy_itable_init=1,lazy_journal_init=1,nodiscard"]).arg(&image))
-    })();
-    if let Err(e) = made {
+    let data_dir = p.dir.parent().and_then(Path::parent).ok_or_else(|| io::Error::other("sandbox directory outside a data dir"))?;
+    if let Err(e) = template::fresh(&image, bytes, &data_dir.join("disk-templates")) {
         let _ = std::fs::remove_file(&image);
         return Err(e);
     }
