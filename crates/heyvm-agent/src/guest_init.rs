@@ -278,6 +278,22 @@ pub fn set_hostname(name: &str) {
     unsafe { libc::sethostname(name.as_ptr().cast(), name.len()) };
 }
 
+/// What a VM must change after a restore or a fork: it resumes with the
+/// clock, the kernel's RNG state, the name and (for a fork) the address of
+/// the moment it was checkpointed.
+pub fn reset_identity(time_ms: u64, hostname: &str, seed: &[u8], net: Option<(&str, Option<&str>)>) -> io::Result<()> {
+    set_clock_ms(time_ms);
+    // Mixing host randomness in makes two forks of one checkpoint diverge.
+    // (Writing to /dev/urandom mixes without crediting entropy, which is all
+    // a reseed needs here; virtio-rng keeps feeding the pool afterwards.)
+    OpenOptions::new().write(true).open("/dev/urandom").and_then(|mut f| std::io::Write::write_all(&mut f, seed))?;
+    set_hostname(hostname);
+    if let Some((cidr, gw)) = net {
+        crate::guest_net::configure_eth0(cidr, gw)?;
+    }
+    Ok(())
+}
+
 /// Writes a line to the serial console (init's stderr is `/dev/console`),
 /// which the host keeps as the VM's console log; its tail goes into
 /// boot-failure errors.

@@ -82,6 +82,45 @@ pub enum Command {
         /// The sandbox (id, name or slug).
         id: String,
     },
+    /// Checkpoint a sandbox: a VM's memory and disks (processes survive a
+    /// restore), or a bubblewrap sandbox's files. `checkpoint rm ID NAME`
+    /// deletes one.
+    #[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
+    Checkpoint {
+        /// The sandbox (id, name or slug).
+        #[arg(required = true)]
+        id: Option<String>,
+        /// Name of the checkpoint (letters, digits, `.`, `_`, `-`); generated if omitted.
+        #[arg(long)]
+        name: Option<String>,
+        #[command(subcommand)]
+        action: Option<CheckpointAction>,
+    },
+    /// List a sandbox's checkpoints.
+    Checkpoints {
+        /// The sandbox (id, name or slug).
+        id: String,
+    },
+    /// Put a sandbox back to a checkpoint (the latest if NAME is omitted).
+    Restore {
+        /// The sandbox (id, name or slug).
+        id: String,
+        /// The checkpoint (default: the latest).
+        name: Option<String>,
+    },
+    /// Create a new sandbox from a checkpoint of ID (taken now if it has none).
+    Fork {
+        /// The sandbox to fork (id, name or slug).
+        id: String,
+        /// The checkpoint to fork from (default: the latest).
+        #[arg(long)]
+        from: Option<String>,
+        /// Name of the new sandbox.
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// The isolation backends of the daemon and whether they work on this host.
+    Backends,
     /// Kill every process of a sandbox at once (SIGKILL).
     ForceStop {
         /// The sandbox (id, name or slug).
@@ -618,4 +657,15 @@ pub struct BuildArgs {
     /// Accepted for seed 004 compatibility; images run on the bubblewrap backend here.
     #[arg(long)]
     pub backend_type: Option<String>,
+}
+
+#[derive(Debug, Clone, Subcommand)]
+pub enum CheckpointAction {
+    /// Delete a checkpoint.
+    Rm {
+        /// The sandbox (id, name or slug).
+        id: String,
+        /// The checkpoint.
+        name: String,
+    },
 }

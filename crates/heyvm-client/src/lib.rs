@@ -1,6 +1,8 @@
 //! A small blocking client for the heyvm HTTP API. It depends only on the
 //! wire types, never on the engine, so tools embedding it stay light.
 
+mod checkpoints;
+
 use std::io::{Read, Write};
 use std::time::Duration;
 

@@ -5,6 +5,8 @@
 
 mod api_keys;
 mod archive;
+mod backend;
+mod checkpoint;
 /// heyo-sdk's cloud dialect; not glob-exported (names overlap the native API).
 pub mod compat;
 mod error;
@@ -17,6 +19,8 @@ mod sandbox;
 
 pub use api_keys::*;
 pub use archive::*;
+pub use backend::*;
+pub use checkpoint::*;
 pub use error::*;
 pub use exec::*;
 pub use files::*;

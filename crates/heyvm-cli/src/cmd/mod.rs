@@ -3,6 +3,7 @@
 mod api_keys;
 mod archive;
 mod bind;
+mod checkpoint;
 mod deploy;
 mod docs;
 mod exec;
@@ -55,6 +56,12 @@ pub fn dispatch(cli: &Cli, command: Command) -> anyhow::Result<ExitCode> {
         Command::Stop { id } => sandbox::action(&client, f, &id, "stop"),
         Command::Restart { id } => sandbox::action(&client, f, &id, "restart"),
         Command::ForceStop { id } => sandbox::action(&client, f, &id, "force-stop"),
+        Command::Checkpoint { action: Some(crate::args::CheckpointAction::Rm { id, name }), .. } => checkpoint::remove(&client, f, &id, &name),
+        Command::Checkpoint { id, name, action: None } => checkpoint::create(&client, f, id.as_deref().unwrap_or_default(), name),
+        Command::Checkpoints { id } => checkpoint::list(&client, f, &id),
+        Command::Restore { id, name } => checkpoint::restore(&client, f, &id, name),
+        Command::Fork { id, from, name } => checkpoint::fork(&client, f, &id, from, name),
+        Command::Backends => checkpoint::backends(&client, f),
         Command::Rm { ids, yes } => sandbox::remove(&client, f, &ids, yes),
         Command::Update(a) => sandbox::update(&client, f, a),
         Command::Exec(a) => exec::run(&client, f, a),
