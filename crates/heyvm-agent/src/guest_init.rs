@@ -26,6 +26,9 @@ pub const PROBE_MARKER: &str = "heyvm-probe: guest init reached";
 /// The name QEMU gives the agent's virtio-serial port (`virtserialport,name=`).
 pub const AGENT_PORT_NAME: &str = "heyvm.agent";
 
+/// Set once this process (and the agent it forks) runs as a VM's init.
+static IN_VM: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 /// Whether this process is the init of a heyvm microVM.
 pub fn is_guest_init() -> bool {
     std::process::id() == 1 && Path::new(INITRAMFS_MARKER).exists()
@@ -77,6 +80,7 @@ impl BootArgs {
 /// Runs the whole init: never returns. `serve` runs the agent on the
 /// virtio-serial port in a child process.
 pub fn main(serve: fn(File) -> io::Result<()>) -> ! {
+    IN_VM.store(true, std::sync::atomic::Ordering::Relaxed);
     if let Err(e) = boot() {
         console(&format!("heyvm-init: boot failed: {e}"));
         power_off();
@@ -281,12 +285,16 @@ pub fn set_hostname(name: &str) {
 /// What a VM must change after a restore or a fork: it resumes with the
 /// clock, the kernel's RNG state, the name and (for a fork) the address of
 /// the moment it was checkpointed.
-pub fn reset_identity(time_ms: u64, hostname: &str, seed: &[u8], net: Option<(&str, Option<&str>)>) -> io::Result<()> {
+pub fn reset_identity(time_ms: u64, hostname: &str, seed_hex: &str, net: Option<(&str, Option<&str>)>) -> io::Result<()> {
+    if !IN_VM.load(std::sync::atomic::Ordering::Relaxed) {
+        return Err(io::Error::other("only a VM's agent resets its identity"));
+    }
+    let seed: Vec<u8> = (0..seed_hex.len() / 2).filter_map(|i| u8::from_str_radix(seed_hex.get(2 * i..2 * i + 2)?, 16).ok()).collect();
     set_clock_ms(time_ms);
     // Mixing host randomness in makes two forks of one checkpoint diverge.
     // (Writing to /dev/urandom mixes without crediting entropy, which is all
     // a reseed needs here; virtio-rng keeps feeding the pool afterwards.)
-    OpenOptions::new().write(true).open("/dev/urandom").and_then(|mut f| std::io::Write::write_all(&mut f, seed))?;
+    OpenOptions::new().write(true).open("/dev/urandom").and_then(|mut f| std::io::Write::write_all(&mut f, &seed))?;
     set_hostname(hostname);
     if let Some((cidr, gw)) = net {
         crate::guest_net::configure_eth0(cidr, gw)?;

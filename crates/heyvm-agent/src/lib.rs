@@ -115,6 +115,13 @@ fn handle(mut conn: UnixStream, shared: &Shared) -> io::Result<()> {
             Err(e) => write_json(&mut conn, &Event::Error { message: format!("start command failed: {e}") }),
         },
         Request::Logs => stream_logs(conn, &shared.log),
+        Request::ResetIdentity { time_ms, hostname, seed, ip, gateway } => {
+            let net = ip.as_deref().map(|ip| (ip, gateway.as_deref()));
+            match guest_init::reset_identity(time_ms, &hostname, &seed, net) {
+                Ok(()) => write_json(&mut conn, &Event::Done),
+                Err(e) => write_json(&mut conn, &Event::Error { message: format!("reset after restore: {e}") }),
+            }
+        }
         Request::Shutdown { .. } if !shared.owns_sandbox => write_json(&mut conn, &Event::Done),
         Request::Shutdown { grace_ms } => {
             shared.log.system("sandbox stopping");

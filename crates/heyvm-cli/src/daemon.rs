@@ -16,7 +16,9 @@ use crate::output::Format;
 
 pub fn run_api(cli: &Cli) -> anyhow::Result<ExitCode> {
     init_tracing(cli.debug);
-    let backends = heyvm_backends::available().map_err(|e| anyhow::anyhow!(e))?;
+    let mut backends = heyvm_backends::available().map_err(|e| anyhow::anyhow!(e))?;
+    // The microVM tier is always listed; `heyvm backends` says whether it works here.
+    backends.push(std::sync::Arc::new(heyvm_vm::KvmBackend::default()));
     let config = ManagerConfig::from_env();
     let opts = heyvm_server::ServeOptions {
         host: cli.host,

@@ -116,6 +116,34 @@ pub trait Backend: Send + Sync + 'static {
     /// Whether resource limits are actually enforced on this host.
     fn limits_enforced(&self) -> bool;
 
+    /// How long a launch may take to answer the agent handshake, when the
+    /// manager's default is too short (a VM booting under TCG).
+    fn start_timeout(&self) -> Option<std::time::Duration> {
+        None
+    }
+
+    /// Takes checkpoint `name` of a sandbox (`running` says whether it is).
+    async fn checkpoint(&self, _spec: &LaunchSpec, _running: bool, _name: &str) -> BackendResult<heyvm_types::CheckpointInfo> {
+        Err(BackendError::Unsupported { backend: self.name(), what: "checkpoints" })
+    }
+
+    /// The sandbox's checkpoints, oldest first.
+    fn checkpoints(&self, _spec: &LaunchSpec) -> Vec<heyvm_types::CheckpointInfo> {
+        Vec::new()
+    }
+
+    fn delete_checkpoint(&self, _spec: &LaunchSpec, _name: &str) -> BackendResult<()> {
+        Err(BackendError::Unsupported { backend: self.name(), what: "checkpoints" })
+    }
+
+    /// Puts checkpoint `name` of `from` in place as the files of `to` (the
+    /// same sandbox for a restore, a new one for a fork); both are stopped.
+    /// The next launch of `to` resumes it; the answer says whether its
+    /// processes come back (memory) or start afresh.
+    async fn stage_checkpoint(&self, _from: &LaunchSpec, _name: &str, _to: &LaunchSpec) -> BackendResult<heyvm_types::ProcessFate> {
+        Err(BackendError::Unsupported { backend: self.name(), what: "checkpoints" })
+    }
+
     /// Why the sandbox will not get the network it asked for, if so.
     fn network_warning(&self, _spec: &LaunchSpec) -> Option<String> {
         None

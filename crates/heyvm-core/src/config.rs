@@ -44,6 +44,11 @@ env_vars! {
     REGISTRY_MIRRORS = "HEYVM_REGISTRY_MIRRORS", "unset", "Comma-separated `REGISTRY=MIRROR` pairs; mirrors are tried first (e.g. `docker.io=127.0.0.1:5000`).";
     INSECURE_REGISTRIES = "HEYVM_INSECURE_REGISTRIES", "unset", "Comma-separated `host:port` registries reached over plain HTTP (loopback ones always are).";
     DOCKER_CONFIG = "DOCKER_CONFIG", "`~/.docker`", "Directory of Docker's `config.json`, read for registry credentials (`auths`).";
+    DEFAULT_BACKEND = "HEYVM_DEFAULT_BACKEND", "bubblewrap", "Backend of sandboxes created without `backend_type` (e.g. `kvm`).";
+    VM_DIR = "HEYVM_VM_DIR", "/var/cache/heyvm/vm", "kvm backend: guest kernel, VM images, initramfs cache (built by scripts/vm-assets.sh).";
+    VM_ACCEL = "HEYVM_VM_ACCEL", "probed", "kvm backend: force `kvm` or `tcg` (default: KVM only if a test boot with it works).";
+    QEMU = "HEYVM_QEMU", "qemu-system-x86_64", "kvm backend: the QEMU binary.";
+    VM_BOOT_TIMEOUT = "HEYVM_VM_BOOT_TIMEOUT", "120", "kvm backend: seconds a VM has to boot and answer (TCG is slow).";
 }
 
 /// A variable's value, trimmed; unset and empty are the same.

@@ -51,6 +51,10 @@ pub enum CoreError {
     Io(#[from] std::io::Error),
     #[error(transparent)]
     Image(#[from] heyvm_images::ImageError),
+    #[error("{0}")]
+    CheckpointUnsupported(String),
+    #[error("checkpoint '{0}' not found")]
+    CheckpointNotFound(String),
 }
 
 impl CoreError {
@@ -78,6 +82,8 @@ impl CoreError {
             Self::Store(_) => "store_error",
             Self::Io(_) => "io_error",
             Self::Image(e) => e.code(),
+            Self::CheckpointUnsupported(_) => "checkpoint_unsupported",
+            Self::CheckpointNotFound(_) => "checkpoint_not_found",
         }
     }
 
@@ -85,7 +91,8 @@ impl CoreError {
         match self {
             Self::NotFound(_) | Self::FileNotFound(_) | Self::EndpointNotFound(_) => 404,
             Self::InvalidRequest(_) | Self::InvalidPath(_) | Self::BackendUnavailable(..) | Self::InvalidArchive(_) => 400,
-            Self::ArchiveNotFound(_) => 404,
+            Self::ArchiveNotFound(_) | Self::CheckpointNotFound(_) => 404,
+            Self::CheckpointUnsupported(_) => 409,
             Self::ReadOnlyMount(_) => 403,
             Self::NameTaken(_) | Self::InvalidState { .. } | Self::Conflict(_) => 409,
             Self::PayloadTooLarge(_) => 413,

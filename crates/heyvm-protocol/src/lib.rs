@@ -77,6 +77,19 @@ pub enum Request {
     /// nobody listened, then every new line, as [`Event::Log`]. A newer
     /// subscription replaces an older one.
     Logs,
+    /// Only inside a VM, after a restore or a fork: set the clock to
+    /// `time_ms`, mix `seed` (hex) into the kernel's RNG, take `hostname`
+    /// and, if given, the address `ip` (CIDR) with default route `gateway`.
+    /// Answered with [`Event::Done`] or [`Event::Error`].
+    ResetIdentity {
+        time_ms: u64,
+        hostname: String,
+        seed: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        ip: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        gateway: Option<String>,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -261,6 +274,12 @@ mod tests {
         assert_eq!(serde_json::to_string(&Request::Logs).unwrap(), r#"{"type":"logs"}"#);
         let log = Event::Log(LogLine { timestamp: 1, source: "stdout".into(), level: "info".into(), message: "hi".into() });
         assert_eq!(serde_json::to_string(&log).unwrap(), r#"{"type":"log","timestamp":1,"source":"stdout","level":"info","message":"hi"}"#);
+        let reset =
+            Request::ResetIdentity { time_ms: 5, hostname: "h".into(), seed: "00ff".into(), ip: Some("10.0.0.2/30".into()), gateway: None };
+        assert_eq!(
+            serde_json::to_string(&reset).unwrap(),
+            r#"{"type":"reset_identity","time_ms":5,"hostname":"h","seed":"00ff","ip":"10.0.0.2/30"}"#
+        );
     }
 }
 

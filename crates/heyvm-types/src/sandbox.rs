@@ -248,6 +248,10 @@ pub struct SandboxInfo {
     /// host does not limit it (no root, or a sandbox from before limits).
     #[serde(default)]
     pub disk_limit: Option<u64>,
+    /// For VM backends: the accelerator the sandbox runs with (`kvm` or
+    /// `tcg`, software emulation).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub accel: Option<String>,
 }
 
 fn default_network_name() -> String {

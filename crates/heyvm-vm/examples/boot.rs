@@ -98,7 +98,13 @@ fn launch_nat(assets: &heyvm_vm::assets::VmAssets, initrd: std::path::PathBuf, s
         network: NetworkSpec { mode: heyvm_types::NetworkMode::Nat, ..Default::default() },
         image_layers: vec![],
     };
-    let host = heyvm_vm::launch::HostSetup { assets: assets.clone(), accel: Accel::Tcg, initrd, image: "debian".into() };
+    let host = heyvm_vm::launch::HostSetup {
+        assets: assets.clone(),
+        accel: Accel::Tcg,
+        accel_reason: String::new(),
+        initrd,
+        image: "debian".into(),
+    };
     let t = Instant::now();
     heyvm_vm::launch::prepare_disks(&spec, assets, "debian").unwrap();
     println!("disks in {:?}", t.elapsed());

@@ -28,7 +28,7 @@ impl VmAssets {
 
     /// `$HEYVM_VM_DIR` or the default.
     pub fn from_env() -> Self {
-        Self::new(std::env::var_os("HEYVM_VM_DIR").map(PathBuf::from).unwrap_or_else(|| DEFAULT_VM_DIR.into()))
+        Self::new(heyvm_core::config::string(heyvm_core::config::VM_DIR).map(PathBuf::from).unwrap_or_else(|| DEFAULT_VM_DIR.into()))
     }
 
     pub fn kernel(&self) -> PathBuf {

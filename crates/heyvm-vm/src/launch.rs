@@ -19,6 +19,8 @@ pub const MIN_MEMORY_MIB: u64 = 256;
 pub struct HostSetup {
     pub assets: VmAssets,
     pub accel: Accel,
+    /// Why this accelerator (the probe's verdict).
+    pub accel_reason: String,
     pub initrd: PathBuf,
     pub image: String,
 }

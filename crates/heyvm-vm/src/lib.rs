@@ -4,6 +4,7 @@
 //! when a test boot succeeds, else TCG) and QMP.
 
 pub mod assets;
+pub mod backend;
 pub mod cpio;
 pub mod disk;
 pub mod initramfs;
@@ -16,3 +17,4 @@ pub mod qemu;
 pub mod qmp;
 pub mod snapshot;
 pub mod vmproc;
+pub use backend::KvmBackend;

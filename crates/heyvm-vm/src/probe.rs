@@ -32,7 +32,7 @@ pub struct AccelVerdict {
 
 /// The accelerator to use, from the environment, the cache, or a test boot.
 pub fn decide(vm_dir: &Path, kernel: &Path, initrd: &Path, guest_version: &str) -> AccelVerdict {
-    match std::env::var("HEYVM_VM_ACCEL").ok().as_deref() {
+    match heyvm_core::config::string(heyvm_core::config::VM_ACCEL).as_deref() {
         Some("tcg") => return verdict(Accel::Tcg, "HEYVM_VM_ACCEL=tcg", ""),
         Some("kvm") => return verdict(Accel::Kvm, "HEYVM_VM_ACCEL=kvm (not probed)", ""),
         _ => {}
@@ -135,7 +135,7 @@ mod tests {
         let key = format!("{}|v1", host_release());
         let cached = AccelVerdict { accel: Accel::Tcg, reason: "cached".into(), key };
         std::fs::write(t.path().join("accel-probe.json"), serde_json::to_vec(&cached).unwrap()).unwrap();
-        if std::env::var_os("HEYVM_VM_ACCEL").is_none() {
+        if heyvm_core::config::string(heyvm_core::config::VM_ACCEL).is_none() {
             let v = decide(t.path(), Path::new("/nonexistent"), Path::new("/nonexistent"), "v1");
             assert_eq!(v.reason, "cached");
         }

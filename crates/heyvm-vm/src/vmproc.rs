@@ -109,7 +109,7 @@ pub fn spawn(spec: &VmSpec, layout: &VmLayout, netns: Option<&Path>) -> io::Resu
 
 /// `HEYVM_QEMU` or `qemu-system-x86_64`.
 pub fn qemu_binary() -> String {
-    std::env::var("HEYVM_QEMU").unwrap_or_else(|_| "qemu-system-x86_64".into())
+    heyvm_core::config::string(heyvm_core::config::QEMU).unwrap_or_else(|| "qemu-system-x86_64".into())
 }
 
 fn set_mode(p: &Path, mode: u32) -> io::Result<()> {

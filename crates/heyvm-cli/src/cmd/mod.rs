@@ -56,7 +56,9 @@ pub fn dispatch(cli: &Cli, command: Command) -> anyhow::Result<ExitCode> {
         Command::Stop { id } => sandbox::action(&client, f, &id, "stop"),
         Command::Restart { id } => sandbox::action(&client, f, &id, "restart"),
         Command::ForceStop { id } => sandbox::action(&client, f, &id, "force-stop"),
-        Command::Checkpoint { action: Some(crate::args::CheckpointAction::Rm { id, name }), .. } => checkpoint::remove(&client, f, &id, &name),
+        Command::Checkpoint { action: Some(crate::args::CheckpointAction::Rm { id, name }), .. } => {
+            checkpoint::remove(&client, f, &id, &name)
+        }
         Command::Checkpoint { id, name, action: None } => checkpoint::create(&client, f, id.as_deref().unwrap_or_default(), name),
         Command::Checkpoints { id } => checkpoint::list(&client, f, &id),
         Command::Restore { id, name } => checkpoint::restore(&client, f, &id, name),

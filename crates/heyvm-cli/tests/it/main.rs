@@ -34,6 +34,7 @@ mod shell;
 mod smoke;
 mod streams;
 mod tui;
+mod vm;
 mod walkthrough;
 mod wt;
 mod wt_remote;

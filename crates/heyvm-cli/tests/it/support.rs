@@ -27,6 +27,38 @@ pub fn sandbox_support() -> bool {
     false
 }
 
+/// The backend every test daemon uses for sandboxes created without
+/// `backend_type`: `HEYVM_TEST_BACKEND` (e.g. `kvm`), else the daemon's default.
+pub fn test_backend() -> Option<String> {
+    std::env::var("HEYVM_TEST_BACKEND").ok().filter(|v| !v.is_empty())
+}
+
+/// Whether this machine can run microVMs (root, QEMU, the assets of
+/// scripts/vm-assets.sh, the static agent). In CI a missing piece is a
+/// failure; elsewhere the test is skipped with the reason printed.
+pub fn vm_support() -> bool {
+    if !sandbox_support() {
+        return false;
+    }
+    let dir = std::path::PathBuf::from(std::env::var("HEYVM_VM_DIR").unwrap_or_else(|_| "/var/cache/heyvm/vm".into()));
+    let on_path = |p: &str| std::env::var_os("PATH").map(|v| std::env::split_paths(&v).any(|d| d.join(p).is_file())).unwrap_or(false);
+    let agent = std::path::Path::new(BIN).with_file_name("heyvm-agent");
+    let why = if !on_path("qemu-system-x86_64") || !on_path("qemu-img") {
+        "QEMU is not installed (qemu-system-x86, qemu-utils)".to_string()
+    } else if !dir.join("kernel/vmlinux").is_file() || !dir.join("images/debian.ext4").is_file() {
+        format!("no VM assets in {} (run scripts/vm-assets.sh)", dir.display())
+    } else if !agent.is_file() {
+        format!("no static agent at {} (run scripts/build-agent.sh)", agent.display())
+    } else {
+        return true;
+    };
+    if std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "0" && v != "false") {
+        panic!("VM tests cannot run in CI: {why}");
+    }
+    eprintln!("SKIP: {why}");
+    false
+}
+
 pub struct Daemon {
     pub url: String,
     pub port: u16,
@@ -45,6 +77,9 @@ impl Daemon {
 
     pub fn start_with(env: &[(&str, &str)]) -> Option<Daemon> {
         if !sandbox_support() {
+            return None;
+        }
+        if test_backend().as_deref() == Some("kvm") && !vm_support() {
             return None;
         }
         let data = tempfile::Builder::new().prefix("heyvm-test-").tempdir_in("/tmp").expect("tempdir");
@@ -112,6 +147,9 @@ impl Daemon {
             .env("HEYVM_POOL_SIZE", "0")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit());
+        if let Some(b) = test_backend() {
+            cmd.env("HEYVM_DEFAULT_BACKEND", b);
+        }
         for (k, v) in &self.extra_env {
             cmd.env(k, v);
         }

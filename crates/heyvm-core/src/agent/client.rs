@@ -79,6 +79,24 @@ impl AgentClient {
         }
     }
 
+    /// After a VM restore or fork: new clock, RNG seed, hostname, address.
+    pub async fn reset_identity(
+        &self,
+        time_ms: u64,
+        hostname: &str,
+        seed: String,
+        ip: Option<String>,
+        gateway: Option<String>,
+    ) -> io::Result<()> {
+        let req = Request::ResetIdentity { time_ms, hostname: hostname.into(), seed, ip, gateway };
+        let (mut r, _w) = self.request(&req).await?;
+        match read_event(&mut r).await? {
+            Event::Done => Ok(()),
+            Event::Error { message } => Err(io::Error::other(message)),
+            other => Err(unexpected(&other)),
+        }
+    }
+
     /// Opens a byte stream to `127.0.0.1:port` inside the sandbox. The
     /// answer is read byte-exactly (no buffering) because the sandbox
     /// program's bytes may follow it immediately. The inner `Err` is the

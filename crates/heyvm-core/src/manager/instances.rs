@@ -73,7 +73,8 @@ impl SandboxManager {
         let running = self.remember(&rec.id, instance.clone());
         let connect = async {
             let transport = instance.connect_agent().await.map_err(|e| e.to_string())?;
-            AgentSession::handshake(transport, self.config.start_timeout).await.map_err(|e| e.to_string())
+            let timeout = backend.start_timeout().unwrap_or(self.config.start_timeout).max(self.config.start_timeout);
+            AgentSession::handshake(transport, timeout).await.map_err(|e| e.to_string())
         };
         let died = async {
             let mut dead_since = None;

@@ -21,13 +21,7 @@ impl SandboxManager {
             }
             None => format!("sandbox-{}", &id[3..]),
         };
-        let backend = match req.backend_type.as_deref() {
-            None => self.backends[0].clone(),
-            Some(b) => self.find_backend(b).ok_or_else(|| {
-                let names: Vec<&str> = self.backends.iter().map(|b| b.name()).collect();
-                CoreError::BackendUnavailable(b.to_string(), format!("this daemon runs: {}", names.join(", ")))
-            })?,
-        };
+        let backend = self.backend_for_request(req.backend_type.as_deref())?;
         let mut env_vars = req.env_vars.unwrap_or_default();
         validate::env(&env_vars)?;
         // Pulled before anything is recorded: an image that cannot be had
@@ -306,7 +300,7 @@ impl SandboxManager {
     }
 
     /// Setup hooks and start command on a launched sandbox, then `running`.
-    async fn finish_start(self: &Arc<Self>, mut rec: SandboxRecord) -> Result<SandboxRecord> {
+    pub(super) async fn finish_start(self: &Arc<Self>, mut rec: SandboxRecord) -> Result<SandboxRecord> {
         match self.run_hooks_and_service(&mut rec).await {
             Ok(()) => {
                 rec.status = SandboxStatus::Running;

@@ -4,8 +4,10 @@
 //! execs and file operations do not take it, so they run concurrently.
 
 mod archives;
+mod backends;
 mod build;
 mod build_steps;
+mod checkpoints;
 mod disk;
 mod exec;
 mod exec_stdin;
@@ -279,6 +281,7 @@ impl SandboxManager {
             disk_size_gb: r.disk_gb(),
             disk_usage: disk.map(|d| d.used_bytes),
             disk_limit: disk.map(|d| d.limit_bytes),
+            accel: self.accel_of(r),
         }
     }
 

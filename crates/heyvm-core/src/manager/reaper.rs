@@ -94,8 +94,14 @@ impl SandboxManager {
                 let Ok(_g) = lock.try_lock() else { continue };
                 let mut fresh = self.store.resolve(&rec.id)?;
                 if fresh.status == SandboxStatus::Running && self.liveness(&fresh) == Liveness::Dead {
+                    // Ask the instance why before killing it forgets.
+                    let why = self.running(&fresh.id).and_then(|r| r.instance.failure_reason());
                     let _ = self.kill_instance(&fresh).await;
-                    self.mark_failed(&mut fresh, "the sandbox's processes exited unexpectedly")?;
+                    let reason = match why {
+                        Some(w) => format!("the sandbox's processes exited unexpectedly: {w}"),
+                        None => "the sandbox's processes exited unexpectedly".to_string(),
+                    };
+                    self.mark_failed(&mut fresh, &reason)?;
                 }
             }
         }

@@ -2,6 +2,7 @@
 
 mod api_keys;
 mod archives;
+pub(crate) mod checkpoints;
 mod compat;
 mod exec;
 mod exec_ws;
@@ -73,6 +74,11 @@ pub fn router(state: AppState) -> Router {
         .route("/sandboxes/{id}/mounts/{*path}", axum::routing::delete(mounts::remove))
         .route("/sandboxes/{id}/proxy", get(proxy::list).post(proxy::create).delete(proxy::delete))
         .route("/sandboxes/{id}/wait-for", post(proxy::wait_for))
+        .route("/sandboxes/{id}/checkpoints", get(checkpoints::list).post(checkpoints::create))
+        .route("/sandboxes/{id}/checkpoints/{name}", axum::routing::delete(checkpoints::delete))
+        .route("/sandboxes/{id}/restore", post(checkpoints::restore))
+        .route("/sandboxes/{id}/fork", post(checkpoints::fork))
+        .route("/system/backends", get(checkpoints::backends))
         // heyo-sdk's cloud dialect (/sandbox-deploy, /deployed-sandboxes, /sandbox/:id/…).
         .merge(compat::routes())
         .fallback(|| async { AppError::new(StatusCode::NOT_FOUND, "route_not_found", "no such route") })

@@ -27,11 +27,7 @@ use crate::AppState;
 
 /// SDK calls with no local equivalent: a clear 501 rather than "no such route".
 async fn not_here() -> AppError {
-    AppError::new(
-        StatusCode::NOT_IMPLEMENTED,
-        "unsupported",
-        "checkpoint/restore, replace-mount and TCP tunnels are not available on this daemon",
-    )
+    AppError::new(StatusCode::NOT_IMPLEMENTED, "unsupported", "replace-mount and TCP tunnels are not available on this daemon")
 }
 
 /// The compatibility routes.
@@ -52,8 +48,9 @@ pub fn routes() -> Router<AppState> {
         .route("/system/usage", get(host::system_usage))
         .route("/proxy-endpoints/for-deployed", post(proxy::bind_port))
         .route("/public-images", get(host::public_images))
-        .route("/deployed-sandboxes/{id}/checkpoint", post(not_here))
-        .route("/deployed-sandboxes/{id}/restore", post(not_here))
+        // The compat checkpoint/restore act on the latest checkpoint.
+        .route("/deployed-sandboxes/{id}/checkpoint", post(super::checkpoints::create))
+        .route("/deployed-sandboxes/{id}/restore", post(super::checkpoints::restore))
         .route("/deployed-sandboxes/{id}/replace-mount", post(not_here))
         .route("/sandboxes/{id}/tcp-tunnel", post(not_here))
 }

@@ -1,0 +1,243 @@
+//! The `kvm` backend: QEMU microVMs behind heyvm-core's `Backend` and
+//! `Instance` seam. KVM when a test boot proves it works, TCG otherwise
+//! (and the status, the daemon log and every sandbox's `accel` say which).
+
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use heyvm_core::agent::AgentTransport;
+use heyvm_core::backend::{Backend, BackendError, BackendResult, BackendStatus, Instance, LaunchSpec, Liveness, Usage};
+use heyvm_types::{CheckpointInfo, Limits, ProcessFate};
+
+use crate::assets::{VmAssets, DEFAULT_IMAGE};
+use crate::launch::{self, HostSetup};
+use crate::snapshot::{self, CheckpointMeta};
+use crate::vmproc::{self, VmLayout, VmProcess};
+
+pub const NAME: &str = "kvm";
+/// Names clients use for VM backends (seeds 002 and 004); all mean this one.
+pub const ALIASES: &[&str] = &["vm", "firecracker", "firecracker_containerd", "libvirt"];
+
+pub struct KvmBackend {
+    assets: VmAssets,
+    setup: OnceLock<Result<HostSetup, String>>,
+}
+
+impl Default for KvmBackend {
+    fn default() -> Self {
+        Self::new(VmAssets::from_env())
+    }
+}
+
+impl KvmBackend {
+    pub fn new(assets: VmAssets) -> Self {
+        Self { assets, setup: OnceLock::new() }
+    }
+
+    /// Assets, initramfs and accelerator, decided once (the probe may boot
+    /// a test VM; its verdict is cached on disk too).
+    pub fn host(&self) -> Result<&HostSetup, String> {
+        self.setup.get_or_init(|| self.decide()).as_ref().map_err(Clone::clone)
+    }
+
+    fn decide(&self) -> Result<HostSetup, String> {
+        if which(&vmproc::qemu_binary()).is_none() {
+            return Err(format!("{} is not installed (apt-get install qemu-system-x86 qemu-utils)", vmproc::qemu_binary()));
+        }
+        if let Some(missing) = self.assets.missing(DEFAULT_IMAGE) {
+            return Err(missing);
+        }
+        let agent = heyvm_core::backend::static_agent_path()
+            .ok_or("the static heyvm-agent binary was not found (HEYVM_AGENT_BIN, or beside heyvm)")?;
+        let initrd = crate::initramfs::build_cached(&agent, &self.assets.modules(), &self.assets.dir)
+            .map_err(|e| format!("building the guest initramfs: {e}"))?;
+        let verdict =
+            crate::probe::decide(&self.assets.dir, &self.assets.kernel(), &initrd, &self.assets.kernel_version().unwrap_or_default());
+        match verdict.accel {
+            crate::qemu::Accel::Kvm => tracing::info!("kvm backend: accelerator KVM ({})", verdict.reason),
+            crate::qemu::Accel::Tcg => tracing::warn!("kvm backend: accelerator TCG, software emulation ({})", verdict.reason),
+        }
+        Ok(HostSetup {
+            assets: self.assets.clone(),
+            accel: verdict.accel,
+            accel_reason: verdict.reason,
+            initrd,
+            image: DEFAULT_IMAGE.into(),
+        })
+    }
+}
+
+fn which(prog: &str) -> Option<std::path::PathBuf> {
+    if prog.contains('/') {
+        return std::path::Path::new(prog).is_file().then(|| prog.into());
+    }
+    std::env::var_os("PATH").and_then(|p| std::env::split_paths(&p).map(|d| d.join(prog)).find(|p| p.is_file()))
+}
+
+fn info(m: CheckpointMeta) -> CheckpointInfo {
+    CheckpointInfo { name: m.name, created_at: m.created_at, size_bytes: m.size_bytes, memory: m.memory }
+}
+
+fn failed(e: impl ToString) -> BackendError {
+    BackendError::Failed(e.to_string())
+}
+
+#[async_trait]
+impl Backend for KvmBackend {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn aliases(&self) -> &'static [&'static str] {
+        ALIASES
+    }
+
+    fn status(&self) -> BackendStatus {
+        match self.host() {
+            Ok(h) => BackendStatus {
+                name: NAME,
+                available: true,
+                reason: Some(h.accel_reason.clone()),
+                accel: Some(h.accel.as_str().to_string()),
+            },
+            Err(why) => BackendStatus { name: NAME, available: false, reason: Some(why), accel: None },
+        }
+    }
+
+    fn limits_enforced(&self) -> bool {
+        true
+    }
+
+    fn start_timeout(&self) -> Option<Duration> {
+        Some(Duration::from_secs(heyvm_core::config::parse(heyvm_core::config::VM_BOOT_TIMEOUT).unwrap_or(120)))
+    }
+
+    async fn checkpoint(&self, spec: &LaunchSpec, running: bool, name: &str) -> BackendResult<CheckpointInfo> {
+        if !spec.mounts.is_empty() {
+            return Err(BackendError::Unsupported {
+                backend: NAME,
+                what: "checkpoints of a VM with host mounts (QEMU cannot migrate a VM with a 9p share)",
+            });
+        }
+        if !running {
+            return Err(BackendError::NotRunning);
+        }
+        if !snapshot::valid_name(name) {
+            return Err(failed(format!("invalid checkpoint name {name:?} (1-64 of letters, digits, '.', '_', '-')")));
+        }
+        let layout = VmLayout::new(&spec.paths.dir);
+        let n = name.to_string();
+        let meta = tokio::task::spawn_blocking(move || snapshot::take(&layout, &n)).await.map_err(failed)?.map_err(failed)?;
+        Ok(info(meta))
+    }
+
+    fn checkpoints(&self, spec: &LaunchSpec) -> Vec<CheckpointInfo> {
+        snapshot::list(&VmLayout::new(&spec.paths.dir)).into_iter().map(info).collect()
+    }
+
+    fn delete_checkpoint(&self, spec: &LaunchSpec, name: &str) -> BackendResult<()> {
+        snapshot::remove(&VmLayout::new(&spec.paths.dir), name).map_err(failed)
+    }
+
+    async fn stage_checkpoint(&self, from: &LaunchSpec, name: &str, to: &LaunchSpec) -> BackendResult<ProcessFate> {
+        let (src, dst, n) = (VmLayout::new(&from.paths.dir), VmLayout::new(&to.paths.dir), name.to_string());
+        tokio::task::spawn_blocking(move || snapshot::stage(&src, &n, &dst)).await.map_err(failed)?.map_err(failed)?;
+        Ok(ProcessFate::Kept)
+    }
+
+    fn prepare(&self, spec: &LaunchSpec) -> BackendResult<()> {
+        let host = self.host().map_err(failed)?;
+        launch::prepare_disks(spec, &host.assets, &host.image).map_err(failed)
+    }
+
+    async fn launch(&self, spec: &LaunchSpec) -> BackendResult<Arc<dyn Instance>> {
+        let host = self.host().map_err(failed)?.clone();
+        let s = spec.clone();
+        let process = tokio::task::spawn_blocking(move || launch::start(&s, &host)).await.map_err(failed)?.map_err(failed)?;
+        Ok(Arc::new(VmInstance::new(spec.clone(), process)))
+    }
+
+    async fn attach(&self, spec: &LaunchSpec) -> BackendResult<Option<Arc<dyn Instance>>> {
+        Ok(vmproc::find(&VmLayout::new(&spec.paths.dir)).map(|p| Arc::new(VmInstance::new(spec.clone(), p)) as Arc<dyn Instance>))
+    }
+
+    async fn cleanup(&self, spec: &LaunchSpec) -> BackendResult<()> {
+        let s = spec.clone();
+        tokio::task::spawn_blocking(move || launch::stop(&s)).await.map_err(failed)
+    }
+}
+
+/// One running VM.
+pub struct VmInstance {
+    spec: LaunchSpec,
+    layout: VmLayout,
+    process: VmProcess,
+}
+
+impl VmInstance {
+    fn new(spec: LaunchSpec, process: VmProcess) -> Self {
+        Self { layout: VmLayout::new(&spec.paths.dir), spec, process }
+    }
+}
+
+#[async_trait]
+impl Instance for VmInstance {
+    fn liveness(&self) -> Liveness {
+        match self.process.alive() {
+            Some(true) => Liveness::Alive,
+            Some(false) => Liveness::Dead,
+            None => Liveness::Unknown,
+        }
+    }
+
+    async fn kill(&self) -> BackendResult<()> {
+        let s = self.spec.clone();
+        tokio::task::spawn_blocking(move || launch::stop(&s)).await.map_err(failed)
+    }
+
+    fn usage(&self) -> Usage {
+        vmproc::trim_console(&self.layout);
+        let (cpu_ns, memory_bytes) = self.process.usage();
+        Usage { cpu_ns, memory_bytes, pids: 0, oom_kills: crate::oom::count(&self.layout.console_log()) }
+    }
+
+    fn set_limits(&self, limits: &Limits) -> BackendResult<()> {
+        if launch::vcpus(limits.millicpu) == launch::vcpus(self.spec.limits.millicpu)
+            && launch::memory_mib(limits.memory_bytes) == launch::memory_mib(self.spec.limits.memory_bytes)
+        {
+            return Ok(());
+        }
+        Err(BackendError::Unsupported { backend: NAME, what: "changing vCPUs or memory of a running VM (stop and start it)" })
+    }
+
+    async fn connect_agent(&self) -> BackendResult<AgentTransport> {
+        // QEMU creates the socket a moment after it starts.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            match tokio::net::UnixStream::connect(self.layout.agent_socket()).await {
+                Ok(s) => return Ok(Box::new(s)),
+                Err(e) if Instant::now() > deadline || self.process.alive() == Some(false) => {
+                    return Err(BackendError::io("connecting to the VM's agent port", e));
+                }
+                Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
+            }
+        }
+    }
+
+    fn failure_reason(&self) -> Option<String> {
+        let detail = vmproc::failure_reason(&self.layout);
+        let head = match self.process.alive() {
+            Some(true) => "the guest did not answer in time (QEMU still running)",
+            _ => "QEMU exited",
+        };
+        Some(match detail {
+            Some(d) => format!("{head}; {d}"),
+            None => head.to_string(),
+        })
+    }
+
+    fn guest_ip(&self) -> Option<String> {
+        heyvm_backends::net::guest_ip(&self.spec)
+    }
+}
