@@ -7,6 +7,7 @@
 
 mod daemon;
 mod stats;
+mod vm;
 
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Barrier};
@@ -58,6 +59,9 @@ fn main() {
     warm_exec(&client, &daemon, &id, &mut table);
     concurrent(&client, &daemon, &id, &mut table);
     let _ = client.delete_sandbox(&id);
+    if std::env::var("HEYVM_BENCH_VM").is_ok_and(|v| v == "1") {
+        vm::run(&client, &daemon.data, &mut table);
+    }
 
     let report = table.render();
     println!("{report}");
