@@ -69,7 +69,7 @@ pub fn run(client: &Client, data: &std::path::Path, table: &mut Table) {
     table.row_ratio(&format!("warm exec `echo hi` p50 (N={EXEC_N})"), vm_exec.p50(), "bubblewrap p50", bw_exec.p50());
     table.row("  VM warm exec p99", vm_exec.p99());
     std::thread::sleep(Duration::from_secs(2)); // let the guest settle to idle
-    // Guest pages in use (what the guest touched, roughly): MemTotal - MemFree.
+                                                // Guest pages in use (what the guest touched, roughly): MemTotal - MemFree.
     let script = "awk '/MemTotal/{t=$2}/MemFree/{f=$2}END{print (t-f)*1024}' /proc/meminfo";
     let req = ExecRequest { command: "/bin/sh".into(), args: vec!["-c".into(), script.into()], ..Default::default() };
     let touched: Option<u64> = client.execute(&vm, &req).ok().and_then(|r| r.stdout.trim().parse().ok());
