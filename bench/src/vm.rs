@@ -1,4 +1,4 @@
-//! 5. The microVM tier (`HEYVM_BENCH_VM=1`): create -> agent ready, warm
+//! Section 5, the microVM tier (`HEYVM_BENCH_VM=1`): create -> agent ready, warm
 //! exec round trip, checkpoint and restore, and QEMU's host memory for an
 //! idle VM, each next to the bubblewrap figure from the same daemon. The
 //! accelerator is named: on the reference machines it is TCG (software

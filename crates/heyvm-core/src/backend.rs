@@ -149,6 +149,12 @@ pub trait Backend: Send + Sync + 'static {
         None
     }
 
+    /// Whether sandboxes on OCI images (`LaunchSpec::image_layers`) run
+    /// here; creates asking for an image elsewhere get 501 `unsupported`.
+    fn supports_images(&self) -> bool {
+        false
+    }
+
     /// The host directory holding a sandbox's own changes to its image
     /// root (overlay upper layer), which an image build turns into a layer.
     /// `None`: this backend keeps no such directory, so cannot build.

@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 /// VM's memory) or only files (bubblewrap: the writable layer and
 /// `/workspace`; processes are restarted on restore).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CheckpointInfo {
     pub name: String,
     /// RFC 3339, UTC.
@@ -18,6 +19,7 @@ pub struct CheckpointInfo {
 
 /// `POST /sandboxes/:id/checkpoints`; a name is generated when absent.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CheckpointRequest {
     #[serde(default)]
     pub name: Option<String>,
@@ -25,6 +27,7 @@ pub struct CheckpointRequest {
 
 /// `POST /sandboxes/:id/restore`; the latest checkpoint when `name` is absent.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct RestoreRequest {
     #[serde(default)]
     pub name: Option<String>,
@@ -33,6 +36,7 @@ pub struct RestoreRequest {
 /// `POST /sandboxes/:id/fork`: a new sandbox from a checkpoint (the latest
 /// when `checkpoint` is absent; a fresh one when the sandbox has none).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ForkRequest {
     #[serde(default)]
     pub checkpoint: Option<String>,
@@ -42,6 +46,7 @@ pub struct ForkRequest {
 
 /// What happened to the sandbox's processes on restore or fork.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum ProcessFate {
     /// Resumed from memory with the same pids (a VM).
@@ -52,6 +57,7 @@ pub enum ProcessFate {
 
 /// Answer to restore and fork.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct RestoreResponse {
     pub sandbox: crate::SandboxInfo,
     pub checkpoint: CheckpointInfo,

@@ -214,6 +214,10 @@ impl Backend for BubblewrapBackend {
         self.inner.cgroups.is_some()
     }
 
+    fn supports_images(&self) -> bool {
+        true
+    }
+
     fn image_writable_layer(&self, paths: &heyvm_core::paths::SandboxPaths) -> Option<PathBuf> {
         Some(crate::rootfs::writable_layer(paths))
     }

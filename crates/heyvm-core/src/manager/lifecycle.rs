@@ -28,6 +28,12 @@ impl SandboxManager {
         // leaves no sandbox behind.
         let image = match req.image.as_deref() {
             Some(i) if !super::is_host_image(Some(i)) => {
+                if !backend.supports_images() {
+                    return Err(CoreError::Backend(crate::backend::BackendError::Unsupported {
+                        backend: backend.name(),
+                        what: "OCI images (create it without `image`, or on bubblewrap)",
+                    }));
+                }
                 Some(super::images::ImageDefaults::from(&self.resolve_image(i, heyvm_images::no_progress()).await?))
             }
             _ => None,

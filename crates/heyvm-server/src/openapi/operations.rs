@@ -16,6 +16,7 @@ const WS: &str = "WebSocket upgrade (send `Connection: Upgrade`, `Upgrade: webso
 pub(crate) fn all(d: &mut Doc) {
     native(d);
     images(d);
+    checkpoints(d);
     files_and_streams(d);
     compat(d);
 }
@@ -161,6 +162,35 @@ fn images(d: &mut Doc) {
         .add();
 }
 
+fn checkpoints(d: &mut Doc) {
+    d.op("GET", "/system/backends", "The daemon's isolation backends, whether each works here and its accelerator")
+        .ok_list::<BackendInfo>(200)
+        .add();
+    d.op("GET", "/sandboxes/{id}/checkpoints", "A sandbox's checkpoints, oldest first").ok_list::<CheckpointInfo>(200).add();
+    d.op(
+        "POST",
+        "/sandboxes/{id}/checkpoints",
+        "Checkpoint a sandbox: a VM's memory and disks, or a bubblewrap sandbox's files (body optional)",
+    )
+    .body::<CheckpointRequest>()
+    .ok::<CheckpointInfo>(201)
+    .errors(&[409, 501])
+    .add();
+    d.op("DELETE", "/sandboxes/{id}/checkpoints/{name}", "Delete a checkpoint")
+        .ok_schema(200, json!({"type": "object", "properties": {"name": {"type": "string"}, "deleted": {"type": "boolean"}}}))
+        .add();
+    d.op("POST", "/sandboxes/{id}/restore", "Put a sandbox back to a checkpoint (the latest when `name` is omitted; body optional)")
+        .body::<RestoreRequest>()
+        .ok::<RestoreResponse>(200)
+        .errors(&[409, 501])
+        .add();
+    d.op("POST", "/sandboxes/{id}/fork", "Create a new sandbox from a checkpoint (taken now if there is none; body optional)")
+        .body::<ForkRequest>()
+        .ok::<RestoreResponse>(201)
+        .errors(&[409, 501])
+        .add();
+}
+
 fn files_and_streams(d: &mut Doc) {
     d.op("GET", "/sandboxes/{id}/files", "List a directory")
         .query("mount_path", "string", "a mount's sandbox path (default /workspace)")
@@ -277,12 +307,17 @@ fn compat(d: &mut Doc) {
         .query("backend", "string", "backend name")
         .ok_schema(200, json!({"type": "object"}))
         .add();
-    for path in [
-        "/deployed-sandboxes/{id}/checkpoint",
-        "/deployed-sandboxes/{id}/restore",
-        "/deployed-sandboxes/{id}/replace-mount",
-        "/sandboxes/{id}/tcp-tunnel",
-    ] {
+    d.op("POST", "/deployed-sandboxes/{id}/checkpoint", "Checkpoint a sandbox (cloud dialect of POST /sandboxes/{id}/checkpoints)")
+        .body::<CheckpointRequest>()
+        .ok::<CheckpointInfo>(201)
+        .errors(&[409, 501])
+        .add();
+    d.op("POST", "/deployed-sandboxes/{id}/restore", "Restore a sandbox's latest (or named) checkpoint (cloud dialect)")
+        .body::<RestoreRequest>()
+        .ok::<RestoreResponse>(200)
+        .errors(&[409, 501])
+        .add();
+    for path in ["/deployed-sandboxes/{id}/replace-mount", "/sandboxes/{id}/tcp-tunnel"] {
         d.op("POST", path, "Not available on this daemon (501)").errors(&[501]).add();
     }
 }
