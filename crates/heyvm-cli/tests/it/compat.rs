@@ -149,7 +149,7 @@ fn compat_deploy_exec_files_and_lifecycle() {
 fn compat_deploy_refuses_what_it_cannot_honour() {
     let Some(d) = Daemon::start() else { return };
     let cases = [
-        (json!({"name": "a", "driver": "firecracker"}), 400, "backend_unavailable"),
+        (json!({"name": "a", "driver": "hyperv"}), 400, "backend_unavailable"),
         (json!({"name": "b", "s3_archive_key": "u/a/ar-1.tar.gz"}), 400, "unsupported"),
         (json!({"name": "b2", "region": "MARS"}), 400, "invalid_request"),
         (json!({"name": "c", "mounts": [{"tree_id": "t1", "sandbox_path": "/data"}]}), 400, "unsupported"),
@@ -177,8 +177,9 @@ fn compat_deploy_refuses_what_it_cannot_honour() {
     assert_eq!((s, e["error"].as_str()), (400, Some("invalid_request")));
     let (s, e) = d.post("/sandbox/ok/exec", &json!({"args": ["x"]}));
     assert_eq!((s, e["error"].as_str()), (400, Some("invalid_request")), "command is required: {e}");
+    // Checkpoints are a VM-tier feature; a bubblewrap sandbox says so.
     let (s, e) = d.post("/deployed-sandboxes/ok/checkpoint", &json!({}));
-    assert_eq!((s, e["error"].as_str()), (501, Some("unsupported")));
+    assert_eq!((s, e["error"].as_str()), (409, Some("checkpoint_unsupported")), "{e}");
     let (s, imgs) = d.get("/public-images");
     assert_eq!((s, imgs["images"][0]["id"].as_str()), (200, Some("host")));
     let (_, imgs) = d.get("/public-images?backend=firecracker");

@@ -163,6 +163,7 @@ fn images(d: &mut Doc) {
 }
 
 fn checkpoints(d: &mut Doc) {
+    d.schema::<ProcessFate>();
     d.op("GET", "/system/backends", "The daemon's isolation backends, whether each works here and its accelerator")
         .ok_list::<BackendInfo>(200)
         .add();
