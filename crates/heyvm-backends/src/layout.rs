@@ -11,6 +11,11 @@ pub trait OverlayPaths {
     fn upper(&self) -> PathBuf;
     fn overlay_work(&self) -> PathBuf;
     fn merged(&self) -> PathBuf;
+    /// Mount points of the idmapped views (shared layers, user mounts) in
+    /// the owner's private mount namespace; empty directories on the host.
+    fn idmapped(&self) -> PathBuf;
+    /// Records which uid range the layers' ownership was shifted into.
+    fn ids_marker(&self) -> PathBuf;
 }
 
 impl OverlayPaths for SandboxPaths {
@@ -22,5 +27,11 @@ impl OverlayPaths for SandboxPaths {
     }
     fn merged(&self) -> PathBuf {
         self.dir.join("merged")
+    }
+    fn idmapped(&self) -> PathBuf {
+        self.dir.join("idmapped")
+    }
+    fn ids_marker(&self) -> PathBuf {
+        self.dir.join("ids")
     }
 }

@@ -9,6 +9,7 @@ pub mod bubblewrap;
 pub mod cgroups;
 mod disk;
 mod hardening;
+pub mod idmap;
 pub mod layout;
 mod mask;
 pub mod net;

@@ -47,6 +47,17 @@ pub struct OwnerPlan {
     /// from the owner's mount namespace (see `disk::detach_foreign`).
     #[serde(default)]
     pub own_disk: Option<PathBuf>,
+    /// Root only: the sandbox's user namespace and the idmapped mounts made
+    /// for it before bwrap runs (see `idmap`).
+    #[serde(default)]
+    pub userns: Option<UsernsPlan>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct UsernsPlan {
+    /// Inside ids to the sandbox's host range.
+    pub map: crate::idmap::IdMap,
+    pub mounts: Vec<crate::idmap::IdmappedMount>,
 }
 
 /// Never returns on success (the process becomes bwrap).
@@ -89,7 +100,9 @@ fn become_bwrap(plan: &OwnerPlan) -> io::Result<()> {
         // for every command it runs.
         let _ = std::fs::write("/proc/self/oom_score_adj", "-1000");
     }
-    if !plan.overlays.is_empty() {
+    // Made before any mount: the idmapped views need its descriptor.
+    let userns = plan.userns.as_ref().map(|u| crate::idmap::new_userns(&u.map)).transpose()?;
+    if !plan.overlays.is_empty() || userns.is_some() {
         // SAFETY: plain syscalls on this single-threaded process.
         unsafe {
             if libc::unshare(libc::CLONE_NEWNS) != 0 {
@@ -103,6 +116,9 @@ fn become_bwrap(plan: &OwnerPlan) -> io::Result<()> {
         if let Some(own) = &plan.own_disk {
             crate::disk::detach_foreign(own);
         }
+        if let (Some(u), Some(ns)) = (&plan.userns, &userns) {
+            mount_idmapped(plan, u, ns)?;
+        }
         if let Some(d) = &plan.data_dir {
             std::env::set_current_dir(d).map_err(|e| io::Error::new(e.kind(), format!("entering {}: {e}", d.display())))?;
         }
@@ -115,6 +131,7 @@ fn become_bwrap(plan: &OwnerPlan) -> io::Result<()> {
     if plan.net.netns.is_some() {
         log(plan, "entered the sandbox's network namespace");
     }
+
     log(plan, "starting bwrap; the agent becomes the sandbox's first process");
     let mut bwrap = plan.bwrap.clone();
     if plan.seccomp {
@@ -123,6 +140,11 @@ fn become_bwrap(plan: &OwnerPlan) -> io::Result<()> {
             let fd = std::os::fd::IntoRawFd::into_raw_fd(fd);
             bwrap.splice(1..1, ["--seccomp".to_string(), fd.to_string()]);
         }
+    }
+    if let Some(ns) = &userns {
+        // Last: from here on the owner has no privilege on the host (and
+        // cannot open the host-owned log file).
+        crate::idmap::enter(ns)?;
     }
     let argv: Vec<CString> = bwrap
         .iter()
@@ -170,6 +192,34 @@ fn set_open_files(n: u64) -> io::Result<()> {
         lim = libc::rlimit { rlim_cur: n, rlim_max: n };
         if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
             return Err(err("setrlimit(RLIMIT_NOFILE)"));
+        }
+    }
+    Ok(())
+}
+
+/// The shared layers through the sandbox's namespace, user mounts through
+/// one namespace per distinct host owner.
+fn mount_idmapped(plan: &OwnerPlan, u: &UsernsPlan, sandbox_ns: &std::os::fd::OwnedFd) -> io::Result<()> {
+    let mut others: Vec<(crate::idmap::IdMap, std::os::fd::OwnedFd)> = Vec::new();
+    for m in &u.mounts {
+        let ns = if m.map == u.map {
+            sandbox_ns
+        } else {
+            if !others.iter().any(|(map, _)| *map == m.map) {
+                others.push((m.map.clone(), crate::idmap::new_userns(&m.map)?));
+            }
+            &others.iter().find(|(map, _)| *map == m.map).expect("just added").1
+        };
+        match crate::idmap::mount_idmapped(m, ns) {
+            Ok(()) => {}
+            // A user mount on a filesystem without idmapping support (FUSE,
+            // NFS…): a plain bind, where root inside is nobody to the
+            // directory's files, rather than no sandbox.
+            Err(e) if m.host_dir => {
+                log(plan, &format!("warning: {e}; {} is mounted without id mapping", m.source.display()));
+                crate::idmap::mount_plain(m)?;
+            }
+            Err(e) => return Err(e),
         }
     }
     Ok(())

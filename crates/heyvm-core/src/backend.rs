@@ -52,6 +52,9 @@ pub struct LaunchSpec {
     /// The image's unpacked layers, bottom first; empty means the host's
     /// system directories (only filled for a launch).
     pub image_layers: Vec<PathBuf>,
+    /// The sandbox's own host uid/gid range (root inside is its first id);
+    /// backends that map ids need it, None only if none could be allocated.
+    pub ids: Option<crate::id_ranges::IdRange>,
 }
 
 /// The sandbox's network: mode and egress policy (validated entries:

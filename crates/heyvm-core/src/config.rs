@@ -40,6 +40,7 @@ env_vars! {
     POOL_SIZE = "HEYVM_POOL_SIZE", "1", "Warm sandboxes kept launched for fast creates; 0 turns the pool off.";
     ARCHIVE_TTL_SECS = "HEYVM_ARCHIVE_TTL_SECS", "86400", "Uploaded deploy archives older than this are deleted.";
     NET_POOL = "HEYVM_NET_POOL", "10.89.0.0/16", "Address pool for `nat` sandboxes (/30 each).";
+    SUBIDS = "HEYVM_SUBIDS", "1000000000:1073741824", "Host uids/gids given to sandboxes (START:COUNT, like /etc/subuid); each sandbox gets its own 65536.";
     AGENT_BIN = "HEYVM_AGENT_BIN", "heyvm-agent beside heyvm", "The static agent binary placed in sandboxes.";
     REGISTRY_MIRRORS = "HEYVM_REGISTRY_MIRRORS", "unset", "Comma-separated `REGISTRY=MIRROR` pairs; mirrors are tried first (e.g. `docker.io=127.0.0.1:5000`).";
     INSECURE_REGISTRIES = "HEYVM_INSECURE_REGISTRIES", "unset", "Comma-separated `host:port` registries reached over plain HTTP (loopback ones always are).";

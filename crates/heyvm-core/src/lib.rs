@@ -14,6 +14,7 @@ pub mod egress;
 pub mod error;
 #[cfg(any(test, feature = "fake"))]
 pub mod fake;
+pub mod id_ranges;
 pub mod ids;
 pub mod manager;
 pub mod paths;

@@ -30,6 +30,10 @@ struct OpenHow {
 pub struct Confined {
     root: OwnedFd,
     display: String,
+    /// Who files and directories created here belong to (a root daemon
+    /// writing into a sandbox's uid range or a mount's owner), else the
+    /// daemon's own user.
+    owner: Option<(u32, u32)>,
 }
 
 /// Checks a user path lexically and returns it as a relative path. The empty
@@ -88,7 +92,13 @@ impl Confined {
             return Err(CoreError::Backend(crate::backend::BackendError::io(format!("cannot open mount root {}", root.display()), e)));
         }
         // SAFETY: fd is a fresh descriptor we own.
-        Ok(Confined { root: unsafe { OwnedFd::from_raw_fd(fd) }, display: root.display().to_string() })
+        Ok(Confined { root: unsafe { OwnedFd::from_raw_fd(fd) }, display: root.display().to_string(), owner: None })
+    }
+
+    /// Creates files and directories as `owner` (uid, gid).
+    pub fn owned_by(mut self, owner: Option<(u32, u32)>) -> Self {
+        self.owner = owner;
+        self
     }
 
     fn openat2(&self, rel: &Path, flags: i32, mode: u32) -> io::Result<OwnedFd> {
@@ -125,6 +135,10 @@ impl Confined {
                     let c = cstr(Path::new(comp.as_os_str()))?;
                     // SAFETY: valid dirfd and NUL-terminated name.
                     let r = unsafe { libc::mkdirat(here.as_raw_fd(), c.as_ptr(), 0o755) };
+                    if let (0, Some((uid, gid))) = (r, self.owner) {
+                        // SAFETY: valid dirfd and name; never follows a link.
+                        unsafe { libc::fchownat(here.as_raw_fd(), c.as_ptr(), uid, gid, libc::AT_SYMLINK_NOFOLLOW) };
+                    }
                     if r != 0 {
                         let e = io::Error::last_os_error();
                         if e.raw_os_error() != Some(libc::EEXIST) {
@@ -162,6 +176,10 @@ impl Confined {
         };
         if fd < 0 {
             return Err(escape_error(rel, io::Error::last_os_error()));
+        }
+        if let Some((uid, gid)) = self.owner {
+            // SAFETY: fchown on the descriptor just created.
+            unsafe { libc::fchown(fd, uid, gid) };
         }
         // SAFETY: fresh descriptor we own.
         let file = File::from(unsafe { OwnedFd::from_raw_fd(fd) });

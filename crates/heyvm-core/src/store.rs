@@ -48,10 +48,11 @@ impl Store {
                  record TEXT NOT NULL
              );",
         )?;
+        Store::create_id_ranges_table(&conn)?;
         Ok(Store { conn: Mutex::new(conn) })
     }
 
-    fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
+    pub(crate) fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
         self.conn.lock().unwrap_or_else(|e| e.into_inner())
     }
 

@@ -97,6 +97,7 @@ fn launch_nat(assets: &heyvm_vm::assets::VmAssets, initrd: std::path::PathBuf, s
         mounts: vec![],
         network: NetworkSpec { mode: heyvm_types::NetworkMode::Nat, ..Default::default() },
         image_layers: vec![],
+        ids: None,
     };
     let host = heyvm_vm::launch::HostSetup {
         assets: assets.clone(),

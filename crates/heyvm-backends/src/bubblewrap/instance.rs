@@ -66,6 +66,9 @@ pub(super) async fn launch(inner: Arc<Inner>, spec: &LaunchSpec) -> BackendResul
     if let Some(cg) = &inner.cgroups {
         cg.create(&spec.id, &spec.limits).map_err(|e| failed("setting up cgroups", e))?;
     }
+    if inner.maps_ids() && spec.ids.is_none() {
+        return Err(BackendError::Failed("no uid/gid range could be allocated for this sandbox".into()));
+    }
     let choice = net::choose(spec, procs::is_root());
     let owner_net = if choice == net::Choice::Nat {
         let s = spec.clone();
@@ -77,6 +80,14 @@ pub(super) async fn launch(inner: Arc<Inner>, spec: &LaunchSpec) -> BackendResul
         OwnerNet::default()
     };
     let plan = inner.plan(spec, owner_net)?;
+    if let Some(range) = spec.ids.filter(|_| inner.maps_ids()) {
+        // After the plan, which may have made a fresh image layer.
+        let s = spec.clone();
+        tokio::task::spawn_blocking(move || super::ownership::ensure(&s, &range))
+            .await
+            .map_err(|e| failed("shifting ownership", e))?
+            .map_err(|e| failed("moving the sandbox's files into its uid range", e))?;
+    }
     let plan_json = serde_json::to_vec_pretty(&plan).map_err(|e| failed("encoding the launch plan", e))?;
     fs::write(p.launch_json(), plan_json).map_err(|e| BackendError::io("writing the launch plan", e))?;
     let listener = agent_listener(spec)?;

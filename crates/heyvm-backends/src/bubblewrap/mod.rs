@@ -8,9 +8,10 @@
 //! [`crate::net`].
 
 mod instance;
+mod ownership;
 
 use std::fs;
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -19,9 +20,10 @@ use heyvm_core::backend::{BackendError, BackendResult, Instance};
 use heyvm_core::{Backend, LaunchSpec};
 
 use crate::cgroups::Cgroups;
+use crate::idmap::{IdMap, IdmappedMount};
 use crate::layout::OverlayPaths;
 use crate::net::{self, OwnerNet};
-use crate::owner::{Overlay, OwnerPlan};
+use crate::owner::{Overlay, OwnerPlan, UsernsPlan};
 use crate::procs;
 
 pub use instance::BwrapInstance;
@@ -44,8 +46,9 @@ const KEPT_CAPS: &[&str] = &[
     "CAP_NET_BIND_SERVICE",
     "CAP_SYS_CHROOT",
     "CAP_AUDIT_WRITE",
-    // Not CAP_SETFCAP: root inside is host root today, so a file
-    // capability written on a host mount would count on the host.
+    // Not CAP_SETFCAP: root inside may write a user mount as its host
+    // owner (root, say), so a file capability written there would count on
+    // the host.
     "CAP_MKNOD",
 ];
 /// Where the agent binary appears inside.
@@ -104,16 +107,41 @@ impl BubblewrapBackend {
 }
 
 impl Inner {
+    /// Whether sandboxes get their own user namespace with a uid range
+    /// (root only; see `idmap`).
+    pub(crate) fn maps_ids(&self) -> bool {
+        self.overlays
+    }
+
     fn plan(&self, spec: &LaunchSpec, net: OwnerNet) -> BackendResult<OwnerPlan> {
         let p = &spec.paths;
         let s = |p: &Path| p.display().to_string();
+        let ids = spec.ids.filter(|_| self.maps_ids());
         let mut a: Vec<String> = vec![s(&self.bwrap)];
+        let mut idmapped = Vec::new();
         let mut push = |items: &[&str]| a.extend(items.iter().map(|x| x.to_string()));
-        push(&["--unshare-user", "--unshare-pid", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try"]);
+        if ids.is_none() {
+            push(&["--unshare-user"]);
+        }
+        push(&["--unshare-pid", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try"]);
         if net.netns.is_none() {
             push(&["--unshare-net"]);
         }
-        push(&["--uid", "0", "--gid", "0", "--hostname", &spec.hostname, "--new-session"]);
+        if ids.is_none() {
+            push(&["--uid", "0", "--gid", "0"]);
+        }
+        push(&["--hostname", &spec.hostname, "--new-session"]);
+        let sandbox_map = ids.map(|r| IdMap::range(r.base, r.size));
+        // An idmapped view of a shared layer when ids are mapped, else the
+        // layer itself.
+        let mut view = |src: PathBuf, name: String| match &sandbox_map {
+            Some(map) => {
+                let target = p.idmapped().join(name);
+                idmapped.push(IdmappedMount { source: src, target: target.clone(), map: map.clone(), read_only: true, host_dir: false });
+                target
+            }
+            None => src,
+        };
         let mut overlays = Vec::new();
         // On an OCI image, `/` is the image's layers under the sandbox's own
         // writable layer; otherwise the host's system directories are
@@ -128,7 +156,18 @@ impl Inner {
                     "sandboxes on images need the static heyvm-agent (build it with scripts/build-agent.sh)".into(),
                 ));
             }
-            let root = crate::rootfs::image_root(spec).map_err(|e| BackendError::io("preparing the image root", e))?;
+            let mut root = crate::rootfs::image_root(spec).map_err(|e| BackendError::io("preparing the image root", e))?;
+            if sandbox_map.is_some() {
+                // Shared image layers keep their ownership: idmapped views.
+                let views: Vec<String> = root
+                    .lower
+                    .to_string_lossy()
+                    .split(':')
+                    .enumerate()
+                    .map(|(i, l)| view(PathBuf::from(l), format!("layer-{i}")).display().to_string())
+                    .collect();
+                root.lower = PathBuf::from(views.join(":"));
+            }
             push(&["--bind", &s(&root.merged), "/"]);
             overlays.push(root);
         } else {
@@ -143,9 +182,10 @@ impl Inner {
             if self.overlays {
                 let merged = p.merged().join(d);
                 // The masking layer's whiteouts sit above the host directory.
+                let host_view = view(host.clone(), d.to_string());
                 let lower = match &mask {
-                    Some(m) => PathBuf::from(format!("{}:{}", m.join(d).display(), host.display())),
-                    None => host.clone(),
+                    Some(m) => PathBuf::from(format!("{}:{}", view(m.join(d), format!("mask-{d}")).display(), host_view.display())),
+                    None => host_view,
                 };
                 overlays.push(Overlay { lower, upper: p.upper().join(d), work: p.overlay_work().join(d), merged: merged.clone() });
                 push(&["--bind", &s(&merged), &s(&host)]);
@@ -160,8 +200,20 @@ impl Inner {
         let agent_src = self.agent.as_ref().unwrap_or(&self.heyvm_exe);
         let agent_bin = format!("{AGENT_DIR}/{}", if self.agent.is_some() { "heyvm-agent" } else { "heyvm" });
         push(&["--ro-bind", &s(agent_src), &agent_bin]);
-        for m in &spec.mounts {
-            push(&[if m.read_only { "--ro-bind" } else { "--bind" }, &m.host_path, &m.sandbox_path]);
+        for (i, m) in spec.mounts.iter().enumerate() {
+            let source = match ids {
+                // Root inside writes as the directory's host owner.
+                Some(r) => {
+                    let (uid, gid) = std::fs::metadata(&m.host_path).map(|md| (md.uid(), md.gid())).unwrap_or((0, 0));
+                    let target = p.idmapped().join(format!("mount-{i}"));
+                    let map = IdMap::owner(uid, gid, r.base);
+                    let source = PathBuf::from(&m.host_path);
+                    idmapped.push(IdmappedMount { source, target: target.clone(), map, read_only: m.read_only, host_dir: true });
+                    s(&target)
+                }
+                None => m.host_path.clone(),
+            };
+            push(&[if m.read_only { "--ro-bind" } else { "--bind" }, &source, &m.sandbox_path]);
         }
         for f in MASKED_FILES.iter().filter(|_| !on_image) {
             if Path::new(f).exists() {
@@ -192,6 +244,7 @@ impl Inner {
             open_files: Some(spec.limits.open_files),
             data_dir: p.dir.parent().and_then(Path::parent).map(Path::to_path_buf),
             own_disk: p.disk_image().exists().then(|| p.disk_mount()),
+            userns: sandbox_map.map(|map| UsernsPlan { map, mounts: idmapped }),
         })
     }
 }

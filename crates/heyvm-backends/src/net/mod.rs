@@ -190,6 +190,7 @@ mod tests {
             mounts: vec![],
             network: Default::default(),
             image_layers: vec![],
+            ids: None,
         }
     }
 

@@ -40,6 +40,7 @@ fn setuid_and_capability_plants_never_reach_a_host_mount() {
     // A mount whose source is owned by root, as the issue's attack used.
     let host = tempfile::tempdir_in("/tmp").unwrap();
     std::fs::set_permissions(host.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    assert_eq!(std::fs::metadata(host.path()).unwrap().uid(), 0, "the mount's source must be root's");
     let id = start(&d, json!({"name": "plant", "size_class": "micro", "mounts": [{"host_path": host.path(), "sandbox_path": "/data"}]}));
     let script = "cp /bin/true /data/t1; chmod 4755 /data/t1; chmod g+s /data/t1; \
                   install -m 4755 /bin/true /data/t2; \

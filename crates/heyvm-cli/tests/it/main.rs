@@ -15,6 +15,7 @@ mod exec_stdin;
 mod hostile_api;
 mod hostile_disk;
 mod hostile_flood;
+mod hostile_ids;
 mod hostile_kernel;
 mod hostile_net;
 mod hostile_tokens;

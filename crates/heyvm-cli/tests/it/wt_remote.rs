@@ -216,17 +216,14 @@ fn non_root_developer_driving_a_root_daemon() {
     let Some(d) = Daemon::start_with(&[("HEYVM_ALLOW_USERS", "1000")]) else { return };
     let r = user_repo();
     // Worktree made by the user, sandbox running with it at /workspace,
-    // readable inside. Writing needs issue 8 (next test).
+    // readable inside. Writing: next test.
     user_session(&bin, &d, &r);
 }
 
-/// Files a root daemon's sandbox writes into a user's worktree must belong
-/// to that user: needs the per-sandbox uid range with idmapped mounts of
-/// issue 8. Until then the sandbox's root (host root, whose capabilities do
-/// not reach uid 1000's files from inside its user namespace) cannot write
-/// there at all.
+/// Files a root daemon's sandbox writes into a user's worktree belong to
+/// that user: the worktree is an idmapped mount mapping its host owner to
+/// the sandbox's root (issue 8).
 #[test]
-#[ignore = "blocked on issue 8 (idmapped mounts / per-sandbox uid ranges)"]
 fn root_daemon_keeps_worktree_files_owned_by_the_user() {
     let (_bin_dir, bin) = user_binary();
     let Some(d) = Daemon::start_with(&[("HEYVM_ALLOW_USERS", "1000")]) else { return };

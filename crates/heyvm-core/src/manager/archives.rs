@@ -82,7 +82,14 @@ impl SandboxManager {
     /// Unpacks the record's archive into its workspace (blocking).
     pub(super) fn unpack_archive(&self, rec: &SandboxRecord, id: &str) -> Result<()> {
         let path = self.archive_path(id)?;
-        let sum = archive::extract(&path, &self.data.sandbox(&rec.id).workspace())?;
+        let workspace = self.data.sandbox(&rec.id).workspace();
+        let sum = archive::extract(&path, &workspace)?;
+        // Unpacked as the daemon: the files become the sandbox root's.
+        if self.sandbox_root_ids(rec).is_some() {
+            if let Some(range) = self.spec(rec).ids {
+                crate::id_ranges::shift_tree(&workspace, &range)?;
+            }
+        }
         self.log_system(rec, &format!("archive {id} unpacked into /workspace ({} files, {} bytes)", sum.files, sum.bytes));
         Ok(())
     }

@@ -255,6 +255,13 @@ impl SandboxManager {
             .ok_or_else(|| build_err(line, format!("RUN: the {} backend cannot build images", rec.backend_type)))?;
         // WORKDIR exists before the command runs in it, as in Docker.
         std::fs::create_dir_all(upper.join(st.workdir().trim_start_matches('/')))?;
+        // The build sandbox's root owns its layer on the host (see id_ranges).
+        let id_base = self.sandbox_root_ids(&rec).map(|(base, _)| base);
+        if let (Some(_), Some(range)) = (id_base, self.spec(&rec).ids) {
+            if upper.is_dir() {
+                crate::id_ranges::shift_tree(&upper, &range)?;
+            }
+        }
         self.start(id).await.map_err(|e| build_err(line, format!("RUN: {e}")))?;
         let argv = shell_argv(cmd, st);
         let ereq = ExecRequest { command: argv[0].clone(), args: argv[1..].to_vec(), ..Default::default() };
@@ -299,7 +306,7 @@ impl SandboxManager {
                 NOT_IN_LAYER.iter().any(|p| rel == Path::new(p))
                     || (rel == Path::new("etc/resolv.conf") && std::fs::read(upper.join(rel)).ok() == host_resolv)
             };
-            Ok(store.write_layer(|b| export_dir(b, &upper, 0, &skip))?)
+            Ok(store.write_layer(|b| export_dir(b, &upper, id_base.unwrap_or(0), &skip))?)
         })
         .await
         .map_err(blocking_err)?

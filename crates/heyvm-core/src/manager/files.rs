@@ -25,11 +25,19 @@ impl SandboxManager {
         };
         let user_mount = rec.mounts.iter().find(|m| m.sandbox_path == mp);
         if mp == WORKSPACE_PATH && user_mount.is_none() {
-            let dir = Confined::open(&self.data.sandbox(&rec.id).workspace())?;
+            let dir = Confined::open(&self.data.sandbox(&rec.id).workspace())?.owned_by(self.sandbox_root_ids(rec));
             return Ok(MountRoot { mount_path: mp, read_only: false, dir });
         }
         match user_mount {
-            Some(m) => Ok(MountRoot { mount_path: mp, read_only: m.read_only, dir: Confined::open(std::path::Path::new(&m.host_path))? }),
+            Some(m) => {
+                let host = std::path::Path::new(&m.host_path);
+                // As inside: a root daemon writes as the directory's owner.
+                let owner = std::fs::metadata(host).ok().filter(|_| crate::id_ranges::daemon_is_root()).map(|md| {
+                    use std::os::unix::fs::MetadataExt;
+                    (md.uid(), md.gid())
+                });
+                Ok(MountRoot { mount_path: mp, read_only: m.read_only, dir: Confined::open(host)?.owned_by(owner) })
+            }
             None => {
                 let known: Vec<String> = self.mounts_of(rec).into_iter().map(|m| m.sandbox_path).collect();
                 Err(CoreError::invalid(format!("no mount at '{mp}'; mounts are: {}", known.join(", "))))

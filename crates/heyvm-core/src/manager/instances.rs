@@ -55,6 +55,7 @@ impl SandboxManager {
     /// Launches the sandbox and waits for its agent's handshake.
     pub(crate) async fn launch_instance(&self, rec: &SandboxRecord) -> std::result::Result<(), String> {
         let backend = self.backend_for(rec).map_err(|e| e.to_string())?;
+        self.assign_id_range(&rec.id).map_err(|e| e.to_string())?;
         let mut spec = self.spec(rec);
         spec.image_layers = self.image_layers(rec).await.map_err(|e| e.to_string())?;
         // Recorded before this check existed: refuse rather than expose.

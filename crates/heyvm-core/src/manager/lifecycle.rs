@@ -132,6 +132,7 @@ impl SandboxManager {
         if let Err(e) = prepared {
             let _ = self.store.delete(&rec.id);
             self.remove_files(&rec);
+            let _ = self.store.release_id_range(&rec.id);
             return Err(e);
         }
         self.log_system(&rec, &format!("sandbox created (size {}, backend {})", rec.size_class, rec.backend_type));
@@ -213,6 +214,7 @@ impl SandboxManager {
         self.kill_instance(&rec).await?;
         self.store.delete(&rec.id)?;
         self.remove_files(&rec);
+        self.store.release_id_range(&rec.id)?;
         self.locks.lock().unwrap_or_else(|e| e.into_inner()).remove(&rec.id);
         self.cpu_samples.lock().unwrap_or_else(|e| e.into_inner()).remove(&rec.id);
         self.urls.lock().unwrap_or_else(|e| e.into_inner()).remove(&rec.id);

@@ -74,6 +74,9 @@ pub struct ManagerConfig {
     /// Idle timeout of sandboxes that set none (`HEYVM_IDLE_TIMEOUT_SECS`;
     /// None or 0 = never). See `idle.rs`.
     pub idle_timeout_secs: Option<u64>,
+    /// Host uids/gids sandboxes get ranges from (`HEYVM_SUBIDS`); an
+    /// unusable value stops the daemon from starting.
+    pub id_pool: std::result::Result<crate::id_ranges::IdPool, String>,
 }
 
 impl Default for ManagerConfig {
@@ -87,6 +90,7 @@ impl Default for ManagerConfig {
             pool_size: 1,
             archive_ttl: Duration::from_secs(86_400),
             idle_timeout_secs: None,
+            id_pool: Ok(crate::id_ranges::DEFAULT_POOL),
         }
     }
 }
@@ -102,6 +106,7 @@ impl ManagerConfig {
             pool_size: parse(config::POOL_SIZE).unwrap_or(d.pool_size),
             archive_ttl: parse(config::ARCHIVE_TTL_SECS).map(Duration::from_secs).unwrap_or(d.archive_ttl),
             idle_timeout_secs: parse::<u64>(config::IDLE_TIMEOUT_SECS).filter(|&t| t > 0),
+            id_pool: crate::id_ranges::IdPool::from_env(),
             ..d
         }
     }
@@ -143,6 +148,9 @@ impl SandboxManager {
     /// Opens the store and reconciles recorded state with what is actually
     /// running (the daemon may have been killed, or the host rebooted).
     pub async fn open(data: DataDir, backends: Vec<Arc<dyn Backend>>, config: ManagerConfig) -> Result<Arc<Self>> {
+        if let Err(e) = &config.id_pool {
+            return Err(crate::CoreError::invalid(e.clone()));
+        }
         if backends.is_empty() {
             return Err(crate::CoreError::BackendUnavailable("any".into(), "no backend is available".into()));
         }
@@ -178,6 +186,7 @@ impl SandboxManager {
         mgr.open_storage_all()?;
         mgr.reconcile().await?;
         mgr.remove_orphans().await?;
+        mgr.store.release_orphan_id_ranges()?;
         mgr.refill_pool();
         Ok(mgr)
     }
@@ -218,7 +227,34 @@ impl SandboxManager {
             mounts: rec.mounts.clone(),
             network: crate::backend::NetworkSpec { mode: rec.network, allow_out: rec.allow_out.clone(), deny_out: rec.deny_out.clone() },
             image_layers: Vec::new(),
+            ids: self.id_range_of(&rec.id),
         }
+    }
+
+    /// Who the sandbox's root is on the host, for files a root daemon
+    /// writes into its layer (None: the daemon is not root, so files are
+    /// its own, as is the sandbox's root).
+    pub(crate) fn sandbox_root_ids(&self, rec: &SandboxRecord) -> Option<(u32, u32)> {
+        if !crate::id_ranges::daemon_is_root() || rec.backend_type != "bubblewrap" {
+            return None;
+        }
+        self.id_range_of(&rec.id).map(|r| (r.base, r.base))
+    }
+
+    /// The sandbox's recorded uid/gid range (see `id_ranges`); launches
+    /// allocate it ([`Self::assign_id_range`]).
+    fn id_range_of(&self, id: &str) -> Option<crate::id_ranges::IdRange> {
+        self.store.recorded_id_range(id).unwrap_or_else(|e| {
+            tracing::error!(sandbox = id, error = %e, "cannot read the uid/gid range");
+            None
+        })
+    }
+
+    /// Allocates the sandbox's range if it has none yet (first launch,
+    /// including of a sandbox made before ranges existed).
+    pub(crate) fn assign_id_range(&self, id: &str) -> Result<()> {
+        let pool = self.config.id_pool.as_ref().map_err(|e| crate::CoreError::invalid(e.clone()))?;
+        self.store.id_range(id, pool).map(drop)
     }
 
     pub fn resolve(&self, key: &str) -> Result<SandboxRecord> {

@@ -66,6 +66,7 @@ impl SandboxManager {
     async fn discard_warm(&self, rec: &SandboxRecord) {
         let _ = self.kill_instance(rec).await;
         self.remove_files(rec);
+        let _ = self.store.release_id_range(&rec.id);
     }
 
     /// Whether warm sandboxes of the default backend can take a new name.
