@@ -64,6 +64,10 @@ fn creates_adopt_warm_sandboxes_that_behave_like_any_other() {
     let next_warm = warm_dirs(&d).remove(0);
     let other = d.create(json!({"name": "nonet", "network": "none"}));
     assert_ne!(other["id"], next_warm.as_str());
+    // Nor does one whose disk differs from the warm sandbox's 10 GiB.
+    let micro = d.create(json!({"name": "micro-disk", "size_class": "micro"}));
+    assert_ne!(micro["id"], next_warm.as_str());
+    assert_eq!(micro["disk_size_gb"], 2);
     assert_eq!(warm_dirs(&d), vec![next_warm.clone()]);
 
     // A daemon killed with its pool is cleaned up by the next one.
