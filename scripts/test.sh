@@ -4,7 +4,7 @@
 # (cgroups, overlays); in CI (CI=true) missing capabilities fail the run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-# Python test dependencies (the SDK suite), pinned, into target/pyenv.
+# Python test dependencies (the SDK suite, the MCP SDK), pinned, into target/pyenv.
 scripts/python-deps.sh
 # The static agent the sandboxes run (beside target/release/heyvm).
 bash scripts/build-agent.sh

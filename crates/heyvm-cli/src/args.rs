@@ -242,6 +242,13 @@ pub enum Command {
         #[command(subcommand)]
         action: ApiKeyAction,
     },
+    /// Serve MCP (Model Context Protocol) on stdin/stdout: computer_run, computer_write_file,
+    /// computer_read_file on this session's computer, plus sandbox_* management tools.
+    #[command(after_help = "The computer is ephemeral by default: created at the first tool call, deleted when the\n\
+        client disconnects, and carrying a TTL (--ttl) so a killed server leaks nothing for long.\n\
+        Examples:\n  heyvm mcp\n  heyvm mcp --persistent my-dev-box --size-class medium\n  heyvm mcp --sandbox sb-1a2b3c4d\n\
+        Streamable HTTP: the API server serves the same tools at /mcp.")]
+    Mcp(McpArgs),
     /// Store a token for this machine's CLI ($MVM_DATA_DIR/token.json, default ~/.heyo).
     #[command(after_help = "Examples:\n  heyvm login --token \"$TOKEN\"\n  heyvm token create --sub me | heyvm login -")]
     Login {
@@ -464,6 +471,28 @@ pub enum TokenAction {
         #[arg(long, env = "JWT_SECRET", hide_env_values = true)]
         secret: Option<String>,
     },
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct McpArgs {
+    /// Use (and create if missing) the sandbox with this name; it is kept after the session.
+    #[arg(long, value_name = "NAME")]
+    pub persistent: Option<String>,
+    /// Use this existing sandbox (id, name or slug); it is kept after the session.
+    #[arg(long, value_name = "ID")]
+    pub sandbox: Option<String>,
+    /// Size class of a computer this session creates: micro, mini, small, medium, large or xlarge.
+    #[arg(long)]
+    pub size_class: Option<String>,
+    /// Image of a computer this session creates.
+    #[arg(long)]
+    pub image: Option<String>,
+    /// Backend of a computer this session creates (e.g. bubblewrap).
+    #[arg(long)]
+    pub backend: Option<String>,
+    /// TTL of an ephemeral computer (running time; e.g. 30m, 2h).
+    #[arg(long, default_value = "1h")]
+    pub ttl: String,
 }
 
 #[derive(Subcommand, Debug, Clone)]

@@ -9,6 +9,7 @@ pub mod agent;
 pub mod api_keys;
 pub mod archive;
 pub mod backend;
+pub mod computers;
 pub mod config;
 pub mod egress;
 pub mod error;

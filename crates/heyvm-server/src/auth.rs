@@ -287,6 +287,13 @@ pub async fn require_auth(State(state): State<AppState>, req: Request, next: Nex
         Ok(_) => next.run(req).await,
         Err(e) => {
             tracing::debug!(code = e.code(), path = req.uri().path(), "rejected request");
+            // The agent-computer routes speak seed 000's codes.
+            if req.uri().path().starts_with("/api/agents") {
+                let mut resp =
+                    AppError::new(StatusCode::UNAUTHORIZED, "SANDBOX_AUTH_FAILED", format!("{e} ({})", e.code())).into_response();
+                resp.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+                return resp;
+            }
             e.into_response()
         }
     }

@@ -7,6 +7,7 @@ mod error;
 mod extract;
 pub mod guard;
 pub mod openapi;
+mod mcp;
 pub mod proxy;
 #[cfg(test)]
 mod router_tests;
@@ -31,4 +32,6 @@ pub struct AppState {
     pub proxy: Arc<proxy::ProxyHub>,
     /// API keys (`/api-keys`), also consulted by `auth`.
     pub keys: Arc<heyvm_core::api_keys::ApiKeyStore>,
+    /// Agent computers (`/api/agents/…`).
+    pub computers: Arc<routes::computers::Computers>,
 }

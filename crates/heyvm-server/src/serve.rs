@@ -54,7 +54,8 @@ pub async fn serve(opts: ServeOptions, backends: Vec<Arc<dyn Backend>>) -> anyho
     let proxy = crate::proxy::ProxyHub::new(mgr.clone(), auth.clone(), api_hostname, local.port());
     proxy.start();
     let routed = proxy.api_hostname().is_some();
-    let app = router(AppState { mgr: mgr.clone(), auth, proxy: proxy.clone(), keys });
+    let computers = Arc::new(crate::routes::computers::Computers::open(&opts.data.db_path())?);
+    let app = router(AppState { mgr: mgr.clone(), auth, proxy: proxy.clone(), keys, computers });
     let guard = Arc::new(crate::guard::GuardConfig::from_env(auth_on)?);
     crate::guard::accept::deepen_backlog(&listener);
     let permits = Arc::new(tokio::sync::Semaphore::new(guard.max_connections));

@@ -11,6 +11,7 @@ mod files;
 mod images;
 mod images_build;
 mod logs;
+mod mcp;
 mod mounts;
 mod sandbox;
 mod shell;
@@ -68,6 +69,7 @@ pub fn dispatch(cli: &Cli, command: Command) -> anyhow::Result<ExitCode> {
         Command::Update(a) => sandbox::update(&client, f, a),
         Command::Exec(a) => exec::run(&client, f, a),
         Command::ApiKeys { action } => api_keys::run(&client, f, action),
+        Command::Mcp(a) => mcp::run(client, a),
         Command::Logs { id, source, level, limit, offset, follow, since, until } => {
             let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0);
             let since = since.map(|t| crate::localtime::parse(&t, now)).transpose()?;

@@ -4,6 +4,7 @@ mod api_keys;
 mod archives;
 pub(crate) mod checkpoints;
 mod compat;
+pub(crate) mod computers;
 mod exec;
 mod exec_ws;
 mod files;
@@ -81,6 +82,9 @@ pub fn router(state: AppState) -> Router {
         .route("/system/backends", get(checkpoints::backends))
         // heyo-sdk's cloud dialect (/sandbox-deploy, /deployed-sandboxes, /sandbox/:id/…).
         .merge(compat::routes())
+        .merge(computers::routes())
+        // MCP over streamable HTTP: the tools of `heyvm mcp` (see mcp.rs).
+        .nest_service("/mcp", crate::mcp::service(state.mgr.clone(), state.proxy.clone(), state.auth.is_some()))
         .fallback(|| async { AppError::new(StatusCode::NOT_FOUND, "route_not_found", "no such route") })
         .method_not_allowed_fallback(|| async {
             AppError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "method not allowed on this route")
