@@ -22,6 +22,7 @@ type ToolResult = Result<CallToolResult, ErrorData>;
 #[derive(Clone)]
 pub struct HeyvmMcp {
     computer: Computer,
+    #[expect(dead_code, reason = "read by the code #[tool_handler] generates")]
     tool_router: ToolRouter<Self>,
 }
 
