@@ -32,7 +32,7 @@ static SCANNED: LazyLock<Option<PathBuf>> = LazyLock::new(|| match rebuild(DIRS,
 });
 
 fn extra_hidden() -> Vec<PathBuf> {
-    std::env::var_os("MVM_DATA_DIR").map(PathBuf::from).into_iter().collect()
+    heyvm_core::config::string(heyvm_core::config::DATA_DIR).map(PathBuf::from).into_iter().collect()
 }
 
 /// Starts the rescan in the background (daemon start).

@@ -42,6 +42,11 @@ env_vars! {
     NET_POOL = "HEYVM_NET_POOL", "10.89.0.0/16", "Address pool for `nat` sandboxes (/30 each).";
     SUBIDS = "HEYVM_SUBIDS", "1000000000:1073741824", "Host uids/gids given to sandboxes (START:COUNT, like /etc/subuid); each sandbox gets its own 65536.";
     AGENT_BIN = "HEYVM_AGENT_BIN", "heyvm-agent beside heyvm", "The static agent binary placed in sandboxes.";
+    MAX_CONNECTIONS = "HEYVM_MAX_CONNECTIONS", "4096", "API connections served at once; more wait in the accept queue.";
+    HEADER_TIMEOUT_SECS = "HEYVM_HEADER_TIMEOUT_SECS", "10", "A client must send its request headers within this many seconds.";
+    ALLOW_USERS = "HEYVM_ALLOW_USERS", "unset", "Without JWT_SECRET: local users besides the daemon's own allowed on the API (names or uids, comma-separated; `*` for any).";
+    MOUNT_ROOTS = "HEYVM_MOUNT_ROOTS", "unset", "Host directories (`:` or `,` separated) that token-authenticated remote callers may mount from.";
+    ALLOW_HOST_PORTS = "HEYVM_ALLOW_HOST_PORTS", "unset", "Host ports `nat` sandboxes may reach (comma-separated); every other host port is blocked.";
     REGISTRY_MIRRORS = "HEYVM_REGISTRY_MIRRORS", "unset", "Comma-separated `REGISTRY=MIRROR` pairs; mirrors are tried first (e.g. `docker.io=127.0.0.1:5000`).";
     INSECURE_REGISTRIES = "HEYVM_INSECURE_REGISTRIES", "unset", "Comma-separated `host:port` registries reached over plain HTTP (loopback ones always are).";
     DOCKER_CONFIG = "DOCKER_CONFIG", "`~/.docker`", "Directory of Docker's `config.json`, read for registry credentials (`auths`).";

@@ -6,8 +6,8 @@ pub mod auth;
 mod error;
 mod extract;
 pub mod guard;
-pub mod openapi;
 mod mcp;
+pub mod openapi;
 pub mod proxy;
 #[cfg(test)]
 mod router_tests;

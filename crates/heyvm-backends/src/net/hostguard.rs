@@ -24,7 +24,11 @@ pub fn table(veth: &str) -> String {
 
 /// `HEYVM_ALLOW_HOST_PORTS`: comma- or space-separated port numbers.
 pub fn allowed_ports() -> Vec<u16> {
-    std::env::var("HEYVM_ALLOW_HOST_PORTS").unwrap_or_default().split([',', ' ']).filter_map(|p| p.trim().parse().ok()).collect()
+    heyvm_core::config::string(heyvm_core::config::ALLOW_HOST_PORTS)
+        .unwrap_or_default()
+        .split([',', ' '])
+        .filter_map(|p| p.trim().parse().ok())
+        .collect()
 }
 
 /// IPv4 name servers from the resolver configuration the sandbox sees.

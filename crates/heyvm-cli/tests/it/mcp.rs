@@ -15,7 +15,9 @@ use crate::support::Daemon;
 /// The test venv's interpreter with `mcp` importable, or None (SKIP; a
 /// failure in CI).
 fn python() -> Option<PathBuf> {
-    let venv = std::env::var_os("HEYVM_PYENV").map(PathBuf::from).unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/pyenv"));
+    let venv = std::env::var_os("HEYVM_PYENV")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/pyenv"));
     let py = venv.join("bin/python");
     let ok = Command::new(&py).args(["-c", "import mcp"]).output().is_ok_and(|o| o.status.success());
     if ok {

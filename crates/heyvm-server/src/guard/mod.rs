@@ -53,10 +53,10 @@ pub struct GuardConfig {
 
 impl GuardConfig {
     pub fn from_env(auth: bool) -> Result<Self, String> {
-        let num = |k: &str| std::env::var(k).ok().and_then(|v| v.trim().parse::<u64>().ok());
-        let max_connections = num("HEYVM_MAX_CONNECTIONS").map(|v| v as usize).unwrap_or(DEFAULT_MAX_CONNECTIONS).max(1);
-        let header_timeout = num("HEYVM_HEADER_TIMEOUT_SECS").map(Duration::from_secs).unwrap_or(DEFAULT_HEADER_TIMEOUT);
-        let spec = std::env::var("HEYVM_ALLOW_USERS").unwrap_or_default();
+        use heyvm_core::config;
+        let max_connections = config::parse::<usize>(config::MAX_CONNECTIONS).unwrap_or(DEFAULT_MAX_CONNECTIONS).max(1);
+        let header_timeout = config::parse::<u64>(config::HEADER_TIMEOUT_SECS).map(Duration::from_secs).unwrap_or(DEFAULT_HEADER_TIMEOUT);
+        let spec = config::string(config::ALLOW_USERS).unwrap_or_default();
         let any_user = spec.split([',', ' ']).any(|u| u.trim() == "*");
         // SAFETY: geteuid never fails.
         let mut uids = vec![unsafe { libc::geteuid() }];

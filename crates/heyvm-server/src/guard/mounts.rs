@@ -76,7 +76,7 @@ fn owns(uid: u32, path: &Path) -> bool {
 }
 
 fn under_mount_roots(path: &Path) -> bool {
-    let roots = std::env::var("HEYVM_MOUNT_ROOTS").unwrap_or_default();
+    let roots = heyvm_core::config::string(heyvm_core::config::MOUNT_ROOTS).unwrap_or_default();
     let Ok(real) = path.canonicalize() else { return false };
     roots
         .split([':', ','])
@@ -155,7 +155,7 @@ mod tests {
     #[test]
     fn remote_callers_need_mount_roots() {
         // Unset in tests: nothing is allowed.
-        if std::env::var_os("HEYVM_MOUNT_ROOTS").is_none() {
+        if heyvm_core::config::string(heyvm_core::config::MOUNT_ROOTS).is_none() {
             assert!(!under_mount_roots(Path::new("/tmp")));
         }
     }

@@ -191,6 +191,8 @@ fn checkpoints(d: &mut Doc) {
         .ok::<RestoreResponse>(201)
         .errors(&[409, 501])
         .add();
+}
+
 /// Seed 000's agent computers (camelCase bodies, as heyvm's agents service).
 fn computers(d: &mut Doc) {
     let obj = |props: Value, required: &[&str]| json!({"type": "object", "properties": props, "required": required});
@@ -216,30 +218,46 @@ fn computers(d: &mut Doc) {
         .errors(&[415])
         .add();
     d.op("GET", "/api/agents/{id}/computer", "An agent's computer settings").ok_schema(200, any.clone()).add();
-    d.op("GET", "/api/agents/{id}/computer/status", "Whether the agent's computer is ready, and its sandbox").ok_schema(200, any.clone()).add();
+    d.op("GET", "/api/agents/{id}/computer/status", "Whether the agent's computer is ready, and its sandbox")
+        .ok_schema(200, any.clone())
+        .add();
     d.op("GET", "/api/agents/{id}/computer/bootstrap/stream", "The bootstrap's progress as server-sent events")
         .ok_other(200, "server-sent events", Some("text/event-stream"))
         .add();
-    d.op("POST", "/api/agents/{id}/computer/exec", "Run a command on the agent-scoped computer; output as server-sent events (409 SANDBOX_NOT_READY while bootstrapping)")
-        .raw_body(json_body(run.clone()))
-        .ok_other(200, "server-sent events: stdout, stderr, exit", Some("text/event-stream"))
-        .errors(&[409, 415, 502])
-        .add();
+    d.op(
+        "POST",
+        "/api/agents/{id}/computer/exec",
+        "Run a command on the agent-scoped computer; output as server-sent events (409 SANDBOX_NOT_READY while bootstrapping)",
+    )
+    .raw_body(json_body(run.clone()))
+    .ok_other(200, "server-sent events: stdout, stderr, exit", Some("text/event-stream"))
+    .errors(&[409, 415, 502])
+    .add();
     d.op("POST", "/api/agents/{id}/threads/{thread}/computer/run", "Run a command on the thread's computer")
         .raw_body(json_body(run))
         .ok_schema(200, any.clone())
         .errors(&[409, 415, 502])
         .add();
     d.op("POST", "/api/agents/{id}/threads/{thread}/computer/read-file", "Read a file on the thread's computer")
-        .raw_body(json_body(obj(json!({"path": {"type": "string"}, "offset": {"type": "integer"}, "limit": {"type": "integer"}}), &["path"])))
+        .raw_body(json_body(obj(
+            json!({"path": {"type": "string"}, "offset": {"type": "integer"}, "limit": {"type": "integer"}}),
+            &["path"],
+        )))
         .ok_schema(200, any.clone())
         .errors(&[403, 409, 415])
         .add();
-    d.op("POST", "/api/agents/{id}/threads/{thread}/computer/write-file", "Write a file on the thread's computer (`encoding`: utf8 or base64)")
-        .raw_body(json_body(obj(json!({"path": {"type": "string"}, "content": {"type": "string"}, "encoding": {"type": "string"}}), &["path", "content"])))
-        .ok_schema(200, any.clone())
-        .errors(&[403, 409, 413, 415])
-        .add();
+    d.op(
+        "POST",
+        "/api/agents/{id}/threads/{thread}/computer/write-file",
+        "Write a file on the thread's computer (`encoding`: utf8 or base64)",
+    )
+    .raw_body(json_body(obj(
+        json!({"path": {"type": "string"}, "content": {"type": "string"}, "encoding": {"type": "string"}}),
+        &["path", "content"],
+    )))
+    .ok_schema(200, any.clone())
+    .errors(&[403, 409, 413, 415])
+    .add();
     d.op("DELETE", "/api/agents/{id}/threads/{thread}", "End a thread: its ephemeral computer is deleted").ok_schema(200, any).add();
 }
 

@@ -19,7 +19,7 @@ const NOT_AUTHENTICATED: &str = "Not authenticated: run heyvm login or set HEYO_
 pub fn run(cli: &Cli, repo: &Repo, branch: &str, slug: &str, a: &WtArgs) -> anyhow::Result<ExitCode> {
     let f = cli.format;
     let explicit = cli.server.clone().filter(|s| !s.is_empty());
-    let Some(server) = explicit.clone().or_else(|| std::env::var("HEYO_CLOUD_URL").ok().filter(|s| !s.trim().is_empty())) else {
+    let Some(server) = explicit.clone().or_else(|| heyvm_core::config::string(heyvm_core::config::CLOUD_URL)) else {
         bail!("--deploy needs a remote server: pass --server URL or set HEYO_CLOUD_URL");
     };
     let token = crate::credentials::token(cli);
