@@ -42,6 +42,7 @@ env_vars! {
     NET_POOL = "HEYVM_NET_POOL", "10.89.0.0/16", "Address pool for `nat` sandboxes (/30 each).";
     SUBIDS = "HEYVM_SUBIDS", "1000000000:1073741824", "Host uids/gids given to sandboxes (START:COUNT, like /etc/subuid); each sandbox gets its own 65536.";
     AGENT_BIN = "HEYVM_AGENT_BIN", "heyvm-agent beside heyvm", "The static agent binary placed in sandboxes.";
+    COMPUTER_IDLE_SECS = "HEYVM_COMPUTER_IDLE_SECS", "7200", "Agent computers (seed 000) unused this long are stopped; the next call resumes them.";
     MAX_CONNECTIONS = "HEYVM_MAX_CONNECTIONS", "4096", "API connections served at once; more wait in the accept queue.";
     HEADER_TIMEOUT_SECS = "HEYVM_HEADER_TIMEOUT_SECS", "10", "A client must send its request headers within this many seconds.";
     ALLOW_USERS = "HEYVM_ALLOW_USERS", "unset", "Without JWT_SECRET: local users besides the daemon's own allowed on the API (names or uids, comma-separated; `*` for any).";

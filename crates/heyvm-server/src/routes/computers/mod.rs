@@ -37,7 +37,7 @@ pub struct Computers {
 
 impl Computers {
     pub fn open(db: &std::path::Path) -> heyvm_core::Result<Self> {
-        let idle_secs = std::env::var("HEYVM_COMPUTER_IDLE_SECS").ok().and_then(|v| v.trim().parse().ok()).unwrap_or(7200);
+        let idle_secs = heyvm_core::config::parse(heyvm_core::config::COMPUTER_IDLE_SECS).unwrap_or(7200);
         Ok(Computers { store: ComputerStore::open(db)?, bootstraps: Bootstraps::default(), idle_secs, create_lock: Default::default() })
     }
 }
