@@ -76,11 +76,11 @@ impl ComputerStore {
     pub fn config(&self, agent_id: &str) -> Result<Option<ComputerConfig>> {
         let json: Option<String> =
             self.conn().query_row("SELECT config FROM agent_computers WHERE agent_id = ?1", params![agent_id], |r| r.get(0)).optional()?;
-        json.map(|j| serde_json::from_str(&j).map_err(|e| CoreError::Backend(format!("corrupt computer config: {e}")))).transpose()
+        json.map(|j| serde_json::from_str(&j).map_err(|e| CoreError::Corrupt(format!("corrupt computer config: {e}")))).transpose()
     }
 
     pub fn put_config(&self, agent_id: &str, c: &ComputerConfig) -> Result<()> {
-        let json = serde_json::to_string(c).map_err(|e| CoreError::Backend(e.to_string()))?;
+        let json = serde_json::to_string(c).map_err(|e| CoreError::Corrupt(format!("encoding a computer config: {e}")))?;
         self.conn().execute(
             "INSERT INTO agent_computers (agent_id, config, updated_at) VALUES (?1, ?2, ?3)
              ON CONFLICT(agent_id) DO UPDATE SET config = ?2, updated_at = ?3",

@@ -19,7 +19,8 @@ async fn app(dir: &std::path::Path, secret: Option<&str>) -> axum::Router {
     let keys = Arc::new(heyvm_core::api_keys::ApiKeyStore::open(&DataDir::new(dir.to_path_buf()).db_path()).unwrap());
     let auth = secret.map(|s| Arc::new(AuthConfig::new(s, None).with_api_keys(keys.clone())));
     let proxy = ProxyHub::new(mgr.clone(), auth.clone(), None, 0);
-    router(AppState { mgr, auth, proxy, keys })
+    let computers = Arc::new(crate::routes::computers::Computers::open(&DataDir::new(dir.to_path_buf()).db_path()).unwrap());
+    router(AppState { mgr, auth, proxy, keys, computers })
 }
 
 async fn call(app: &axum::Router, method: &str, uri: &str, body: Option<Value>, token: Option<&str>) -> (StatusCode, Value) {

@@ -12,7 +12,7 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use futures_util::stream;
-use heyvm_core::agent_client::ExecEvent;
+use heyvm_core::agent::ExecEvent;
 use heyvm_core::computers::ComputerConfig;
 use heyvm_core::text::Utf8Chunker;
 use heyvm_types::{CreateSandboxRequest, ExecRequest};
