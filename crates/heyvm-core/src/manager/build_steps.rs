@@ -255,14 +255,13 @@ impl SandboxManager {
             .ok_or_else(|| build_err(line, format!("RUN: the {} backend cannot build images", rec.backend_type)))?;
         // WORKDIR exists before the command runs in it, as in Docker.
         std::fs::create_dir_all(upper.join(st.workdir().trim_start_matches('/')))?;
-        // The build sandbox's root owns its layer on the host (see id_ranges).
-        let id_base = self.sandbox_root_ids(&rec).map(|(base, _)| base);
-        if let (Some(_), Some(range)) = (id_base, self.spec(&rec).ids) {
-            if upper.is_dir() {
-                crate::id_ranges::shift_tree(&upper, &range)?;
-            }
-        }
         self.start(id).await.map_err(|e| build_err(line, format!("RUN: {e}")))?;
+        // The build sandbox's root owns its layer on the host (see
+        // id_ranges); the range exists only once the sandbox has launched
+        // (the launch also shifted the WORKDIR made above into it). The
+        // layer is exported relative to it, else its files would keep host
+        // ids no other sandbox maps.
+        let id_base = self.sandbox_root_ids(&self.store.resolve(id)?).map(|(base, _)| base);
         let argv = shell_argv(cmd, st);
         let ereq = ExecRequest { command: argv[0].clone(), args: argv[1..].to_vec(), ..Default::default() };
         let mut run = self.start_exec(id, &ereq).await.map_err(|e| build_err(line, format!("RUN: {e}")))?;
