@@ -3,7 +3,8 @@
 //! `heyvm_protocol::mux`): a listening socket created outside the sandbox
 //! and inherited (bubblewrap), or a virtio-serial port (a VM). Each stream
 //! the host opens runs one request: an exec with streamed output, a shell,
-//! a port connection, the start command, the log subscription, a shutdown.
+//! a port connection, the start command, the log subscription, a file
+//! operation, a shutdown.
 //!
 //! It depends only on the protocol crate, libc and std, so it builds as a
 //! small static binary that runs in any root filesystem; it has no async
@@ -11,6 +12,9 @@
 
 mod connect;
 mod exec;
+mod files;
+mod files_write;
+mod fsuser;
 pub mod guest_init;
 mod guest_net;
 mod logfile;
@@ -115,6 +119,11 @@ fn handle(mut conn: UnixStream, shared: &Shared) -> io::Result<()> {
             Err(e) => write_json(&mut conn, &Event::Error { message: format!("start command failed: {e}") }),
         },
         Request::Logs => stream_logs(conn, &shared.log),
+        Request::FileStat(r) => files::stat(conn, r),
+        Request::FileList(r) => files::list(conn, r),
+        Request::FileRead(r) => files::read(conn, r),
+        Request::FileWrite(r) => files_write::write(conn, r),
+        Request::FileRemove(r) => files::remove(conn, r),
         Request::ResetIdentity { time_ms, hostname, seed, ip, gateway } => {
             let net = ip.as_deref().map(|ip| (ip, gateway.as_deref()));
             match guest_init::reset_identity(time_ms, &hostname, &seed, net) {

@@ -186,7 +186,8 @@ impl Session {
                 Err(e) => Some(e.to_string()),
             };
             self.started = error.is_none();
-            return self.send(&mux::hello_frame(&Hello { version: PROTOCOL_VERSION, pid: std::process::id(), error }));
+            let features = heyvm_protocol::FEATURES.iter().map(|f| f.to_string()).collect();
+            return self.send(&mux::hello_frame(&Hello { version: PROTOCOL_VERSION, pid: std::process::id(), error, features }));
         }
         if !self.started {
             return false;

@@ -55,6 +55,16 @@ pub enum CoreError {
     CheckpointUnsupported(String),
     #[error("checkpoint '{0}' not found")]
     CheckpointNotFound(String),
+    /// The sandbox's own permissions refuse a file operation.
+    #[error("{0}")]
+    PermissionDenied(String),
+    /// The sandbox's disk (or quota) is full.
+    #[error("{0}")]
+    NoSpace(String),
+    /// The sandbox runs an agent too old for the request; a restart
+    /// gives it the daemon's agent.
+    #[error("{0}")]
+    AgentOutdated(String),
 }
 
 impl CoreError {
@@ -84,6 +94,9 @@ impl CoreError {
             Self::Image(e) => e.code(),
             Self::CheckpointUnsupported(_) => "checkpoint_unsupported",
             Self::CheckpointNotFound(_) => "checkpoint_not_found",
+            Self::PermissionDenied(_) => "permission_denied",
+            Self::NoSpace(_) => "no_space",
+            Self::AgentOutdated(_) => "agent_outdated",
         }
     }
 
@@ -93,7 +106,9 @@ impl CoreError {
             Self::InvalidRequest(_) | Self::InvalidPath(_) | Self::BackendUnavailable(..) | Self::InvalidArchive(_) => 400,
             Self::ArchiveNotFound(_) | Self::CheckpointNotFound(_) => 404,
             Self::CheckpointUnsupported(_) => 409,
-            Self::ReadOnlyMount(_) => 403,
+            Self::ReadOnlyMount(_) | Self::PermissionDenied(_) => 403,
+            Self::NoSpace(_) => 507,
+            Self::AgentOutdated(_) => 409,
             Self::NameTaken(_) | Self::InvalidState { .. } | Self::Conflict(_) => 409,
             Self::PayloadTooLarge(_) => 413,
             Self::AgentUnreachable(_) | Self::PortUnreachable(_) => 502,

@@ -10,6 +10,7 @@
 //! bytes. Control frames carry JSON; output frames carry raw bytes so binary
 //! output costs nothing to encode.
 
+pub mod files;
 pub mod mux;
 
 use std::collections::BTreeMap;
@@ -18,7 +19,10 @@ use std::io::{self, Read, Write};
 use serde::{Deserialize, Serialize};
 
 /// Bumped on any incompatible change; the agent refuses other versions.
+/// Compatible additions are announced as features in the hello instead.
 pub const PROTOCOL_VERSION: u32 = 2;
+/// What this agent announces in its hello (see `mux::Hello::features`).
+pub const FEATURES: &[&str] = &[files::FEATURE_FILES];
 /// Upper bound on one inner frame's payload, so a corrupt or hostile header
 /// cannot make either side allocate without bound.
 pub const MAX_FRAME: usize = 1024 * 1024;
@@ -53,18 +57,28 @@ impl FrameKind {
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Request {
     /// Liveness probe; answered with [`Event::Pong`].
-    Ping { version: u32 },
+    Ping {
+        version: u32,
+    },
     /// Run a command to completion, streaming its output.
     Exec(ExecSpec),
     /// (Re)start the long-running start command; its output goes to the log.
-    StartService { command: String, env: BTreeMap<String, String>, cwd: String },
+    StartService {
+        command: String,
+        env: BTreeMap<String, String>,
+        cwd: String,
+    },
     /// Terminate every process in the sandbox, waiting `grace_ms` before
     /// SIGKILL; answered with [`Event::Done`] just before the agent exits.
-    Shutdown { grace_ms: u64 },
+    Shutdown {
+        grace_ms: u64,
+    },
     /// Connect to `127.0.0.1:port` inside the sandbox. On success the agent
     /// answers [`Event::Connected`] and from then on the connection carries
     /// raw bytes both ways (no more frames) until either side closes.
-    Connect { port: u16 },
+    Connect {
+        port: u16,
+    },
     /// Open an interactive shell on a new pseudo-terminal. The agent answers
     /// [`Event::Started`], then PTY output as `Stdout` frames and finally
     /// [`Event::Exit`]; the host sends `Stdin` frames and [`Request::Resize`]
@@ -72,7 +86,10 @@ pub enum Request {
     /// up the terminal.
     Shell(ShellSpec),
     /// Only valid on an open shell connection: new terminal size.
-    Resize { cols: u16, rows: u16 },
+    Resize {
+        cols: u16,
+        rows: u16,
+    },
     /// Subscribe to the sandbox log: the agent sends what it buffered while
     /// nobody listened, then every new line, as [`Event::Log`]. A newer
     /// subscription replaces an older one.
@@ -90,6 +107,12 @@ pub enum Request {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         gateway: Option<String>,
     },
+    /// File requests (feature `files`; see [`files`] for the exchanges).
+    FileStat(files::FilePath),
+    FileList(files::FilePath),
+    FileRead(files::FileRead),
+    FileWrite(files::FileWrite),
+    FileRemove(files::FileRemove),
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -143,6 +166,22 @@ pub enum Event {
     Connected,
     /// One line of the sandbox log (see [`Request::Logs`]).
     Log(LogLine),
+    /// A file's metadata (stat, or the start of a read).
+    FileInfo(files::FileStat),
+    /// Some entries of a directory listing.
+    FileEntries {
+        entries: Vec<files::FileStat>,
+    },
+    /// A write may send its bytes.
+    Ready,
+    /// A write is in place with this many bytes.
+    Written {
+        size: u64,
+    },
+    FileError {
+        code: files::FileErrorCode,
+        message: String,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

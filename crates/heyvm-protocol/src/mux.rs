@@ -60,7 +60,7 @@ impl MuxKind {
 }
 
 /// The handshake message both sides send on stream 0.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Hello {
     pub version: u32,
     /// The agent's pid (0 from the host).
@@ -69,6 +69,12 @@ pub struct Hello {
     /// Set by the agent when it refuses the session.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// What the agent can do beyond the version's base requests (see
+    /// [`crate::FEATURES`]); an older agent sends none, so the host can
+    /// refuse a request clearly instead of sending one the agent cannot
+    /// decode.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub features: Vec<String>,
 }
 
 /// One decoded mux frame header.
@@ -204,8 +210,12 @@ mod tests {
     fn wire_snapshot() {
         assert_eq!(encode_frame(0x0102_0304, MuxKind::Data, b"ab"), [1, 2, 3, 4, 3, 0, 0, 0, 2, b'a', b'b']);
         assert_eq!(credit_frame(5, 65536), [0, 0, 0, 5, 4, 0, 0, 0, 4, 0, 1, 0, 0]);
-        let hello = Hello { version: 2, pid: 42, error: None };
+        let hello = Hello { version: 2, pid: 42, ..Hello::default() };
         assert_eq!(serde_json::to_string(&hello).unwrap(), r#"{"version":2,"pid":42}"#);
+        let hello = Hello { version: 2, pid: 42, features: vec!["files".into()], ..Hello::default() };
+        assert_eq!(serde_json::to_string(&hello).unwrap(), r#"{"version":2,"pid":42,"features":["files"]}"#);
+        // An older agent's hello (no features) still decodes.
+        assert_eq!(parse_hello(br#"{"version":2,"pid":1}"#).unwrap().features, Vec::<String>::new());
         assert_eq!(
             [MuxKind::Hello, MuxKind::Open, MuxKind::Data, MuxKind::Credit, MuxKind::Close, MuxKind::Reset].map(|k| k as u8),
             [1, 2, 3, 4, 5, 6]

@@ -48,6 +48,10 @@ impl AgentClient {
         AgentClient { session }
     }
 
+    pub(super) fn session(&self) -> &AgentSession {
+        &self.session
+    }
+
     async fn request(&self, req: &Request) -> io::Result<(BufReader<OwnedReadHalf>, OwnedWriteHalf)> {
         let mut stream = self.session.open()?;
         stream.write_all(&encode_json(req)).await?;
@@ -249,7 +253,7 @@ impl LogFeed {
     }
 }
 
-async fn read_frame(r: &mut BufReader<OwnedReadHalf>) -> io::Result<Frame> {
+pub(super) async fn read_frame(r: &mut BufReader<OwnedReadHalf>) -> io::Result<Frame> {
     let mut h = [0u8; 5];
     r.read_exact(&mut h).await?;
     let (kind, len) = parse_header(h)?;

@@ -65,12 +65,14 @@ pub struct AgentSession {
     shared: Arc<Shared>,
     next_id: AtomicU32,
     agent_pid: u32,
+    /// What the agent announced beyond the base protocol.
+    features: Vec<String>,
 }
 
 impl AgentSession {
     /// Greets the agent and starts the session's reader and writer tasks.
     pub async fn handshake(mut transport: AgentTransport, timeout: Duration) -> io::Result<Arc<Self>> {
-        transport.write_all(&mux::hello_frame(&Hello { version: PROTOCOL_VERSION, pid: 0, error: None })).await?;
+        transport.write_all(&mux::hello_frame(&Hello { version: PROTOCOL_VERSION, ..Hello::default() })).await?;
         let mut decoder = Decoder::default();
         let mut buf = vec![0u8; 64 * 1024];
         let hello = tokio::time::timeout(timeout, async {
@@ -101,11 +103,16 @@ impl AgentSession {
         let shared = Arc::new(Shared { streams: Mutex::default(), closed: AtomicBool::new(false) });
         tokio::spawn(write_loop(write, rx, shared.clone()));
         tokio::spawn(read_loop(read, decoder, tx.clone(), shared.clone()));
-        Ok(Arc::new(AgentSession { tx, shared, next_id: AtomicU32::new(1), agent_pid: hello.pid }))
+        Ok(Arc::new(AgentSession { tx, shared, next_id: AtomicU32::new(1), agent_pid: hello.pid, features: hello.features }))
     }
 
     pub fn agent_pid(&self) -> u32 {
         self.agent_pid
+    }
+
+    /// Whether the agent announced `feature` (an older agent announces none).
+    pub fn supports(&self, feature: &str) -> bool {
+        self.features.iter().any(|f| f == feature)
     }
 
     /// Whether the transport has ended (the agent died or went away).

@@ -103,7 +103,7 @@ async fn session_with_fake_agent(behave: impl FnOnce(UnixStream) + Send + 'stati
     let (host, mut agent) = UnixStream::pair().unwrap();
     std::thread::spawn(move || {
         read_frame(&mut agent).unwrap();
-        agent.write_all(&mux::hello_frame(&Hello { version: heyvm_protocol::PROTOCOL_VERSION, pid: 7, error: None })).unwrap();
+        agent.write_all(&mux::hello_frame(&Hello { version: heyvm_protocol::PROTOCOL_VERSION, pid: 7, ..Hello::default() })).unwrap();
         // Misbehave only once the host has opened its stream: frames for a
         // stream the host has not opened yet are dropped, which would make
         // the test race the host's `open()`.

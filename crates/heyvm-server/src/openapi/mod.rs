@@ -111,16 +111,17 @@ fn error_codes(status: u16) -> &'static str {
             websocket_required"
         }
         401 => "missing_token, invalid_token, invalid_signature, token_expired, token_not_yet_valid, wrong_audience",
-        403 => "read_only_mount, forbidden",
+        403 => "read_only_mount, permission_denied, forbidden",
         404 => "sandbox_not_found, file_not_found, endpoint_not_found, archive_not_found, operation_not_found, route_not_found",
         405 => "method_not_allowed",
-        409 => "name_taken, invalid_state, conflict",
+        409 => "name_taken, invalid_state, conflict, agent_outdated",
         413 => "payload_too_large",
         415 => "unsupported_media_type",
         426 => "websocket_required",
         500 => "sandbox_failed, backend_error, store_error, io_error",
         501 => "unsupported",
         502 => "agent_unreachable, port_unreachable",
+        507 => "no_space",
         _ => "error",
     }
 }
