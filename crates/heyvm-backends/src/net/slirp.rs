@@ -54,6 +54,16 @@ pub fn attach(spec: &LaunchSpec, owner_pid: i32) -> Result<(), String> {
         }
         std::thread::sleep(Duration::from_millis(2));
     };
+    // bwrap configures the namespace's loopback itself; slirp4netns brings
+    // `lo` up too, and if it wins that race bwrap's own address request
+    // fails and the sandbox never starts. bwrap forks the command (or, as
+    // pid 1, execs it) only after that setup, so wait for either.
+    while !bwrap_setup_done(target) {
+        if Instant::now() > deadline {
+            return Err("the sandbox's network namespace was not set up in time".into());
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
     let bin = procs::find_in_path("slirp4netns").ok_or("slirp4netns is not installed")?;
     let log = fs::File::create(spec.paths.dir.join("slirp.log")).map_err(|e| e.to_string())?;
     let mut cmd = Command::new(bin);
@@ -83,6 +93,13 @@ pub fn attach(spec: &LaunchSpec, owner_pid: i32) -> Result<(), String> {
         std::thread::sleep(Duration::from_millis(2));
     }
     Ok(())
+}
+
+/// bwrap's process in the new namespace has finished its own network setup:
+/// it forked the sandbox's command or exec'd it.
+fn bwrap_setup_done(pid: i32) -> bool {
+    let comm = fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+    comm.trim() != "bwrap" || !procs::children(pid).is_empty()
 }
 
 fn has_default_route(pid: i32) -> bool {
