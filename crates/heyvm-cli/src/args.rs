@@ -683,7 +683,9 @@ pub struct BuildArgs {
     /// Accepted for seed 004 compatibility; images are layered and have no fixed size.
     #[arg(long)]
     pub size_mb: Option<u64>,
-    /// Accepted for seed 004 compatibility; images run on the bubblewrap backend here.
+    /// Also prepare the image for this backend now (`kvm`: its VM base disk
+    /// is made here instead of at the first boot). RUN steps always run on
+    /// a backend that builds images (bubblewrap).
     #[arg(long)]
     pub backend_type: Option<String>,
 }

@@ -158,6 +158,13 @@ pub trait Backend: Send + Sync + 'static {
         false
     }
 
+    /// Makes whatever this backend needs to boot an image with these
+    /// unpacked layers (bottom first) ahead of the first sandbox on it
+    /// (`heyvm images build --backend-type`). Blocking.
+    fn prepare_image(&self, _layers: &[PathBuf]) -> BackendResult<()> {
+        Ok(())
+    }
+
     /// The host directory holding a sandbox's own changes to its image
     /// root (overlay upper layer), which an image build turns into a layer.
     /// `None`: this backend keeps no such directory, so cannot build.

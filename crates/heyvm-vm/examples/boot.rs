@@ -107,7 +107,7 @@ fn launch_nat(assets: &heyvm_vm::assets::VmAssets, initrd: std::path::PathBuf, s
         image: "debian".into(),
     };
     let t = Instant::now();
-    heyvm_vm::launch::prepare_disks(&spec, assets, "debian").unwrap();
+    heyvm_vm::launch::prepare_disks(&spec).unwrap();
     println!("disks in {:?}", t.elapsed());
     let t = Instant::now();
     let p = heyvm_vm::launch::start(&spec, &host).unwrap();

@@ -146,9 +146,18 @@ impl Backend for KvmBackend {
         Ok(ProcessFate::Kept)
     }
 
-    fn prepare(&self, spec: &LaunchSpec) -> BackendResult<()> {
+    fn supports_images(&self) -> bool {
+        true
+    }
+
+    fn prepare_image(&self, layers: &[std::path::PathBuf]) -> BackendResult<()> {
         let host = self.host().map_err(failed)?;
-        launch::prepare_disks(spec, &host.assets, &host.image).map_err(failed)
+        crate::image_disk::ensure(&host.assets.dir, layers).map(|_| ()).map_err(failed)
+    }
+
+    fn prepare(&self, spec: &LaunchSpec) -> BackendResult<()> {
+        self.host().map_err(failed)?;
+        launch::prepare_disks(spec).map_err(failed)
     }
 
     async fn launch(&self, spec: &LaunchSpec) -> BackendResult<Arc<dyn Instance>> {

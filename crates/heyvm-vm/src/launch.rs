@@ -25,13 +25,20 @@ pub struct HostSetup {
     pub image: String,
 }
 
-/// Creates the VM's disks if missing: the root overlay and `/workspace`.
-pub fn prepare_disks(spec: &LaunchSpec, assets: &VmAssets, image: &str) -> Result<(), String> {
+/// The read-only base disk a VM's root overlay sits on: the image's (built
+/// from its layers once) or the default VM image.
+pub fn base_disk(spec: &LaunchSpec, host: &HostSetup) -> Result<PathBuf, String> {
+    if spec.image_layers.is_empty() {
+        return Ok(host.assets.image(&host.image));
+    }
+    crate::image_disk::ensure(&host.assets.dir, &spec.image_layers)
+}
+
+/// Creates the VM's `/workspace` disk if missing. The root overlay waits
+/// for the first launch, which knows the image's layers.
+pub fn prepare_disks(spec: &LaunchSpec) -> Result<(), String> {
     let layout = VmLayout::new(&spec.paths.dir);
     std::fs::create_dir_all(&layout.dir).map_err(|e| format!("creating {}: {e}", layout.dir.display()))?;
-    if !layout.overlay().exists() {
-        crate::disk::create_overlay(&assets.image(image), &layout.overlay()).map_err(|e| format!("root disk: {e}"))?;
-    }
     if !layout.workspace_disk().exists() {
         let tmp = layout.workspace_disk().with_extension("ext4.tmp");
         crate::disk::create_ext4(&tmp, crate::disk::WORKSPACE_BYTES, "workspace").map_err(|e| format!("workspace disk: {e}"))?;
@@ -142,8 +149,12 @@ pub fn setup_network(spec: &LaunchSpec) -> Result<Option<GuestNet>, String> {
 /// Starts the VM: network, QEMU. The disks must exist ([`prepare_disks`]).
 pub fn start(spec: &LaunchSpec, host: &HostSetup) -> Result<VmProcess, String> {
     let layout = VmLayout::new(&spec.paths.dir);
-    if !layout.overlay().exists() || !layout.workspace_disk().exists() {
-        prepare_disks(spec, &host.assets, &host.image)?;
+    prepare_disks(spec)?;
+    if !layout.overlay().exists() {
+        let base = base_disk(spec, host)?;
+        let tmp = layout.overlay().with_extension("qcow2.tmp");
+        crate::disk::create_overlay(&base, &tmp).map_err(|e| format!("root disk: {e}"))?;
+        std::fs::rename(&tmp, layout.overlay()).map_err(|e| format!("root disk: {e}"))?;
     }
     let net = setup_network(spec)?;
     let mut vm = vm_spec(spec, host, net.as_ref())?;

@@ -7,6 +7,7 @@ pub mod assets;
 pub mod backend;
 pub mod cpio;
 pub mod disk;
+pub mod image_disk;
 pub mod initramfs;
 pub mod launch;
 pub mod modules;

@@ -65,9 +65,6 @@ fn spinner(human: bool) -> Option<ProgressBar> {
 }
 
 pub fn build(c: &Client, f: Format, a: BuildArgs) -> anyhow::Result<ExitCode> {
-    if let Some(b) = a.backend_type.as_deref().filter(|b| !matches!(*b, "bubblewrap" | "bwrap")) {
-        eprintln!("heyvm: note: --backend-type {b} ignored; images are built for and run by the bubblewrap backend here");
-    }
     let file = a.file.clone().unwrap_or_else(|| a.context.join("Dockerfile"));
     let dockerfile = std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
     if !a.context.is_dir() {
@@ -88,6 +85,9 @@ pub fn build(c: &Client, f: Format, a: BuildArgs) -> anyhow::Result<ExitCode> {
     }
     if a.no_cache {
         q.push("no_cache=1".into());
+    }
+    if let Some(b) = &a.backend_type {
+        q.push(format!("backend_type={}", encode(b)));
     }
     let human = f == Format::Text && std::io::stderr().is_terminal();
     let pb = spinner(human);
@@ -113,7 +113,7 @@ pub fn build(c: &Client, f: Format, a: BuildArgs) -> anyhow::Result<ExitCode> {
     match f {
         Format::Json => output::json(&v),
         Format::Text => println!(
-            "Built {} ({} of {} layer steps cached){}",
+            "Built {} ({} of {} layer steps cached){}{}",
             v["digest"].as_str().unwrap_or_default(),
             v["cached_steps"],
             v["layer_steps"],
@@ -121,7 +121,8 @@ pub fn build(c: &Client, f: Format, a: BuildArgs) -> anyhow::Result<ExitCode> {
                 .as_array()
                 .filter(|t| !t.is_empty())
                 .map(|t| format!(", tagged {}", t.iter().filter_map(|x| x.as_str()).collect::<Vec<_>>().join(", ")))
-                .unwrap_or_default()
+                .unwrap_or_default(),
+            v["prepared_for"].as_str().map(|b| format!(", prepared for {b}")).unwrap_or_default()
         ),
     }
     Ok(ExitCode::SUCCESS)

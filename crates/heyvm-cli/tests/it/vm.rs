@@ -176,6 +176,48 @@ fn vm_with_a_host_mount_shares_it_over_9p_and_refuses_checkpoints() {
     assert!(v["message"].as_str().unwrap().contains("9p"), "{v}");
 }
 
+#[test]
+fn vm_boots_an_oci_image_built_for_kvm_through_a_qcow2_overlay() {
+    let Some(reg) = crate::registry::Registry::shared() else { return };
+    let Some(d) = vm_daemon() else { return };
+    let base = reg.with_busybox().image("busybox:1");
+    // Built with RUN steps on bubblewrap, then prepared for VMs: the base
+    // disk is made by the build, not by the first boot.
+    let ctx = tempfile::tempdir_in("/tmp").unwrap();
+    let dockerfile = format!("FROM {base}\nRUN echo built > /built && rm /app/hello.txt\nENV STAGE=vm\nWORKDIR /app\n");
+    std::fs::write(ctx.path().join("Dockerfile"), dockerfile).unwrap();
+    let out = d.heyvm_json(&["images", "build", "--backend-type", "kvm", "-t", "vmimg:1", ctx.path().to_str().unwrap()]);
+    assert_eq!(out["prepared_for"], "kvm", "{out}");
+    let before_create = std::time::SystemTime::now();
+
+    let sb = create_vm(&d, "vmimg", json!({"image": "vmimg:1"}));
+    assert_eq!((sb["status"].as_str(), sb["backend_type"].as_str()), (Some("running"), Some("kvm")), "{sb}");
+    let id = sb["id"].as_str().unwrap().to_string();
+    // The image's own root (busybox, no libc, no Debian) under the guest's
+    // own kernel; its Env and WorkingDir are the defaults; the whiteout of
+    // the RUN layer hides the base layer's file.
+    let v = d.sh(&id, "cat /built; echo $STAGE $GREETING; pwd; test -e /etc/debian_version && echo DEBIAN; test -e /app/hello.txt && echo WHITEOUT-LOST; uname -r");
+    let out = stdout(&v);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(&lines[..3], ["built", "vm hello-from-config", "/app"], "{v}");
+    let host_kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap();
+    assert_eq!(lines.len(), 4, "{v}");
+    assert_ne!(lines[3], host_kernel.trim(), "a VM, not the host kernel");
+    assert_eq!(stdout(&d.sh(&id, "echo ws > /workspace/f && cat /workspace/f")), "ws");
+
+    // The root is a qcow2 overlay on the image's cached read-only base disk,
+    // made before the create.
+    let overlay = d.data.path().join("sandboxes").join(&id).join("vm/root.qcow2");
+    let info = std::process::Command::new("qemu-img").args(["info", "-U", "--output=json"]).arg(&overlay).output().unwrap();
+    let info: Value = serde_json::from_slice(&info.stdout).unwrap_or(Value::Null);
+    let backing = std::path::PathBuf::from(info["backing-filename"].as_str().unwrap_or_default());
+    assert!(backing.to_string_lossy().contains("/images/oci/"), "{info}");
+    let meta = std::fs::metadata(&backing).unwrap();
+    assert!(meta.permissions().readonly(), "the base disk is read-only");
+    assert!(meta.modified().unwrap() <= before_create, "the base disk was made by the build");
+    assert!(std::fs::metadata(&overlay).unwrap().len() < meta.len() / 4, "a boot does not copy the root");
+}
+
 /// `POST /execute` of a shell script from any thread.
 fn post_exec(url: &str, id: &str, script: &str) -> (u16, Value) {
     let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();

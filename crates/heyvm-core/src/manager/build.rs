@@ -47,6 +47,10 @@ pub struct BuildOutcome {
     /// Steps that made a layer, and how many of them came from the cache.
     pub layer_steps: usize,
     pub cached_steps: usize,
+    /// The backend the image was also prepared for (`--backend-type kvm`:
+    /// its VM base disk is made now rather than at the first boot).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub prepared_for: Option<String>,
 }
 
 /// One stage's image as it is being built.
@@ -150,7 +154,7 @@ impl SandboxManager {
         for t in &tags {
             store.set_ref(t, &digest)?;
         }
-        Ok(BuildOutcome { digest, tags: tags.iter().map(|t| t.to_string()).collect(), layer_steps, cached_steps })
+        Ok(BuildOutcome { digest, tags: tags.iter().map(|t| t.to_string()).collect(), layer_steps, cached_steps, prepared_for: None })
     }
 
     /// A stage's starting point: scratch, an earlier stage, or an image.
@@ -308,6 +312,8 @@ pub struct ArchiveBuild {
     pub build_args: BTreeMap<String, String>,
     pub target: Option<String>,
     pub no_cache: bool,
+    /// Also prepare the result for this backend (`--backend-type`).
+    pub backend_type: Option<String>,
 }
 
 /// Where the CLI puts a Dockerfile that lives outside the context; it is
@@ -326,6 +332,11 @@ impl SandboxManager {
     /// and removes the unpacked context and the archive whatever happens.
     pub async fn build_from_archive(self: &Arc<Self>, archive: PathBuf, b: ArchiveBuild, log: BuildLog) -> Result<BuildOutcome> {
         let dir = archive.with_extension("").with_extension("d");
+        // An unknown or unavailable backend fails before any work.
+        let prepare_for = match b.backend_type.as_deref() {
+            Some(name) => Some(self.backend_for_request(Some(name))?),
+            None => None,
+        };
         let res = async {
             let (a, d) = (archive.clone(), dir.clone());
             tokio::task::spawn_blocking(move || {
@@ -351,7 +362,16 @@ impl SandboxManager {
                 target: b.target,
                 no_cache: b.no_cache,
             };
-            self.build_image(req, log).await
+            let mut out = self.build_image(req, log).await?;
+            if let Some(backend) = prepare_for {
+                let layers = self.image_layers_of(&out.digest).await?;
+                let be = backend.clone();
+                tokio::task::spawn_blocking(move || be.prepare_image(&layers))
+                    .await
+                    .map_err(|e| crate::CoreError::Backend(crate::backend::BackendError::Failed(e.to_string())))??;
+                out.prepared_for = Some(backend.name().to_string());
+            }
+            Ok(out)
         }
         .await;
         let (a, d) = (archive, dir);

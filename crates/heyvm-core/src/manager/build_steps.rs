@@ -228,9 +228,14 @@ impl SandboxManager {
             working_directory: Some(st.workdir()),
             env_vars: Some(env_vars),
             no_start: Some(true),
-            // RUN steps need a backend that runs images, whatever the
-            // daemon's default backend is.
-            backend_type: self.backends.iter().find(|b| b.supports_images()).map(|b| b.name().to_string()),
+            // RUN steps need a backend that runs images and keeps their
+            // writable layer as a directory, whatever the daemon's default
+            // backend is (a VM's root is a disk, not a layer).
+            backend_type: self
+                .backends
+                .iter()
+                .find(|b| b.supports_images() && b.image_writable_layer(&self.data.sandbox("build")).is_some())
+                .map(|b| b.name().to_string()),
             ..Default::default()
         };
         let info = self.create(req).await.map_err(|e| build_err(line, format!("RUN: {e}")))?;

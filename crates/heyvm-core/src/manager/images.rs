@@ -60,7 +60,15 @@ impl SandboxManager {
     /// Unpacked layer directories (bottom first) of the image a sandbox
     /// runs on; empty for the host rootfs.
     pub(crate) async fn image_layers(&self, rec: &SandboxRecord) -> Result<Vec<PathBuf>> {
-        let Some(digest) = rec.image_digest.clone() else { return Ok(Vec::new()) };
+        match rec.image_digest.clone() {
+            Some(digest) => self.image_layers_of(&digest).await,
+            None => Ok(Vec::new()),
+        }
+    }
+
+    /// Unpacked layer directories (bottom first) of a stored image.
+    pub(crate) async fn image_layers_of(&self, digest: &str) -> Result<Vec<PathBuf>> {
+        let digest = digest.to_string();
         let store = self.images.clone();
         tokio::task::spawn_blocking(move || {
             let img = store.load(&digest, &digest).map_err(|e| match e {

@@ -50,7 +50,7 @@ fn decode(s: &str) -> String {
 }
 
 fn parse_query(q: Option<String>) -> Result<ArchiveBuild, AppError> {
-    let mut b = ArchiveBuild { dockerfile: "Dockerfile".into(), tags: vec![], build_args: BTreeMap::new(), target: None, no_cache: false };
+    let mut b = ArchiveBuild { dockerfile: "Dockerfile".into(), tags: vec![], build_args: BTreeMap::new(), target: None, no_cache: false, backend_type: None };
     for pair in q.unwrap_or_default().split('&').filter(|p| !p.is_empty()) {
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
         let v = decode(v);
@@ -58,6 +58,7 @@ fn parse_query(q: Option<String>) -> Result<ArchiveBuild, AppError> {
             "t" | "tag" | "name" => b.tags.push(v),
             "dockerfile" | "file" => b.dockerfile = v,
             "target" => b.target = Some(v).filter(|t| !t.is_empty()),
+            "backend_type" | "backend" => b.backend_type = Some(v).filter(|t| !t.is_empty()),
             "no_cache" | "nocache" => b.no_cache = matches!(v.as_str(), "1" | "true" | "yes"),
             "build_arg" | "buildarg" => {
                 let (bk, bv) = v
