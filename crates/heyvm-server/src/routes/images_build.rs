@@ -50,7 +50,14 @@ fn decode(s: &str) -> String {
 }
 
 fn parse_query(q: Option<String>) -> Result<ArchiveBuild, AppError> {
-    let mut b = ArchiveBuild { dockerfile: "Dockerfile".into(), tags: vec![], build_args: BTreeMap::new(), target: None, no_cache: false, backend_type: None };
+    let mut b = ArchiveBuild {
+        dockerfile: "Dockerfile".into(),
+        tags: vec![],
+        build_args: BTreeMap::new(),
+        target: None,
+        no_cache: false,
+        backend_type: None,
+    };
     for pair in q.unwrap_or_default().split('&').filter(|p| !p.is_empty()) {
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
         let v = decode(v);
