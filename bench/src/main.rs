@@ -6,6 +6,7 @@
 //! (root and bubblewrap required, like the daemon itself).
 
 mod daemon;
+mod files;
 mod stats;
 mod vm;
 
@@ -36,14 +37,18 @@ fn main() {
         }
     };
     let mut table = Table::default();
-    {
+    // HEYVM_BENCH_SECTION=files runs only section 6 (file transfers).
+    let only_files = std::env::var("HEYVM_BENCH_SECTION").is_ok_and(|v| v == "files");
+    if !only_files {
         // Cold: every create launches a sandbox from scratch.
         let cold = start(0);
         cold_start(&Client::new(&cold.url, None), &cold, &mut table);
     }
     let daemon = start(1);
     let client = Client::new(&daemon.url, None);
-    pool_start(&client, &mut table);
+    if !only_files {
+        pool_start(&client, &mut table);
+    }
     // HEYVM_BENCH_SIZE picks the warm sandbox's size class (default small).
     let size_class = std::env::var("HEYVM_BENCH_SIZE")
         .ok()
@@ -56,8 +61,11 @@ fn main() {
             std::process::exit(1);
         }
     };
-    warm_exec(&client, &daemon, &id, &mut table);
-    concurrent(&client, &daemon, &id, &mut table);
+    if !only_files {
+        warm_exec(&client, &daemon, &id, &mut table);
+        concurrent(&client, &daemon, &id, &mut table);
+    }
+    files::run(&client, &id, &mut table);
     let _ = client.delete_sandbox(&id);
     if std::env::var("HEYVM_BENCH_VM").is_ok_and(|v| v == "1") {
         vm::run(&client, &daemon.data, &mut table);

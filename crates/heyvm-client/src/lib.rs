@@ -204,6 +204,25 @@ impl Client {
         std::io::copy(&mut r, out).map_err(|e| self.transport(e))
     }
 
+    /// Up to `limit` bytes from `offset` of a file; `path` absolute (anywhere
+    /// in the sandbox) or relative to /workspace. Returns the file's size
+    /// and the bytes.
+    pub fn read_range(&self, id: &str, path: &str, offset: u64, limit: u64) -> Result<(u64, Vec<u8>)> {
+        // The whole path as one encoded segment, so a leading '/' survives.
+        let url = self.url(&format!("/sandboxes/{}/files/{}?offset={offset}&limit={limit}", encode(id), encode(path)));
+        let mut req = self.agent.get(url);
+        if let Some(t) = &self.token {
+            req = req.header("Authorization", format!("Bearer {t}"));
+        }
+        let resp = req.call().map_err(|e| self.transport(e))?;
+        if resp.status().as_u16() >= 400 {
+            return self.finish(Ok(resp));
+        }
+        let total = resp.headers().get("x-file-size").and_then(|v| v.to_str().ok()?.parse().ok()).unwrap_or(0);
+        let body = resp.into_body().into_with_config().limit(limit.saturating_add(1)).read_to_vec().map_err(|e| self.transport(e))?;
+        Ok((total, body))
+    }
+
     pub fn delete_file(&self, id: &str, mount_path: &str, path: &str, recursive: bool) -> Result<DeleteFileResponse> {
         self.delete(&format!(
             "/sandboxes/{}/files/{}?mount_path={}&recursive={recursive}",

@@ -119,6 +119,13 @@ pub trait Backend: Send + Sync + 'static {
     /// Whether resource limits are actually enforced on this host.
     fn limits_enforced(&self) -> bool;
 
+    /// Whether the host reaches the sandbox's mounts as host directories
+    /// (bubblewrap); otherwise the file routes go through the agent and
+    /// need the sandbox running (a VM's disks).
+    fn files_on_host(&self) -> bool {
+        true
+    }
+
     /// How long a launch may take to answer the agent handshake, when the
     /// manager's default is too short (a VM booting under TCG).
     fn start_timeout(&self) -> Option<std::time::Duration> {

@@ -56,6 +56,7 @@ env_vars! {
     VM_ACCEL = "HEYVM_VM_ACCEL", "probed", "kvm backend: force `kvm` or `tcg` (default: KVM only if a test boot with it works).";
     QEMU = "HEYVM_QEMU", "qemu-system-x86_64", "kvm backend: the QEMU binary.";
     VM_BOOT_TIMEOUT = "HEYVM_VM_BOOT_TIMEOUT", "120", "kvm backend: seconds a VM has to boot and answer (TCG is slow).";
+    FILES_VIA_AGENT = "HEYVM_FILES_VIA_AGENT", "0", "`1`: file routes of running bubblewrap sandboxes go through the in-sandbox agent too (VMs always do).";
 }
 
 /// A variable's value, trimmed; unset and empty are the same.

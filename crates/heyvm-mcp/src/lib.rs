@@ -5,7 +5,7 @@
 //! over streamable HTTP at `/mcp` on the API server (in-process).
 
 pub mod computer;
-pub mod file_scripts;
+pub mod files;
 pub mod ops;
 mod params;
 pub mod server;

@@ -28,6 +28,23 @@ pub trait SandboxOps: Send + Sync + 'static {
     async fn delete(&self, id: &str) -> OpResult<()>;
     async fn exec(&self, id: &str, req: ExecRequest) -> OpResult<ExecResponse>;
     async fn bind_port(&self, id: &str, port: u16, public: bool) -> OpResult<ProxyEndpoint>;
+    /// Up to `limit` bytes from `offset` of a file anywhere in the sandbox
+    /// (absolute, or relative to /workspace), through its agent; returns
+    /// the file's size and the bytes.
+    async fn read_file(&self, id: &str, path: &str, offset: u64, limit: u64) -> OpResult<(u64, Vec<u8>)>;
+    /// Replaces (or creates, with its parents) a file anywhere in the
+    /// sandbox atomically; returns its size.
+    async fn write_file(&self, id: &str, path: &str, data: Vec<u8>) -> OpResult<u64>;
+}
+
+/// A computer's file path: absolute as given, otherwise under /workspace
+/// (the same rule as `heyvm_core::manager::computer_path`).
+pub fn computer_path(path: &str) -> String {
+    if path.starts_with('/') {
+        path.to_string()
+    } else {
+        format!("{}/{path}", heyvm_types::WORKSPACE_PATH)
+    }
 }
 
 /// [`SandboxOps`] over the blocking HTTP client (each call on a blocking thread).
@@ -77,5 +94,13 @@ impl SandboxOps for ClientOps {
     async fn bind_port(&self, id: &str, port: u16, public: bool) -> OpResult<ProxyEndpoint> {
         let id = id.to_string();
         self.call(move |c| c.create_proxy(&id, port, public)).await
+    }
+    async fn read_file(&self, id: &str, path: &str, offset: u64, limit: u64) -> OpResult<(u64, Vec<u8>)> {
+        let (id, path) = (id.to_string(), computer_path(path));
+        self.call(move |c| c.read_range(&id, &path, offset, limit)).await
+    }
+    async fn write_file(&self, id: &str, path: &str, data: Vec<u8>) -> OpResult<u64> {
+        let (id, path) = (id.to_string(), computer_path(path));
+        self.call(move |c| c.upload(&id, "", &path, std::io::Cursor::new(data)).map(|r| r.size)).await
     }
 }

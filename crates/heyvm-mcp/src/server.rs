@@ -11,7 +11,7 @@ use rmcp::{tool, tool_handler, tool_router, ErrorData, ServerHandler};
 use serde_json::{json, Value};
 
 use crate::computer::Computer;
-use crate::file_scripts;
+use crate::files;
 use crate::params::*;
 
 /// Default `computer_run` timeout.
@@ -102,10 +102,9 @@ impl HeyvmMcp {
             Ok(id) => id,
             Err(e) => return tool_error(format!("the computer is not available: {e}")),
         };
-        match self.computer.ops().exec(&id, file_scripts::write_request(&p.path, &bytes)).await {
-            Ok(r) if r.exit_code == 0 => structured(format!("wrote {size} bytes to {}", p.path), json!({"path": p.path, "size": size})),
-            Ok(r) => tool_error(format!("could not write {}: {}", p.path, file_scripts::failure(&r))),
-            Err(e) => tool_error(e),
+        match self.computer.ops().write_file(&id, &p.path, bytes).await {
+            Ok(_) => structured(format!("wrote {size} bytes to {}", p.path), json!({"path": p.path, "size": size})),
+            Err(e) => tool_error(format!("could not write {}: {}", p.path, e.message)),
         }
     }
 
@@ -118,16 +117,16 @@ impl HeyvmMcp {
             Ok(id) => id,
             Err(e) => return tool_error(format!("the computer is not available: {e}")),
         };
-        let read = match self.computer.ops().exec(&id, file_scripts::read_request(&p.path, offset, p.limit)).await {
-            Ok(r) => match file_scripts::parse_read(&r) {
-                Ok(read) => read,
-                Err(why) => return tool_error(format!("could not read {}: {why}", p.path)),
-            },
-            Err(e) => return tool_error(e),
+        let (size, bytes) = match self.computer.ops().read_file(&id, &p.path, offset, files::read_limit(p.limit)).await {
+            Ok(r) => r,
+            Err(e) if e.code == "file_not_found" => return tool_error(format!("could not read {}: no such file", p.path)),
+            Err(e) => return tool_error(format!("could not read {}: {}", p.path, e.message)),
         };
-        let v = json!({"path": p.path, "size": read.size, "offset": offset, "bytes_read": read.bytes_read,
-            "encoding": read.encoding, "content": read.content});
-        let text = if read.encoding == "utf8" { read.content } else { format!("(binary, base64) {}", read.content) };
+        let bytes_read = bytes.len();
+        let (content, encoding) = files::shown(bytes);
+        let text = if encoding == "utf8" { content.clone() } else { format!("(binary, base64) {content}") };
+        let v = json!({"path": p.path, "size": size, "offset": offset, "bytes_read": bytes_read,
+            "encoding": encoding, "content": content});
         structured(text, v)
     }
 

@@ -51,6 +51,12 @@ impl SandboxOps for ManagerOps {
     async fn bind_port(&self, id: &str, port: u16, public: bool) -> OpResult<ProxyEndpoint> {
         self.proxy.create(id, port, public).map_err(op_err)
     }
+    async fn read_file(&self, id: &str, path: &str, offset: u64, limit: u64) -> OpResult<(u64, Vec<u8>)> {
+        self.mgr.read_path(id, path, offset, limit).await.map_err(op_err)
+    }
+    async fn write_file(&self, id: &str, path: &str, data: Vec<u8>) -> OpResult<u64> {
+        self.mgr.write_path(id, path, &data).await.map_err(op_err)
+    }
 }
 
 /// The tower service mounted at `/mcp`. Without auth, rmcp's check that

@@ -93,6 +93,11 @@ impl Backend for KvmBackend {
         ALIASES
     }
 
+    /// The guest's disks are not the host's to open: files go through the agent.
+    fn files_on_host(&self) -> bool {
+        false
+    }
+
     fn status(&self) -> BackendStatus {
         match self.host() {
             Ok(h) => BackendStatus {

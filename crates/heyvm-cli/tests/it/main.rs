@@ -13,6 +13,7 @@ mod compat;
 mod computers;
 mod deploy;
 mod exec_stdin;
+mod files_agent;
 mod hostile_api;
 mod hostile_disk;
 mod hostile_flood;

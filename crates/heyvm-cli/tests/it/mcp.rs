@@ -76,6 +76,11 @@ fn check_session(v: &Value) {
     assert_eq!(v["run"]["stderr"], "oops\n");
     assert!(v["run_text"].as_str().unwrap().contains("exit code: 3"));
     assert_eq!(v["stdin"], "piped");
+    assert_eq!(v["hosts"]["error"], false, "{v}");
+    assert!(v["hosts"]["size"].as_u64().unwrap_or(0) > 0, "{v}");
+    assert_eq!((v["opt_write_error"].as_bool(), v["opt_seen"].as_str()), (Some(false), Some("anywhere")), "{v}");
+    assert_eq!(v["dir_read"]["error"], true, "{v}");
+    assert!(v["dir_read"]["text"].as_str().unwrap().contains("directory"), "{v}");
     assert_eq!(v["missing_is_error"], true);
     assert!(v["missing_text"].as_str().unwrap().contains("no such file"));
     assert_eq!(v["get_missing_is_error"], true);

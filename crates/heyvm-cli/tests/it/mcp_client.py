@@ -48,6 +48,15 @@ async def session(target):
         out["warm_run_ms"] = (time.monotonic() - t0) * 1000
         s = await client.call_tool("computer_run", {"command": "cat", "stdin": "piped"})
         out["stdin"] = s.structured_content["stdout"]
+        # Files anywhere in the sandbox, through its agent.
+        h = await client.call_tool("computer_read_file", {"path": "/etc/hosts"})
+        out["hosts"] = {"error": bool(h.is_error), "size": (h.structured_content or {}).get("size")}
+        o = await client.call_tool("computer_write_file", {"path": "/opt/heyvm-mcp/deep/x.txt", "content": "anywhere"})
+        out["opt_write_error"] = bool(o.is_error)
+        oc = await client.call_tool("computer_run", {"command": "cat /opt/heyvm-mcp/deep/x.txt"})
+        out["opt_seen"] = oc.structured_content["stdout"]
+        dr = await client.call_tool("computer_read_file", {"path": "/tmp"})
+        out["dir_read"] = {"error": bool(dr.is_error), "text": text_of(dr)}
         e = await client.call_tool("computer_read_file", {"path": "/no/such/file"})
         out["missing_is_error"] = bool(e.is_error)
         out["missing_text"] = text_of(e)

@@ -1,7 +1,8 @@
 //! File requests to the in-sandbox agent (see `heyvm_protocol::files`).
 //!
 //! The agent is hostile ground, so nothing it says is trusted to be small
-//! or prompt: a read never yields more bytes than asked for, a listing
+//! or prompt: a read never yields more bytes than asked for (it is cut
+//! there), a listing
 //! stops at [`MAX_LIST_ENTRIES`], and every wait for the agent is bounded
 //! by a timeout. Errors become the engine's stable codes.
 
@@ -25,7 +26,8 @@ const WRITE_CHUNK: usize = 64 * 1024;
 
 type Reader = BufReader<ReadHalf<MuxStream>>;
 
-/// A file being read; see [`AgentClient::file_read`].
+/// A file being read; see [`AgentClient::file_read`]. It never yields more
+/// than the limit asked for; dropping it early abandons the read.
 pub struct AgentFileReader {
     pub stat: FileStat,
     reader: Reader,
@@ -121,6 +123,14 @@ impl AgentClient {
 }
 
 impl AgentFileReader {
+    /// Lowers the number of bytes this read may still deliver.
+    pub fn limit_to(&mut self, max: u64) {
+        self.left = self.left.min(max);
+        if self.left == 0 {
+            self.done = true;
+        }
+    }
+
     /// The next piece of the file; `None` once it is complete.
     pub async fn next_chunk(&mut self) -> Result<Option<Vec<u8>>> {
         if self.done {
@@ -128,9 +138,12 @@ impl AgentFileReader {
         }
         let frame = timed(read_frame(&mut self.reader)).await?.map_err(unreachable)?;
         match frame {
-            Frame::Stdout(data) => {
-                if data.len() as u64 > self.left {
-                    return Err(CoreError::AgentUnreachable("the agent sent more of the file than was asked for".into()));
+            Frame::Stdout(mut data) => {
+                // Beyond the limit (a file that grew, or an agent that
+                // ignores the request) the read simply ends.
+                if data.len() as u64 >= self.left {
+                    data.truncate(self.left as usize);
+                    self.done = true;
                 }
                 self.left -= data.len() as u64;
                 Ok(Some(data))

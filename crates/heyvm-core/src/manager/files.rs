@@ -1,14 +1,13 @@
-//! Files of a sandbox's mounts, accessed from the host side so they work
-//! whether the sandbox is running or not.
+//! A sandbox's mounts: which one a file request names, its host directory
+//! (for backends whose files the host can reach), adding and removing
+//! mounts. The file operations themselves are in `file_io.rs`.
 
-use std::fs::File;
-
-use heyvm_types::{FileEntry, FileList, MountSpec, WORKSPACE_PATH};
+use heyvm_types::{MountSpec, WORKSPACE_PATH};
 
 use super::{validate, SandboxManager};
 use crate::error::{CoreError, Result};
 use crate::record::SandboxRecord;
-use crate::safe_fs::{clean_relative, AtomicFile, Confined};
+use crate::safe_fs::Confined;
 
 /// A mount's host directory, opened for confined access.
 pub struct MountRoot {
@@ -17,18 +16,37 @@ pub struct MountRoot {
     pub dir: Confined,
 }
 
+/// The mount a file request names: its sandbox path, whether it is
+/// read-only, and the user mount behind it (None: the sandbox's own
+/// /workspace).
+pub(super) struct MountChoice {
+    pub mount_path: String,
+    pub read_only: bool,
+    pub user_mount: Option<MountSpec>,
+}
+
 impl SandboxManager {
-    fn mount_root(&self, rec: &SandboxRecord, mount_path: Option<&str>) -> Result<MountRoot> {
+    pub(super) fn choose_mount(&self, rec: &SandboxRecord, mount_path: Option<&str>) -> Result<MountChoice> {
         let mp = match mount_path.filter(|m| !m.is_empty()) {
             Some(m) => validate::sandbox_path(m, "mount_path").map_err(|e| CoreError::InvalidPath(e.to_string()))?,
             None => WORKSPACE_PATH.to_string(),
         };
-        let user_mount = rec.mounts.iter().find(|m| m.sandbox_path == mp);
-        if mp == WORKSPACE_PATH && user_mount.is_none() {
-            let dir = Confined::open(&self.data.sandbox(&rec.id).workspace())?.owned_by(self.sandbox_root_ids(rec));
-            return Ok(MountRoot { mount_path: mp, read_only: false, dir });
+        let user_mount = rec.mounts.iter().find(|m| m.sandbox_path == mp).cloned();
+        if mp != WORKSPACE_PATH && user_mount.is_none() {
+            let known: Vec<String> = self.mounts_of(rec).into_iter().map(|m| m.sandbox_path).collect();
+            return Err(CoreError::invalid(format!("no mount at '{mp}'; mounts are: {}", known.join(", "))));
         }
-        match user_mount {
+        let read_only = user_mount.as_ref().is_some_and(|m| m.read_only);
+        Ok(MountChoice { mount_path: mp, read_only, user_mount })
+    }
+
+    pub(super) fn mount_root(&self, rec: &SandboxRecord, mount_path: Option<&str>) -> Result<MountRoot> {
+        let choice = self.choose_mount(rec, mount_path)?;
+        match choice.user_mount {
+            None => {
+                let dir = Confined::open(&self.data.sandbox(&rec.id).workspace())?.owned_by(self.sandbox_root_ids(rec));
+                Ok(MountRoot { mount_path: choice.mount_path, read_only: false, dir })
+            }
             Some(m) => {
                 let host = std::path::Path::new(&m.host_path);
                 // As inside: a root daemon writes as the directory's owner.
@@ -36,11 +54,7 @@ impl SandboxManager {
                     use std::os::unix::fs::MetadataExt;
                     (md.uid(), md.gid())
                 });
-                Ok(MountRoot { mount_path: mp, read_only: m.read_only, dir: Confined::open(host)?.owned_by(owner) })
-            }
-            None => {
-                let known: Vec<String> = self.mounts_of(rec).into_iter().map(|m| m.sandbox_path).collect();
-                Err(CoreError::invalid(format!("no mount at '{mp}'; mounts are: {}", known.join(", "))))
+                Ok(MountRoot { mount_path: choice.mount_path, read_only: m.read_only, dir: Confined::open(host)?.owned_by(owner) })
             }
         }
     }
@@ -54,45 +68,6 @@ impl SandboxManager {
         };
         let replaced = rec.mounts.iter().any(|m| m.sandbox_path == WORKSPACE_PATH);
         (!replaced).then_some(ws).into_iter().chain(rec.mounts.iter().cloned()).collect()
-    }
-
-    pub fn list_files(&self, key: &str, mount_path: Option<&str>, path: &str) -> Result<FileList> {
-        let rec = self.store.resolve(key)?;
-        let root = self.mount_root(&rec, mount_path)?;
-        let rel = clean_relative(path)?;
-        let files: Vec<FileEntry> = root.dir.list(&rel)?;
-        Ok(FileList { mount_path: root.mount_path, path: rel.display().to_string(), files })
-    }
-
-    pub fn open_file(&self, key: &str, mount_path: Option<&str>, path: &str) -> Result<(File, u64)> {
-        let rec = self.store.resolve(key)?;
-        let root = self.mount_root(&rec, mount_path)?;
-        root.dir.open_read(&clean_relative(path)?)
-    }
-
-    /// Begins an atomic upload; the caller writes and commits it, checking
-    /// size against `config().max_upload_bytes`.
-    pub fn begin_upload(&self, key: &str, mount_path: Option<&str>, path: &str) -> Result<(AtomicFile, String)> {
-        let rec = self.store.resolve(key)?;
-        let root = self.mount_root(&rec, mount_path)?;
-        let rel = clean_relative(path)?;
-        if rel.as_os_str().is_empty() {
-            return Err(CoreError::InvalidPath("file_path is required".into()));
-        }
-        if root.read_only {
-            return Err(CoreError::ReadOnlyMount(root.mount_path));
-        }
-        Ok((root.dir.create(&rel)?, root.mount_path))
-    }
-
-    pub fn delete_file(&self, key: &str, mount_path: Option<&str>, path: &str, recursive: bool) -> Result<String> {
-        let rec = self.store.resolve(key)?;
-        let root = self.mount_root(&rec, mount_path)?;
-        if root.read_only {
-            return Err(CoreError::ReadOnlyMount(root.mount_path));
-        }
-        root.dir.remove(&clean_relative(path)?, recursive)?;
-        Ok(root.mount_path)
     }
 
     pub fn list_mounts(&self, key: &str) -> Result<Vec<MountSpec>> {

@@ -13,6 +13,7 @@ mod exec;
 mod exec_stdin;
 #[cfg(test)]
 mod fake_tests;
+mod file_io;
 mod files;
 mod idle;
 mod images;
@@ -39,6 +40,7 @@ pub use build::{ArchiveBuild, BuildEvent, BuildLog, BuildOutcome, BuildRequest, 
 pub use disk::valid_size as valid_disk_size;
 pub use exec::RunningExec;
 pub use exec_stdin::MAX_STDIN_BYTES;
+pub use file_io::{computer_path, FileSource, OpenedFile, UploadSink};
 pub use files::MountRoot;
 pub use idle::{STOP_IDLE, STOP_USER};
 pub use images::{is_host_image, HOST_IMAGE};
@@ -77,6 +79,10 @@ pub struct ManagerConfig {
     /// Host uids/gids sandboxes get ranges from (`HEYVM_SUBIDS`); an
     /// unusable value stops the daemon from starting.
     pub id_pool: std::result::Result<crate::id_ranges::IdPool, String>,
+    /// File routes of running sandboxes go through the agent on every
+    /// backend (`HEYVM_FILES_VIA_AGENT`), not only where the host cannot
+    /// reach the files. See `file_io.rs`.
+    pub files_via_agent: bool,
 }
 
 impl Default for ManagerConfig {
@@ -91,6 +97,7 @@ impl Default for ManagerConfig {
             archive_ttl: Duration::from_secs(86_400),
             idle_timeout_secs: None,
             id_pool: Ok(crate::id_ranges::DEFAULT_POOL),
+            files_via_agent: false,
         }
     }
 }
@@ -107,6 +114,7 @@ impl ManagerConfig {
             archive_ttl: parse(config::ARCHIVE_TTL_SECS).map(Duration::from_secs).unwrap_or(d.archive_ttl),
             idle_timeout_secs: parse::<u64>(config::IDLE_TIMEOUT_SECS).filter(|&t| t > 0),
             id_pool: crate::id_ranges::IdPool::from_env(),
+            files_via_agent: config::string(config::FILES_VIA_AGENT).is_some_and(|v| v == "1" || v == "true"),
             ..d
         }
     }

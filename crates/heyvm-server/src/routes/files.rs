@@ -1,11 +1,16 @@
 //! File routes. Paths are relative to `mount_path` (default /workspace) and
-//! confined to it; uploads are atomic (temp file + rename) and bounded.
+//! confined to it, or, absolute with no `mount_path`, anywhere in the
+//! (running) sandbox; uploads are atomic (temp file + rename) and bounded.
+//! The manager picks the route (host directory or in-sandbox agent); the
+//! answers are the same either way.
 
 use axum::body::Body;
 use axum::extract::{Multipart, Path, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use heyvm_core::agent::AgentFileReader;
+use heyvm_core::manager::FileSource;
 use heyvm_types::{DeleteFileResponse, FileList, UploadResponse};
 use serde::Deserialize;
 
@@ -19,11 +24,14 @@ pub struct FileQuery {
     path: Option<String>,
     #[serde(default)]
     recursive: bool,
+    /// Download only: first byte and most bytes to send (default: all).
+    offset: Option<u64>,
+    limit: Option<u64>,
 }
 
 pub async fn list(State(s): State<AppState>, Path(id): Path<String>, ApiQuery(q): ApiQuery<FileQuery>) -> ApiResult<Json<FileList>> {
     s.mgr.prepare_use(&id).await?;
-    Ok(Json(s.mgr.list_files(&id, q.mount_path.as_deref(), q.path.as_deref().unwrap_or(""))?))
+    Ok(Json(s.mgr.list_files(&id, q.mount_path.as_deref(), q.path.as_deref().unwrap_or("")).await?))
 }
 
 fn too_large(max: u64) -> AppError {
@@ -39,8 +47,8 @@ pub async fn upload_json(
     let max = s.mgr.config().max_upload_bytes;
     let up = super::json_upload::receive(&headers, body, json_body_limit(max), max).await?;
     let file_path = up.required("file_path")?.to_string();
-    let mount_path = up.field("mount_path").unwrap_or(heyvm_types::WORKSPACE_PATH).to_string();
-    let (mount_path, size) = commit_spooled(&s, id, Some(mount_path), file_path.clone(), up).await?;
+    let mount_path = up.field("mount_path").map(str::to_string);
+    let (mount_path, size) = commit_spooled(&s, id, mount_path, file_path.clone(), up).await?;
     Ok((StatusCode::CREATED, Json(UploadResponse { mount_path, file_path, size })))
 }
 
@@ -49,7 +57,7 @@ pub fn json_body_limit(max: u64) -> u64 {
     (max / 3 * 4).saturating_add(64 * 1024)
 }
 
-/// Copies a spooled upload into place atomically, off the async runtime.
+/// Copies a spooled upload into place atomically.
 pub async fn commit_spooled(
     s: &AppState,
     id: String,
@@ -58,23 +66,8 @@ pub async fn commit_spooled(
     up: super::json_upload::JsonUpload,
 ) -> ApiResult<(String, u64)> {
     s.mgr.prepare_use(&id).await?;
-    let mgr = s.mgr.clone();
-    tokio::task::spawn_blocking(move || -> ApiResult<(String, u64)> {
-        use std::io::Read;
-        let (mut file, mp) = mgr.begin_upload(&id, mount_path.as_deref(), &file_path)?;
-        let mut src = up.content;
-        let mut buf = vec![0u8; 256 * 1024];
-        loop {
-            let n = src.read(&mut buf).map_err(heyvm_core::CoreError::from)?;
-            if n == 0 {
-                break;
-            }
-            file.write(&buf[..n])?;
-        }
-        Ok((mp, file.commit()?))
-    })
-    .await
-    .map_err(|e| AppError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal_error", e.to_string()))?
+    let (sink, mp) = s.mgr.begin_upload(&id, mount_path.as_deref(), &file_path).await?;
+    Ok((mp, sink.copy_from(up.content).await?))
 }
 
 /// Multipart form: `mount_path`, `file_path` (defaults to the file part's
@@ -98,14 +91,14 @@ pub async fn upload_multipart(
                     .clone()
                     .or_else(|| field.file_name().map(str::to_string))
                     .ok_or_else(|| AppError::bad_request("invalid_request", "file_path is required"))?;
-                let (mut file, mp) = s.mgr.begin_upload(&id, mount_path.as_deref(), &path)?;
+                let (mut file, mp) = s.mgr.begin_upload(&id, mount_path.as_deref(), &path).await?;
                 while let Some(chunk) = field.chunk().await.map_err(bad)? {
                     if file.written() + chunk.len() as u64 > max {
                         return Err(too_large(max));
                     }
-                    file.write(&chunk)?;
+                    file.write(&chunk).await?;
                 }
-                let size = file.commit()?;
+                let size = file.commit().await?;
                 return Ok((StatusCode::CREATED, Json(UploadResponse { mount_path: mp, file_path: path, size })));
             }
             _ => {}
@@ -120,17 +113,36 @@ pub async fn download(
     ApiQuery(q): ApiQuery<FileQuery>,
 ) -> ApiResult<Response> {
     s.mgr.prepare_use(&id).await?;
-    // Opening walks the sandbox's directories: off the async runtime.
-    let mgr = s.mgr.clone();
-    let (file, size) = tokio::task::spawn_blocking(move || mgr.open_file(&id, q.mount_path.as_deref(), &path))
-        .await
-        .map_err(|e| AppError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal_error", e.to_string()))??;
-    let stream = tokio_util::io::ReaderStream::with_capacity(tokio::fs::File::from_std(file), 256 * 1024);
-    Ok((
-        [(header::CONTENT_TYPE, "application/octet-stream".to_string()), (header::CONTENT_LENGTH, size.to_string())],
-        Body::from_stream(stream),
-    )
-        .into_response())
+    let opened = s.mgr.open_range(&id, q.mount_path.as_deref(), &path, q.offset.unwrap_or(0), q.limit).await?;
+    let body = match opened.source {
+        FileSource::Host(file) => {
+            let file = tokio::io::AsyncReadExt::take(tokio::fs::File::from_std(file), opened.size);
+            Body::from_stream(tokio_util::io::ReaderStream::with_capacity(file, 256 * 1024))
+        }
+        FileSource::Agent(reader) => Body::from_stream(agent_stream(reader)),
+    };
+    let headers = [
+        (header::CONTENT_TYPE, "application/octet-stream".to_string()),
+        (header::CONTENT_LENGTH, opened.size.to_string()),
+        (header::HeaderName::from_static(FILE_SIZE_HEADER), opened.total.to_string()),
+    ];
+    Ok((headers, body).into_response())
+}
+
+/// The whole file's size, next to the Content-Length of a ranged download.
+pub const FILE_SIZE_HEADER: &str = "x-file-size";
+
+/// The agent's chunks as a body stream; an error ends the body early, so
+/// the client sees a truncated transfer, never a silently short file.
+fn agent_stream(reader: AgentFileReader) -> impl futures_util::Stream<Item = std::io::Result<axum::body::Bytes>> {
+    futures_util::stream::unfold(Some(reader), |state| async move {
+        let mut reader = state?;
+        match reader.next_chunk().await {
+            Ok(Some(chunk)) => Some((Ok(axum::body::Bytes::from(chunk)), Some(reader))),
+            Ok(None) => None,
+            Err(e) => Some((Err(std::io::Error::other(e.to_string())), None)),
+        }
+    })
 }
 
 pub async fn delete(
@@ -139,6 +151,6 @@ pub async fn delete(
     ApiQuery(q): ApiQuery<FileQuery>,
 ) -> ApiResult<Json<DeleteFileResponse>> {
     s.mgr.prepare_use(&id).await?;
-    let mount_path = s.mgr.delete_file(&id, q.mount_path.as_deref(), &path, q.recursive)?;
+    let mount_path = s.mgr.delete_file(&id, q.mount_path.as_deref(), &path, q.recursive).await?;
     Ok(Json(DeleteFileResponse { mount_path, file_path: path, deleted: true }))
 }

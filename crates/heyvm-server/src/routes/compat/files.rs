@@ -3,8 +3,6 @@
 //! `/workspace`) and confined to it. Large files belong on the streaming
 //! native routes (`/sandboxes/:id/files…`), so reads here are capped.
 
-use std::io::Read;
-
 use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -27,7 +25,8 @@ pub async fn read_file(
 ) -> ApiResult<Json<ReadFileResponse>> {
     let mount = req.mount_path.as_deref();
     s.mgr.prepare_use(&id).await?;
-    let (file, size) = s.mgr.open_file(&id, mount, &req.file_path)?;
+    let opened = s.mgr.open_file(&id, mount, &req.file_path).await?;
+    let size = opened.size;
     if size > MAX_READ_BYTES {
         return Err(AppError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -35,13 +34,7 @@ pub async fn read_file(
             format!("file is {size} bytes; read-file returns at most {MAX_READ_BYTES}, use GET /sandboxes/{id}/files/<path>"),
         ));
     }
-    let data = tokio::task::spawn_blocking(move || {
-        let mut buf = Vec::with_capacity(size as usize);
-        file.take(MAX_READ_BYTES).read_to_end(&mut buf).map(|_| buf)
-    })
-    .await
-    .map_err(|e| AppError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?
-    .map_err(heyvm_core::CoreError::from)?;
+    let data = opened.read_to_vec(MAX_READ_BYTES).await?;
     let mount_path = req.mount_path.filter(|m| !m.is_empty()).unwrap_or_else(|| heyvm_types::WORKSPACE_PATH.to_string());
     Ok(Json(ReadFileResponse {
         mount_path,

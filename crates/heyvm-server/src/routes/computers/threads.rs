@@ -9,7 +9,7 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
 use base64::Engine;
-use heyvm_mcp::file_scripts;
+use heyvm_mcp::files;
 use heyvm_types::{CreateSandboxRequest, ExecRequest};
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -112,11 +112,8 @@ pub async fn write_file(
         other => return Err(invalid(format!("encoding must be utf8 or base64, got '{other}'"))),
     };
     let id = thread_sandbox(&s, &agent, &thread).await?;
-    let r = s.mgr.exec(&id, &file_scripts::write_request(&b.path, &bytes)).await.map_err(sandbox_err)?;
-    if r.exit_code != 0 {
-        return Err(invalid(format!("could not write {}: {}", b.path, file_scripts::failure(&r))));
-    }
-    Ok(Json(json!({"path": b.path, "size": bytes.len(), "sandboxId": id})))
+    let size = s.mgr.write_path(&id, &b.path, &bytes).await.map_err(|e| file_err(&b.path, "write", e))?;
+    Ok(Json(json!({"path": b.path, "size": size, "sandboxId": id})))
 }
 
 #[derive(Deserialize)]
@@ -137,10 +134,22 @@ pub async fn read_file(
 ) -> ApiResult<Json<Value>> {
     let id = thread_sandbox(&s, &agent, &thread).await?;
     let offset = b.offset.unwrap_or(0);
-    let r = s.mgr.exec(&id, &file_scripts::read_request(&b.path, offset, b.limit)).await.map_err(sandbox_err)?;
-    let read = file_scripts::parse_read(&r)
-        .map_err(|why| AppError::new(StatusCode::NOT_FOUND, "FILE_NOT_FOUND", format!("could not read {}: {why}", b.path)))?;
-    Ok(Json(json!({"path": b.path, "size": read.size, "offset": offset, "content": read.content, "encoding": read.encoding})))
+    let (size, bytes) =
+        s.mgr.read_path(&id, &b.path, offset, files::read_limit(b.limit)).await.map_err(|e| file_err(&b.path, "read", e))?;
+    let (content, encoding) = files::shown(bytes);
+    Ok(Json(json!({"path": b.path, "size": size, "offset": offset, "content": content, "encoding": encoding})))
+}
+
+/// A file failure in the seed's dialect: `FILE_NOT_FOUND` 404 for a
+/// missing file, the sandbox errors as elsewhere, else 400 with why.
+fn file_err(path: &str, what: &str, e: heyvm_core::CoreError) -> AppError {
+    match e.code() {
+        "file_not_found" => AppError::new(StatusCode::NOT_FOUND, "FILE_NOT_FOUND", format!("could not {what} {path}: {e}")),
+        "invalid_path" | "invalid_request" | "permission_denied" | "read_only_mount" | "conflict" | "no_space" => {
+            invalid(format!("could not {what} {path}: {e}"))
+        }
+        _ => sandbox_err(e),
+    }
 }
 
 /// Ends a thread: its sandbox (thread scope) is deleted with its files.
