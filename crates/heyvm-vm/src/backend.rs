@@ -160,6 +160,20 @@ impl Backend for KvmBackend {
         crate::image_disk::ensure(&host.assets.dir, layers).map(|_| ()).map_err(failed)
     }
 
+    fn disk_usage(&self, spec: &LaunchSpec) -> Option<heyvm_core::backend::DiskUsage> {
+        let (used_bytes, limit_bytes) = crate::disk::ext4_usage(&VmLayout::new(&spec.paths.dir).workspace_disk())?;
+        Some(heyvm_core::backend::DiskUsage { used_bytes, limit_bytes })
+    }
+
+    /// A running VM's disk grows at its next start (the guest would have to
+    /// resize its mounted file system itself); a stopped one's at once.
+    fn grow_disk(&self, spec: &LaunchSpec) -> BackendResult<bool> {
+        if vmproc::find(&VmLayout::new(&spec.paths.dir)).is_some() {
+            return Ok(false);
+        }
+        launch::grow_workspace(spec).map(|_| true).map_err(failed)
+    }
+
     fn prepare(&self, spec: &LaunchSpec) -> BackendResult<()> {
         self.host().map_err(failed)?;
         launch::prepare_disks(spec).map_err(failed)

@@ -1,13 +1,16 @@
 //! Disks of a VM: a qcow2 overlay whose backing file is the image's
 //! read-only base disk (a boot never copies the root filesystem), and a
 //! persistent ext4 disk for `/workspace` that the host can loop-mount while
-//! the VM is stopped.
+//! the VM is stopped. That disk is the sandbox's disk limit
+//! (`disk_size_gb` or the size class's): a write past it fails with ENOSPC
+//! in the guest; it grows (never shrinks) while the VM is stopped.
 
 use std::io;
 use std::path::Path;
 use std::process::Command;
 
-/// Default size of a new `/workspace` disk (sparse: only used blocks cost).
+/// Size of a new `/workspace` disk when the sandbox has no disk limit
+/// (sparse: only used blocks cost).
 pub const WORKSPACE_BYTES: u64 = 8 << 30;
 
 fn run(cmd: &mut Command) -> io::Result<()> {
@@ -31,6 +34,43 @@ pub fn create_ext4(path: &Path, bytes: u64, label: &str) -> io::Result<()> {
     f.set_len(bytes)?;
     drop(f);
     run(Command::new("mkfs.ext4").args(["-q", "-F", "-L", label, "-E", "root_owner=0:0"]).arg(path))
+}
+
+/// Grows the ext4 file system in the (unused) disk image `path` to
+/// `bytes`: check it (a VM killed mid-write leaves a journal to replay),
+/// extend the file, resize. True when it grew; never shrinks.
+pub fn grow_ext4(path: &Path, bytes: u64) -> io::Result<bool> {
+    if std::fs::metadata(path)?.len() >= bytes {
+        return Ok(false);
+    }
+    // e2fsck exits 1 when it fixed something (e.g. replayed the journal).
+    let out = Command::new("e2fsck").args(["-f", "-y"]).arg(path).output()?;
+    if !matches!(out.status.code(), Some(0 | 1)) {
+        return Err(io::Error::other(format!("e2fsck: {}", String::from_utf8_lossy(&out.stderr).trim())));
+    }
+    std::fs::OpenOptions::new().write(true).open(path)?.set_len(bytes)?;
+    run(Command::new("resize2fs").arg("-f").arg(path))?;
+    Ok(true)
+}
+
+/// Used and total bytes of the ext4 file system in `path`, from its
+/// superblock (as of the guest's last write-back of it).
+pub fn ext4_usage(path: &Path) -> Option<(u64, u64)> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut f = std::fs::File::open(path).ok()?;
+    f.seek(SeekFrom::Start(1024)).ok()?;
+    let mut sb = [0u8; 1024];
+    f.read_exact(&mut sb).ok()?;
+    let u32_at = |o: usize| u32::from_le_bytes([sb[o], sb[o + 1], sb[o + 2], sb[o + 3]]) as u64;
+    if u16::from_le_bytes([sb[0x38], sb[0x39]]) != 0xef53 {
+        return None;
+    }
+    let block = 1024u64 << u32_at(0x18).min(16);
+    let wide = u32_at(0x60) & 0x80 != 0; // INCOMPAT_64BIT
+    let hi = |o: usize| if wide { u32_at(o) << 32 } else { 0 };
+    let blocks = u32_at(0x04) | hi(0x150);
+    let free = u32_at(0x0c) | hi(0x158);
+    Some((blocks.saturating_sub(free) * block, blocks * block))
 }
 
 #[cfg(test)]
@@ -57,5 +97,24 @@ mod tests {
         assert_eq!(v["backing-filename"], base.to_string_lossy().as_ref());
         // The overlay starts tiny: nothing of the base is copied.
         assert!(std::fs::metadata(&ov).unwrap().len() < 1 << 20);
+    }
+
+    #[test]
+    fn workspace_grows_and_reports_its_use() {
+        if !have("mkfs.ext4") || !have("resize2fs") {
+            eprintln!("SKIP: e2fsprogs missing");
+            return;
+        }
+        let t = tempfile::tempdir().unwrap();
+        let ws = t.path().join("ws.ext4");
+        create_ext4(&ws, 64 << 20, "workspace").unwrap();
+        let (used, total) = ext4_usage(&ws).unwrap();
+        assert_eq!(total, 64 << 20);
+        assert!(used > 0 && used < total / 2, "{used}");
+        assert!(!grow_ext4(&ws, 32 << 20).unwrap(), "never shrinks");
+        assert!(grow_ext4(&ws, 128 << 20).unwrap());
+        assert_eq!(ext4_usage(&ws).unwrap().1, 128 << 20);
+        std::fs::write(t.path().join("junk"), [0u8; 4096]).unwrap();
+        assert!(ext4_usage(&t.path().join("junk")).is_none());
     }
 }

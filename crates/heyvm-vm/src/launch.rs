@@ -41,10 +41,27 @@ pub fn prepare_disks(spec: &LaunchSpec) -> Result<(), String> {
     std::fs::create_dir_all(&layout.dir).map_err(|e| format!("creating {}: {e}", layout.dir.display()))?;
     if !layout.workspace_disk().exists() {
         let tmp = layout.workspace_disk().with_extension("ext4.tmp");
-        crate::disk::create_ext4(&tmp, crate::disk::WORKSPACE_BYTES, "workspace").map_err(|e| format!("workspace disk: {e}"))?;
+        crate::disk::create_ext4(&tmp, workspace_bytes(spec), "workspace").map_err(|e| format!("workspace disk: {e}"))?;
         std::fs::rename(&tmp, layout.workspace_disk()).map_err(|e| format!("workspace disk: {e}"))?;
     }
     Ok(())
+}
+
+/// The `/workspace` disk's size: the sandbox's disk limit.
+pub fn workspace_bytes(spec: &LaunchSpec) -> u64 {
+    match spec.limits.disk_bytes {
+        0 => crate::disk::WORKSPACE_BYTES,
+        b => b,
+    }
+}
+
+/// Grows a stopped VM's `/workspace` disk to its limit (after a resize).
+pub fn grow_workspace(spec: &LaunchSpec) -> Result<bool, String> {
+    let disk = VmLayout::new(&spec.paths.dir).workspace_disk();
+    if !disk.exists() {
+        return Ok(false); // made at its full size by the next start
+    }
+    crate::disk::grow_ext4(&disk, workspace_bytes(spec)).map_err(|e| format!("growing the workspace disk: {e}"))
 }
 
 /// vCPUs for a CPU limit in thousandths of a core: rounded up, at least 1,
@@ -131,25 +148,31 @@ pub fn setup_network(spec: &LaunchSpec) -> Result<Option<GuestNet>, String> {
     if unsafe { libc::geteuid() } != 0 {
         return Err("network 'nat' for a VM needs a root daemon (use --network none)".into());
     }
-    if !spec.network.allow_out.is_empty() || !spec.network.deny_out.is_empty() {
-        return Err("egress policies (allow_out/deny_out) are not supported for kvm sandboxes yet".into());
-    }
     let owner_net = heyvm_backends::net::setup(spec)?;
-    let netns_path = owner_net.netns.ok_or("the sandbox network has no namespace")?;
-    let netns = netns_path.file_name().and_then(|n| n.to_str()).ok_or("bad namespace path")?.to_string();
-    if let Err(e) = crate::net::bridge_tap(&netns) {
+    let netns_path = owner_net.netns.clone().ok_or("the sandbox network has no namespace")?;
+    let routed = (|| {
+        let netns = netns_path.file_name().and_then(|n| n.to_str()).ok_or("bad namespace path")?.to_string();
+        let ip = heyvm_backends::net::guest_ip(spec).ok_or("the sandbox network has no address")?;
+        let gateway = crate::net::gateway_for(&ip).ok_or("bad sandbox address")?;
+        crate::net::route_tap(&netns, &ip, &gateway)?;
+        // The egress policy, in the namespace's forward hook: loaded before
+        // QEMU starts, so the guest never sends a packet without it.
+        if let Some(script) = &owner_net.nft_script {
+            crate::net::apply_policy(&netns, &heyvm_backends::net::policy::for_forwarding(script, crate::net::TAP))?;
+        }
+        Ok::<_, String>(GuestNet { dns: crate::net::host_nameservers(), mtu: crate::net::eth0_mtu(&netns), ip, gateway, netns_path })
+    })();
+    if routed.is_err() {
         heyvm_backends::net::teardown(spec);
-        return Err(e);
     }
-    let ip = heyvm_backends::net::guest_ip(spec).ok_or("the sandbox network has no address")?;
-    let gateway = crate::net::gateway_for(&ip).ok_or("bad sandbox address")?;
-    Ok(Some(GuestNet { ip, gateway, dns: crate::net::host_nameservers(), mtu: crate::net::eth0_mtu(&netns), netns_path }))
+    routed.map(Some)
 }
 
 /// Starts the VM: network, QEMU. The disks must exist ([`prepare_disks`]).
 pub fn start(spec: &LaunchSpec, host: &HostSetup) -> Result<VmProcess, String> {
     let layout = VmLayout::new(&spec.paths.dir);
     prepare_disks(spec)?;
+    grow_workspace(spec)?;
     if !layout.overlay().exists() {
         let base = base_disk(spec, host)?;
         let tmp = layout.overlay().with_extension("qcow2.tmp");

@@ -1,9 +1,17 @@
 //! A VM's `nat` network. The bubblewrap backend's network module makes the
 //! sandbox's namespace (veth `eth0` with the sandbox's /30 address, a
 //! default route via the host end, masquerade on the host); for a VM that
-//! address must belong to the guest, so inside the namespace `eth0` loses
-//! it and joins a bridge with a tap device QEMU opens. The guest then
+//! address must belong to the guest. Inside the namespace `eth0` gives it
+//! up and the namespace becomes a router between `eth0` and a tap device
+//! QEMU opens: a host route to the guest's address via the tap, proxy ARP
+//! on both sides (the guest's ARP for its gateway and the host's ARP for
+//! the guest are answered by the namespace), forwarding on. The guest then
 //! configures the same address and route itself (`heyvm.ip`, `heyvm.gw`).
+//!
+//! Routing rather than bridging puts every guest packet through the
+//! namespace's IP `forward` hook, where the egress policy (an nftables
+//! table with connection tracking, [`apply_policy`]) is enforced on the
+//! host side: nothing inside the guest can reach the namespace's rules.
 
 use std::io::Write;
 use std::net::Ipv4Addr;
@@ -11,21 +19,68 @@ use std::process::{Command, Stdio};
 
 /// The tap device QEMU opens inside the sandbox's namespace.
 pub const TAP: &str = "tap0";
+/// The namespace's own address on the tap: the source of the ICMP
+/// "administratively prohibited" answers the guest gets for rejected
+/// packets (link-local, never routed).
+const TAP_ADDR: &str = "169.254.77.1";
 
-/// Moves the namespace's address from `eth0` to the guest: bridge `eth0`
-/// and a new tap. Idempotent enough for a restart (a fresh namespace is
-/// made on every start).
-pub fn bridge_tap(netns: &str) -> Result<(), String> {
+/// Turns the namespace into the guest's router (see the module docs).
+/// Idempotent enough for a restart (a fresh namespace is made on every start).
+pub fn route_tap(netns: &str, guest: &str, gateway: &str) -> Result<(), String> {
     let batch = format!(
         "addr flush dev eth0\n\
-         link add br0 type bridge\n\
-         link set eth0 master br0\n\
+         route replace {gateway}/32 dev eth0 scope link\n\
+         route replace default via {gateway} dev eth0 onlink\n\
          tuntap add {TAP} mode tap\n\
-         link set {TAP} master br0\n\
+         addr add {TAP_ADDR}/32 dev {TAP}\n\
          link set {TAP} up\n\
-         link set br0 up\n"
+         route replace {guest}/32 dev {TAP}\n"
     );
-    run_ip(&["-n", netns, "-batch", "-"], &batch)
+    run_ip(&["-n", netns, "-batch", "-"], &batch)?;
+    let sysctls = [
+        "net/ipv4/ip_forward=1".to_string(),
+        "net/ipv4/conf/eth0/proxy_arp=1".into(),
+        format!("net/ipv4/conf/{TAP}/proxy_arp=1"),
+        // The guest must not learn other routes from the namespace.
+        "net/ipv4/conf/all/send_redirects=0".into(),
+        format!("net/ipv4/conf/{TAP}/send_redirects=0"),
+    ];
+    sysctls_in(netns, &sysctls)
+}
+
+/// Loads the egress policy's nftables script (filtering the namespace's
+/// `forward` hook) into the namespace.
+pub fn apply_policy(netns: &str, script: &str) -> Result<(), String> {
+    let mut child = Command::new("ip")
+        .args(["netns", "exec", netns, "nft", "-f", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("nft: {e}"))?;
+    if let Some(mut i) = child.stdin.take() {
+        let _ = i.write_all(script.as_bytes());
+    }
+    let out = child.wait_with_output().map_err(|e| format!("nft: {e}"))?;
+    if !out.status.success() {
+        return Err(format!("loading the egress policy: {}", String::from_utf8_lossy(&out.stderr).trim()));
+    }
+    Ok(())
+}
+
+/// Writes `/proc/sys/KEY=VALUE` settings as seen from inside the namespace
+/// (one process for all of them).
+fn sysctls_in(netns: &str, settings: &[String]) -> Result<(), String> {
+    let script = "for kv; do echo \"${kv#*=}\" > \"/proc/sys/${kv%%=*}\" || exit 1; done";
+    let out = Command::new("ip")
+        .args(["netns", "exec", netns, "sh", "-c", script, "sh"])
+        .args(settings)
+        .output()
+        .map_err(|e| format!("ip netns exec: {e}"))?;
+    if !out.status.success() {
+        return Err(format!("network settings of the sandbox: {}", String::from_utf8_lossy(&out.stderr).trim()));
+    }
+    Ok(())
 }
 
 /// MTU of `eth0` inside the namespace (the guest must match it).

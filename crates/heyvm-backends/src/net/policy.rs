@@ -94,6 +94,17 @@ impl Rules {
     }
 }
 
+/// The same policy for the packets a namespace forwards from `from_dev`
+/// (a VM's tap: the guest is behind it and the namespace routes for it):
+/// the chain hooks `forward` instead of `output`, and only what comes out
+/// of the guest is filtered (connections into it are not egress).
+pub fn for_forwarding(output_script: &str, from_dev: &str) -> String {
+    output_script.replace(" chain output {\n", " chain forward {\n").replace(
+        "hook output priority filter; policy accept;\n",
+        &format!("hook forward priority filter; policy accept;\n  iifname != \"{from_dev}\" accept\n"),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -120,6 +131,18 @@ mod tests {
         let allow = s.find("ip daddr 10.0.0.0/8 accept").unwrap();
         assert!(deny < allow, "{s}");
         assert!(s.trim_end().ends_with("reject with icmpx type admin-prohibited\n }\n}"), "{s}");
+    }
+
+    #[test]
+    fn forwarding_variant_filters_only_the_guest() {
+        let r = resolve(&spec(&["10.0.0.0/8"], &["10.1.0.0/16"])).unwrap().unwrap();
+        let f = for_forwarding(&r.nft_script(), "tap0");
+        assert!(
+            f.contains(" chain forward {\n  type filter hook forward priority filter; policy accept;\n  iifname != \"tap0\" accept\n"),
+            "{f}"
+        );
+        assert!(!f.contains("output"), "{f}");
+        assert!(f.contains("ct state established,related accept") && f.contains("ip daddr 10.1.0.0/16 reject"), "{f}");
     }
 
     #[test]

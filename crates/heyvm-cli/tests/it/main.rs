@@ -39,6 +39,7 @@ mod smoke;
 mod streams;
 mod tui;
 mod vm;
+mod vm_faults;
 mod walkthrough;
 mod wt;
 mod wt_remote;

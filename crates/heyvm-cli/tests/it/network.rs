@@ -32,17 +32,17 @@ fn ip_out(args: &[&str]) -> String {
 }
 
 /// An HTTP server in a namespace of its own, reachable from the host.
-struct TestServer {
+pub(crate) struct TestServer {
     ns: String,
     veth: String,
-    addr: String,
-    body: String,
+    pub(crate) addr: String,
+    pub(crate) body: String,
     child: Child,
     _dir: tempfile::TempDir,
 }
 
 impl TestServer {
-    fn start() -> TestServer {
+    pub(crate) fn start() -> TestServer {
         let n = NEXT.fetch_add(1, Ordering::SeqCst);
         let slot = (std::process::id() * 16 + n) % 16384;
         let base = slot * 4;
@@ -78,7 +78,7 @@ impl TestServer {
         s
     }
 
-    fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         format!("http://{}:8000/hello.txt", self.addr)
     }
 }

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
+use crate::network::TestServer;
 use crate::support::{vm_support, Daemon};
 
 fn vm_daemon() -> Option<Daemon> {
@@ -43,7 +44,7 @@ fn vm_boots_its_own_kernel_and_runs_commands_files_and_restarts() {
     assert!(kvm["aliases"].as_array().unwrap().iter().any(|a| a == "firecracker"));
 
     // An alias resolves to kvm.
-    let sb = create_vm(&d, "vm1", json!({"backend_type": "firecracker"}));
+    let sb = create_vm(&d, "vm1", json!({"backend_type": "firecracker", "disk_size_gb": 1}));
     let id = sb["id"].as_str().unwrap().to_string();
     assert_eq!(sb["backend_type"], "kvm");
     assert_eq!(sb["status"], "running");
@@ -80,15 +81,30 @@ fn vm_boots_its_own_kernel_and_runs_commands_files_and_restarts() {
     let (status, v) = flood.join().unwrap();
     assert_eq!((status, stdout(&v).as_str()), (200, "20000000"), "{v}");
 
+    // disk_size_gb is the guest's /workspace disk: a write past it fails
+    // with ENOSPC inside, and the host reports the limit.
+    assert_eq!(workspace_kib(&d, &id), 1 << 20);
+    let v = d.sh(
+        &id,
+        "fallocate -l 900M /workspace/fill && head -c 300M /dev/zero > /workspace/more; echo rc=$?; rm -f /workspace/fill /workspace/more",
+    );
+    let text = format!("{}{}", v["stdout"], v["stderr"]);
+    assert!(text.contains("No space left on device") && !text.contains("rc=0"), "{v}");
+    let (_, info) = d.get(&format!("/sandboxes/{id}"));
+    assert_eq!(info["disk_limit"].as_u64(), Some(1 << 30), "{info}");
+
     // Files written in the guest survive stop/start: the root overlay and
-    // the /workspace disk are persistent.
+    // the /workspace disk are persistent. A resize while stopped grows the disk.
     d.sh(&id, "echo root-file > /root/keep && echo ws-file > /workspace/keep && sync");
     let (s, v) = d.post(&format!("/sandboxes/{id}/stop"), &json!({}));
     assert_eq!(s, 200, "{v}");
     assert_eq!(v["status"], "stopped");
+    let (s, v) = d.patch(&format!("/sandboxes/{id}"), &json!({"disk_size_gb": 2}));
+    assert_eq!((s, v["disk_limit"].as_u64()), (200, Some(2 << 30)), "{v}");
     let (s, v) = d.post(&format!("/sandboxes/{id}/start"), &json!({}));
     assert_eq!(s, 200, "{v}");
     assert_eq!(stdout(&d.sh(&id, "cat /root/keep /workspace/keep")), "root-file\nws-file");
+    assert_eq!(workspace_kib(&d, &id), 2 << 20);
     let (s, _) = d.delete(&format!("/sandboxes/{id}"));
     assert_eq!(s, 200);
 }
@@ -216,6 +232,51 @@ fn vm_boots_an_oci_image_built_for_kvm_through_a_qcow2_overlay() {
     assert!(meta.permissions().readonly(), "the base disk is read-only");
     assert!(meta.modified().unwrap() <= before_create, "the base disk was made by the build");
     assert!(std::fs::metadata(&overlay).unwrap().len() < meta.len() / 4, "a boot does not copy the root");
+}
+
+#[test]
+fn vm_egress_policy_holds_against_a_root_guest() {
+    let Some(d) = vm_daemon() else { return };
+    let (a, b, c) = (TestServer::start(), TestServer::start(), TestServer::start());
+    let sb = create_vm(&d, "vmnet", json!({"allow_out": [a.addr, b.addr], "deny_out": [b.addr]}));
+    let id = sb["id"].as_str().unwrap().to_string();
+    assert_eq!(guest_fetch(&d, &id, &a.url()).as_deref(), Ok(a.body.as_str()), "allowed");
+    assert!(guest_fetch(&d, &id, &b.url()).is_err(), "denied although allowed");
+    assert!(guest_fetch(&d, &id, &c.url()).is_err(), "not in the allow list");
+    // Root in the guest owns its kernel: it takes another address, routes
+    // around its gateway through the namespace's own tap address and has no
+    // rules to flush. The policy lives in the host-side namespace.
+    let attack = format!(
+        "ip addr add 10.123.45.67/32 dev eth0 && ip route replace {b}/32 via 169.254.77.1 dev eth0 onlink src 10.123.45.67 && ip route replace {c}/32 via 169.254.77.1 dev eth0 onlink; ip route",
+        b = b.addr,
+        c = c.addr
+    );
+    let v = d.sh(&id, &attack);
+    assert_eq!(v["exit_code"], 0, "{v}");
+    assert!(guest_fetch(&d, &id, &b.url()).is_err(), "denied after the guest rerouted");
+    assert!(guest_fetch(&d, &id, &c.url()).is_err(), "closed after the guest rerouted");
+    assert_eq!(guest_fetch(&d, &id, &a.url()).as_deref(), Ok(a.body.as_str()), "still allowed");
+}
+
+/// Fetches `url` with python3 in the guest: the body, or why it failed.
+fn guest_fetch(d: &Daemon, id: &str, url: &str) -> Result<String, String> {
+    let py = "import sys, urllib.request; sys.stdout.write(urllib.request.urlopen(sys.argv[1], timeout=5).read().decode())";
+    let v = d.sh(id, &format!("python3 -c '{py}' {url}"));
+    if v["exit_code"] == 0 {
+        Ok(stdout(&v))
+    } else {
+        Err(v.to_string())
+    }
+}
+
+/// Size of the guest's /workspace file system in KiB.
+fn workspace_kib(d: &Daemon, id: &str) -> u64 {
+    let v = d.sh(id, "df -k /workspace | awk 'NR==2{print $2}'");
+    let kib: u64 = stdout(&v).parse().unwrap_or_else(|_| panic!("{v}"));
+    // df counts what ext4 can give (minus its own metadata): within 5%.
+    let want = ["1", "2"].iter().map(|g| g.parse::<u64>().unwrap() << 20).min_by_key(|w| w.abs_diff(kib)).unwrap();
+    assert!(kib.abs_diff(want) < want / 20, "{kib} KiB is not a whole GiB disk: {v}");
+    want
 }
 
 /// `POST /execute` of a shell script from any thread.
