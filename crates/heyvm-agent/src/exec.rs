@@ -59,7 +59,9 @@ pub fn run(mut conn: UnixStream, spec: ExecSpec) -> io::Result<()> {
         child.stdout.take().map(|p| (File::from(OwnedFd::from(p)), FrameKind::Stdout)),
         child.stderr.take().map(|p| (File::from(OwnedFd::from(p)), FrameKind::Stderr)),
     ];
-    let mut stdin = child.stdin.take();
+    // Stdin is written without blocking: a command that never reads it
+    // must not stall this loop (its output, its exit, the host going away).
+    let mut stdin = child.stdin.take().map(|s| StdinPipe::new(File::from(OwnedFd::from(s))));
     let mut host_gone = false;
     let mut status = None;
     let mut drain_until: Option<Instant> = None;
@@ -73,8 +75,16 @@ pub fn run(mut conn: UnixStream, spec: ExecSpec) -> io::Result<()> {
         for p in pipes.iter().flatten() {
             fds.push(poll_in(p.0.as_raw_fd()));
         }
+        // While the command's stdin backlog is full, host frames wait in
+        // the socket (and so, by flow control, on the host); a hang-up is
+        // still reported.
+        let throttled = stdin.as_ref().is_some_and(StdinPipe::full);
         let conn_slot = (!host_gone).then(|| {
-            fds.push(poll_in(conn.as_raw_fd()));
+            fds.push(libc::pollfd { fd: conn.as_raw_fd(), events: if throttled { 0 } else { libc::POLLIN }, revents: 0 });
+            fds.len() - 1
+        });
+        let stdin_slot = stdin.as_ref().filter(|s| s.pending()).map(|s| {
+            fds.push(libc::pollfd { fd: s.fd(), events: libc::POLLOUT, revents: 0 });
             fds.len() - 1
         });
         let pid_slot = status.is_none().then(|| {
@@ -129,14 +139,28 @@ pub fn run(mut conn: UnixStream, spec: ExecSpec) -> io::Result<()> {
                 Err(_) => *pipe = None,
             }
         }
+        if stdin_slot.is_some_and(|i| fds[i].revents != 0) && stdin.as_mut().is_some_and(|s| s.flush().is_err()) {
+            stdin = None;
+        }
+        if stdin.as_ref().is_some_and(StdinPipe::finished) {
+            stdin = None;
+        }
         if conn_slot.is_some_and(|i| fds[i].revents != 0) {
-            match read_frame(&mut conn) {
+            let frame = if throttled { Ok(None) } else { read_frame(&mut conn) };
+            match frame {
                 Ok(Some(Frame::Stdin(data))) => {
-                    if stdin.as_mut().is_some_and(|s| s.write_all(&data).is_err()) {
+                    if stdin.as_mut().is_some_and(|s| s.push(data).is_err()) {
                         stdin = None;
                     }
                 }
-                Ok(Some(Frame::StdinEof)) => stdin = None,
+                Ok(Some(Frame::StdinEof)) => {
+                    if let Some(s) = stdin.as_mut() {
+                        s.eof = true;
+                    }
+                    if stdin.as_ref().is_some_and(StdinPipe::finished) {
+                        stdin = None;
+                    }
+                }
                 Ok(Some(_)) => {}
                 Ok(None) | Err(_) => {
                     // The host went away: kill the command unless it was
@@ -289,4 +313,66 @@ pub fn kill_group_gracefully(pgid: i32, grace: Duration) {
         thread::sleep(Duration::from_millis(20));
     }
     kill_group(pgid);
+}
+
+/// The command's stdin, written without blocking: what the pipe does not
+/// take at once waits in a bounded backlog.
+struct StdinPipe {
+    pipe: File,
+    backlog: std::collections::VecDeque<u8>,
+    /// The host sent end-of-input: close once the backlog is written.
+    eof: bool,
+}
+
+/// Backlog beyond which host input is left unread (flow control then
+/// holds it on the host).
+const STDIN_BACKLOG: usize = 256 * 1024;
+
+impl StdinPipe {
+    fn new(pipe: File) -> Self {
+        // SAFETY: fcntl on a descriptor we own.
+        unsafe {
+            let fl = libc::fcntl(pipe.as_raw_fd(), libc::F_GETFL);
+            libc::fcntl(pipe.as_raw_fd(), libc::F_SETFL, fl | libc::O_NONBLOCK);
+        }
+        StdinPipe { pipe, backlog: std::collections::VecDeque::new(), eof: false }
+    }
+
+    fn fd(&self) -> i32 {
+        self.pipe.as_raw_fd()
+    }
+
+    fn full(&self) -> bool {
+        self.backlog.len() >= STDIN_BACKLOG
+    }
+
+    fn pending(&self) -> bool {
+        !self.backlog.is_empty()
+    }
+
+    /// Everything written and the host is done: time to close the pipe.
+    fn finished(&self) -> bool {
+        self.eof && self.backlog.is_empty()
+    }
+
+    fn push(&mut self, data: Vec<u8>) -> io::Result<()> {
+        self.backlog.extend(data);
+        self.flush()
+    }
+
+    /// Writes what the pipe takes now; Err when the command closed it.
+    fn flush(&mut self) -> io::Result<()> {
+        while !self.backlog.is_empty() {
+            let (head, _) = self.backlog.as_slices();
+            match self.pipe.write(head) {
+                Ok(n) => {
+                    self.backlog.drain(..n);
+                }
+                Err(e) if e.kind() == ErrorKind::WouldBlock => return Ok(()),
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
 }

@@ -7,6 +7,8 @@ pub mod files;
 mod files_tests;
 pub mod session;
 #[cfg(test)]
+mod stdin_tests;
+#[cfg(test)]
 mod tests;
 
 pub use client::{AgentClient, AgentExec, AgentShellReader, AgentShellWriter, AgentStdin, ExecEvent, LogFeed, ShellEvent};
