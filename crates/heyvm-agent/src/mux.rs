@@ -59,7 +59,7 @@ struct Session {
 pub fn serve(source: Source, handle: impl Fn(UnixStream) + Send + Sync + Clone + 'static) -> io::Result<()> {
     let (listener, mut session) = match source {
         Source::Listener(l) => (Some(l), None),
-        Source::Stream(s) => (None, Some(Session::new(s)?)),
+        Source::Stream(s) => (None, Some(Session::new(s, Decoder::hunting())?)),
     };
     let mut buf = vec![0u8; 256 * 1024];
     loop {
@@ -104,7 +104,7 @@ pub fn serve(source: Source, handle: impl Fn(UnixStream) + Send + Sync + Clone +
                 if let Some(conn) = accept(l) {
                     // Dropping the old session closes its streams: their
                     // handlers see the host gone, as after a disconnect.
-                    session = Some(Session::new(conn)?);
+                    session = Some(Session::new(conn, Decoder::default())?);
                     continue;
                 }
             }
@@ -124,7 +124,11 @@ pub fn serve(source: Source, handle: impl Fn(UnixStream) + Send + Sync + Clone +
             if listener.is_some() {
                 session = None;
             } else {
+                // Whatever is buffered belongs to the old host (possibly a
+                // frame cut in half): hunt for the next host's Hello.
                 s.streams.clear();
+                s.decoder.resync();
+                s.started = false;
                 std::thread::sleep(std::time::Duration::from_millis(50));
             }
         }
@@ -139,9 +143,9 @@ fn accept(l: &OwnedFd) -> Option<OwnedFd> {
 }
 
 impl Session {
-    fn new(transport: OwnedFd) -> io::Result<Self> {
+    fn new(transport: OwnedFd, decoder: Decoder) -> io::Result<Self> {
         set_nonblocking(transport.as_raw_fd())?;
-        Ok(Session { transport, decoder: Decoder::default(), streams: HashMap::new(), started: false })
+        Ok(Session { transport, decoder, streams: HashMap::new(), started: false })
     }
 
     fn send(&self, frame: &[u8]) -> bool {
@@ -179,7 +183,6 @@ impl Session {
             let hello = mux::parse_hello(&payload);
             // A new Hello starts a new session on this transport.
             self.streams.clear();
-            self.decoder = Decoder::default();
             let error = match hello {
                 Ok(h) if h.version == PROTOCOL_VERSION => None,
                 Ok(h) => Some(format!("agent speaks protocol {PROTOCOL_VERSION}, host sent {}", h.version)),

@@ -11,6 +11,15 @@ use heyvm_types::Limits;
 
 const PERIOD_US: u64 = 100_000;
 
+/// Why resource limits cannot be enforced on this host.
+#[derive(Debug, thiserror::Error)]
+pub enum CgroupError {
+    #[error("no cgroup v1 or v2 hierarchy with memory, cpu and pids controllers")]
+    NoHierarchy,
+    #[error("cannot create cgroups under {}: {source}", base.display())]
+    NotWritable { base: PathBuf, source: io::Error },
+}
+
 #[derive(Debug, Clone)]
 pub enum Cgroups {
     V1 { memory: PathBuf, cpu: PathBuf, cpuacct: PathBuf, pids: PathBuf },
@@ -42,7 +51,7 @@ impl Cgroups {
     /// Finds usable hierarchies: v1 when its memory, cpu, cpuacct and pids
     /// controllers are mounted, else v2 with those controllers available.
     /// `Err` says why limits cannot be enforced.
-    pub fn detect() -> Result<Self, String> {
+    pub fn detect() -> Result<Self, CgroupError> {
         let ms = mounts();
         let v1 = |ctrl: &str| {
             ms.iter().find(|m| m.fstype == "cgroup" && m.super_opts.split(',').any(|o| o == ctrl)).map(|m| m.mount_point.clone())
@@ -59,15 +68,13 @@ impl Cgroups {
                 return cg.check_writable().map(|_| cg);
             }
         }
-        Err("no cgroup v1 or v2 hierarchy with memory, cpu and pids controllers".into())
+        Err(CgroupError::NoHierarchy)
     }
 
-    fn check_writable(&self) -> Result<(), String> {
+    fn check_writable(&self) -> Result<(), CgroupError> {
         for base in self.bases() {
             let probe = base.join("heyvm");
-            if let Err(e) = fs::create_dir_all(&probe) {
-                return Err(format!("cannot create cgroups under {}: {e}", base.display()));
-            }
+            fs::create_dir_all(&probe).map_err(|source| CgroupError::NotWritable { base: base.clone(), source })?;
         }
         if let Cgroups::V2 { root } = self {
             // Controllers must be enabled on every level down to the leaves.

@@ -22,11 +22,7 @@ pub use bubblewrap::BubblewrapBackend;
 
 /// Every backend that works on this host, the default first; an error
 /// explains why none does.
-pub fn available() -> Result<Vec<std::sync::Arc<dyn heyvm_core::Backend>>, String> {
-    let mut out: Vec<std::sync::Arc<dyn heyvm_core::Backend>> = Vec::new();
-    match BubblewrapBackend::probe() {
-        Ok(b) => out.push(std::sync::Arc::new(b)),
-        Err(why) => return Err(why),
-    }
-    Ok(out)
+pub fn available() -> Result<Vec<std::sync::Arc<dyn heyvm_core::Backend>>, bubblewrap::ProbeError> {
+    let b = BubblewrapBackend::probe()?;
+    Ok(vec![std::sync::Arc::new(b)])
 }

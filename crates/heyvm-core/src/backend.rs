@@ -54,7 +54,7 @@ pub struct LaunchSpec {
     pub image_layers: Vec<PathBuf>,
     /// The sandbox's own host uid/gid range (root inside is its first id);
     /// backends that map ids need it, None only if none could be allocated.
-    pub ids: Option<crate::id_ranges::IdRange>,
+    pub ids: Option<crate::sandbox_ids::IdRange>,
 }
 
 /// The sandbox's network: mode and egress policy (validated entries:

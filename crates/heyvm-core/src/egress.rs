@@ -25,16 +25,29 @@ impl fmt::Display for EgressTarget {
     }
 }
 
+/// Why a policy entry is not a CIDR, an address or a domain name.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EgressParseError {
+    #[error("empty entry")]
+    Empty,
+    #[error("'{0}' is not a valid CIDR")]
+    BadCidr(String),
+    #[error("'{0}' has an invalid prefix length")]
+    BadPrefix(String),
+    #[error("'{0}' is neither a CIDR, an IP address nor a domain name")]
+    Unrecognised(String),
+}
+
 impl EgressTarget {
-    pub fn parse(s: &str) -> Result<Self, String> {
+    pub fn parse(s: &str) -> Result<Self, EgressParseError> {
         let s = s.trim();
         if s.is_empty() {
-            return Err("empty entry".into());
+            return Err(EgressParseError::Empty);
         }
         if let Some((addr, prefix)) = s.split_once('/') {
-            let addr: IpAddr = addr.parse().map_err(|_| format!("'{s}' is not a valid CIDR"))?;
+            let addr: IpAddr = addr.parse().map_err(|_| EgressParseError::BadCidr(s.into()))?;
             let max = if addr.is_ipv4() { 32 } else { 128 };
-            let prefix: u8 = prefix.parse().ok().filter(|p| *p <= max).ok_or_else(|| format!("'{s}' has an invalid prefix length"))?;
+            let prefix: u8 = prefix.parse().ok().filter(|p| *p <= max).ok_or_else(|| EgressParseError::BadPrefix(s.into()))?;
             return Ok(Self::Net(mask(addr, prefix), prefix));
         }
         if let Ok(addr) = s.parse::<IpAddr>() {
@@ -49,7 +62,7 @@ impl EgressTarget {
                 && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
         };
         if name.len() > 253 || !name.split('.').all(label_ok) || name.bytes().all(|b| b.is_ascii_digit() || b == b'.') {
-            return Err(format!("'{s}' is neither a CIDR, an IP address nor a domain name"));
+            return Err(EgressParseError::Unrecognised(s.into()));
         }
         Ok(Self::Name(name))
     }

@@ -19,6 +19,7 @@ use std::path::Path;
 use rusqlite::{params, OptionalExtension};
 
 use crate::error::{CoreError, Result};
+pub use crate::sandbox_ids::IdRange;
 use crate::store::Store;
 
 /// Ids per sandbox: the full 16-bit range software inside expects.
@@ -28,27 +29,13 @@ pub const RANGE_SIZE: u32 = 65_536;
 /// users, and below 2^31 (some tools still store ids as signed ints).
 pub const DEFAULT_POOL: IdPool = IdPool { start: 1_000_000_000, count: 16_384 * RANGE_SIZE };
 
-/// A sandbox's ids: inside id `n` is host id `base + n`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct IdRange {
-    pub base: u32,
-    pub size: u32,
-}
-
-impl IdRange {
-    /// The host id of inside id `inside`, if the range has it.
-    pub fn host(&self, inside: u32) -> Option<u32> {
-        (inside < self.size).then(|| self.base + inside)
-    }
-
-    pub fn contains(&self, host: u32) -> bool {
-        host >= self.base && host - self.base < self.size
-    }
-
-    /// The `uid_map`/`gid_map` line.
-    pub fn map_line(&self) -> String {
-        format!("0 {} {}\n", self.base, self.size)
-    }
+/// A `HEYVM_SUBIDS` value that cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BadIdPool {
+    #[error("HEYVM_SUBIDS={0:?}: expected START:COUNT (host ids), e.g. 1000000000:1073741824")]
+    Syntax(String),
+    #[error("HEYVM_SUBIDS={0:?}: needs START > 0, COUNT >= {RANGE_SIZE}, and START+COUNT within 32 bits")]
+    Bounds(String),
 }
 
 /// Where ranges come from: `START:COUNT` host ids.
@@ -61,19 +48,19 @@ pub struct IdPool {
 impl IdPool {
     /// `HEYVM_SUBIDS`, else the default. An unusable value is an error
     /// rather than a silent fallback: ranges must not overlap host users.
-    pub fn from_env() -> std::result::Result<Self, String> {
+    pub fn from_env() -> std::result::Result<Self, BadIdPool> {
         match crate::config::string(crate::config::SUBIDS) {
             None => Ok(DEFAULT_POOL),
             Some(v) => Self::parse(&v),
         }
     }
 
-    pub fn parse(s: &str) -> std::result::Result<Self, String> {
-        let bad = || format!("{}={s:?}: expected START:COUNT (host ids), e.g. 1000000000:1073741824", crate::config::SUBIDS);
-        let (a, b) = s.split_once(':').ok_or_else(bad)?;
-        let (start, count): (u32, u32) = (a.trim().parse().map_err(|_| bad())?, b.trim().parse().map_err(|_| bad())?);
+    pub fn parse(s: &str) -> std::result::Result<Self, BadIdPool> {
+        let syntax = || BadIdPool::Syntax(s.to_string());
+        let (a, b) = s.split_once(':').ok_or_else(syntax)?;
+        let (start, count): (u32, u32) = (a.trim().parse().map_err(|_| syntax())?, b.trim().parse().map_err(|_| syntax())?);
         if start == 0 || count < RANGE_SIZE || start.checked_add(count - 1).is_none_or(|end| end == u32::MAX) {
-            return Err(format!("{}: needs START > 0, COUNT >= {RANGE_SIZE}, and START+COUNT within 32 bits", bad()));
+            return Err(BadIdPool::Bounds(s.to_string()));
         }
         Ok(IdPool { start, count })
     }

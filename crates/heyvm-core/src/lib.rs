@@ -21,6 +21,7 @@ pub mod manager;
 pub mod paths;
 pub mod record;
 pub mod safe_fs;
+pub mod sandbox_ids;
 pub mod shell;
 pub mod store;
 pub mod text;

@@ -128,14 +128,39 @@ pub fn parse_hello(payload: &[u8]) -> io::Result<Hello> {
     serde_json::from_slice(payload).map_err(|e| bad(format!("bad hello: {e}")))
 }
 
+/// Largest `Hello` payload a hunting decoder accepts (real ones are ~40 bytes).
+const MAX_HELLO: usize = 1024;
+
 /// Incremental decoder: feed it bytes as they arrive, take whole frames out.
 #[derive(Default)]
 pub struct Decoder {
     buf: Vec<u8>,
     start: usize,
+    /// Skipping bytes until a valid `Hello` frame: see [`Decoder::hunting`].
+    hunting: bool,
 }
 
 impl Decoder {
+    /// A decoder for a transport that may carry leftovers of an earlier
+    /// session (a serial port outlives the host that spoke on it, and a
+    /// hang-up can cut a frame in half): it discards bytes until it finds a
+    /// whole, valid `Hello` frame on the control stream, then decodes
+    /// normally from there.
+    pub fn hunting() -> Self {
+        Decoder { hunting: true, ..Decoder::default() }
+    }
+
+    /// Drops everything buffered and hunts for the next `Hello` (after a
+    /// hang-up or a framing error).
+    pub fn resync(&mut self) {
+        *self = Decoder::hunting();
+    }
+
+    /// Bytes buffered but not yet returned as frames.
+    pub fn buffered(&self) -> usize {
+        self.buf.len() - self.start
+    }
+
     pub fn feed(&mut self, bytes: &[u8]) {
         if self.start > 0 && self.start == self.buf.len() {
             self.buf.clear();
@@ -146,6 +171,9 @@ impl Decoder {
 
     /// The next complete frame, if one is buffered.
     pub fn next_frame(&mut self) -> io::Result<Option<(Header, Vec<u8>)>> {
+        if self.hunting && !self.hunt() {
+            return Ok(None);
+        }
         let avail = &self.buf[self.start..];
         if avail.len() < HEADER_LEN {
             self.compact();
@@ -159,6 +187,41 @@ impl Decoder {
         let payload = avail[HEADER_LEN..HEADER_LEN + header.len].to_vec();
         self.start += HEADER_LEN + header.len;
         Ok(Some((header, payload)))
+    }
+
+    /// Moves `start` to the first whole, valid `Hello` frame. False when
+    /// none is buffered yet; bytes that cannot begin one are dropped.
+    fn hunt(&mut self) -> bool {
+        let prefix = encode_header(CONTROL_STREAM, MuxKind::Hello, 0);
+        let mut at = self.start;
+        while at < self.buf.len() {
+            let rest = &self.buf[at..];
+            let n = rest.len().min(5);
+            if rest[..n] != prefix[..n] {
+                at += 1;
+                continue;
+            }
+            if rest.len() < HEADER_LEN {
+                break; // a possible start: wait for more bytes
+            }
+            let len = u32::from_be_bytes([rest[5], rest[6], rest[7], rest[8]]) as usize;
+            if len > MAX_HELLO {
+                at += 1;
+                continue;
+            }
+            if rest.len() < HEADER_LEN + len {
+                break;
+            }
+            if parse_hello(&rest[HEADER_LEN..HEADER_LEN + len]).is_ok() {
+                self.start = at;
+                self.hunting = false;
+                return true;
+            }
+            at += 1;
+        }
+        self.start = at;
+        self.compact();
+        false
     }
 
     fn compact(&mut self) {
@@ -176,6 +239,52 @@ fn bad(msg: String) -> io::Error {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_hunting_decoder_skips_leftovers_up_to_the_next_hello() {
+        let hello = Hello { version: 2, pid: 7, ..Hello::default() };
+        // Half a data frame, garbage that looks like a Hello header, then a
+        // real Hello and a frame of the new session.
+        let mut wire = encode_frame(3, MuxKind::Data, b"old session bytes")[..12].to_vec();
+        wire.extend_from_slice(&encode_header(CONTROL_STREAM, MuxKind::Hello, 3));
+        wire.extend_from_slice(b"{x}");
+        wire.extend(hello_frame(&hello));
+        wire.extend(encode_frame(1, MuxKind::Open, b""));
+        for chunk_len in [1, 4, 9, wire.len()] {
+            let mut d = Decoder::hunting();
+            let mut got = Vec::new();
+            for chunk in wire.chunks(chunk_len) {
+                d.feed(chunk);
+                while let Some(f) = d.next_frame().unwrap() {
+                    got.push(f);
+                }
+            }
+            assert_eq!(got.len(), 2, "chunks of {chunk_len}");
+            assert_eq!(parse_hello(&got[0].1).unwrap(), hello);
+            assert_eq!((got[1].0.stream, got[1].0.kind), (1, MuxKind::Open));
+        }
+    }
+
+    #[test]
+    fn a_hunting_decoder_does_not_hoard_garbage() {
+        let mut d = Decoder::hunting();
+        for _ in 0..1000 {
+            d.feed(&[0xAB; 4096]);
+            assert!(d.next_frame().unwrap().is_none());
+        }
+        assert!(d.buffered() < HEADER_LEN, "kept {} bytes of garbage", d.buffered());
+    }
+
+    #[test]
+    fn resync_forgets_a_half_frame() {
+        let mut d = Decoder::default();
+        d.feed(&encode_frame(5, MuxKind::Data, b"cut short")[..11]);
+        assert!(d.next_frame().unwrap().is_none());
+        d.resync();
+        d.feed(&hello_frame(&Hello { version: 2, ..Hello::default() }));
+        let (h, _) = d.next_frame().unwrap().expect("the hello");
+        assert_eq!((h.stream, h.kind), (CONTROL_STREAM, MuxKind::Hello));
+    }
 
     #[test]
     fn decoder_reassembles_split_frames() {

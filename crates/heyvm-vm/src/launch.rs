@@ -148,7 +148,7 @@ pub fn setup_network(spec: &LaunchSpec) -> Result<Option<GuestNet>, String> {
     if unsafe { libc::geteuid() } != 0 {
         return Err("network 'nat' for a VM needs a root daemon (use --network none)".into());
     }
-    let owner_net = heyvm_backends::net::setup(spec)?;
+    let owner_net = heyvm_backends::net::setup(spec).map_err(|e| e.to_string())?;
     let netns_path = owner_net.netns.clone().ok_or("the sandbox network has no namespace")?;
     let routed = (|| {
         let netns = netns_path.file_name().and_then(|n| n.to_str()).ok_or("bad namespace path")?.to_string();

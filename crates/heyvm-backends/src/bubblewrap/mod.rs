@@ -70,14 +70,23 @@ pub(crate) struct Inner {
     pub(crate) cgroups: Option<Cgroups>,
     overlays: bool,
     /// Ok when sandboxes get disks of their own, else why not.
-    disks: Result<(), String>,
+    disks: Result<(), crate::disk::DiskUnavailable>,
+}
+
+/// Why the bubblewrap backend cannot run on this host.
+#[derive(Debug, thiserror::Error)]
+pub enum ProbeError {
+    #[error("bubblewrap is not installed (apt-get install bubblewrap)")]
+    BwrapMissing,
+    #[error("cannot locate the heyvm binary: {0}")]
+    CurrentExe(std::io::Error),
 }
 
 impl BubblewrapBackend {
     /// Checks that bwrap is installed and works here.
-    pub fn probe() -> std::result::Result<Self, String> {
-        let bwrap = procs::find_in_path("bwrap").ok_or("bubblewrap is not installed (apt-get install bubblewrap)")?;
-        let heyvm_exe = std::env::current_exe().map_err(|e| format!("cannot locate the heyvm binary: {e}"))?;
+    pub fn probe() -> std::result::Result<Self, ProbeError> {
+        let bwrap = procs::find_in_path("bwrap").ok_or(ProbeError::BwrapMissing)?;
+        let heyvm_exe = std::env::current_exe().map_err(ProbeError::CurrentExe)?;
         let root = procs::is_root();
         let cgroups = if root {
             match Cgroups::detect() {

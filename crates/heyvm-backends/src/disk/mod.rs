@@ -33,17 +33,28 @@ use heyvm_core::paths::SandboxPaths;
 /// `_IOW('f', 16, __u64)`: grow a mounted ext4 filesystem.
 const EXT4_IOC_RESIZE_FS: libc::c_ulong = 0x4008_6610;
 
-/// Why sandbox disks cannot be limited on this host, if so.
-pub fn probe() -> Result<(), String> {
+/// Why sandbox disks cannot be limited on this host.
+#[derive(Debug, thiserror::Error)]
+pub enum DiskUnavailable {
+    #[error("not running as root (loop mounts need it)")]
+    NotRoot,
+    #[error("no loop devices (/dev/loop-control is missing)")]
+    NoLoopDevices,
+    #[error("{0} is not installed (apt-get install e2fsprogs)")]
+    ToolMissing(&'static str),
+}
+
+/// Whether sandbox disks can be limited on this host, and if not, why.
+pub fn probe() -> Result<(), DiskUnavailable> {
     if !crate::procs::is_root() {
-        return Err("not running as root (loop mounts need it)".into());
+        return Err(DiskUnavailable::NotRoot);
     }
     if !Path::new("/dev/loop-control").exists() {
-        return Err("no loop devices (/dev/loop-control is missing)".into());
+        return Err(DiskUnavailable::NoLoopDevices);
     }
     for tool in ["mkfs.ext4", "e2fsck", "resize2fs"] {
         if crate::procs::find_in_path(tool).is_none() {
-            return Err(format!("{tool} is not installed (apt-get install e2fsprogs)"));
+            return Err(DiskUnavailable::ToolMissing(tool));
         }
     }
     Ok(())

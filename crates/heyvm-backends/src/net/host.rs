@@ -3,6 +3,7 @@
 
 use std::path::Path;
 
+use super::error::{NetError, NetResult};
 use super::pool::{self, Subnet};
 pub use super::tool::{ip_json, run, tools_present};
 use super::NetNames;
@@ -16,8 +17,9 @@ pub const HOST_TABLE: &str = "heyvm";
 /// traffic is masqueraded behind the host, and sandboxes cannot reach one
 /// another through the host. The content is constant, so concurrent
 /// daemons loading it agree.
-pub fn ensure_host_nat() -> Result<(), String> {
-    std::fs::write("/proc/sys/net/ipv4/ip_forward", "1").map_err(|e| format!("enabling IPv4 forwarding: {e}"))?;
+pub fn ensure_host_nat() -> NetResult<()> {
+    std::fs::write("/proc/sys/net/ipv4/ip_forward", "1")
+        .map_err(|e| NetError::io("enabling IPv4 forwarding in", "/proc/sys/net/ipv4/ip_forward", e))?;
     let (base, prefix) = pool::pool();
     let script = format!(
         "table ip {HOST_TABLE} {{}}\n\
@@ -35,7 +37,7 @@ pub fn ensure_host_nat() -> Result<(), String> {
 }
 
 /// Creates the namespace and veth pair and configures both ends.
-pub fn create(names: &NetNames, s: &Subnet) -> Result<(), String> {
+pub fn create(names: &NetNames, s: &Subnet) -> NetResult<()> {
     let NetNames { netns, veth } = names;
     // Match the uplink so the sandbox never sends frames the host must
     // fragment or drop (this VM's uplink is 1400, not 1500).

@@ -66,7 +66,7 @@ pub fn script(veth: &str, ports: &[u16], dns: &[std::net::Ipv4Addr]) -> String {
 }
 
 /// Loads (or reloads) the sandbox's table.
-pub fn install(veth: &str) -> Result<(), String> {
+pub fn install(veth: &str) -> super::error::NetResult<()> {
     run("nft", &["-f", "-"], Some(&script(veth, &allowed_ports(), &name_servers()))).map(|_| ())
 }
 

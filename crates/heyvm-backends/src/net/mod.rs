@@ -16,6 +16,7 @@
 //! Nothing here depends on the daemon staying alive: the namespace and
 //! veth outlive a daemon crash, and teardown is idempotent.
 
+pub mod error;
 pub mod host;
 pub mod hostguard;
 pub mod policy;
@@ -25,6 +26,7 @@ pub mod tool;
 
 use std::path::{Path, PathBuf};
 
+pub use error::{NetError, NetResult, PolicyEntryError};
 use heyvm_core::LaunchSpec;
 use heyvm_types::NetworkMode;
 use serde::{Deserialize, Serialize};
@@ -121,7 +123,7 @@ pub fn choose_why(spec: &LaunchSpec, root: bool) -> (Choice, Option<&'static str
 
 /// Creates the sandbox's namespace, veth, addresses and routes, and returns
 /// what the owner must apply inside. Cleans up after itself on failure.
-pub fn setup(spec: &LaunchSpec) -> Result<OwnerNet, String> {
+pub fn setup(spec: &LaunchSpec) -> NetResult<OwnerNet> {
     let started = std::time::Instant::now();
     let names = NetNames::for_spec(spec);
     teardown(spec);

@@ -21,6 +21,8 @@ use std::net::{IpAddr, ToSocketAddrs};
 use heyvm_core::backend::NetworkSpec;
 use heyvm_core::egress::EgressTarget;
 
+use super::error::{NetError, NetResult, PolicyEntryError};
+
 /// The nftables table name inside each sandbox's namespace.
 pub const TABLE: &str = "heyvm_egress";
 
@@ -34,7 +36,7 @@ pub struct Rules {
 }
 
 /// Resolves the policy's names. None when there is no policy at all.
-pub fn resolve(net: &NetworkSpec) -> Result<Option<Rules>, String> {
+pub fn resolve(net: &NetworkSpec) -> NetResult<Option<Rules>> {
     if net.allow_out.is_empty() && net.deny_out.is_empty() {
         return Ok(None);
     }
@@ -46,26 +48,26 @@ pub fn resolve(net: &NetworkSpec) -> Result<Option<Rules>, String> {
         }
     }
     for e in &net.deny_out {
-        rules.deny.extend(expand(e).map_err(|why| format!("deny_out entry '{e}': {why}"))?);
+        rules.deny.extend(expand(e).map_err(|reason| NetError::DenyEntry { entry: e.clone(), reason })?);
     }
     rules.allow.dedup();
     rules.deny.dedup();
     Ok(Some(rules))
 }
 
-fn expand(entry: &str) -> Result<Vec<(IpAddr, u8)>, String> {
+fn expand(entry: &str) -> Result<Vec<(IpAddr, u8)>, PolicyEntryError> {
     match EgressTarget::parse(entry)? {
         EgressTarget::Net(a, p) => Ok(vec![(a, p)]),
         EgressTarget::Name(n) => {
             let mut out: Vec<(IpAddr, u8)> = (n.as_str(), 0)
                 .to_socket_addrs()
-                .map_err(|e| format!("cannot resolve '{n}': {e}"))?
+                .map_err(|source| PolicyEntryError::Resolve { name: n.clone(), source })?
                 .map(|sa| (sa.ip(), if sa.is_ipv4() { 32 } else { 128 }))
                 .collect();
             out.sort();
             out.dedup();
             if out.is_empty() {
-                return Err(format!("'{n}' has no addresses"));
+                return Err(PolicyEntryError::NoAddresses(n));
             }
             Ok(out)
         }

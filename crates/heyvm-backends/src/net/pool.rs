@@ -10,6 +10,7 @@ use std::collections::HashSet;
 use std::net::Ipv4Addr;
 use std::os::fd::AsRawFd;
 
+use super::error::{NetError, NetResult};
 use super::tool::ip_json;
 
 const DEFAULT_POOL: &str = "10.89.0.0/16";
@@ -46,16 +47,16 @@ pub fn subnet(index: u32) -> Subnet {
 }
 
 /// Runs `f` holding the host-wide allocation lock.
-pub fn with_lock<T>(f: impl FnOnce() -> Result<T, String>) -> Result<T, String> {
+pub fn with_lock<T>(f: impl FnOnce() -> NetResult<T>) -> NetResult<T> {
     let file = std::fs::OpenOptions::new()
         .create(true)
         .truncate(false)
         .write(true)
         .open(LOCK_FILE)
-        .map_err(|e| format!("opening {LOCK_FILE}: {e}"))?;
+        .map_err(|e| NetError::io("opening", LOCK_FILE, e))?;
     // SAFETY: flock on a valid descriptor; released when `file` is closed.
     if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } != 0 {
-        return Err(format!("locking {LOCK_FILE}: {}", std::io::Error::last_os_error()));
+        return Err(NetError::io("locking", LOCK_FILE, std::io::Error::last_os_error()));
     }
     let r = f();
     drop(file);
@@ -64,7 +65,7 @@ pub fn with_lock<T>(f: impl FnOnce() -> Result<T, String>) -> Result<T, String> 
 
 /// Picks a free subnet, `preferred` first. Call under [`with_lock`] and
 /// assign the host address before releasing it.
-pub fn allocate(preferred: Option<u32>) -> Result<u32, String> {
+pub fn allocate(preferred: Option<u32>) -> NetResult<u32> {
     let used = used_host_addresses()?;
     let cap = capacity();
     let free = |i: u32| !used.contains(&subnet(i).host) && !used.contains(&subnet(i).guest);
@@ -73,11 +74,11 @@ pub fn allocate(preferred: Option<u32>) -> Result<u32, String> {
     }
     // Start at a random-ish point so concurrent daemons rarely contend.
     let start = std::process::id() % cap;
-    (0..cap).map(|k| (start + k) % cap).find(|i| free(*i)).ok_or_else(|| "the sandbox address pool is exhausted".to_string())
+    (0..cap).map(|k| (start + k) % cap).find(|i| free(*i)).ok_or(NetError::PoolExhausted)
 }
 
 /// Every IPv4 address configured on the host's interfaces.
-fn used_host_addresses() -> Result<HashSet<Ipv4Addr>, String> {
+fn used_host_addresses() -> NetResult<HashSet<Ipv4Addr>> {
     let v = ip_json(&["-4", "addr", "show"])?;
     let mut out = HashSet::new();
     for link in v.as_array().into_iter().flatten() {

@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use heyvm_core::LaunchSpec;
 use serde::{Deserialize, Serialize};
 
+use super::error::{NetError, NetResult};
 use crate::procs;
 
 /// The address slirp4netns gives the sandbox with `--configure`.
@@ -41,8 +42,8 @@ pub fn available() -> bool {
 
 /// Waits for bwrap (`owner_pid`, which exec'd it) to create the sandbox's
 /// network namespace, attaches slirp4netns and waits for the default route.
-pub fn attach(spec: &LaunchSpec, owner_pid: i32) -> Result<(), String> {
-    let mine = fs::read_link("/proc/self/ns/net").map_err(|e| format!("reading own netns: {e}"))?;
+pub fn attach(spec: &LaunchSpec, owner_pid: i32) -> NetResult<()> {
+    let mine = fs::read_link("/proc/self/ns/net").map_err(|e| NetError::io("reading", "/proc/self/ns/net", e))?;
     let deadline = Instant::now() + Duration::from_secs(5);
     let target = loop {
         let found = procs::children(owner_pid).into_iter().find(|c| fs::read_link(format!("/proc/{c}/ns/net")).is_ok_and(|ns| ns != mine));
@@ -50,7 +51,7 @@ pub fn attach(spec: &LaunchSpec, owner_pid: i32) -> Result<(), String> {
             break c;
         }
         if Instant::now() > deadline {
-            return Err("the sandbox's network namespace did not appear".into());
+            return Err(NetError::NamespaceTimeout("did not appear"));
         }
         std::thread::sleep(Duration::from_millis(2));
     };
@@ -60,15 +61,16 @@ pub fn attach(spec: &LaunchSpec, owner_pid: i32) -> Result<(), String> {
     // pid 1, execs it) only after that setup, so wait for either.
     while !bwrap_setup_done(target) {
         if Instant::now() > deadline {
-            return Err("the sandbox's network namespace was not set up in time".into());
+            return Err(NetError::NamespaceTimeout("was not set up in time"));
         }
         std::thread::sleep(Duration::from_millis(1));
     }
-    let bin = procs::find_in_path("slirp4netns").ok_or("slirp4netns is not installed")?;
-    let log = fs::File::create(spec.paths.dir.join("slirp.log")).map_err(|e| e.to_string())?;
+    let bin = procs::find_in_path("slirp4netns").ok_or(NetError::SlirpMissing)?;
+    let log_path = spec.paths.dir.join("slirp.log");
+    let log = fs::File::create(&log_path).map_err(|e| NetError::io("creating", &log_path, e))?;
     let mut cmd = Command::new(bin);
     cmd.args(["--configure", "--mtu=65520", "--disable-host-loopback", &target.to_string(), "tap0"]);
-    cmd.stdin(Stdio::null()).stdout(log.try_clone().map_err(|e| e.to_string())?).stderr(log);
+    cmd.stdin(Stdio::null()).stdout(log.try_clone().map_err(|e| NetError::io("duplicating", &log_path, e))?).stderr(log);
     // SAFETY: setsid is async-signal-safe; a session of its own keeps it
     // alive when the daemon dies.
     unsafe {
@@ -77,7 +79,7 @@ pub fn attach(spec: &LaunchSpec, owner_pid: i32) -> Result<(), String> {
             Ok(())
         });
     }
-    let mut child = cmd.spawn().map_err(|e| format!("starting slirp4netns: {e}"))?;
+    let mut child = cmd.spawn().map_err(|source| NetError::Spawn { prog: "slirp4netns".into(), source })?;
     let pid = child.id() as i32;
     let _ = fs::write(pid_file(spec), serde_json::to_vec(&SlirpFile { pid }).unwrap_or_default());
     std::thread::spawn(move || {
@@ -85,10 +87,8 @@ pub fn attach(spec: &LaunchSpec, owner_pid: i32) -> Result<(), String> {
     });
     while !has_default_route(target) {
         if Instant::now() > deadline || !procs::alive_with(pid, "slirp4netns") {
-            return Err(format!(
-                "slirp4netns did not configure the sandbox network: {}",
-                fs::read_to_string(spec.paths.dir.join("slirp.log")).unwrap_or_default().trim()
-            ));
+            let log = fs::read_to_string(&log_path).unwrap_or_default().trim().to_string();
+            return Err(NetError::SlirpFailed { log });
         }
         std::thread::sleep(Duration::from_millis(2));
     }

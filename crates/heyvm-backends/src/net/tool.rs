@@ -5,17 +5,21 @@ use std::io::Write;
 use std::path::Path;
 use std::process::{Command, Stdio};
 
+use super::error::{NetError, NetResult};
+
 /// Runs a program with optional stdin; Err carries its stderr.
-pub fn run(prog: &str, args: &[&str], stdin: Option<&str>) -> Result<String, String> {
+pub fn run(prog: &str, args: &[&str], stdin: Option<&str>) -> NetResult<String> {
     let mut cmd = Command::new(locate(prog));
     cmd.args(args).stdout(Stdio::piped()).stderr(Stdio::piped()).stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() });
-    let mut child = cmd.spawn().map_err(|e| format!("running {prog}: {e} (is it installed?)"))?;
+    let spawn_err = |source| NetError::Spawn { prog: prog.to_string(), source };
+    let mut child = cmd.spawn().map_err(spawn_err)?;
     if let (Some(input), Some(mut w)) = (stdin, child.stdin.take()) {
-        w.write_all(input.as_bytes()).map_err(|e| format!("writing to {prog}: {e}"))?;
+        w.write_all(input.as_bytes()).map_err(spawn_err)?;
     }
-    let out = child.wait_with_output().map_err(|e| format!("waiting for {prog}: {e}"))?;
+    let out = child.wait_with_output().map_err(spawn_err)?;
     if !out.status.success() {
-        return Err(format!("{prog} {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr).trim()));
+        let stderr = String::from_utf8_lossy(&out.stderr).trim().to_string();
+        return Err(NetError::Tool { prog: prog.to_string(), args: args.join(" "), stderr });
     }
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
@@ -30,9 +34,9 @@ fn locate(prog: &str) -> std::path::PathBuf {
     ["/usr/sbin", "/sbin", "/usr/bin", "/bin"].iter().map(|d| Path::new(d).join(prog)).find(|p| p.is_file()).unwrap_or_else(|| prog.into())
 }
 
-pub fn ip_json(args: &[&str]) -> Result<serde_json::Value, String> {
+pub fn ip_json(args: &[&str]) -> NetResult<serde_json::Value> {
     let mut a = vec!["-j"];
     a.extend_from_slice(args);
     let out = run("ip", &a, None)?;
-    serde_json::from_str(&out).map_err(|e| format!("parsing ip output: {e}"))
+    Ok(serde_json::from_str(&out)?)
 }

@@ -15,6 +15,12 @@ use super::session::{AgentSession, MuxStream};
 type OwnedReadHalf = ReadHalf<MuxStream>;
 type OwnedWriteHalf = WriteHalf<MuxStream>;
 
+/// The agent's answer when nothing accepts connections on the port: its
+/// own explanation (e.g. "connection refused").
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct PortRefused(pub String);
+
 pub struct AgentClient {
     session: Arc<AgentSession>,
 }
@@ -105,7 +111,7 @@ impl AgentClient {
     /// answer is read byte-exactly (no buffering) because the sandbox
     /// program's bytes may follow it immediately. The inner `Err` is the
     /// agent's refusal (nothing listens on the port).
-    pub async fn connect_port(&self, port: u16) -> io::Result<Result<MuxStream, String>> {
+    pub async fn connect_port(&self, port: u16) -> io::Result<Result<MuxStream, PortRefused>> {
         let mut stream = self.session.open()?;
         stream.write_all(&encode_json(&Request::Connect { port })).await?;
         let mut h = [0u8; 5];
@@ -118,7 +124,7 @@ impl AgentClient {
         }
         match decode_json::<Event>(&payload)? {
             Event::Connected => Ok(Ok(stream)),
-            Event::Error { message } => Ok(Err(message)),
+            Event::Error { message } => Ok(Err(PortRefused(message))),
             other => Err(unexpected(&other)),
         }
     }

@@ -73,7 +73,9 @@ impl AgentSession {
     /// Greets the agent and starts the session's reader and writer tasks.
     pub async fn handshake(mut transport: AgentTransport, timeout: Duration) -> io::Result<Arc<Self>> {
         transport.write_all(&mux::hello_frame(&Hello { version: PROTOCOL_VERSION, ..Hello::default() })).await?;
-        let mut decoder = Decoder::default();
+        // A VM's serial port may still hold bytes of an earlier session
+        // (the daemon restarted mid-frame): skip to the agent's Hello.
+        let mut decoder = Decoder::hunting();
         let mut buf = vec![0u8; 64 * 1024];
         let hello = tokio::time::timeout(timeout, async {
             loop {

@@ -160,3 +160,32 @@ async fn an_oversized_frame_ends_the_session() {
     assert!(s.is_closed());
     assert!(s.open().is_err());
 }
+
+/// A serial port outlives the host that spoke on it: a new host may find
+/// half a frame of the old session in front of its own Hello.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_on_a_serial_port_skips_an_old_hosts_half_frame() {
+    let (mut host, agent) = UnixStream::pair().unwrap();
+    std::thread::spawn(move || serve(Source::Stream(agent.into()), test_handler));
+    host.write_all(&mux::encode_frame(4, MuxKind::Data, b"cut off by the hang-up")[..15]).unwrap();
+    host.set_nonblocking(true).unwrap();
+    let t = tokio::net::UnixStream::from_std(host).unwrap();
+    let s = AgentSession::handshake(Box::new(t), Duration::from_secs(5)).await.expect("the agent answers the new Hello");
+    assert_eq!(echo(&s, b"after the leftovers").await, b"after the leftovers");
+}
+
+#[tokio::test]
+async fn the_host_skips_stale_agent_bytes_before_the_hello() {
+    let (host, mut agent) = UnixStream::pair().unwrap();
+    std::thread::spawn(move || {
+        read_frame(&mut agent).unwrap();
+        // Output of the previous session, cut mid-frame, then the answer.
+        agent.write_all(&mux::encode_frame(2, MuxKind::Data, b"stale output")[..13]).unwrap();
+        agent.write_all(&mux::hello_frame(&Hello { version: heyvm_protocol::PROTOCOL_VERSION, pid: 42, ..Hello::default() })).unwrap();
+        std::thread::sleep(Duration::from_secs(2));
+    });
+    host.set_nonblocking(true).unwrap();
+    let t = tokio::net::UnixStream::from_std(host).unwrap();
+    let s = AgentSession::handshake(Box::new(t), Duration::from_secs(5)).await.expect("handshake past stale bytes");
+    assert_eq!(s.agent_pid(), 42);
+}

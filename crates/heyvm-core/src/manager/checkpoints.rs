@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use heyvm_types::{CheckpointInfo, CreateSandboxRequest, ForkRequest, ProcessFate, RestoreResponse, SandboxStatus};
 
+use super::start_failure::StartFailure;
 use super::SandboxManager;
 use crate::backend::BackendError;
 use crate::error::{CoreError, Result};
@@ -154,13 +155,15 @@ impl SandboxManager {
             let ip = self.running(&rec.id).and_then(|r| r.instance.guest_ip());
             let gateway = ip.as_deref().and_then(gateway_of);
             let mut seed = [0u8; 32];
-            getrandom::getrandom(&mut seed).map_err(|e| e.to_string())?;
+            getrandom::getrandom(&mut seed).map_err(|e| StartFailure::Entropy(e.to_string()))?;
             let seed: String = seed.iter().map(|b| format!("{b:02x}")).collect();
             let now_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
-            let agent = self.agent(&rec).await.map_err(|e| e.to_string())?;
-            agent.reset_identity(now_ms, &rec.slug, seed, ip.map(|i| format!("{i}/30")), gateway).await.map_err(|e| e.to_string())
+            let agent = self.agent(&rec).await?;
+            agent.reset_identity(now_ms, &rec.slug, seed, ip.map(|i| format!("{i}/30")), gateway).await?;
+            Ok::<_, StartFailure>(())
         };
         if let Err(reason) = reset.await {
+            let reason = reason.to_string();
             let _ = self.kill_instance(&rec).await;
             self.mark_failed(&mut rec, &reason)?;
             return Err(CoreError::SandboxFailed { id: rec.id.clone(), reason });

@@ -9,6 +9,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::start_failure::StartFailure;
 use super::SandboxManager;
 use crate::agent::{AgentClient, AgentSession};
 use crate::backend::{Backend, Instance, Liveness, Usage};
@@ -53,29 +54,29 @@ impl SandboxManager {
     }
 
     /// Launches the sandbox and waits for its agent's handshake.
-    pub(crate) async fn launch_instance(&self, rec: &SandboxRecord) -> std::result::Result<(), String> {
-        let backend = self.backend_for(rec).map_err(|e| e.to_string())?;
-        self.assign_id_range(&rec.id).map_err(|e| e.to_string())?;
+    pub(crate) async fn launch_instance(&self, rec: &SandboxRecord) -> std::result::Result<(), StartFailure> {
+        let backend = self.backend_for(rec)?;
+        self.assign_id_range(&rec.id)?;
         let mut spec = self.spec(rec);
-        spec.image_layers = self.image_layers(rec).await.map_err(|e| e.to_string())?;
+        spec.image_layers = self.image_layers(rec).await?;
         // Recorded before this check existed: refuse rather than expose.
         for m in &spec.mounts {
-            super::validate::outside_data_dir(m, self.data.root()).map_err(|e| e.to_string())?;
+            super::validate::outside_data_dir(m, self.data.root())?;
         }
         // A previous crash may have left processes behind.
-        self.kill_instance(rec).await.map_err(|e| e.to_string())?;
+        self.kill_instance(rec).await?;
         for w in [backend.network_warning(&spec), backend.storage_warning(&spec)].into_iter().flatten() {
             self.log_system(rec, &format!("warning: {w}"));
         }
         if !backend.limits_enforced() {
             self.log_system(rec, "warning: resource limits are not enforced on this host (no usable cgroups)");
         }
-        let instance = backend.launch(&spec).await.map_err(|e| e.to_string())?;
+        let instance = backend.launch(&spec).await?;
         let running = self.remember(&rec.id, instance.clone());
         let connect = async {
-            let transport = instance.connect_agent().await.map_err(|e| e.to_string())?;
+            let transport = instance.connect_agent().await?;
             let timeout = backend.start_timeout().unwrap_or(self.config.start_timeout).max(self.config.start_timeout);
-            AgentSession::handshake(transport, timeout).await.map_err(|e| e.to_string())
+            Ok::<_, StartFailure>(AgentSession::handshake(transport, timeout).await?)
         };
         let died = async {
             let mut dead_since = None;
@@ -93,7 +94,7 @@ impl SandboxManager {
         };
         let session = tokio::select! {
             r = connect => r,
-            () = died => Err("its processes exited".to_string()),
+            () = died => Err(StartFailure::Exited),
         };
         match session {
             Ok(s) => {
@@ -102,8 +103,9 @@ impl SandboxManager {
                 Ok(())
             }
             Err(e) => {
-                let why = instance.failure_reason().unwrap_or(e);
-                Err(format!("sandbox did not come up: {why}"))
+                // The backend's own account (e.g. the owner's log) beats
+                // the symptom the handshake saw.
+                Err(StartFailure::DidNotComeUp(instance.failure_reason().unwrap_or_else(|| e.to_string())))
             }
         }
     }

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use heyvm_types::{CreateSandboxRequest, SandboxInfo, SandboxStatus, UpdateSandboxRequest, WORKSPACE_PATH};
 
+use super::start_failure::StartFailure;
 use super::transitions::{self, Action};
 use super::{validate, SandboxManager};
 use crate::error::{CoreError, Result};
@@ -165,6 +166,7 @@ impl SandboxManager {
         match renamed {
             Ok(()) => self.finish_start(rec).await,
             Err(reason) => {
+                let reason = reason.to_string();
                 let _ = self.kill_instance(&rec).await;
                 self.mark_failed(&mut rec, &reason)?;
                 Err(CoreError::SandboxFailed { id: rec.id.clone(), reason })
@@ -300,6 +302,7 @@ impl SandboxManager {
         rec.error_message = None;
         self.store.update(&rec)?;
         if let Err(reason) = self.launch_instance(&rec).await {
+            let reason = reason.to_string();
             let _ = self.kill_instance(&rec).await;
             self.mark_failed(&mut rec, &reason)?;
             return Err(CoreError::SandboxFailed { id: rec.id.clone(), reason });
@@ -319,6 +322,7 @@ impl SandboxManager {
                 Ok(rec)
             }
             Err(reason) => {
+                let reason = reason.to_string();
                 let _ = self.kill_instance(&rec).await;
                 self.mark_failed(&mut rec, &reason)?;
                 Err(CoreError::SandboxFailed { id: rec.id.clone(), reason })
@@ -326,21 +330,21 @@ impl SandboxManager {
         }
     }
 
-    async fn run_hooks_and_service(self: &Arc<Self>, rec: &mut SandboxRecord) -> std::result::Result<(), String> {
+    async fn run_hooks_and_service(self: &Arc<Self>, rec: &mut SandboxRecord) -> std::result::Result<(), StartFailure> {
         if !rec.hooks_done && !rec.setup_hooks.is_empty() {
             for (i, hook) in rec.setup_hooks.clone().iter().enumerate() {
                 self.log_system(rec, &format!("setup hook {}: {hook}", i + 1));
-                let code = self.run_hook(rec, hook).await.map_err(|e| format!("setup hook {} could not run: {e}", i + 1))?;
+                let code = self.run_hook(rec, hook).await.map_err(|source| StartFailure::HookUnrunnable { index: i + 1, source })?;
                 if code != 0 {
-                    return Err(format!("setup hook {} failed with exit code {code}: {hook}", i + 1));
+                    return Err(StartFailure::HookFailed { index: i + 1, code, hook: hook.clone() });
                 }
             }
         }
         if !rec.hooks_done {
             rec.hooks_done = true;
-            self.store.update(rec).map_err(|e| e.to_string())?;
+            self.store.update(rec)?;
         }
-        self.start_service(rec).await.map_err(|e| e.to_string())?;
+        self.start_service(rec).await?;
         Ok(())
     }
 

@@ -25,6 +25,7 @@ mod pool;
 mod proxy;
 mod reaper;
 mod shell;
+mod start_failure;
 pub mod transitions;
 mod usage;
 mod validate;
@@ -78,7 +79,7 @@ pub struct ManagerConfig {
     pub idle_timeout_secs: Option<u64>,
     /// Host uids/gids sandboxes get ranges from (`HEYVM_SUBIDS`); an
     /// unusable value stops the daemon from starting.
-    pub id_pool: std::result::Result<crate::id_ranges::IdPool, String>,
+    pub id_pool: std::result::Result<crate::id_ranges::IdPool, crate::id_ranges::BadIdPool>,
     /// File routes of running sandboxes go through the agent on every
     /// backend (`HEYVM_FILES_VIA_AGENT`), not only where the host cannot
     /// reach the files. See `file_io.rs`.
@@ -157,7 +158,7 @@ impl SandboxManager {
     /// running (the daemon may have been killed, or the host rebooted).
     pub async fn open(data: DataDir, backends: Vec<Arc<dyn Backend>>, config: ManagerConfig) -> Result<Arc<Self>> {
         if let Err(e) = &config.id_pool {
-            return Err(crate::CoreError::invalid(e.clone()));
+            return Err(crate::CoreError::invalid(e.to_string()));
         }
         if backends.is_empty() {
             return Err(crate::CoreError::BackendUnavailable("any".into(), "no backend is available".into()));
@@ -261,7 +262,7 @@ impl SandboxManager {
     /// Allocates the sandbox's range if it has none yet (first launch,
     /// including of a sandbox made before ranges existed).
     pub(crate) fn assign_id_range(&self, id: &str) -> Result<()> {
-        let pool = self.config.id_pool.as_ref().map_err(|e| crate::CoreError::invalid(e.clone()))?;
+        let pool = self.config.id_pool.as_ref().map_err(|e| crate::CoreError::invalid(e.to_string()))?;
         self.store.id_range(id, pool).map(drop)
     }
 

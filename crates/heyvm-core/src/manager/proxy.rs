@@ -126,7 +126,7 @@ impl SandboxManager {
         let rec = self.require_running(key, "connect")?;
         match self.agent(&rec).await?.connect_port(port).await {
             Ok(Ok(stream)) => Ok(stream),
-            Ok(Err(refusal)) => Err(CoreError::PortUnreachable(refusal)),
+            Ok(Err(refusal)) => Err(CoreError::PortUnreachable(refusal.0)),
             Err(e) => Err(CoreError::AgentUnreachable(e.to_string())),
         }
     }
