@@ -174,7 +174,13 @@ fn allow_out_permits_only_listed_destinations() {
     assert_eq!(fetch(&d, &id(&sb), &a.url()).as_deref(), Some(a.body.as_str()));
     assert_eq!(fetch(&d, &id(&sb), &b.url()), None);
     // Loopback inside the sandbox is never subject to the policy.
-    let lo = d.sh(&id(&sb), "python3 -m http.server 8001 --bind 127.0.0.1 >/dev/null 2>&1 & sleep 0.5; curl -s -o /dev/null -w '%{http_code}' --max-time 5 http://127.0.0.1:8001/");
+    // (Polls: python's start-up alone can take over a second on a loaded host.)
+    let lo = d.sh(
+        &id(&sb),
+        "python3 -m http.server 8001 --bind 127.0.0.1 >/dev/null 2>&1 & \
+         for i in $(seq 100); do c=$(curl -s -o /dev/null -w '%{http_code}' --max-time 5 http://127.0.0.1:8001/); \
+         [ \"$c\" = 200 ] && break; sleep 0.1; done; printf %s \"$c\"",
+    );
     assert_eq!(lo["stdout"], "200", "{lo}");
 }
 
