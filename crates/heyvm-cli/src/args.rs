@@ -328,9 +328,13 @@ pub struct CreateArgs {
     /// shell, python or node.
     #[arg(long)]
     pub sandbox_type: Option<String>,
-    /// Bind a host directory: HOST:SANDBOX or HOST:SANDBOX:ro (repeatable).
+    /// Bind a host directory: HOST:SANDBOX or HOST:SANDBOX:ro; or mount an S3 prefix of the server's
+    /// bucket (S3_ENABLED): s3://PREFIX:SANDBOX[:ro], restored at start, saved at stop (repeatable).
     #[arg(long = "mount")]
     pub mounts: Vec<String>,
+    /// S3 mounts: also save them every this many seconds while the sandbox runs (default: only at stop).
+    #[arg(long = "s3-sync-seconds")]
+    pub s3_sync_seconds: Option<u64>,
     /// Port the sandbox serves (repeatable).
     #[arg(long = "open-port")]
     pub open_ports: Vec<u16>,

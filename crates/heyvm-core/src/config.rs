@@ -57,6 +57,18 @@ env_vars! {
     QEMU = "HEYVM_QEMU", "qemu-system-x86_64", "kvm backend: the QEMU binary.";
     VM_BOOT_TIMEOUT = "HEYVM_VM_BOOT_TIMEOUT", "120", "kvm backend: seconds a VM has to boot and answer (TCG is slow).";
     FILES_VIA_AGENT = "HEYVM_FILES_VIA_AGENT", "0", "`1`: file routes of running bubblewrap sandboxes go through the in-sandbox agent too (VMs always do).";
+    S3_ENABLED = "S3_ENABLED", "unset", "`true` or `1`: mounts may live in S3 (`s3_prefix`); needs S3_BUCKET and AWS credentials.";
+    S3_BUCKET = "S3_BUCKET", "unset", "Bucket of S3-backed mounts (must exist).";
+    AWS_ENDPOINT_URL = "AWS_ENDPOINT_URL", "AWS S3", "S3-compatible server (path-style requests), e.g. `http://127.0.0.1:9000`.";
+    AWS_REGION = "AWS_REGION", "us-east-1", "Region requests are signed for.";
+    AWS_DEFAULT_REGION = "AWS_DEFAULT_REGION", "us-east-1", "Region, when AWS_REGION is unset.";
+    AWS_ACCESS_KEY_ID = "AWS_ACCESS_KEY_ID", "unset", "S3 access key (with S3_ENABLED).";
+    AWS_SECRET_ACCESS_KEY = "AWS_SECRET_ACCESS_KEY", "unset", "S3 secret key (with S3_ENABLED).";
+    AWS_SESSION_TOKEN = "AWS_SESSION_TOKEN", "unset", "S3 session token for temporary credentials.";
+    S3_LEASE_SECS = "HEYVM_S3_LEASE_SECS", "300", "How long a mount's lease on its S3 prefix lasts unless renewed (a crashed server's lapses after this).";
+    MSB_API_KEY = "MSB_API_KEY", "unset", "Not supported (heyvm has no microsandbox backend): a warning at startup.";
+    MSB_SERVER_HOST = "MSB_SERVER_HOST", "unset", "Not supported (heyvm has no microsandbox backend): a warning at startup.";
+    AUTH_SERVER_URL = "AUTH_SERVER_URL", "unset", "Not supported (auth endpoints are not proxied): a warning at startup.";
 }
 
 /// A variable's value, trimmed; unset and empty are the same.
@@ -75,6 +87,22 @@ pub fn parse<T: FromStr>(name: &str) -> Option<T> {
             None
         }
     }
+}
+
+/// One line per setting in the environment that this server does not
+/// support (`MSB_*`: there is no microsandbox server; `AUTH_SERVER_URL`:
+/// auth endpoints are not proxied), so they are not silently ignored.
+pub fn unsupported_settings() -> Vec<String> {
+    let mut out: Vec<String> = std::env::vars_os()
+        .filter_map(|(k, _)| k.into_string().ok())
+        .filter(|k| k.starts_with("MSB_"))
+        .map(|k| format!("{k} is set, but heyvm has no microsandbox (msb) backend: ignoring it"))
+        .collect();
+    out.sort();
+    if string(AUTH_SERVER_URL).is_some() {
+        out.push(format!("{AUTH_SERVER_URL} is set, but this server does not proxy auth endpoints: ignoring it"));
+    }
+    out
 }
 
 pub fn agent_bin() -> Option<PathBuf> {

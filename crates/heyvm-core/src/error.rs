@@ -65,6 +65,8 @@ pub enum CoreError {
     /// gives it the daemon's agent.
     #[error("{0}")]
     AgentOutdated(String),
+    #[error(transparent)]
+    S3(#[from] crate::s3::S3Error),
 }
 
 impl CoreError {
@@ -97,6 +99,7 @@ impl CoreError {
             Self::PermissionDenied(_) => "permission_denied",
             Self::NoSpace(_) => "no_space",
             Self::AgentOutdated(_) => "agent_outdated",
+            Self::S3(e) => e.code(),
         }
     }
 
@@ -115,6 +118,7 @@ impl CoreError {
             Self::Backend(crate::backend::BackendError::Unsupported { .. }) => 501,
             Self::SandboxFailed { .. } | Self::Backend(_) | Self::Corrupt(_) | Self::Store(_) | Self::Io(_) => 500,
             Self::Image(e) => e.status(),
+            Self::S3(e) => e.status(),
         }
     }
 

@@ -20,6 +20,7 @@ pub mod ids;
 pub mod manager;
 pub mod paths;
 pub mod record;
+pub mod s3;
 pub mod safe_fs;
 pub mod sandbox_ids;
 pub mod shell;

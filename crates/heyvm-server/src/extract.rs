@@ -14,10 +14,19 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
     type Rejection = AppError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, AppError> {
-        match axum::Json::<T>::from_request(req, state).await {
-            Ok(axum::Json(v)) => Ok(ApiJson(v)),
-            Err(rej) => Err(json_rejection(rej)),
+        // Every request body of the API is a JSON object; serde would also
+        // accept a struct written as an array (`[null, null]`), so that is
+        // refused first.
+        let value = match axum::Json::<serde_json::Value>::from_request(req, state).await {
+            Ok(axum::Json(v)) => v,
+            Err(rej) => return Err(json_rejection(rej)),
+        };
+        if !value.is_object() {
+            return Err(AppError::bad_request("invalid_request", "the request body must be a JSON object"));
         }
+        serde_json::from_value(value)
+            .map(ApiJson)
+            .map_err(|e| AppError::bad_request("invalid_request", format!("invalid request body: {e}")))
     }
 }
 

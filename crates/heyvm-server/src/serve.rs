@@ -44,6 +44,7 @@ pub async fn serve(opts: ServeOptions, backends: Vec<Arc<dyn Backend>>) -> anyho
     let addr = SocketAddr::new(host, opts.port);
     let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| format!("cannot listen on {addr}: {e}"))?;
     let local = listener.local_addr()?;
+    startup_warnings();
     let note = if auth_on { "JWT auth enabled" } else { "no JWT_SECRET: loopback only, unauthenticated" };
     println!("heyvm API listening on http://{local} ({note}); data dir {}", opts.data.root().display());
     tracing::info!(%local, backend = mgr.backend_name(), limits = mgr.limits_enforced(), "serving");
@@ -123,4 +124,16 @@ fn lock_data_dir(data: &DataDir) -> anyhow_like::Result<std::fs::File> {
 /// Boxed errors without pulling anyhow into a library crate.
 pub mod anyhow_like {
     pub type Result<T> = std::result::Result<T, Box<dyn std::error::Error + Send + Sync>>;
+}
+
+/// One warning line (the log, stderr) per setting this server does not support, and for
+/// S3 volumes that are asked for but cannot work, instead of silence.
+fn startup_warnings() {
+    let mut warnings = heyvm_core::config::unsupported_settings();
+    if let Err(e) = heyvm_core::s3::S3Config::from_env() {
+        warnings.push(format!("S3 volumes are off: {e}"));
+    }
+    for w in warnings {
+        tracing::warn!("{w}");
+    }
 }

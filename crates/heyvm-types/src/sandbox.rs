@@ -148,14 +148,33 @@ impl FromStr for SizeClass {
     }
 }
 
-/// A host directory bound into the sandbox.
+/// A host directory bound into the sandbox, or (with `s3_prefix`) a
+/// directory whose files live in the server's S3 bucket under that prefix:
+/// restored when the sandbox starts, saved when it stops.
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub struct MountSpec {
+    /// The host directory; empty for an S3-backed mount.
+    #[serde(default)]
     pub host_path: String,
     pub sandbox_path: String,
     #[serde(default)]
     pub read_only: bool,
+    /// S3-backed mount: the key prefix in `S3_BUCKET` (the server needs
+    /// `S3_ENABLED`). One sandbox at a time may mount a prefix.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub s3_prefix: Option<String>,
+    /// S3-backed mount: also save every this many seconds while running
+    /// (default: only at stop).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub s3_sync_seconds: Option<u64>,
+}
+
+impl MountSpec {
+    /// A host directory mount.
+    pub fn host(host_path: impl Into<String>, sandbox_path: impl Into<String>, read_only: bool) -> Self {
+        MountSpec { host_path: host_path.into(), sandbox_path: sandbox_path.into(), read_only, ..Default::default() }
+    }
 }
 
 /// A proxy endpoint reaching a port inside the sandbox.

@@ -11,16 +11,36 @@ use super::parse_env;
 use crate::args::{CreateArgs, UpdateArgs};
 use crate::output::{self, human_bytes, human_duration, Format};
 
+/// `--mount`: `HOST:SANDBOX[:ro]`, or `s3://PREFIX:SANDBOX[:ro]` for a
+/// mount whose files live in the server's S3 bucket.
 pub fn parse_mount(s: &str) -> anyhow::Result<MountSpec> {
+    if let Some(rest) = s.strip_prefix("s3://") {
+        let parts: Vec<&str> = rest.split(':').collect();
+        let (prefix, sandbox, ro) = match parts.as_slice() {
+            [p, s] => (p, s, false),
+            [p, s, "ro"] => (p, s, true),
+            [p, s, "rw"] => (p, s, false),
+            _ => bail!("--mount expects s3://PREFIX:SANDBOX or s3://PREFIX:SANDBOX:ro, got '{s}'"),
+        };
+        if prefix.trim_matches('/').is_empty() {
+            bail!("--mount '{s}': the S3 prefix is empty");
+        }
+        return Ok(MountSpec {
+            sandbox_path: sandbox.to_string(),
+            read_only: ro,
+            s3_prefix: Some(prefix.to_string()),
+            ..Default::default()
+        });
+    }
     let parts: Vec<&str> = s.split(':').collect();
     let (host, sandbox, ro) = match parts.as_slice() {
         [h, s] => (h, s, false),
         [h, s, "ro"] => (h, s, true),
         [h, s, "rw"] => (h, s, false),
-        _ => bail!("--mount expects HOST:SANDBOX or HOST:SANDBOX:ro, got '{s}'"),
+        _ => bail!("--mount expects HOST:SANDBOX, HOST:SANDBOX:ro or s3://PREFIX:SANDBOX, got '{s}'"),
     };
     let host = std::fs::canonicalize(host).with_context(|| format!("mount source '{host}'"))?;
-    Ok(MountSpec { host_path: host.display().to_string(), sandbox_path: sandbox.to_string(), read_only: ro })
+    Ok(MountSpec::host(host.display().to_string(), *sandbox, ro))
 }
 
 fn size_class(s: Option<String>) -> anyhow::Result<Option<SizeClass>> {
@@ -48,7 +68,19 @@ pub fn create(c: &Client, f: Format, a: CreateArgs) -> anyhow::Result<ExitCode> 
         open_ports: (!a.open_ports.is_empty()).then_some(a.open_ports),
         env_vars: Some(parse_env(&a.env)?).filter(|e| !e.is_empty()),
         setup_hooks: (!a.setup_hooks.is_empty()).then_some(a.setup_hooks),
-        mounts: Some(a.mounts.iter().map(|m| parse_mount(m)).collect::<anyhow::Result<Vec<_>>>()?).filter(|m| !m.is_empty()),
+        mounts: Some(
+            a.mounts
+                .iter()
+                .map(|m| {
+                    let mut m = parse_mount(m)?;
+                    if m.s3_prefix.is_some() {
+                        m.s3_sync_seconds = a.s3_sync_seconds;
+                    }
+                    Ok(m)
+                })
+                .collect::<anyhow::Result<Vec<_>>>()?,
+        )
+        .filter(|m| !m.is_empty()),
         no_start: a.no_start.then_some(true),
         network: a.network,
         allow_out: (!a.allow_out.is_empty()).then_some(a.allow_out),

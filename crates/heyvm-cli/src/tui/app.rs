@@ -15,7 +15,12 @@ pub enum Effect {
     Shell(String),
     /// Follow this sandbox's logs (None: close the pane).
     Follow(Option<String>),
+    /// Create a sandbox with this name (None: a generated one).
+    Create(Option<String>),
 }
+
+/// Longest name the create prompt takes (the API checks the rest).
+const MAX_NAME: usize = 63;
 
 pub struct App {
     pub sandboxes: Vec<SandboxInfo>,
@@ -23,6 +28,8 @@ pub struct App {
     pub selected: Option<String>,
     /// Sandbox awaiting delete confirmation.
     pub confirm_delete: Option<String>,
+    /// The name being typed for a new sandbox (`n`), while the prompt is open.
+    pub naming: Option<String>,
     /// Sandbox whose logs are shown, with the last lines fetched.
     pub logs_of: Option<String>,
     pub logs: Vec<LogEntry>,
@@ -38,6 +45,7 @@ impl App {
             sandboxes: Vec::new(),
             selected: None,
             confirm_delete: None,
+            naming: None,
             logs_of: None,
             logs: Vec::new(),
             message: None,
@@ -85,6 +93,9 @@ impl App {
         if key.code == KeyCode::Char('c') && key.modifiers.contains(KeyModifiers::CONTROL) {
             return Effect::Quit;
         }
+        if self.naming.is_some() {
+            return self.on_name_key(key.code);
+        }
         if let Some(id) = self.confirm_delete.take() {
             let label = self.label_of(&id);
             return match key.code {
@@ -106,7 +117,35 @@ impl App {
             KeyCode::Down | KeyCode::Char('j') => self.move_by(1),
             KeyCode::Home | KeyCode::Char('g') => self.move_by(isize::MIN / 2),
             KeyCode::End | KeyCode::Char('G') => self.move_by(isize::MAX / 2),
+            KeyCode::Char('n') => {
+                self.naming = Some(String::new());
+                self.message = None;
+            }
             _ => return self.on_sandbox_key(key.code),
+        }
+        Effect::None
+    }
+
+    /// Keys while the new sandbox's name is typed: Enter creates it (an
+    /// empty name means a generated one), Esc cancels.
+    fn on_name_key(&mut self, code: KeyCode) -> Effect {
+        let Some(name) = self.naming.as_mut() else { return Effect::None };
+        match code {
+            KeyCode::Enter => {
+                let name = self.naming.take().unwrap_or_default();
+                let shown = if name.is_empty() { "a new sandbox".to_string() } else { name.clone() };
+                self.info(format!("creating {shown}…"));
+                return Effect::Create(Some(name).filter(|n| !n.is_empty()));
+            }
+            KeyCode::Esc => {
+                self.naming = None;
+                self.info("create cancelled");
+            }
+            KeyCode::Backspace => {
+                name.pop();
+            }
+            KeyCode::Char(c) if !c.is_control() && name.len() < MAX_NAME => name.push(c),
+            _ => {}
         }
         Effect::None
     }
@@ -115,7 +154,7 @@ impl App {
     fn on_sandbox_key(&mut self, code: KeyCode) -> Effect {
         let Some(sb) = self.current() else {
             if matches!(code, KeyCode::Char('s' | 'x' | 'r' | 'd' | 'l' | 'c') | KeyCode::Enter) {
-                self.info("no sandbox selected; create one with `heyvm create` in another terminal");
+                self.info("no sandbox selected; create one with n");
             }
             return Effect::None;
         };
@@ -214,6 +253,27 @@ mod tests {
         assert!(app.message.as_ref().is_some_and(|(_, err)| *err));
         app.set_list(vec![sb("a", SandboxStatus::Running, 1)]);
         assert_eq!(app.on_key(key('c')), Effect::Shell("a".into()));
+    }
+
+    #[test]
+    fn create_key_prompts_for_a_name() {
+        let mut app = App::new();
+        assert_eq!(app.on_key(key('n')), Effect::None);
+        for c in "web-1x".chars() {
+            // Typed letters go to the name, not to the sandbox keys (x = stop).
+            assert_eq!(app.on_key(key(c)), Effect::None);
+        }
+        app.on_key(KeyEvent::new(KeyCode::Backspace, KeyModifiers::NONE));
+        assert_eq!(app.naming.as_deref(), Some("web-1"));
+        assert_eq!(app.on_key(KeyEvent::new(KeyCode::Enter, KeyModifiers::NONE)), Effect::Create(Some("web-1".into())));
+        assert!(app.naming.is_none());
+        // An empty name asks for a generated one; Esc cancels.
+        app.on_key(key('n'));
+        assert_eq!(app.on_key(KeyEvent::new(KeyCode::Enter, KeyModifiers::NONE)), Effect::Create(None));
+        app.on_key(key('n'));
+        assert_eq!(app.on_key(KeyEvent::new(KeyCode::Esc, KeyModifiers::NONE)), Effect::None);
+        assert!(app.naming.is_none());
+        assert_eq!(app.on_key(key('q')), Effect::Quit);
     }
 
     #[test]

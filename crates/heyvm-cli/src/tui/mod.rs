@@ -60,6 +60,7 @@ fn event_loop(term: &mut DefaultTerminal, cli: &Cli, client: &Client) -> anyhow:
             Effect::Quit => return Ok(()),
             Effect::Action(action, id, label) => worker::run_action(client, &poller, &tx, action, id, label),
             Effect::Follow(id) => poller.follow(id),
+            Effect::Create(name) => worker::run_create(client, &poller, &tx, name),
             Effect::Shell(id) => {
                 match open_shell(term, cli, client, &id) {
                     Ok(text) => app.info(text),
@@ -80,6 +81,10 @@ fn apply(app: &mut App, msg: Msg) {
             Err(e) => app.error(format!("logs: {e}")),
         },
         Msg::Logs { .. } => {}
+        Msg::Created { id, text } => {
+            app.selected = Some(id);
+            app.info(text);
+        }
         Msg::Done { text, failed: true } => app.error(text),
         Msg::Done { text, failed: false } => app.info(text),
     }

@@ -11,7 +11,7 @@ use ratatui::Frame;
 use super::app::App;
 use crate::output::{human_bytes, human_duration};
 
-pub const HELP: &str = "↑/↓ select  s start  x stop  r restart  d delete  c/enter shell  l logs  q quit";
+pub const HELP: &str = "↑/↓ select  n new  s start  x stop  r restart  d delete  c/enter shell  l logs  q quit";
 
 pub fn draw(frame: &mut Frame, app: &App, api_url: &str) {
     let logs_height = if app.logs_of.is_some() { Constraint::Percentage(45) } else { Constraint::Length(0) };
@@ -21,7 +21,21 @@ pub fn draw(frame: &mut Frame, app: &App, api_url: &str) {
     if app.logs_of.is_some() {
         draw_logs(frame, app, logs_area);
     }
-    let status = match (&app.message, &app.list_error) {
+    let status = match (&app.naming, &app.message, &app.list_error) {
+        (Some(name), ..) => Line::from(vec![
+            Span::styled("new sandbox name (empty: generated; enter create, esc cancel): ", Style::new().fg(Color::Yellow)),
+            Span::raw(format!("{name}_")),
+        ]),
+        (None, message, list_error) => status_line(app, message, list_error),
+    };
+    frame.render_widget(Paragraph::new(status), status_area);
+    frame.render_widget(Paragraph::new(Line::from(HELP).add_modifier(Modifier::REVERSED)), help_area);
+}
+
+/// The status line: the API's reachability, the last message, or why the
+/// selected sandbox failed.
+fn status_line<'a>(app: &'a App, message: &Option<(String, bool)>, list_error: &Option<String>) -> Line<'a> {
+    match (message, list_error) {
         (_, Some(e)) => Line::from(Span::styled(format!("API unreachable: {e}"), Style::new().fg(Color::Red))),
         (Some((m, true)), _) => Line::from(Span::styled(m.clone(), Style::new().fg(Color::Red))),
         (Some((m, false)), _) => Line::from(m.clone()),
@@ -31,9 +45,7 @@ pub fn draw(frame: &mut Frame, app: &App, api_url: &str) {
             }
             _ => Line::from(""),
         },
-    };
-    frame.render_widget(Paragraph::new(status), status_area);
-    frame.render_widget(Paragraph::new(Line::from(HELP).add_modifier(Modifier::REVERSED)), help_area);
+    }
 }
 
 fn draw_table(frame: &mut Frame, app: &App, api_url: &str, area: Rect) {
@@ -57,7 +69,8 @@ fn draw_table(frame: &mut Frame, app: &App, api_url: &str, area: Rect) {
     let mut state = TableState::default().with_selected(app.selected_index());
     frame.render_stateful_widget(table, area, &mut state);
     if app.sandboxes.is_empty() && area.height > 3 {
-        let hint = Paragraph::new("No sandboxes yet. Create one with `heyvm create --name demo` in another terminal.").dark_gray();
+        let hint =
+            Paragraph::new("No sandboxes yet. Press n to create one (or `heyvm create --name demo` in another terminal).").dark_gray();
         frame.render_widget(hint, Rect { x: area.x + 2, y: area.y + 2, width: area.width.saturating_sub(4), height: 1 });
     }
 }

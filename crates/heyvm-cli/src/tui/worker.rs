@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use heyvm_client::Client;
-use heyvm_types::{LogEntry, SandboxInfo};
+use heyvm_types::{CreateSandboxRequest, LogEntry, SandboxInfo};
 
 /// How many log lines the logs pane asks for.
 const LOG_TAIL: usize = 200;
@@ -18,6 +18,11 @@ pub enum Msg {
     Logs {
         id: String,
         result: Result<Vec<LogEntry>, String>,
+    },
+    /// A sandbox was created (selected once the list shows it).
+    Created {
+        id: String,
+        text: String,
     },
     /// An action finished: the text for the status line, and whether it failed.
     Done {
@@ -86,6 +91,21 @@ pub fn run_action(client: &Client, poller: &Poller, out: &Sender<Msg>, action: &
         let msg = match result {
             Ok(()) => Msg::Done { text: format!("{label}: {action} done"), failed: false },
             Err(e) => Msg::Done { text: format!("{label}: {action} failed: {e}"), failed: true },
+        };
+        let _ = out.send(msg);
+        poller.refresh_now();
+    });
+}
+
+/// Creates a sandbox (the server's defaults; `name` or a generated one) on
+/// a thread; reports back through `out` and wakes the poller when done.
+pub fn run_create(client: &Client, poller: &Poller, out: &Sender<Msg>, name: Option<String>) {
+    let (client, poller, out) = (client.clone(), poller.clone(), out.clone());
+    std::thread::spawn(move || {
+        let req = CreateSandboxRequest { name, ..Default::default() };
+        let msg = match client.create(&req) {
+            Ok(info) => Msg::Created { text: format!("{}: created ({})", info.name, info.id), id: info.id },
+            Err(e) => Msg::Done { text: format!("create failed: {e}"), failed: true },
         };
         let _ = out.send(msg);
         poller.refresh_now();

@@ -67,6 +67,8 @@ pub struct Daemon {
     extra_env: Vec<(String, String)>,
     /// Run the daemon as this uid (and gid), with this binary.
     run_as: Option<(u32, String)>,
+    /// `--host`: the address to listen on (loopback when unset).
+    host: Option<String>,
 }
 
 impl Daemon {
@@ -90,7 +92,21 @@ impl Daemon {
             child: None,
             extra_env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
             run_as: None,
+            host: None,
         };
+        d.spawn(0);
+        Some(d)
+    }
+
+    /// [`Daemon::start_with`] listening on `host` (needs JWT_SECRET in `env`
+    /// unless `host` is loopback).
+    pub fn start_on(host: &str, env: &[(&str, &str)]) -> Option<Daemon> {
+        if !sandbox_support() {
+            return None;
+        }
+        let data = tempfile::Builder::new().prefix("heyvm-test-").tempdir_in("/tmp").expect("tempdir");
+        let extra_env = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let mut d = Daemon { url: String::new(), port: 0, data, child: None, extra_env, run_as: None, host: Some(host.into()) };
         d.spawn(0);
         Some(d)
     }
@@ -103,7 +119,8 @@ impl Daemon {
         }
         let data = tempfile::Builder::new().prefix("heyvm-test-").tempdir_in("/tmp").expect("tempdir");
         std::os::unix::fs::chown(data.path(), Some(uid), Some(uid)).expect("chown data dir");
-        let mut d = Daemon { url: String::new(), port: 0, data, child: None, extra_env: Vec::new(), run_as: Some((uid, bin.into())) };
+        let mut d =
+            Daemon { url: String::new(), port: 0, data, child: None, extra_env: Vec::new(), run_as: Some((uid, bin.into())), host: None };
         d.spawn(0);
         Some(d)
     }
@@ -139,8 +156,11 @@ impl Daemon {
             use std::os::unix::process::CommandExt;
             cmd.uid(*uid).gid(*uid).env("HOME", self.data.path());
         }
-        cmd.args(["--api", "--port", &port.to_string()])
-            .env("MVM_DATA_DIR", self.data.path())
+        cmd.args(["--api", "--port", &port.to_string()]);
+        if let Some(h) = &self.host {
+            cmd.args(["--host", h]);
+        }
+        cmd.env("MVM_DATA_DIR", self.data.path())
             .env_remove("JWT_SECRET")
             .env_remove("HEYVM_API_URL")
             // No hidden warm sandbox per test daemon; pool.rs tests turn it on.

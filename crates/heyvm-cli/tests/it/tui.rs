@@ -1,6 +1,6 @@
 //! The terminal UI (`heyvm` with no arguments) driven under tmux: a sandbox
 //! created through the API from "another terminal" appears, and the stop,
-//! start, logs and delete keys act on it.
+//! start, logs and delete keys act on it; the n key creates one.
 
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -137,6 +137,38 @@ fn tui_lists_and_controls_a_sandbox_created_elsewhere() {
     t.wait_for("the row to disappear", |s| row_of(s, &id).is_none() && s.contains("0 sandboxes"));
     assert_eq!(d.get(&format!("/sandboxes/{id}")).0, 404);
 
+    t.keys(&["q"]);
+    t.wait_for("the TUI to exit cleanly", |s| s.contains("TUI-EXITED-0"));
+}
+
+#[test]
+fn tui_creates_a_sandbox_with_the_n_key() {
+    let Some(d) = Daemon::start() else { return };
+    if !Tmux::available() {
+        return;
+    }
+    let t = Tmux::start_tui(&d);
+    let screen = t.wait_for("the TUI to start", |s| s.contains("0 sandboxes") || s.contains("TUI-EXITED"));
+    assert!(screen.contains("n new"), "help line lacks the create key:\n{screen}");
+    // n opens the name prompt; typed letters are the name (x is not "stop").
+    t.keys(&["n"]);
+    t.wait_for("the name prompt", |s| s.contains("new sandbox name"));
+    t.keys(&["made-in-tuix", "BSpace", "Enter"]);
+    let screen = t.wait_for("the created sandbox to show as running", |s| {
+        s.lines().any(|l| l.contains("made-in-tui") && l.split_whitespace().any(|w| w == "running"))
+    });
+    assert!(screen.contains("made-in-tui: created"), "no confirmation:\n{screen}");
+    let (s, info) = d.get("/sandboxes/made-in-tui");
+    assert_eq!((s, info["status"].as_str()), (200, Some("running")), "{info}");
+    // An empty name gets a generated one; Esc cancels a prompt.
+    t.keys(&["n", "Enter"]);
+    t.wait_for("a second sandbox", |s| s.contains("2 sandboxes —"));
+    t.keys(&["n", "Escape"]);
+    t.wait_for("the cancel notice", |s| s.contains("create cancelled"));
+    // A name the API refuses is shown as the API's error.
+    t.keys(&["n", "made-in-tui", "Enter"]);
+    t.wait_for("the refusal", |s| s.contains("create failed") && s.contains("made-in-tui"));
+    assert_eq!(d.get("/sandboxes").1.as_array().map(Vec::len), Some(2));
     t.keys(&["q"]);
     t.wait_for("the TUI to exit cleanly", |s| s.contains("TUI-EXITED-0"));
 }

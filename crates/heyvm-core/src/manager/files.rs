@@ -31,7 +31,7 @@ impl SandboxManager {
             Some(m) => validate::sandbox_path(m, "mount_path").map_err(|e| CoreError::InvalidPath(e.to_string()))?,
             None => WORKSPACE_PATH.to_string(),
         };
-        let user_mount = rec.mounts.iter().find(|m| m.sandbox_path == mp).cloned();
+        let user_mount = self.resolved_mounts(rec).into_iter().find(|m| m.sandbox_path == mp);
         if mp != WORKSPACE_PATH && user_mount.is_none() {
             let known: Vec<String> = self.mounts_of(rec).into_iter().map(|m| m.sandbox_path).collect();
             return Err(CoreError::invalid(format!("no mount at '{mp}'; mounts are: {}", known.join(", "))));
@@ -61,13 +61,9 @@ impl SandboxManager {
 
     /// The workspace (unless a user mount replaces it) plus the user's mounts.
     pub(super) fn mounts_of(&self, rec: &SandboxRecord) -> Vec<MountSpec> {
-        let ws = MountSpec {
-            host_path: self.data.sandbox(&rec.id).workspace().display().to_string(),
-            sandbox_path: WORKSPACE_PATH.into(),
-            read_only: false,
-        };
+        let ws = MountSpec::host(self.data.sandbox(&rec.id).workspace().display().to_string(), WORKSPACE_PATH, false);
         let replaced = rec.mounts.iter().any(|m| m.sandbox_path == WORKSPACE_PATH);
-        (!replaced).then_some(ws).into_iter().chain(rec.mounts.iter().cloned()).collect()
+        (!replaced).then_some(ws).into_iter().chain(self.resolved_mounts(rec)).collect()
     }
 
     pub fn list_mounts(&self, key: &str) -> Result<Vec<MountSpec>> {

@@ -57,8 +57,8 @@ impl SandboxManager {
         for h in &setup_hooks {
             validate::command_text(h, "setup hook")?;
         }
-        if req.ttl_seconds == Some(0) {
-            return Err(CoreError::invalid("ttl_seconds must be at least 1"));
+        if let Some(t) = req.ttl_seconds {
+            validate::ttl(t)?;
         }
         if let Some(a) = &req.archive_id {
             self.check_archive(a)?;
@@ -113,7 +113,10 @@ impl SandboxManager {
         }
         let lock = self.lock_for(&rec.id);
         let _guard = lock.lock().await;
+        // S3 mounts: 409 when another sandbox has a prefix, before anything is recorded.
+        self.s3_lease_all(&rec).await?;
         if let Err(e) = self.store.insert(&rec) {
+            self.s3_release_all(&rec).await;
             if warm.is_some() {
                 let _ = self.kill_instance(&rec).await;
                 self.remove_files(&rec);
@@ -131,6 +134,7 @@ impl SandboxManager {
                 .unwrap_or_else(|e| Err(CoreError::Corrupt(format!("archive unpacking panicked: {e}"))));
         }
         if let Err(e) = prepared {
+            self.s3_release_all(&rec).await;
             let _ = self.store.delete(&rec.id);
             self.remove_files(&rec);
             let _ = self.store.release_id_range(&rec.id);
@@ -141,6 +145,7 @@ impl SandboxManager {
             self.log_system(&rec, &format!("image {} ({d})", rec.image));
         }
         if req.no_start == Some(true) {
+            self.s3_release_all(&rec).await;
             let mut rec = rec;
             rec.status = SandboxStatus::Stopped;
             self.store.update(&rec)?;
@@ -214,6 +219,17 @@ impl SandboxManager {
         let _guard = lock.lock().await;
         let rec = self.store.resolve(&id)?;
         self.kill_instance(&rec).await?;
+        // S3 mounts keep their files in the bucket: save what is unsaved
+        // first, and keep the sandbox (stopped) when that fails.
+        if let Err(e) = self.s3_before_delete(&rec).await {
+            let mut rec = rec;
+            if rec.status == SandboxStatus::Running {
+                rec.end_running_period(now_secs());
+                rec.status = SandboxStatus::Stopped;
+                self.store.update(&rec)?;
+            }
+            return Err(e);
+        }
         self.store.delete(&rec.id)?;
         self.remove_files(&rec);
         self.store.release_id_range(&rec.id)?;
@@ -258,9 +274,7 @@ impl SandboxManager {
             rec.ttl_seconds = None;
         }
         if let Some(t) = req.ttl_seconds {
-            if t == 0 {
-                return Err(CoreError::invalid("ttl_seconds must be at least 1"));
-            }
+            validate::ttl(t)?;
             rec.ttl_seconds = Some(t);
         }
         let resized = req.size_class.is_some_and(|s| s != rec.size_class);
@@ -298,12 +312,16 @@ impl SandboxManager {
     /// Launches the sandbox, runs pending setup hooks and the start command.
     /// On failure the sandbox is left `failed` with the reason.
     pub(super) async fn start_locked(self: &Arc<Self>, mut rec: SandboxRecord) -> Result<SandboxRecord> {
+        // S3 mounts: lease and files before anything runs (a 409 or an
+        // unreachable bucket leaves the sandbox as it was).
+        self.s3_attach(&rec).await?;
         rec.status = SandboxStatus::Provisioning;
         rec.error_message = None;
         self.store.update(&rec)?;
         if let Err(reason) = self.launch_instance(&rec).await {
             let reason = reason.to_string();
             let _ = self.kill_instance(&rec).await;
+            self.s3_release_all(&rec).await;
             self.mark_failed(&mut rec, &reason)?;
             return Err(CoreError::SandboxFailed { id: rec.id.clone(), reason });
         }
@@ -319,11 +337,15 @@ impl SandboxManager {
                 rec.stop_reason = None;
                 self.store.update(&rec)?;
                 self.log_system(&rec, "sandbox running");
+                if rec.mounts.iter().any(|m| m.s3_prefix.is_some()) {
+                    self.s3_upkeep();
+                }
                 Ok(rec)
             }
             Err(reason) => {
                 let reason = reason.to_string();
                 let _ = self.kill_instance(&rec).await;
+                let _ = self.s3_detach(&rec).await;
                 self.mark_failed(&mut rec, &reason)?;
                 Err(CoreError::SandboxFailed { id: rec.id.clone(), reason })
             }
@@ -371,13 +393,15 @@ impl SandboxManager {
             }
         }
         self.kill_instance(&rec).await?;
+        // S3 mounts are saved once nothing can write to them any more.
+        let saved = self.s3_detach(&rec).await;
         rec.end_running_period(now_secs());
         rec.status = SandboxStatus::Stopped;
         // The idle reaper sets its own reason before stopping.
         rec.stop_reason.get_or_insert_with(|| super::idle::STOP_USER.into());
         self.store.update(&rec)?;
         self.log_system(&rec, if force { "sandbox force-stopped" } else { "sandbox stopped" });
-        Ok(rec)
+        saved.map(|()| rec)
     }
 
     pub(super) fn mark_failed(&self, rec: &mut SandboxRecord, reason: &str) -> Result<()> {

@@ -24,6 +24,7 @@ mod operations;
 mod pool;
 mod proxy;
 mod reaper;
+mod s3_volumes;
 mod shell;
 mod start_failure;
 pub mod transitions;
@@ -233,7 +234,7 @@ impl SandboxManager {
             hostname: rec.slug.clone(),
             paths: self.data.sandbox(&rec.id),
             limits: rec.limits(),
-            mounts: rec.mounts.clone(),
+            mounts: self.resolved_mounts(rec),
             network: crate::backend::NetworkSpec { mode: rec.network, allow_out: rec.allow_out.clone(), deny_out: rec.deny_out.clone() },
             image_layers: Vec::new(),
             ids: self.id_range_of(&rec.id),

@@ -57,6 +57,7 @@ impl SandboxManager {
                 if let Err(e) = me.stop_idle_once().await {
                     tracing::warn!(error = %e, "idle reaper pass failed");
                 }
+                me.s3_upkeep();
             }
         });
     }

@@ -37,6 +37,17 @@ pub fn sandbox_path(p: &str, what: &str) -> Result<String> {
     Ok(if out.is_empty() { "/".into() } else { out })
 }
 
+/// Longest TTL accepted (ten years): beyond it the deadline arithmetic
+/// (and SQLite's signed integers) would overflow.
+pub const MAX_TTL_SECS: u64 = 10 * 365 * 86_400;
+
+pub fn ttl(secs: u64) -> Result<()> {
+    if secs == 0 || secs > MAX_TTL_SECS {
+        return Err(CoreError::invalid(format!("ttl_seconds must be between 1 and {MAX_TTL_SECS} (ten years)")));
+    }
+    Ok(())
+}
+
 pub fn mounts(mounts: &[MountSpec]) -> Result<Vec<MountSpec>> {
     let mut out: Vec<MountSpec> = Vec::new();
     for m in mounts {
@@ -55,6 +66,19 @@ pub fn mount(m: &MountSpec) -> Result<MountSpec> {
     if reserved {
         return Err(CoreError::invalid(format!("cannot mount over '{sandbox_path}': it is reserved")));
     }
+    if let Some(prefix) = &m.s3_prefix {
+        if !m.host_path.is_empty() {
+            return Err(CoreError::invalid("a mount has either host_path or s3_prefix, not both"));
+        }
+        let prefix = crate::s3::valid_prefix(prefix).map_err(CoreError::invalid)?;
+        if m.s3_sync_seconds.is_some_and(|s| s == 0 || s > 86_400 * 30) {
+            return Err(CoreError::invalid("s3_sync_seconds must be between 1 and 2592000"));
+        }
+        return Ok(MountSpec { sandbox_path, s3_prefix: Some(prefix), ..m.clone() });
+    }
+    if m.s3_sync_seconds.is_some() {
+        return Err(CoreError::invalid("s3_sync_seconds needs s3_prefix"));
+    }
     if !m.host_path.starts_with('/') {
         return Err(CoreError::invalid(format!("host_path '{}' must be an absolute path", m.host_path)));
     }
@@ -66,7 +90,7 @@ pub fn mount(m: &MountSpec) -> Result<MountSpec> {
         return Err(CoreError::invalid(format!("host_path '{}' is not a directory or a regular file", m.host_path)));
     }
     let host_path = host.canonicalize()?.display().to_string();
-    Ok(MountSpec { host_path, sandbox_path, read_only: m.read_only })
+    Ok(MountSpec::host(host_path, sandbox_path, m.read_only))
 }
 
 /// A mount must neither cover nor lie inside heyvm's data directory: a
@@ -74,6 +98,10 @@ pub fn mount(m: &MountSpec) -> Result<MountSpec> {
 /// plan (which its owner runs as root), and one that could read it would
 /// see every sandbox's files and the API-key store.
 pub fn outside_data_dir(m: &MountSpec, data: &Path) -> Result<()> {
+    if m.s3_prefix.is_some() {
+        // Its directory is the daemon's own, on the sandbox's disk.
+        return Ok(());
+    }
     let data = data.canonicalize().unwrap_or_else(|_| data.to_path_buf());
     let host = Path::new(&m.host_path);
     if data.starts_with(host) || host.starts_with(&data) {
@@ -162,19 +190,19 @@ mod tests {
     fn reserved_mounts_are_refused() {
         let tmp = std::env::temp_dir().display().to_string();
         for bad in ["/usr", "/usr/local", "/proc", "/", "/run/heyvm/x"] {
-            let m = MountSpec { host_path: tmp.clone(), sandbox_path: bad.into(), read_only: false };
+            let m = MountSpec::host(tmp.clone(), bad.into(), false);
             assert!(mount(&m).is_err(), "{bad}");
         }
         for ok in ["/data", WORKSPACE_PATH, "/workspace/sub"] {
-            let m = MountSpec { host_path: tmp.clone(), sandbox_path: ok.into(), read_only: true };
+            let m = MountSpec::host(tmp.clone(), ok.into(), true);
             assert!(mount(&m).is_ok(), "{ok}");
         }
-        let missing = MountSpec { host_path: "/nonexistent/x".into(), sandbox_path: "/data".into(), read_only: true };
+        let missing = MountSpec::host("/nonexistent/x".into(), "/data".into(), true);
         assert!(mount(&missing).is_err());
         let file = tempfile::NamedTempFile::new().unwrap();
-        let file = MountSpec { host_path: file.path().display().to_string(), sandbox_path: "/workspace/.git".into(), read_only: true };
+        let file = MountSpec::host(file.path().display().to_string(), "/workspace/.git".into(), true);
         assert!(mount(&file).is_ok(), "regular files may be bound");
-        let dev = MountSpec { host_path: "/dev/null".into(), sandbox_path: "/data".into(), read_only: true };
+        let dev = MountSpec::host("/dev/null".into(), "/data".into(), true);
         assert!(mount(&dev).is_err(), "devices may not");
     }
 

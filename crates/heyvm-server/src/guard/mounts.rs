@@ -43,7 +43,8 @@ impl Caller {
     pub fn authorize(&self, mounts: &[MountSpec]) -> Result<(), AppError> {
         // No peer: an in-process caller (tests, embedding), trusted.
         let Some(peer) = &self.0 else { return Ok(()) };
-        for m in mounts {
+        // S3-backed mounts bind no host directory of the caller's choosing.
+        for m in mounts.iter().filter(|m| m.s3_prefix.is_none()) {
             let allowed = match peer.uid {
                 Some(uid) => {
                     may_access(uid, Path::new(&m.host_path), !m.read_only) && (uid == own_uid() || owns(uid, Path::new(&m.host_path)))

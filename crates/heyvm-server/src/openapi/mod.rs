@@ -108,19 +108,19 @@ fn error_codes(status: u16) -> &'static str {
     match status {
         400 => {
             "invalid_request, invalid_json, invalid_query, invalid_path, invalid_multipart, invalid_archive, backend_unavailable, \
-            websocket_required"
+            websocket_required, s3_disabled"
         }
         401 => "missing_token, invalid_token, invalid_signature, token_expired, token_not_yet_valid, wrong_audience",
         403 => "read_only_mount, permission_denied, forbidden",
         404 => "sandbox_not_found, file_not_found, endpoint_not_found, archive_not_found, operation_not_found, route_not_found",
         405 => "method_not_allowed",
-        409 => "name_taken, invalid_state, conflict, agent_outdated",
+        409 => "name_taken, invalid_state, conflict, agent_outdated, s3_prefix_in_use",
         413 => "payload_too_large",
         415 => "unsupported_media_type",
         426 => "websocket_required",
         500 => "sandbox_failed, backend_error, store_error, io_error",
         501 => "unsupported",
-        502 => "agent_unreachable, port_unreachable",
+        502 => "agent_unreachable, port_unreachable, s3_unreachable, s3_error, s3_checksum_mismatch",
         507 => "no_space",
         _ => "error",
     }
@@ -200,8 +200,12 @@ impl Op<'_> {
     /// A success answer that is not JSON (a file, a stream, an upgrade).
     pub fn ok_other(mut self, status: u16, description: &str, content_type: Option<&str>) -> Self {
         let mut r = json!({"description": description});
-        if let Some(ct) = content_type {
-            r["content"] = json!({ct: {"schema": {"type": "string", "format": "binary"}}});
+        match content_type {
+            // Server-sent events: the description names the events; a
+            // `schema` here would be applied to each parsed event object.
+            Some(ct) if ct == "text/event-stream" => r["content"] = json!({ct: {}}),
+            Some(ct) => r["content"] = json!({ct: {"schema": {"type": "string", "format": "binary"}}}),
+            None => {}
         }
         self.v["responses"][status.to_string()] = r;
         self

@@ -33,7 +33,7 @@ fn native(d: &mut Doc) {
     d.op("POST", "/sandboxes", "Create a sandbox and start it; `open_ports` are bound as public endpoints")
         .body::<CreateSandboxRequest>()
         .ok::<SandboxInfo>(201)
-        .errors(&[403, 409, 413, 415])
+        .errors(&[403, 409, 413, 415, 502])
         .add();
     d.op("POST", "/archives", "Upload a tar.gz for `archive_id` on create (kept HEYVM_ARCHIVE_TTL_SECS)")
         .raw_body(json!({"application/gzip": {"schema": {"type": "string", "format": "binary"}}}))
@@ -58,7 +58,7 @@ fn native(d: &mut Doc) {
             200,
             json!({"type": "object", "properties": {"id": {"type": "string"}, "name": {"type": "string"}, "deleted": {"type": "boolean"}}}),
         )
-        .errors(&[409])
+        .errors(&[409, 502])
         .add();
     for (verb, what) in [
         ("start", "Start a stopped or failed sandbox"),
@@ -204,8 +204,12 @@ fn computers(d: &mut Doc) {
     let json_body = |schema: Value| json!({"application/json": {"schema": schema}});
     let any = json!({"type": "object"});
     d.op("POST", "/api/agents/from-template", "Create an agent's computer from a template and start bootstrapping it")
-        .raw_body(json_body(obj(json!({"agentId": {"type": "string"}, "template": {"type": "object"}}), &["agentId"])))
-        .ok_schema(201, any.clone())
+        .raw_body(json_body(obj(
+            json!({"agentId": {"type": "string"}, "template": {"description": "any JSON, recorded in the bootstrap's events"}}),
+            &["agentId"],
+        )))
+        .ok_schema(202, any.clone())
+        .ok_schema(200, any.clone())
         .errors(&[409, 415])
         .add();
     d.op("PUT", "/api/agents/{id}/computer", "Set an agent's computer settings (provider, mode, scope, sizeClass)")

@@ -16,9 +16,11 @@
 //! command not reading) never stops output from flowing, and the WebSocket
 //! is read only while stdin has room, which pushes back on a fast sender.
 
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Path, State};
-use axum::response::Response;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
 use heyvm_core::agent::ExecEvent;
 use heyvm_types::ExecRequest;
 use serde_json::json;
@@ -32,8 +34,20 @@ const STDIN_QUEUE: usize = 16;
 /// Output events buffered between the agent and the WebSocket.
 const OUTPUT_QUEUE: usize = 16;
 
-pub async fn exec_ws(State(s): State<AppState>, Path(id): Path<String>, ws: WebSocketUpgrade) -> Response {
-    ws.on_upgrade(move |socket| run(s, id, socket))
+/// A plain HTTP request (no upgrade) gets the usual error JSON, not
+/// axum's text rejection.
+pub async fn exec_ws(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Response {
+    match ws {
+        Ok(ws) => ws.on_upgrade(move |socket| run(s, id, socket)),
+        Err(r) => {
+            let status = if r.status() == StatusCode::UPGRADE_REQUIRED { StatusCode::UPGRADE_REQUIRED } else { StatusCode::BAD_REQUEST };
+            AppError::new(status, "websocket_required", format!("this route speaks WebSocket: {}", r.body_text())).into_response()
+        }
+    }
 }
 
 fn error_frame(code: &str, message: &str) -> Message {

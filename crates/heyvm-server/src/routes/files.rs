@@ -76,9 +76,11 @@ pub async fn commit_spooled(
 pub async fn upload_multipart(
     State(s): State<AppState>,
     Path(id): Path<String>,
-    mut form: Multipart,
+    form: Result<Multipart, axum::extract::multipart::MultipartRejection>,
 ) -> ApiResult<(StatusCode, Json<UploadResponse>)> {
     let bad = |e: axum::extract::multipart::MultipartError| AppError::bad_request("invalid_multipart", e.body_text());
+    // A missing or malformed multipart Content-Type is the error JSON too.
+    let mut form = form.map_err(|r| AppError::bad_request("invalid_multipart", r.body_text()))?;
     s.mgr.prepare_use(&id).await?;
     let max = s.mgr.config().max_upload_bytes;
     let (mut mount_path, mut file_path) = (None::<String>, None::<String>);

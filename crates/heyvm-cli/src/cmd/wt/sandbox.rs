@@ -151,7 +151,7 @@ fn create(c: &Client, w: &Wanted) -> anyhow::Result<SandboxInfo> {
 /// (say to a git dir with `core.fsmonitor` set) would run its code the next
 /// time the user types `git status` in the worktree.
 fn mounts(worktree: &Path) -> Vec<MountSpec> {
-    let ws = |p: &Path, at: &str, ro: bool| MountSpec { host_path: p.display().to_string(), sandbox_path: at.into(), read_only: ro };
+    let ws = |p: &Path, at: &str, ro: bool| MountSpec::host(p.display().to_string(), at, ro);
     let mut v = vec![ws(worktree, WORKSPACE_PATH, false)];
     let dot_git = worktree.join(".git");
     if dot_git.symlink_metadata().is_ok_and(|m| m.is_file() || m.is_dir()) {

@@ -40,7 +40,7 @@ pub async fn deploy(
     let mut mounts = Vec::new();
     for m in req.mounts.unwrap_or_default() {
         match (m.host_path, m.tree_id) {
-            (Some(host_path), None) => mounts.push(MountSpec { host_path, sandbox_path: m.sandbox_path, read_only: m.read_only }),
+            (Some(host_path), None) => mounts.push(MountSpec::host(host_path, m.sandbox_path, m.read_only)),
             (None, Some(_)) => return Err(unsupported("a mount from an uploaded tree (tree_id)")),
             _ => return Err(AppError::bad_request("invalid_request", "each mount needs exactly one of host_path or tree_id")),
         }
