@@ -156,8 +156,7 @@ fn s3_mount_moves_between_sandboxes_and_servers() {
         .unwrap()
         .iter()
         .filter_map(|l| l["message"].as_str())
-        .filter(|m| m.contains("restored from team/proj"))
-        .last()
+        .rfind(|m| m.contains("restored from team/proj"))
         .unwrap_or("")
         .to_string();
     assert!(restored.contains("1 fetched, 1 unchanged"), "the unchanged 3 MB file is not fetched again: {restored}");

@@ -190,19 +190,19 @@ mod tests {
     fn reserved_mounts_are_refused() {
         let tmp = std::env::temp_dir().display().to_string();
         for bad in ["/usr", "/usr/local", "/proc", "/", "/run/heyvm/x"] {
-            let m = MountSpec::host(tmp.clone(), bad.into(), false);
+            let m = MountSpec::host(tmp.clone(), bad, false);
             assert!(mount(&m).is_err(), "{bad}");
         }
         for ok in ["/data", WORKSPACE_PATH, "/workspace/sub"] {
-            let m = MountSpec::host(tmp.clone(), ok.into(), true);
+            let m = MountSpec::host(tmp.clone(), ok, true);
             assert!(mount(&m).is_ok(), "{ok}");
         }
-        let missing = MountSpec::host("/nonexistent/x".into(), "/data".into(), true);
+        let missing = MountSpec::host("/nonexistent/x", "/data", true);
         assert!(mount(&missing).is_err());
         let file = tempfile::NamedTempFile::new().unwrap();
-        let file = MountSpec::host(file.path().display().to_string(), "/workspace/.git".into(), true);
+        let file = MountSpec::host(file.path().display().to_string(), "/workspace/.git", true);
         assert!(mount(&file).is_ok(), "regular files may be bound");
-        let dev = MountSpec::host("/dev/null".into(), "/data".into(), true);
+        let dev = MountSpec::host("/dev/null", "/data", true);
         assert!(mount(&dev).is_err(), "devices may not");
     }
 
