@@ -1,6 +1,8 @@
-//! cp, files, rm-file. Sandbox paths are absolute and must lie under a
-//! mount (/workspace or a mount's sandbox path); heyvm splits them into
-//! mount path + relative path for the API.
+//! cp, files, rm-file. A sandbox path is absolute (relative ones are under
+//! /workspace). Under a mount (/workspace or a mount's sandbox path) heyvm
+//! splits it into mount path + relative path, which works while the sandbox
+//! is stopped too; anywhere else it is sent as given (no mount path) and
+//! the server reaches it through the running sandbox's agent.
 
 use std::process::ExitCode;
 
@@ -11,7 +13,8 @@ use heyvm_types::WORKSPACE_PATH;
 use crate::output::{self, Format};
 
 /// Splits an absolute sandbox path into (mount_path, relative path) using
-/// the sandbox's mounts (longest match wins).
+/// the sandbox's mounts (longest match wins); a path under no mount is
+/// `("", path)`: the file routes' "anywhere in the sandbox" form.
 fn split(c: &Client, id: &str, path: &str) -> anyhow::Result<(String, String)> {
     let path = if path.starts_with('/') { path.to_string() } else { format!("{WORKSPACE_PATH}/{path}") };
     let mounts = c.mounts(id)?;
@@ -20,13 +23,10 @@ fn split(c: &Client, id: &str, path: &str) -> anyhow::Result<(String, String)> {
         .map(|m| m.sandbox_path.as_str())
         .filter(|mp| path == *mp || path.starts_with(&format!("{mp}/")))
         .max_by_key(|mp| mp.len());
-    match best {
-        Some(mp) => Ok((mp.to_string(), path[mp.len()..].trim_start_matches('/').to_string())),
-        None => bail!(
-            "'{path}' is not under a mount of {id} (mounts: {})",
-            mounts.iter().map(|m| m.sandbox_path.as_str()).collect::<Vec<_>>().join(", ")
-        ),
-    }
+    Ok(match best {
+        Some(mp) => (mp.to_string(), path[mp.len()..].trim_start_matches('/').to_string()),
+        None => (String::new(), path),
+    })
 }
 
 /// `SANDBOX:PATH` → Some((sandbox, path)); local paths → None.
@@ -40,9 +40,15 @@ pub fn cp(c: &Client, f: Format, src: &str, dst: &str) -> anyhow::Result<ExitCod
         (None, Some((id, path))) => {
             let local = std::fs::File::open(src).with_context(|| format!("opening {src}"))?;
             let (mp, rel) = split(c, id, path)?;
+            // A directory target (the mount itself, or a path ending in /)
+            // gets the source's file name.
             let rel = if rel.is_empty() || path.ends_with('/') {
-                let name = std::path::Path::new(src).file_name().context("source has no file name")?;
-                format!("{}{}{}", rel, if rel.is_empty() { "" } else { "/" }, name.to_string_lossy()).trim_start_matches('/').to_string()
+                let name = std::path::Path::new(src).file_name().context("source has no file name")?.to_string_lossy();
+                match rel.trim_end_matches('/') {
+                    "" if mp.is_empty() => format!("/{name}"),
+                    "" => name.to_string(),
+                    dir => format!("{dir}/{name}"),
+                }
             } else {
                 rel
             };

@@ -12,6 +12,13 @@ fn the_daemon_serves_its_openapi_document() {
     for (path, method) in [("/sandboxes", "post"), ("/sandboxes/{id}/execute", "post"), ("/sandboxes/{id}/files/{path}", "get")] {
         assert!(doc["paths"][path][method].is_object(), "{method} {path} missing");
     }
+    // Ranged downloads: the parameters and the whole-file size header.
+    let download = &doc["paths"]["/sandboxes/{id}/files/{path}"]["get"];
+    let params: Vec<&str> = download["parameters"].as_array().unwrap().iter().filter_map(|p| p["name"].as_str()).collect();
+    for name in ["offset", "limit", "mount_path"] {
+        assert!(params.contains(&name), "download lacks {name}: {params:?}");
+    }
+    assert!(download["responses"]["200"]["headers"]["x-file-size"].is_object(), "{download}");
     let created = &doc["paths"]["/sandboxes"]["post"]["responses"]["201"]["content"]["application/json"]["schema"]["$ref"];
     assert_eq!(created, "#/components/schemas/SandboxInfo");
     assert!(doc["components"]["schemas"]["SandboxInfo"]["properties"]["urls"].is_object());

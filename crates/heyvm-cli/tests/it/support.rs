@@ -265,6 +265,14 @@ impl Daemon {
         (status, resp.into_body().with_config().limit(u64::MAX).read_to_vec().unwrap())
     }
 
+    /// A GET's status, one response header and the body bytes.
+    pub fn get_bytes_and_header(&self, path: &str, header: &str) -> (u16, Option<String>, Vec<u8>) {
+        let resp = self.agent().get(format!("{}{path}", self.url)).call().unwrap();
+        let status = resp.status().as_u16();
+        let value = resp.headers().get(header).and_then(|v| v.to_str().ok()).map(str::to_string);
+        (status, value, resp.into_body().with_config().limit(u64::MAX).read_to_vec().unwrap())
+    }
+
     pub fn post(&self, path: &str, body: &Value) -> (u16, Value) {
         Self::finish(self.agent().post(format!("{}{path}", self.url)).content_type("application/json").send(body.to_string().as_bytes()))
     }

@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
-use heyvm_protocol::mux::{self, Decoder, Hello, MuxKind, CONTROL_STREAM, INITIAL_WINDOW, MAX_MUX_PAYLOAD};
+use heyvm_protocol::mux::{self, Decoder, Hello, MuxKind, INITIAL_WINDOW, MAX_MUX_PAYLOAD};
 use heyvm_protocol::PROTOCOL_VERSION;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::sync::mpsc;
@@ -79,11 +79,10 @@ impl AgentSession {
         let mut buf = vec![0u8; 64 * 1024];
         let hello = tokio::time::timeout(timeout, async {
             loop {
-                if let Some((h, payload)) = decoder.next_frame()? {
-                    if h.stream == CONTROL_STREAM && h.kind == MuxKind::Hello {
-                        return mux::parse_hello(&payload);
-                    }
-                    return Err(io::Error::new(io::ErrorKind::InvalidData, "agent spoke before the handshake"));
+                // A hunting decoder's first frame is always the control
+                // stream's Hello: it skips everything before one.
+                if let Some((_, payload)) = decoder.next_frame()? {
+                    return mux::parse_hello(&payload);
                 }
                 let n = transport.read(&mut buf).await?;
                 if n == 0 {

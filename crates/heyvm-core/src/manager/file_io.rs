@@ -49,6 +49,16 @@ fn place(mount_path: Option<&str>, path: &str) -> Result<Place> {
     Ok(Place::Mount(clean_relative(path)?))
 }
 
+/// The mount (longest sandbox path first) an absolute path lies under, and
+/// the path relative to it.
+fn under_mount(mounts: &[heyvm_types::MountSpec], path: &str) -> Option<(String, PathBuf)> {
+    let m = mounts
+        .iter()
+        .filter(|m| path == m.sandbox_path || path.starts_with(&format!("{}/", m.sandbox_path)))
+        .max_by_key(|m| m.sandbox_path.len())?;
+    Some((m.sandbox_path.clone(), PathBuf::from(path[m.sandbox_path.len()..].trim_start_matches('/'))))
+}
+
 pub enum FileSource {
     Host(File),
     Agent(AgentFileReader),
@@ -69,6 +79,23 @@ struct AgentTarget {
 }
 
 impl SandboxManager {
+    /// Where a request points, and the mount path to use for it. An
+    /// absolute path under a mount of a sandbox that is not running goes
+    /// to that mount's host directory, so `/workspace/x` works while the
+    /// sandbox is stopped, as `x` does; anywhere else needs it running.
+    fn locate(&self, rec: &SandboxRecord, mount_path: Option<&str>, path: &str) -> Result<(Place, Option<String>)> {
+        let given = mount_path.filter(|m| !m.is_empty()).map(str::to_string);
+        match place(mount_path, path)? {
+            Place::Anywhere(p) if rec.status != heyvm_types::SandboxStatus::Running && !self.files_via_agent(rec)? => {
+                match under_mount(&self.mounts_of(rec), &p) {
+                    Some((mp, rel)) => Ok((Place::Mount(rel), Some(mp))),
+                    None => Ok((Place::Anywhere(p), given)),
+                }
+            }
+            other => Ok((other, given)),
+        }
+    }
+
     /// Whether this sandbox's files go through its agent.
     fn files_via_agent(&self, rec: &SandboxRecord) -> Result<bool> {
         let on_host = self.backend_for(rec)?.files_on_host();
@@ -84,14 +111,16 @@ impl SandboxManager {
             }
             Place::Anywhere(path) => (path.clone(), "/".to_string(), false),
         };
-        super::transitions::check(rec, super::transitions::Action::Use("file access"))?;
+        let what = if matches!(place, Place::Anywhere(_)) { "access files outside its mounts" } else { "file access" };
+        super::transitions::check(rec, super::transitions::Action::Use(what))?;
         let client = self.agent(rec).await?;
         Ok(AgentTarget { client, path, mount_path, read_only })
     }
 
     pub async fn list_files(self: &Arc<Self>, key: &str, mount_path: Option<&str>, path: &str) -> Result<FileList> {
         let rec = self.store.resolve(key)?;
-        let place = place(mount_path, path)?;
+        let (place, mount_path) = self.locate(&rec, mount_path, path)?;
+        let mount_path = mount_path.as_deref();
         let shown = match &place {
             Place::Mount(rel) if !self.files_via_agent(&rec)? => {
                 let root = self.mount_root(&rec, mount_path)?;
@@ -121,7 +150,8 @@ impl SandboxManager {
         limit: Option<u64>,
     ) -> Result<OpenedFile> {
         let rec = self.store.resolve(key)?;
-        let place = place(mount_path, path)?;
+        let (place, mount_path) = self.locate(&rec, mount_path, path)?;
+        let mount_path = mount_path.as_deref();
         let span = |total: u64| total.saturating_sub(offset).min(limit.unwrap_or(u64::MAX));
         if let Place::Mount(rel) = &place {
             if !self.files_via_agent(&rec)? {
@@ -150,7 +180,8 @@ impl SandboxManager {
     /// size against `config().max_upload_bytes`. Returns the mount path.
     pub async fn begin_upload(self: &Arc<Self>, key: &str, mount_path: Option<&str>, path: &str) -> Result<(UploadSink, String)> {
         let rec = self.store.resolve(key)?;
-        let place = place(mount_path, path)?;
+        let (place, mount_path) = self.locate(&rec, mount_path, path)?;
+        let mount_path = mount_path.as_deref();
         if let Place::Mount(rel) = &place {
             if rel.as_os_str().is_empty() {
                 return Err(CoreError::InvalidPath("file_path is required".into()));
@@ -173,7 +204,8 @@ impl SandboxManager {
 
     pub async fn delete_file(self: &Arc<Self>, key: &str, mount_path: Option<&str>, path: &str, recursive: bool) -> Result<String> {
         let rec = self.store.resolve(key)?;
-        let place = place(mount_path, path)?;
+        let (place, mount_path) = self.locate(&rec, mount_path, path)?;
+        let mount_path = mount_path.as_deref();
         if let Place::Mount(rel) = &place {
             if !self.files_via_agent(&rec)? {
                 let root = self.mount_root(&rec, mount_path)?;

@@ -211,6 +211,12 @@ impl Op<'_> {
         self
     }
 
+    /// A header on the `status` answer (set that answer first).
+    pub fn response_header(mut self, status: u16, name: &str, ty: &str, description: &str) -> Self {
+        self.v["responses"][status.to_string()]["headers"][name] = json!({"description": description, "schema": {"type": ty}});
+        self
+    }
+
     /// A query parameter (`ty` is a JSON Schema type name).
     pub fn query(mut self, name: &str, ty: &str, description: &str) -> Self {
         let p = json!({"name": name, "in": "query", "required": false, "description": description, "schema": {"type": ty}});

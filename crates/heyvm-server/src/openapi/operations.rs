@@ -283,9 +283,12 @@ fn files_and_streams(d: &mut Doc) {
         .ok::<UploadResponse>(201)
         .errors(&[403, 409, 413, 415])
         .add();
-    d.op("GET", "/sandboxes/{id}/files/{*path}", "Download a file")
-        .query("mount_path", "string", "a mount's sandbox path (default /workspace)")
-        .ok_other(200, "the file's bytes", Some("application/octet-stream"))
+    d.op("GET", "/sandboxes/{id}/files/{*path}", "Download a file (all of it, or `limit` bytes from `offset`)")
+        .query("mount_path", "string", "a mount's sandbox path (default /workspace); omit it for an absolute path")
+        .query("offset", "integer", "first byte to send (default 0)")
+        .query("limit", "integer", "most bytes to send (default: to the end)")
+        .ok_other(200, "the file's bytes (the range asked for)", Some("application/octet-stream"))
+        .response_header(200, "x-file-size", "integer", "the whole file's size, beside the Content-Length of a range")
         .errors(&[403])
         .add();
     d.op("DELETE", "/sandboxes/{id}/files/{*path}", "Delete a file (a directory with recursive=true)")

@@ -93,7 +93,13 @@ pub async fn upload_multipart(
                     .clone()
                     .or_else(|| field.file_name().map(str::to_string))
                     .ok_or_else(|| AppError::bad_request("invalid_request", "file_path is required"))?;
-                let (mut file, mp) = s.mgr.begin_upload(&id, mount_path.as_deref(), &path).await?;
+                let (mut file, mp) = match s.mgr.begin_upload(&id, mount_path.as_deref(), &path).await {
+                    Ok(opened) => opened,
+                    Err(e) => {
+                        drain(field, max).await;
+                        return Err(e.into());
+                    }
+                };
                 while let Some(chunk) = field.chunk().await.map_err(bad)? {
                     if file.written() + chunk.len() as u64 > max {
                         return Err(too_large(max));
@@ -107,6 +113,19 @@ pub async fn upload_multipart(
         }
     }
     Err(AppError::bad_request("invalid_request", "multipart form has no 'file' field"))
+}
+
+/// Reads and drops the rest of a refused upload (up to the upload limit),
+/// so the client, still sending, reads our answer instead of a reset
+/// connection ("Broken pipe").
+async fn drain(mut field: axum::extract::multipart::Field<'_>, max: u64) {
+    let mut seen = 0u64;
+    while let Ok(Some(chunk)) = field.chunk().await {
+        seen += chunk.len() as u64;
+        if seen > max {
+            break;
+        }
+    }
 }
 
 pub async fn download(
