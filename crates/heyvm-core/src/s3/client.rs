@@ -2,6 +2,7 @@
 //! need (list, get, put, delete, conditional put), each signed with SigV4.
 //! Object bodies are streamed from and to files, never held in memory.
 
+pub use super::xml::Object;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
@@ -48,14 +49,6 @@ impl S3Config {
         }
         Ok(Some(S3Config { endpoint, bucket, region, credentials: Credentials { access_key, secret_key, session_token }, path_style }))
     }
-}
-
-/// One object of a listing.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Object {
-    pub key: String,
-    pub size: u64,
-    pub etag: String,
 }
 
 /// A connection to the bucket.

@@ -2,8 +2,15 @@
 //! S3's XML is flat and regular, so a tag scanner (with entity decoding)
 //! is enough; anything it cannot read is an error, never a guess.
 
-use super::client::Object;
 use super::S3Error;
+
+/// One object of a listing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Object {
+    pub key: String,
+    pub size: u64,
+    pub etag: String,
+}
 
 pub struct ListPage {
     pub objects: Vec<Object>,
