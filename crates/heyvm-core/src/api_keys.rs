@@ -4,7 +4,6 @@
 //! in the `api_keys` table of the daemon's SQLite database.
 
 use std::path::Path;
-use std::sync::Mutex;
 
 use heyvm_types::{ApiKeyCreated, ApiKeyInfo};
 use rusqlite::{params, Connection, OptionalExtension};
@@ -13,6 +12,7 @@ use sha2::{Digest, Sha256};
 use crate::error::{CoreError, Result};
 use crate::ids::random_hex;
 use crate::record::now_secs;
+use crate::sqlite::Db;
 
 /// Every key starts with this, so a Bearer value is told apart from a JWT
 /// at a glance (a JWT starts with `eyJ`).
@@ -31,7 +31,7 @@ pub enum KeyRejection {
 }
 
 pub struct ApiKeyStore {
-    conn: Mutex<Connection>,
+    db: Db,
 }
 
 fn hash(key: &str) -> String {
@@ -41,13 +41,9 @@ fn hash(key: &str) -> String {
 impl ApiKeyStore {
     /// Opens (and if needed creates) the table in the database at `db`.
     pub fn open(db: &Path) -> Result<Self> {
-        if let Some(dir) = db.parent() {
-            std::fs::create_dir_all(dir)?;
-        }
-        let conn = Connection::open(db)?;
-        conn.execute_batch(
-            "PRAGMA busy_timeout=5000;
-             CREATE TABLE IF NOT EXISTS api_keys (
+        let db = Db::open(
+            db,
+            "CREATE TABLE IF NOT EXISTS api_keys (
                  id TEXT PRIMARY KEY,
                  name TEXT NOT NULL,
                  hash TEXT NOT NULL UNIQUE,
@@ -58,11 +54,11 @@ impl ApiKeyStore {
                  last_used_at INTEGER
              );",
         )?;
-        Ok(ApiKeyStore { conn: Mutex::new(conn) })
+        Ok(ApiKeyStore { db })
     }
 
     fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
-        self.conn.lock().unwrap_or_else(|e| e.into_inner())
+        self.db.lock()
     }
 
     pub fn create(&self, name: &str, ttl_seconds: Option<u64>) -> Result<ApiKeyCreated> {

@@ -4,13 +4,13 @@
 //! tables of the daemon's SQLite database.
 
 use std::path::Path;
-use std::sync::Mutex;
 
 use rusqlite::{params, Connection, OptionalExtension};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{CoreError, Result};
 use crate::record::now_secs;
+use crate::sqlite::Db;
 
 /// An agent's computer settings, as `PUT /api/agents/:id/computer` takes
 /// them (camelCase on the wire).
@@ -42,18 +42,14 @@ pub struct BoundSandbox {
 }
 
 pub struct ComputerStore {
-    conn: Mutex<Connection>,
+    db: Db,
 }
 
 impl ComputerStore {
     pub fn open(db: &Path) -> Result<Self> {
-        if let Some(dir) = db.parent() {
-            std::fs::create_dir_all(dir)?;
-        }
-        let conn = Connection::open(db)?;
-        conn.execute_batch(
-            "PRAGMA busy_timeout=5000;
-             CREATE TABLE IF NOT EXISTS agent_computers (
+        let db = Db::open(
+            db,
+            "CREATE TABLE IF NOT EXISTS agent_computers (
                  agent_id TEXT PRIMARY KEY,
                  config TEXT NOT NULL,
                  updated_at INTEGER NOT NULL
@@ -66,11 +62,11 @@ impl ComputerStore {
                  PRIMARY KEY (agent_id, thread_id)
              );",
         )?;
-        Ok(ComputerStore { conn: Mutex::new(conn) })
+        Ok(ComputerStore { db })
     }
 
     fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
-        self.conn.lock().unwrap_or_else(|e| e.into_inner())
+        self.db.lock()
     }
 
     pub fn config(&self, agent_id: &str) -> Result<Option<ComputerConfig>> {

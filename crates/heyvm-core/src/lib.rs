@@ -24,6 +24,7 @@ pub mod s3;
 pub mod safe_fs;
 pub mod sandbox_ids;
 pub mod shell;
+pub mod sqlite;
 pub mod store;
 pub mod text;
 

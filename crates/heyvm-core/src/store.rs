@@ -2,7 +2,6 @@
 //! the full record as JSON, so adding a field needs no migration.
 
 use std::path::Path;
-use std::sync::Mutex;
 
 use rusqlite::{params, Connection, OptionalExtension};
 
@@ -11,22 +10,22 @@ use heyvm_types::{ExecOperation, OperationStatus};
 use crate::error::{CoreError, Result};
 use crate::ids::looks_like_id;
 use crate::record::SandboxRecord;
+use crate::sqlite::Db;
 
 pub struct Store {
-    conn: Mutex<Connection>,
+    db: Db,
 }
 
 impl Store {
     pub fn open(path: &Path) -> Result<Self> {
-        let conn = Connection::open(path)?;
         // WAL keeps readers off writers' backs. In WAL mode NORMAL sync is
         // still durable across a daemon crash or kill -9 (the kernel has the
         // pages); only a power loss can drop the last transactions. FULL cost
         // ~3 ms of fsync per lifecycle write on the create path.
-        conn.execute_batch(
+        let db = Db::open(
+            path,
             "PRAGMA journal_mode=WAL;
              PRAGMA synchronous=NORMAL;
-             PRAGMA busy_timeout=5000;
              CREATE TABLE IF NOT EXISTS sandboxes (
                  id TEXT PRIMARY KEY,
                  name TEXT NOT NULL UNIQUE,
@@ -48,12 +47,12 @@ impl Store {
                  record TEXT NOT NULL
              );",
         )?;
-        Store::create_id_ranges_table(&conn)?;
-        Ok(Store { conn: Mutex::new(conn) })
+        Store::create_id_ranges_table(&db.lock())?;
+        Ok(Store { db })
     }
 
     pub(crate) fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
-        self.conn.lock().unwrap_or_else(|e| e.into_inner())
+        self.db.lock()
     }
 
     pub fn insert(&self, r: &SandboxRecord) -> Result<()> {
