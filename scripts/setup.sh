@@ -20,13 +20,20 @@ packages+=(docker-registry skopeo umoci busybox-static)
 # sandbox. Hosts with NodeSource's nodejs already have npm (and conflict
 # with Debian's package), so only ask for it when missing.
 command -v npm >/dev/null || packages+=(npm)
-missing=()
-for p in "${packages[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
-if [ "${#missing[@]}" -gt 0 ]; then
+# Two passes: installing one package can remove another that was there
+# (measured: Debian's qemu-system-x86 7.2 removed a backported qemu-utils
+# 10.0, leaving no qemu-img), so whatever is missing afterwards is
+# installed again, from the same release as the rest.
+for pass in 1 2; do
+  missing=()
+  for p in "${packages[@]}"; do
+    dpkg-query -W -f='${db:Status-Abbrev}' "$p" 2>/dev/null | grep -q '^ii' || missing+=("$p")
+  done
+  [ "${#missing[@]}" -eq 0 ] && break
   echo "==> installing ${missing[*]}"
-  $SUDO apt-get update -qq
+  [ "$pass" = 1 ] && $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
-fi
+done
 
 if ! command -v cargo >/dev/null; then
   echo "cargo is required (https://rustup.rs)" >&2
