@@ -101,17 +101,19 @@ fn ttl_deletes_after_running_time_and_patch_changes_it() {
     let t0 = Instant::now();
     let short = d.create(json!({"name": "short", "size_class": "micro", "ttl_seconds": 2}));
     assert_eq!(short["ttl_seconds"], 2);
+    // Each 2 s sandbox is changed right after its own create: the next
+    // create may take longer than 2 s (a VM boots).
     d.create(json!({"name": "cleared", "size_class": "micro", "ttl_seconds": 2}));
-    let shortened = d.create(json!({"name": "shortened", "size_class": "micro", "ttl_seconds": 3600}));
-    d.create(json!({"name": "parked", "size_class": "micro", "ttl_seconds": 2}));
     let (s, v) = d.patch("/sandboxes/cleared", &json!({"clear_ttl": true}));
     assert_eq!((s, v["ttl_seconds"].clone()), (200, Value::Null), "{v}");
+    // TTL counts running time only: a stopped sandbox does not expire.
+    d.create(json!({"name": "parked", "size_class": "micro", "ttl_seconds": 2}));
+    d.post("/sandboxes/parked/stop", &json!({}));
+    let shortened = d.create(json!({"name": "shortened", "size_class": "micro", "ttl_seconds": 3600}));
     let (s, v) = d.patch("/sandboxes/shortened", &json!({"ttl_seconds": 1}));
     assert_eq!((s, v["ttl_seconds"].as_u64()), (200, Some(1)), "{v}");
     let (s, v) = d.patch("/sandboxes/cleared", &json!({"ttl_seconds": 0}));
     assert_eq!(s, 400, "{v}");
-    // TTL counts running time only: a stopped sandbox does not expire.
-    d.post("/sandboxes/parked/stop", &json!({}));
     let gone = |name: &str| d.get(&format!("/sandboxes/{name}")).0 == 404;
     d.wait_until("TTL expiry", Duration::from_secs(15), || gone("short") && gone("shortened"));
     while t0.elapsed() < Duration::from_secs(4) {

@@ -214,10 +214,21 @@ impl SandboxManager {
 
     /// Removes the sandbox: processes, cgroups, mounts and files.
     pub async fn delete(self: &Arc<Self>, key: &str) -> Result<SandboxInfo> {
+        Ok(self.delete_if(key, |_| true).await?.expect("an unconditional delete deletes"))
+    }
+
+    /// Deletes the sandbox if `still` holds for its record as read under
+    /// the sandbox's lock (`None` when it no longer does). For deciders
+    /// working from an older read, such as the reaper's list: a PATCH or a
+    /// stop may have come in between.
+    pub(super) async fn delete_if(self: &Arc<Self>, key: &str, still: impl FnOnce(&SandboxRecord) -> bool) -> Result<Option<SandboxInfo>> {
         let id = self.store.resolve(key)?.id;
         let lock = self.lock_for(&id);
         let _guard = lock.lock().await;
         let rec = self.store.resolve(&id)?;
+        if !still(&rec) {
+            return Ok(None);
+        }
         self.kill_instance(&rec).await?;
         // S3 mounts keep their files in the bucket: save what is unsaved
         // first, and keep the sandbox (stopped) when that fails.
@@ -239,7 +250,7 @@ impl SandboxManager {
         self.forget_endpoints(&rec.id);
         let mut info = self.info(&rec);
         info.status = SandboxStatus::Stopped;
-        Ok(info)
+        Ok(Some(info))
     }
 
     pub async fn update(self: &Arc<Self>, key: &str, req: UpdateSandboxRequest) -> Result<SandboxInfo> {

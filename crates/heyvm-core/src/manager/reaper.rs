@@ -8,7 +8,7 @@ use heyvm_types::SandboxStatus;
 use super::SandboxManager;
 use crate::backend::Liveness;
 use crate::error::Result;
-use crate::record::now_secs;
+use crate::record::{now_secs, SandboxRecord};
 
 impl SandboxManager {
     /// On daemon start: sandboxes whose processes survived stay `running`;
@@ -83,8 +83,12 @@ impl SandboxManager {
                 continue;
             }
             if rec.ttl_seconds.is_some() && rec.ttl_remaining(now) == Some(0) {
-                tracing::info!(sandbox = %rec.id, "TTL expired; deleting");
-                self.delete(&rec.id).await?;
+                // The list is a snapshot and each delete can take seconds
+                // (a VM shuts down): decide again on the current record.
+                let expired = |r: &SandboxRecord| r.status == SandboxStatus::Running && r.ttl_remaining(now_secs()) == Some(0);
+                if self.delete_if(&rec.id, expired).await?.is_some() {
+                    tracing::info!(sandbox = %rec.id, "TTL expired; deleted");
+                }
                 continue;
             }
             // Only a sandbox known to be dead is failed: `Unknown` (the
