@@ -97,6 +97,62 @@ fn fifty_concurrent_streams() {
     }
 }
 
+/// `POST /execute` of a shell script from any thread.
+fn post_exec(url: &str, id: &str, script: &str) -> (u16, Value) {
+    let body = json!({"command": "/bin/sh", "args": ["-c", script]}).to_string();
+    let mut resp = agent().post(format!("{url}/sandboxes/{id}/execute")).content_type("application/json").send(body.as_bytes()).unwrap();
+    let status = resp.status().as_u16();
+    (status, serde_json::from_str(&resp.body_mut().read_to_string().unwrap()).unwrap_or(Value::Null))
+}
+
+#[test]
+fn ten_concurrent_execs_finish_beside_an_endless_yes_flood() {
+    let Some(d) = Daemon::start() else { return };
+    let id = running(&d, "flood");
+    // `yes` never ends on its own and its output crosses the agent stream
+    // (on a VM: the one multiplexed virtio-serial port). The execs must all
+    // finish while it floods; the flood is only stopped after they have.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let got = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let flood = {
+        let (stop, got) = (stop.clone(), got.clone());
+        let mut events = open_stream(&d, &id, json!({"command": "yes"}));
+        std::thread::spawn(move || {
+            let mut bad = None;
+            for (name, v) in events.by_ref() {
+                if name == "stdout" {
+                    let data = v["data"].as_str().unwrap();
+                    if bad.is_none() && !data.bytes().enumerate().all(|(i, b)| b == if i % 2 == 0 { b'y' } else { b'\n' }) {
+                        bad = Some(data.chars().take(40).collect::<String>());
+                    }
+                    got.fetch_add(data.len(), std::sync::atomic::Ordering::SeqCst);
+                }
+                if stop.load(std::sync::atomic::Ordering::SeqCst) {
+                    return bad;
+                }
+            }
+            Some("the flood ended on its own".to_string())
+        })
+    };
+    d.wait_until("the flood to start", Duration::from_secs(120), || got.load(std::sync::atomic::Ordering::SeqCst) > 1 << 20);
+    let handles: Vec<_> = (0..10)
+        .map(|i| {
+            let (url, id) = (d.url.clone(), id.clone());
+            std::thread::spawn(move || post_exec(&url, &id, &format!("echo n{i}; exit {i}")))
+        })
+        .collect();
+    for (i, h) in handles.into_iter().enumerate() {
+        let (status, v) = h.join().unwrap();
+        assert_eq!((status, v["stdout"].as_str(), v["exit_code"].as_i64()), (200, Some(format!("n{i}\n").as_str()), Some(i as i64)), "{v}");
+    }
+    let during = got.load(std::sync::atomic::Ordering::SeqCst);
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    assert_eq!(flood.join().unwrap(), None, "the flood's bytes were all `y\\n`");
+    eprintln!("{during} bytes of `yes` streamed while the ten execs ran");
+    // Hanging up the stream ended the endless command.
+    d.wait_until("yes to be killed", Duration::from_secs(30), || d.sh(&id, "pgrep -x yes || true")["stdout"] == "");
+}
+
 fn vm_hwm_kib(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     let line = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap();
@@ -206,7 +262,11 @@ fn exec_operations_are_idempotent_and_survive_restart() {
 fn logs_follow_streams_backlog_then_new_lines() {
     let Some(d) = Daemon::start() else { return };
     d.create(json!({"name": "tick", "start_command": "i=0; while true; do i=$((i+1)); echo tick$i; sleep 0.2; done"}));
-    std::thread::sleep(Duration::from_millis(700));
+    // A backlog to skip: a few lines logged already (not a fixed sleep; a
+    // VM's start command starts later).
+    d.wait_until("three lines", Duration::from_secs(60), || {
+        d.get("/sandboxes/tick/logs?source=stdout&limit=10").1["logs"].as_array().is_some_and(|l| l.len() >= 3)
+    });
     let resp = agent().get(format!("{}/sandboxes/tick/logs/stream?backlog=2&source=stdout", d.url)).call().unwrap();
     assert_eq!(resp.status().as_u16(), 200);
     let mut events = sse_events(BufReader::new(resp.into_body().into_reader()));
