@@ -31,6 +31,21 @@ pub struct ComputerConfig {
     pub settings: serde_json::Value,
 }
 
+impl ComputerConfig {
+    /// An enabled, agent-scoped, persistent heyvm computer of size small:
+    /// what an agent the server has not seen gets from `from-template`.
+    pub fn heyvm_persistent() -> ComputerConfig {
+        ComputerConfig {
+            enabled: true,
+            provider: "heyvm".into(),
+            mode: "persistent".into(),
+            scope: "agent".into(),
+            size_class: "small".into(),
+            settings: serde_json::json!({}),
+        }
+    }
+}
+
 /// The sandbox "row" of a thread or an agent (`thread_id` empty for the
 /// agent-scoped one).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -126,14 +141,7 @@ mod tests {
     fn configs_and_bindings_persist() {
         let dir = tempfile::tempdir().unwrap();
         let db = dir.path().join("c.db");
-        let c = ComputerConfig {
-            enabled: true,
-            provider: "heyvm".into(),
-            mode: "persistent".into(),
-            scope: "agent".into(),
-            size_class: "small".into(),
-            settings: serde_json::json!({}),
-        };
+        let c = ComputerConfig::heyvm_persistent();
         {
             let s = ComputerStore::open(&db).unwrap();
             assert_eq!(s.config("agt_1").unwrap(), None);

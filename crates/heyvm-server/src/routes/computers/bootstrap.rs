@@ -88,15 +88,7 @@ pub async fn from_template(State(s): State<AppState>, ApiJson(req): ApiJson<From
     }
     // An agent the server has not seen gets a persistent heyvm computer.
     if s.computers.store.config(&agent).map_err(sandbox_err)?.is_none() {
-        let c = ComputerConfig {
-            enabled: true,
-            provider: "heyvm".into(),
-            mode: "persistent".into(),
-            scope: "agent".into(),
-            size_class: "small".into(),
-            settings: json!({}),
-        };
-        s.computers.store.put_config(&agent, &c).map_err(sandbox_err)?;
+        s.computers.store.put_config(&agent, &ComputerConfig::heyvm_persistent()).map_err(sandbox_err)?;
     }
     let cfg = heyvm_config(&s.computers, &agent)?;
     let stream_url = format!("/api/agents/{agent}/computer/bootstrap/stream");
