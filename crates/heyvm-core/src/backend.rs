@@ -172,6 +172,13 @@ pub trait Backend: Send + Sync + 'static {
         Ok(())
     }
 
+    /// Removes cached per-image artefacts (a VM's base disks) that no
+    /// sandbox and no image with the layers of `keep` needs; the host
+    /// bytes freed. After `images rm` and `images prune`.
+    fn prune_image_cache(&self, _keep: &[Vec<PathBuf>]) -> u64 {
+        0
+    }
+
     /// The host directory holding a sandbox's own changes to its image
     /// root (overlay upper layer), which an image build turns into a layer.
     /// `None`: this backend keeps no such directory, so cannot build.

@@ -56,6 +56,7 @@ env_vars! {
     VM_ACCEL = "HEYVM_VM_ACCEL", "probed", "kvm backend: force `kvm` or `tcg` (default: KVM only if a test boot with it works).";
     QEMU = "HEYVM_QEMU", "qemu-system-x86_64", "kvm backend: the QEMU binary.";
     VM_BOOT_TIMEOUT = "HEYVM_VM_BOOT_TIMEOUT", "120", "kvm backend: seconds a VM has to boot and answer (TCG is slow).";
+    VM_ROOT_DISK_MB = "HEYVM_VM_ROOT_DISK_MB", "the disk limit", "kvm backend: most MiB a VM's root overlay (writes outside `/workspace`) may take on the host; past it the VM is stopped as failed.";
     FILES_VIA_AGENT = "HEYVM_FILES_VIA_AGENT", "0", "`1`: file routes of running bubblewrap sandboxes go through the in-sandbox agent too (VMs always do).";
     S3_ENABLED = "S3_ENABLED", "unset", "`true` or `1`: mounts may live in S3 (`s3_prefix`); needs S3_BUCKET and AWS credentials.";
     S3_BUCKET = "S3_BUCKET", "unset", "Bucket of S3-backed mounts (must exist).";

@@ -17,6 +17,26 @@ pub struct CheckpointInfo {
     pub memory: bool,
 }
 
+impl CheckpointInfo {
+    /// Checkpoint names become directory names in every backend: 1-64 of
+    /// `[A-Za-z0-9._-]`, not starting with a dot.
+    pub fn valid_name(name: &str) -> bool {
+        !name.is_empty()
+            && name.len() <= 64
+            && !name.starts_with('.')
+            && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+    }
+
+    /// `created_at` for a checkpoint taken now: RFC 3339 UTC with
+    /// milliseconds (checkpoints are listed in this order).
+    pub fn now_timestamp() -> String {
+        let d = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+        let t = crate::compat::UtcTime::from_unix(d.as_secs() as i64);
+        let (y, mo, day, h, mi, sec, ms) = (t.year, t.month, t.day, t.hour, t.minute, t.second, d.subsec_millis());
+        format!("{y:04}-{mo:02}-{day:02}T{h:02}:{mi:02}:{sec:02}.{ms:03}Z")
+    }
+}
+
 /// `POST /sandboxes/:id/checkpoints`; a name is generated when absent.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
@@ -62,4 +82,22 @@ pub struct RestoreResponse {
     pub sandbox: crate::SandboxInfo,
     pub checkpoint: CheckpointInfo,
     pub processes: ProcessFate,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_and_timestamps() {
+        for ok in ["a", "ck-1", "v1.2_x"] {
+            assert!(CheckpointInfo::valid_name(ok), "{ok}");
+        }
+        for bad in ["", ".x", "a/b", "..", "a b", &"x".repeat(65)] {
+            assert!(!CheckpointInfo::valid_name(bad), "{bad}");
+        }
+        let s = CheckpointInfo::now_timestamp();
+        assert_eq!(s.len(), 24, "{s}");
+        assert!(s.starts_with("20") && s.ends_with('Z'));
+    }
 }

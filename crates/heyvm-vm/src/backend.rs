@@ -11,6 +11,7 @@ use heyvm_core::backend::{Backend, BackendError, BackendResult, BackendStatus, I
 use heyvm_types::{CheckpointInfo, Limits, ProcessFate};
 
 use crate::assets::{VmAssets, DEFAULT_IMAGE};
+use crate::error::{VmError, VmResult};
 use crate::launch::{self, HostSetup};
 use crate::snapshot::{self, CheckpointMeta};
 use crate::vmproc::{self, VmLayout, VmProcess};
@@ -21,7 +22,8 @@ pub const ALIASES: &[&str] = &["vm", "firecracker", "firecracker_containerd", "l
 
 pub struct KvmBackend {
     assets: VmAssets,
-    setup: OnceLock<Result<HostSetup, String>>,
+    /// The host verdict, decided once and reported on every use.
+    setup: OnceLock<Result<HostSetup, Unavailable>>,
 }
 
 impl Default for KvmBackend {
@@ -37,21 +39,19 @@ impl KvmBackend {
 
     /// Assets, initramfs and accelerator, decided once (the probe may boot
     /// a test VM; its verdict is cached on disk too).
-    pub fn host(&self) -> Result<&HostSetup, String> {
-        self.setup.get_or_init(|| self.decide()).as_ref().map_err(Clone::clone)
+    pub fn host(&self) -> Result<&HostSetup, Unavailable> {
+        self.setup.get_or_init(|| self.decide().map_err(|e| Unavailable(e.to_string()))).as_ref().map_err(Clone::clone)
     }
 
-    fn decide(&self) -> Result<HostSetup, String> {
+    fn decide(&self) -> VmResult<HostSetup> {
         if which(&vmproc::qemu_binary()).is_none() {
-            return Err(format!("{} is not installed (apt-get install qemu-system-x86 qemu-utils)", vmproc::qemu_binary()));
+            return Err(VmError::QemuMissing(vmproc::qemu_binary()));
         }
         if let Some(missing) = self.assets.missing(DEFAULT_IMAGE) {
-            return Err(missing);
+            return Err(VmError::AssetsMissing(missing));
         }
-        let agent = heyvm_core::backend::static_agent_path()
-            .ok_or("the static heyvm-agent binary was not found (HEYVM_AGENT_BIN, or beside heyvm)")?;
-        let initrd = crate::initramfs::build_cached(&agent, &self.assets.modules(), &self.assets.dir)
-            .map_err(|e| format!("building the guest initramfs: {e}"))?;
+        let agent = heyvm_core::backend::static_agent_path().ok_or(VmError::AgentMissing)?;
+        let initrd = crate::initramfs::build_cached(&agent, &self.assets.modules(), &self.assets.dir).map_err(VmError::Initramfs)?;
         let verdict =
             crate::probe::decide(&self.assets.dir, &self.assets.kernel(), &initrd, &self.assets.kernel_version().unwrap_or_default());
         match verdict.accel {
@@ -79,8 +79,20 @@ fn info(m: CheckpointMeta) -> CheckpointInfo {
     CheckpointInfo { name: m.name, created_at: m.created_at, size_bytes: m.size_bytes, memory: m.memory }
 }
 
-fn failed(e: impl ToString) -> BackendError {
-    BackendError::Failed(e.to_string())
+/// Why the backend cannot run VMs on this host (the cached verdict).
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{0}")]
+pub struct Unavailable(pub String);
+
+impl From<Unavailable> for BackendError {
+    fn from(e: Unavailable) -> Self {
+        BackendError::Failed(e.0)
+    }
+}
+
+/// Runs blocking VM work off the async runtime.
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> VmResult<T> + Send + 'static) -> BackendResult<T> {
+    Ok(tokio::task::spawn_blocking(f).await.map_err(VmError::from)??)
 }
 
 #[async_trait]
@@ -106,7 +118,7 @@ impl Backend for KvmBackend {
                 reason: Some(h.accel_reason.clone()),
                 accel: Some(h.accel.as_str().to_string()),
             },
-            Err(why) => BackendStatus { name: NAME, available: false, reason: Some(why), accel: None },
+            Err(why) => BackendStatus { name: NAME, available: false, reason: Some(why.0), accel: None },
         }
     }
 
@@ -129,12 +141,11 @@ impl Backend for KvmBackend {
             return Err(BackendError::NotRunning);
         }
         if !snapshot::valid_name(name) {
-            return Err(failed(format!("invalid checkpoint name {name:?} (1-64 of letters, digits, '.', '_', '-')")));
+            return Err(VmError::CheckpointName(name.to_string()).into());
         }
         let layout = VmLayout::new(&spec.paths.dir);
         let n = name.to_string();
-        let meta = tokio::task::spawn_blocking(move || snapshot::take(&layout, &n)).await.map_err(failed)?.map_err(failed)?;
-        Ok(info(meta))
+        Ok(info(blocking(move || snapshot::take(&layout, &n)).await?))
     }
 
     fn checkpoints(&self, spec: &LaunchSpec) -> Vec<CheckpointInfo> {
@@ -142,12 +153,12 @@ impl Backend for KvmBackend {
     }
 
     fn delete_checkpoint(&self, spec: &LaunchSpec, name: &str) -> BackendResult<()> {
-        snapshot::remove(&VmLayout::new(&spec.paths.dir), name).map_err(failed)
+        Ok(snapshot::remove(&VmLayout::new(&spec.paths.dir), name)?)
     }
 
     async fn stage_checkpoint(&self, from: &LaunchSpec, name: &str, to: &LaunchSpec) -> BackendResult<ProcessFate> {
         let (src, dst, n) = (VmLayout::new(&from.paths.dir), VmLayout::new(&to.paths.dir), name.to_string());
-        tokio::task::spawn_blocking(move || snapshot::stage(&src, &n, &dst)).await.map_err(failed)?.map_err(failed)?;
+        blocking(move || snapshot::stage(&src, &n, &dst)).await?;
         Ok(ProcessFate::Kept)
     }
 
@@ -156,8 +167,15 @@ impl Backend for KvmBackend {
     }
 
     fn prepare_image(&self, layers: &[std::path::PathBuf]) -> BackendResult<()> {
-        let host = self.host().map_err(failed)?;
-        crate::image_disk::ensure(&host.assets.dir, layers).map(|_| ()).map_err(failed)
+        let host = self.host()?;
+        Ok(crate::image_disk::ensure(&host.assets.dir, layers).map(|_| ())?)
+    }
+
+    /// Base disks of images no VM file and no image of `keep` needs.
+    fn prune_image_cache(&self, keep: &[Vec<std::path::PathBuf>]) -> u64 {
+        let dir = &self.assets.dir;
+        let keep: Vec<_> = keep.iter().map(|layers| crate::image_disk::path_for(dir, layers)).collect();
+        crate::image_prune::prune(dir, &keep)
     }
 
     fn disk_usage(&self, spec: &LaunchSpec) -> Option<heyvm_core::backend::DiskUsage> {
@@ -171,18 +189,18 @@ impl Backend for KvmBackend {
         if vmproc::find(&VmLayout::new(&spec.paths.dir)).is_some() {
             return Ok(false);
         }
-        launch::grow_workspace(spec).map(|_| true).map_err(failed)
+        Ok(launch::grow_workspace(spec).map(|_| true)?)
     }
 
     fn prepare(&self, spec: &LaunchSpec) -> BackendResult<()> {
-        self.host().map_err(failed)?;
-        launch::prepare_disks(spec).map_err(failed)
+        self.host()?;
+        Ok(launch::prepare_disks(spec)?)
     }
 
     async fn launch(&self, spec: &LaunchSpec) -> BackendResult<Arc<dyn Instance>> {
-        let host = self.host().map_err(failed)?.clone();
+        let host = self.host()?.clone();
         let s = spec.clone();
-        let process = tokio::task::spawn_blocking(move || launch::start(&s, &host)).await.map_err(failed)?.map_err(failed)?;
+        let process = blocking(move || launch::start(&s, &host)).await?;
         Ok(Arc::new(VmInstance::new(spec.clone(), process)))
     }
 
@@ -192,7 +210,11 @@ impl Backend for KvmBackend {
 
     async fn cleanup(&self, spec: &LaunchSpec) -> BackendResult<()> {
         let s = spec.clone();
-        tokio::task::spawn_blocking(move || launch::stop(&s)).await.map_err(failed)
+        blocking(move || {
+            launch::stop(&s);
+            Ok(())
+        })
+        .await
     }
 }
 
@@ -201,11 +223,13 @@ pub struct VmInstance {
     spec: LaunchSpec,
     layout: VmLayout,
     process: VmProcess,
+    /// Most bytes the root overlay may take ([`crate::rootcap`]).
+    root_cap: Option<u64>,
 }
 
 impl VmInstance {
     fn new(spec: LaunchSpec, process: VmProcess) -> Self {
-        Self { layout: VmLayout::new(&spec.paths.dir), spec, process }
+        Self { layout: VmLayout::new(&spec.paths.dir), root_cap: crate::rootcap::cap_bytes(&spec), spec, process }
     }
 }
 
@@ -213,6 +237,12 @@ impl VmInstance {
 impl Instance for VmInstance {
     fn liveness(&self) -> Liveness {
         match self.process.alive() {
+            // The daemon asks every second: the root disk's cap is checked
+            // here, and a VM past it is stopped (its reason kept).
+            Some(true) if self.root_cap.is_some_and(|cap| crate::rootcap::check(&self.layout, cap)) => {
+                self.process.kill();
+                Liveness::Dead
+            }
             Some(true) => Liveness::Alive,
             Some(false) => Liveness::Dead,
             None => Liveness::Unknown,
@@ -221,7 +251,11 @@ impl Instance for VmInstance {
 
     async fn kill(&self) -> BackendResult<()> {
         let s = self.spec.clone();
-        tokio::task::spawn_blocking(move || launch::stop(&s)).await.map_err(failed)
+        blocking(move || {
+            launch::stop(&s);
+            Ok(())
+        })
+        .await
     }
 
     fn usage(&self) -> Usage {
@@ -254,6 +288,9 @@ impl Instance for VmInstance {
     }
 
     fn failure_reason(&self) -> Option<String> {
+        if let Some(why) = crate::rootcap::reason(&self.layout) {
+            return Some(why);
+        }
         let detail = vmproc::failure_reason(&self.layout);
         let head = match self.process.alive() {
             Some(true) => "the guest did not answer in time (QEMU still running)",

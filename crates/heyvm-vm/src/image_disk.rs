@@ -18,6 +18,8 @@ use std::sync::Mutex;
 
 use sha2::{Digest, Sha256};
 
+use crate::error::{VmError, VmResult};
+
 /// Bumped when the way base disks are made changes (gives new keys).
 const FORMAT: &str = "heyvm-oci-ext4-v1";
 /// Overlay mount options must fit in one page.
@@ -43,9 +45,9 @@ pub fn path_for(cache_dir: &Path, layers: &[PathBuf]) -> PathBuf {
 }
 
 /// The base disk for an image's layers (bottom first), made if missing.
-pub fn ensure(cache_dir: &Path, layers: &[PathBuf]) -> Result<PathBuf, String> {
+pub fn ensure(cache_dir: &Path, layers: &[PathBuf]) -> VmResult<PathBuf> {
     if layers.is_empty() {
-        return Err("an image without layers has no root file system to boot".into());
+        return Err(VmError::ImageWithoutLayers);
     }
     let out = path_for(cache_dir, layers);
     if out.exists() {
@@ -55,7 +57,7 @@ pub fn ensure(cache_dir: &Path, layers: &[PathBuf]) -> Result<PathBuf, String> {
     if out.exists() {
         return Ok(out);
     }
-    build(layers, &out).map_err(|e| format!("building the VM disk of the image: {e}"))?;
+    build(layers, &out).map_err(VmError::ImageDisk)?;
     Ok(out)
 }
 

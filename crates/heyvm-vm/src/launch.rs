@@ -8,6 +8,7 @@ use heyvm_core::LaunchSpec;
 use heyvm_types::NetworkMode;
 
 use crate::assets::VmAssets;
+use crate::error::{VmError, VmResult};
 use crate::qemu::{Accel, Disk, Machine, Share, VmSpec};
 use crate::vmproc::{self, VmLayout, VmProcess};
 
@@ -27,7 +28,7 @@ pub struct HostSetup {
 
 /// The read-only base disk a VM's root overlay sits on: the image's (built
 /// from its layers once) or the default VM image.
-pub fn base_disk(spec: &LaunchSpec, host: &HostSetup) -> Result<PathBuf, String> {
+pub fn base_disk(spec: &LaunchSpec, host: &HostSetup) -> VmResult<PathBuf> {
     if spec.image_layers.is_empty() {
         return Ok(host.assets.image(&host.image));
     }
@@ -36,13 +37,14 @@ pub fn base_disk(spec: &LaunchSpec, host: &HostSetup) -> Result<PathBuf, String>
 
 /// Creates the VM's `/workspace` disk if missing. The root overlay waits
 /// for the first launch, which knows the image's layers.
-pub fn prepare_disks(spec: &LaunchSpec) -> Result<(), String> {
+pub fn prepare_disks(spec: &LaunchSpec) -> VmResult<()> {
     let layout = VmLayout::new(&spec.paths.dir);
-    std::fs::create_dir_all(&layout.dir).map_err(|e| format!("creating {}: {e}", layout.dir.display()))?;
+    std::fs::create_dir_all(&layout.dir).map_err(|e| VmError::io(format!("creating {}", layout.dir.display()), e))?;
     if !layout.workspace_disk().exists() {
         let tmp = layout.workspace_disk().with_extension("ext4.tmp");
-        crate::disk::create_ext4(&tmp, workspace_bytes(spec), "workspace").map_err(|e| format!("workspace disk: {e}"))?;
-        std::fs::rename(&tmp, layout.workspace_disk()).map_err(|e| format!("workspace disk: {e}"))?;
+        crate::disk::create_ext4(&tmp, workspace_bytes(spec), "workspace")
+            .and_then(|()| std::fs::rename(&tmp, layout.workspace_disk()))
+            .map_err(|e| VmError::io("workspace disk", e))?;
     }
     Ok(())
 }
@@ -56,12 +58,12 @@ pub fn workspace_bytes(spec: &LaunchSpec) -> u64 {
 }
 
 /// Grows a stopped VM's `/workspace` disk to its limit (after a resize).
-pub fn grow_workspace(spec: &LaunchSpec) -> Result<bool, String> {
+pub fn grow_workspace(spec: &LaunchSpec) -> VmResult<bool> {
     let disk = VmLayout::new(&spec.paths.dir).workspace_disk();
     if !disk.exists() {
         return Ok(false); // made at its full size by the next start
     }
-    crate::disk::grow_ext4(&disk, workspace_bytes(spec)).map_err(|e| format!("growing the workspace disk: {e}"))
+    crate::disk::grow_ext4(&disk, workspace_bytes(spec)).map_err(|e| VmError::io("growing the workspace disk", e))
 }
 
 /// vCPUs for a CPU limit in thousandths of a core: rounded up, at least 1,
@@ -78,15 +80,15 @@ pub fn memory_mib(bytes: u64) -> u64 {
 
 /// A guest path is handed to the guest on the kernel command line: no
 /// whitespace, no `:` (the field separator), absolute.
-fn check_guest_path(p: &str) -> Result<(), String> {
+fn check_guest_path(p: &str) -> VmResult<()> {
     if !p.starts_with('/') || p.chars().any(|c| c.is_whitespace() || c == ':' || c.is_control()) || p.split('/').any(|c| c == "..") {
-        return Err(format!("mount path {p:?} cannot be shared into a VM (absolute, no spaces, ':' or '..')"));
+        return Err(VmError::GuestPath(p.to_string()));
     }
     Ok(())
 }
 
 /// Everything but the process: the QEMU spec for this sandbox.
-pub fn vm_spec(spec: &LaunchSpec, host: &HostSetup, net: Option<&GuestNet>) -> Result<VmSpec, String> {
+pub fn vm_spec(spec: &LaunchSpec, host: &HostSetup, net: Option<&GuestNet>) -> VmResult<VmSpec> {
     let layout = VmLayout::new(&spec.paths.dir);
     let now_ms = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
     let mut cmdline = format!("heyvm.root=serial:root heyvm.ws=serial:workspace heyvm.hostname={} heyvm.time={now_ms}", spec.hostname);
@@ -140,27 +142,27 @@ pub struct GuestNet {
 
 /// Builds the sandbox's namespace (shared code with bubblewrap) and hands
 /// its address to the guest through a bridged tap.
-pub fn setup_network(spec: &LaunchSpec) -> Result<Option<GuestNet>, String> {
+pub fn setup_network(spec: &LaunchSpec) -> VmResult<Option<GuestNet>> {
     if spec.network.mode != NetworkMode::Nat {
         return Ok(None);
     }
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
-        return Err("network 'nat' for a VM needs a root daemon (use --network none)".into());
+        return Err(VmError::NatNeedsRoot);
     }
-    let owner_net = heyvm_backends::net::setup(spec).map_err(|e| e.to_string())?;
-    let netns_path = owner_net.netns.clone().ok_or("the sandbox network has no namespace")?;
+    let owner_net = heyvm_backends::net::setup(spec)?;
+    let netns_path = owner_net.netns.clone().ok_or(VmError::NetShape("has no namespace"))?;
     let routed = (|| {
-        let netns = netns_path.file_name().and_then(|n| n.to_str()).ok_or("bad namespace path")?.to_string();
-        let ip = heyvm_backends::net::guest_ip(spec).ok_or("the sandbox network has no address")?;
-        let gateway = crate::net::gateway_for(&ip).ok_or("bad sandbox address")?;
+        let netns = netns_path.file_name().and_then(|n| n.to_str()).ok_or(VmError::NetShape("has a bad namespace path"))?.to_string();
+        let ip = heyvm_backends::net::guest_ip(spec).ok_or(VmError::NetShape("has no address"))?;
+        let gateway = crate::net::gateway_for(&ip).ok_or(VmError::NetShape("has a bad address"))?;
         crate::net::route_tap(&netns, &ip, &gateway)?;
         // The egress policy, in the namespace's forward hook: loaded before
         // QEMU starts, so the guest never sends a packet without it.
         if let Some(script) = &owner_net.nft_script {
             crate::net::apply_policy(&netns, &heyvm_backends::net::policy::for_forwarding(script, crate::net::TAP))?;
         }
-        Ok::<_, String>(GuestNet { dns: crate::net::host_nameservers(), mtu: crate::net::eth0_mtu(&netns), ip, gateway, netns_path })
+        Ok::<_, VmError>(GuestNet { dns: crate::net::host_nameservers(), mtu: crate::net::eth0_mtu(&netns), ip, gateway, netns_path })
     })();
     if routed.is_err() {
         heyvm_backends::net::teardown(spec);
@@ -169,42 +171,46 @@ pub fn setup_network(spec: &LaunchSpec) -> Result<Option<GuestNet>, String> {
 }
 
 /// Starts the VM: network, QEMU. The disks must exist ([`prepare_disks`]).
-pub fn start(spec: &LaunchSpec, host: &HostSetup) -> Result<VmProcess, String> {
+pub fn start(spec: &LaunchSpec, host: &HostSetup) -> VmResult<VmProcess> {
     let layout = VmLayout::new(&spec.paths.dir);
     prepare_disks(spec)?;
     grow_workspace(spec)?;
     if !layout.overlay().exists() {
-        let base = base_disk(spec, host)?;
+        // Held until the overlay is registered as a user of the base disk.
+        let (base, _pin) = crate::image_prune::pinned(|| base_disk(spec, host))?;
         let tmp = layout.overlay().with_extension("qcow2.tmp");
-        crate::disk::create_overlay(&base, &tmp).map_err(|e| format!("root disk: {e}"))?;
-        std::fs::rename(&tmp, layout.overlay()).map_err(|e| format!("root disk: {e}"))?;
+        crate::disk::create_overlay(&base, &tmp)
+            .and_then(|()| std::fs::rename(&tmp, layout.overlay()))
+            .and_then(|()| crate::image_prune::register(&layout.overlay()))
+            .map_err(|e| VmError::io("root disk", e))?;
     }
+    crate::rootcap::admit(spec, &layout)?;
     let net = setup_network(spec)?;
     let mut vm = vm_spec(spec, host, net.as_ref())?;
     // A restore or fork staged a checkpoint: load its memory instead of booting.
     vm.incoming = crate::snapshot::take_restore_marker(&layout);
     if vm.incoming.is_some() && !vm.shares.is_empty() {
-        return Err("a VM with host mounts cannot be restored from a checkpoint".into());
+        return Err(VmError::RestoreWithMounts);
     }
     // Each boot starts a fresh console log; the previous one is kept once.
     let _ = std::fs::rename(layout.console_log(), layout.dir.join("console.prev.log"));
     let _ = std::fs::remove_file(layout.qemu_log());
     let process = vmproc::spawn(&vm, &layout, net.as_ref().map(|n| n.netns_path.as_path())).map_err(|e| {
         heyvm_backends::net::teardown(spec);
-        e.to_string()
+        VmError::Spawn(e)
     })?;
     if vm.incoming.is_some() {
         if let Err(e) = resume_incoming(&layout, &process) {
             process.kill();
             heyvm_backends::net::teardown(spec);
-            return Err(format!("restoring the checkpoint: {e}"));
+            return Err(VmError::Restore(e));
         }
     }
     Ok(process)
 }
 
 /// Waits for QEMU to load the checkpoint's memory, then lets the vCPUs run.
-fn resume_incoming(layout: &VmLayout, process: &VmProcess) -> std::io::Result<()> {
+fn resume_incoming(layout: &VmLayout, process: &VmProcess) -> crate::error::QmpResult<()> {
     use std::time::{Duration, Instant};
     let deadline = Instant::now() + Duration::from_secs(10);
     let mut qmp = loop {

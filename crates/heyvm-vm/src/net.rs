@@ -13,9 +13,11 @@
 //! table with connection tracking, [`apply_policy`]) is enforced on the
 //! host side: nothing inside the guest can reach the namespace's rules.
 
-use std::io::Write;
 use std::net::Ipv4Addr;
-use std::process::{Command, Stdio};
+
+use heyvm_backends::net::tool;
+
+use crate::error::{VmError, VmResult};
 
 /// The tap device QEMU opens inside the sandbox's namespace.
 pub const TAP: &str = "tap0";
@@ -26,7 +28,7 @@ const TAP_ADDR: &str = "169.254.77.1";
 
 /// Turns the namespace into the guest's router (see the module docs).
 /// Idempotent enough for a restart (a fresh namespace is made on every start).
-pub fn route_tap(netns: &str, guest: &str, gateway: &str) -> Result<(), String> {
+pub fn route_tap(netns: &str, guest: &str, gateway: &str) -> VmResult<()> {
     let batch = format!(
         "addr flush dev eth0\n\
          route replace {gateway}/32 dev eth0 scope link\n\
@@ -36,7 +38,7 @@ pub fn route_tap(netns: &str, guest: &str, gateway: &str) -> Result<(), String> 
          link set {TAP} up\n\
          route replace {guest}/32 dev {TAP}\n"
     );
-    run_ip(&["-n", netns, "-batch", "-"], &batch)?;
+    tool::run("ip", &["-n", netns, "-batch", "-"], Some(&batch)).map_err(VmError::Route)?;
     let sysctls = [
         "net/ipv4/ip_forward=1".to_string(),
         "net/ipv4/conf/eth0/proxy_arp=1".into(),
@@ -50,62 +52,23 @@ pub fn route_tap(netns: &str, guest: &str, gateway: &str) -> Result<(), String> 
 
 /// Loads the egress policy's nftables script (filtering the namespace's
 /// `forward` hook) into the namespace.
-pub fn apply_policy(netns: &str, script: &str) -> Result<(), String> {
-    let mut child = Command::new("ip")
-        .args(["netns", "exec", netns, "nft", "-f", "-"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| format!("nft: {e}"))?;
-    if let Some(mut i) = child.stdin.take() {
-        let _ = i.write_all(script.as_bytes());
-    }
-    let out = child.wait_with_output().map_err(|e| format!("nft: {e}"))?;
-    if !out.status.success() {
-        return Err(format!("loading the egress policy: {}", String::from_utf8_lossy(&out.stderr).trim()));
-    }
-    Ok(())
+pub fn apply_policy(netns: &str, script: &str) -> VmResult<()> {
+    tool::run("ip", &["netns", "exec", netns, "nft", "-f", "-"], Some(script)).map(|_| ()).map_err(VmError::Policy)
 }
 
 /// Writes `/proc/sys/KEY=VALUE` settings as seen from inside the namespace
 /// (one process for all of them).
-fn sysctls_in(netns: &str, settings: &[String]) -> Result<(), String> {
+fn sysctls_in(netns: &str, settings: &[String]) -> VmResult<()> {
     let script = "for kv; do echo \"${kv#*=}\" > \"/proc/sys/${kv%%=*}\" || exit 1; done";
-    let out = Command::new("ip")
-        .args(["netns", "exec", netns, "sh", "-c", script, "sh"])
-        .args(settings)
-        .output()
-        .map_err(|e| format!("ip netns exec: {e}"))?;
-    if !out.status.success() {
-        return Err(format!("network settings of the sandbox: {}", String::from_utf8_lossy(&out.stderr).trim()));
-    }
-    Ok(())
+    let mut args = vec!["netns", "exec", netns, "sh", "-c", script, "sh"];
+    args.extend(settings.iter().map(String::as_str));
+    tool::run("ip", &args, None).map(|_| ()).map_err(VmError::Sysctl)
 }
 
 /// MTU of `eth0` inside the namespace (the guest must match it).
 pub fn eth0_mtu(netns: &str) -> Option<u32> {
-    let out = Command::new("ip").args(["-n", netns, "-j", "link", "show", "eth0"]).output().ok()?;
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+    let v = tool::ip_json(&["-n", netns, "link", "show", "eth0"]).ok()?;
     v.get(0)?.get("mtu")?.as_u64().map(|m| m as u32)
-}
-
-fn run_ip(args: &[&str], stdin: &str) -> Result<(), String> {
-    let mut child = Command::new("ip")
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| format!("ip: {e}"))?;
-    if let Some(mut i) = child.stdin.take() {
-        let _ = i.write_all(stdin.as_bytes());
-    }
-    let out = child.wait_with_output().map_err(|e| format!("ip: {e}"))?;
-    if !out.status.success() {
-        return Err(format!("ip {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr).trim()));
-    }
-    Ok(())
 }
 
 /// The gateway of a sandbox /30: the host end is the address below the guest's.

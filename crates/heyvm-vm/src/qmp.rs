@@ -4,12 +4,14 @@
 //! a clean quit. QEMU serves one QMP client per socket at a time, so each
 //! use opens its own short connection.
 
-use std::io::{self, BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
+
+use crate::error::{QmpError, QmpResult};
 
 pub struct Qmp {
     reader: BufReader<UnixStream>,
@@ -17,29 +19,29 @@ pub struct Qmp {
 }
 
 impl Qmp {
-    pub fn connect(socket: &Path, timeout: Duration) -> io::Result<Self> {
-        let stream = UnixStream::connect(socket).map_err(|e| io::Error::new(e.kind(), format!("QMP socket {}: {e}", socket.display())))?;
+    pub fn connect(socket: &Path, timeout: Duration) -> QmpResult<Self> {
+        let stream = UnixStream::connect(socket).map_err(|source| QmpError::Connect { path: socket.to_path_buf(), source })?;
         stream.set_read_timeout(Some(timeout))?;
         stream.set_write_timeout(Some(timeout))?;
         let mut q = Qmp { reader: BufReader::new(stream.try_clone()?), writer: stream };
         let greeting = q.read_message()?;
         if greeting.get("QMP").is_none() {
-            return Err(io::Error::other(format!("not a QMP greeting: {greeting}")));
+            return Err(QmpError::Greeting(greeting.to_string()));
         }
         q.execute("qmp_capabilities", json!({}))?;
         Ok(q)
     }
 
-    fn read_message(&mut self) -> io::Result<Value> {
+    fn read_message(&mut self) -> QmpResult<Value> {
         let mut line = String::new();
         if self.reader.read_line(&mut line)? == 0 {
-            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "QMP connection closed"));
+            return Err(QmpError::Closed);
         }
-        serde_json::from_str(&line).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("QMP sent bad JSON: {e}")))
+        serde_json::from_str(&line).map_err(QmpError::BadJson)
     }
 
     /// Runs one command and returns its `return` value.
-    pub fn execute(&mut self, command: &str, arguments: Value) -> io::Result<Value> {
+    pub fn execute(&mut self, command: &str, arguments: Value) -> QmpResult<Value> {
         let msg = json!({ "execute": command, "arguments": arguments });
         self.writer.write_all(format!("{msg}\n").as_bytes())?;
         loop {
@@ -48,15 +50,15 @@ impl Qmp {
                 continue;
             }
             if let Some(err) = reply.get("error") {
-                let desc = err.get("desc").and_then(Value::as_str).unwrap_or("unknown error");
-                return Err(io::Error::other(format!("QMP {command}: {desc}")));
+                let desc = err.get("desc").and_then(Value::as_str).unwrap_or("unknown error").to_string();
+                return Err(QmpError::Command { command: command.to_string(), desc });
             }
             return Ok(reply.get("return").cloned().unwrap_or(Value::Null));
         }
     }
 
     /// `running`, `paused`, `inmigrate`, `postmigrate`, ...
-    pub fn status(&mut self) -> io::Result<String> {
+    pub fn status(&mut self) -> QmpResult<String> {
         let r = self.execute("query-status", json!({}))?;
         Ok(r.get("status").and_then(Value::as_str).unwrap_or("unknown").to_string())
     }
@@ -64,7 +66,7 @@ impl Qmp {
     /// Writes the VM's state (devices + RAM) into `file` through `exec:`
     /// (QEMU 7.2 has no `file:` URI) and waits until it completes. The VM is
     /// paused afterwards (`postmigrate`); the caller decides to `cont`.
-    pub fn migrate_to_file(&mut self, file: &Path, timeout: Duration) -> io::Result<()> {
+    pub fn migrate_to_file(&mut self, file: &Path, timeout: Duration) -> QmpResult<()> {
         let uri = format!("exec:cat > {}", crate::qemu::shell_quote(&file.to_string_lossy()));
         self.execute("migrate", json!({ "uri": uri }))?;
         let deadline = Instant::now() + timeout;
@@ -74,20 +76,20 @@ impl Qmp {
                 "completed" => return Ok(()),
                 "failed" | "cancelled" => {
                     let why = r.get("error-desc").and_then(Value::as_str).unwrap_or("no reason given");
-                    return Err(io::Error::other(format!("migration failed: {why}")));
+                    return Err(QmpError::MigrationFailed(why.to_string()));
                 }
                 _ => {}
             }
             if Instant::now() > deadline {
                 let _ = self.execute("migrate_cancel", json!({}));
-                return Err(io::Error::new(io::ErrorKind::TimedOut, "migration did not complete in time"));
+                return Err(QmpError::Timeout("the migration"));
             }
             std::thread::sleep(Duration::from_millis(10));
         }
     }
 
     /// Waits for an incoming migration (a restore) to finish loading.
-    pub fn wait_incoming(&mut self, timeout: Duration) -> io::Result<()> {
+    pub fn wait_incoming(&mut self, timeout: Duration) -> QmpResult<()> {
         let deadline = Instant::now() + timeout;
         loop {
             let s = self.status()?;
@@ -95,12 +97,12 @@ impl Qmp {
                 let r = self.execute("query-migrate", json!({}))?;
                 let m = r.get("status").and_then(Value::as_str).unwrap_or("");
                 if m == "failed" {
-                    return Err(io::Error::other("loading the checkpoint failed"));
+                    return Err(QmpError::IncomingFailed);
                 }
                 return Ok(());
             }
             if Instant::now() > deadline {
-                return Err(io::Error::new(io::ErrorKind::TimedOut, "loading the checkpoint did not finish in time"));
+                return Err(QmpError::Timeout("loading the checkpoint"));
             }
             std::thread::sleep(Duration::from_millis(10));
         }

@@ -12,10 +12,11 @@ use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::error::{VmError, VmResult};
 use crate::qmp::Qmp;
 use crate::vmproc::VmLayout;
 
@@ -30,13 +31,9 @@ pub struct CheckpointMeta {
     pub memory: bool,
 }
 
-/// Checkpoint names become directory names: 1-64 of `[A-Za-z0-9._-]`, not
-/// starting with a dot.
+/// Checkpoint names become directory names (one rule for every backend).
 pub fn valid_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 64
-        && !name.starts_with('.')
-        && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+    heyvm_types::CheckpointInfo::valid_name(name)
 }
 
 fn dir_of(layout: &VmLayout, name: &str) -> PathBuf {
@@ -50,37 +47,40 @@ fn restore_marker(layout: &VmLayout) -> PathBuf {
 
 /// Takes a checkpoint of a running VM. The VM is paused for the memory
 /// write and the disk copies, then resumed.
-pub fn take(layout: &VmLayout, name: &str) -> io::Result<CheckpointMeta> {
+pub fn take(layout: &VmLayout, name: &str) -> VmResult<CheckpointMeta> {
     if !valid_name(name) {
-        return Err(io::Error::new(io::ErrorKind::InvalidInput, format!("invalid checkpoint name {name:?}")));
+        return Err(VmError::CheckpointName(name.to_string()));
     }
     let dir = dir_of(layout, name);
     if dir.exists() {
-        return Err(io::Error::new(io::ErrorKind::AlreadyExists, format!("checkpoint {name} already exists")));
+        return Err(VmError::CheckpointExists(name.to_string()));
     }
     let tmp = layout.checkpoints().join(format!(".{name}.tmp"));
     let _ = fs::remove_dir_all(&tmp);
-    fs::create_dir_all(&tmp)?;
-    let result = (|| {
+    fs::create_dir_all(&tmp).map_err(|e| VmError::io(format!("creating {}", tmp.display()), e))?;
+    let result = (|| -> VmResult<()> {
         let mut qmp = Qmp::connect(&layout.qmp_socket(), Duration::from_secs(10))?;
         // Pausing flushes the block layer, so disk copies match memory.
         qmp.execute("stop", serde_json::json!({}))?;
-        let saved = (|| {
+        let saved = (|| -> VmResult<()> {
             qmp.migrate_to_file(&tmp.join("memory"), Duration::from_secs(120))?;
             sparse_copy(&layout.overlay(), &tmp.join("root.qcow2"))?;
             sparse_copy(&layout.workspace_disk(), &tmp.join("workspace.ext4"))
         })();
         let resumed = qmp.execute("cont", serde_json::json!({}));
         saved?;
-        resumed.map(|_| ())
+        resumed.map(|_| ()).map_err(VmError::from)
     })();
     if let Err(e) = result {
         let _ = fs::remove_dir_all(&tmp);
         return Err(e);
     }
     let meta = CheckpointMeta { name: name.to_string(), created_at: rfc3339_now(), size_bytes: disk_usage(&tmp), memory: true };
-    fs::write(tmp.join("meta.json"), serde_json::to_vec_pretty(&meta).unwrap_or_default())?;
-    fs::rename(&tmp, &dir)?;
+    fs::write(tmp.join("meta.json"), serde_json::to_vec_pretty(&meta).unwrap_or_default())
+        .and_then(|()| fs::rename(&tmp, &dir))
+        // The copy of the root overlay keeps the image's base disk alive.
+        .and_then(|()| crate::image_prune::register(&dir.join("root.qcow2")))
+        .map_err(|e| VmError::io(format!("saving checkpoint {name}"), e))?;
     Ok(meta)
 }
 
@@ -96,25 +96,26 @@ pub fn list(layout: &VmLayout) -> Vec<CheckpointMeta> {
     out
 }
 
-pub fn remove(layout: &VmLayout, name: &str) -> io::Result<()> {
+pub fn remove(layout: &VmLayout, name: &str) -> VmResult<()> {
     if !valid_name(name) || !dir_of(layout, name).exists() {
-        return Err(io::Error::new(io::ErrorKind::NotFound, format!("no checkpoint named {name:?}")));
+        return Err(VmError::CheckpointNotFound(name.to_string()));
     }
-    fs::remove_dir_all(dir_of(layout, name))
+    fs::remove_dir_all(dir_of(layout, name)).map_err(|e| VmError::io(format!("removing checkpoint {name}"), e))
 }
 
 /// Puts checkpoint `name` of `from` in place as `to`'s disks and marks
 /// `to`'s next launch to load its memory. `from == to` is a restore; the VM
 /// must be stopped. For a fork, `to` is a new sandbox's layout.
-pub fn stage(from: &VmLayout, name: &str, to: &VmLayout) -> io::Result<()> {
+pub fn stage(from: &VmLayout, name: &str, to: &VmLayout) -> VmResult<()> {
     let src = dir_of(from, name);
     if !valid_name(name) || !src.join("meta.json").exists() {
-        return Err(io::Error::new(io::ErrorKind::NotFound, format!("no checkpoint named {name:?}")));
+        return Err(VmError::CheckpointNotFound(name.to_string()));
     }
-    fs::create_dir_all(&to.dir)?;
+    fs::create_dir_all(&to.dir).map_err(|e| VmError::io(format!("creating {}", to.dir.display()), e))?;
     sparse_copy(&src.join("root.qcow2"), &to.overlay())?;
     sparse_copy(&src.join("workspace.ext4"), &to.workspace_disk())?;
-    fs::write(restore_marker(to), src.join("memory").to_string_lossy().as_bytes())
+    crate::image_prune::register(&to.overlay()).map_err(|e| VmError::io("registering the root disk", e))?;
+    fs::write(restore_marker(to), src.join("memory").to_string_lossy().as_bytes()).map_err(|e| VmError::io("marking the restore", e))
 }
 
 /// The memory file the next launch must load, consuming the marker.
@@ -126,14 +127,16 @@ pub fn take_restore_marker(layout: &VmLayout) -> Option<PathBuf> {
 }
 
 /// Copies a disk image keeping holes (the workspace disk is mostly holes).
-fn sparse_copy(src: &Path, dst: &Path) -> io::Result<()> {
+fn sparse_copy(src: &Path, dst: &Path) -> VmResult<()> {
+    let what = || format!("copying {}", src.display());
     let tmp = dst.with_extension("copying");
-    let out = Command::new("cp").arg("--sparse=always").arg("--reflink=auto").arg(src).arg(&tmp).output()?;
+    let out =
+        Command::new("cp").arg("--sparse=always").arg("--reflink=auto").arg(src).arg(&tmp).output().map_err(|e| VmError::io(what(), e))?;
     if !out.status.success() {
         let _ = fs::remove_file(&tmp);
-        return Err(io::Error::other(format!("copying {}: {}", src.display(), String::from_utf8_lossy(&out.stderr).trim())));
+        return Err(VmError::io(what(), io::Error::other(String::from_utf8_lossy(&out.stderr).trim().to_string())));
     }
-    fs::rename(&tmp, dst)
+    fs::rename(&tmp, dst).map_err(|e| VmError::io(what(), e))
 }
 
 /// Bytes actually used on disk by the files of a directory.
@@ -143,25 +146,12 @@ fn disk_usage(dir: &Path) -> u64 {
 }
 
 fn rfc3339_now() -> String {
-    let d = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
-    let t = heyvm_types::compat::UtcTime::from_unix(d.as_secs() as i64);
-    let (y, mo, day, h, mi, sec, ms) = (t.year, t.month, t.day, t.hour, t.minute, t.second, d.subsec_millis());
-    format!("{y:04}-{mo:02}-{day:02}T{h:02}:{mi:02}:{sec:02}.{ms:03}Z")
+    heyvm_types::CheckpointInfo::now_timestamp()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn names() {
-        for ok in ["a", "ck-1", "v1.2_x"] {
-            assert!(valid_name(ok), "{ok}");
-        }
-        for bad in ["", ".x", "a/b", "..", "a b", &"x".repeat(65)] {
-            assert!(!valid_name(bad), "{bad}");
-        }
-    }
 
     #[test]
     fn stage_and_marker_and_list() {
@@ -184,12 +174,5 @@ mod tests {
         remove(&from, "one").unwrap();
         assert!(list(&from).is_empty());
         assert!(remove(&from, "../a").is_err());
-    }
-
-    #[test]
-    fn timestamp_shape() {
-        let s = rfc3339_now();
-        assert_eq!(s.len(), 24, "{s}");
-        assert!(s.starts_with("20") && s.ends_with('Z'));
     }
 }

@@ -100,13 +100,32 @@ impl SandboxManager {
 
     /// Removes an image reference unless a sandbox needs it.
     pub fn remove_image(&self, reference: &str) -> Result<LocalImage> {
-        Ok(self.images.remove(reference, &|d| self.image_users(d))?)
+        let img = self.images.remove(reference, &|d| self.image_users(d))?;
+        self.prune_backend_image_caches();
+        Ok(img)
     }
 
-    /// Deletes what no image reference and no sandbox needs.
+    /// Deletes what no image reference and no sandbox needs, the backends'
+    /// per-image caches (VM base disks) included.
     pub fn prune_images(&self) -> Result<heyvm_images::store::PruneReport> {
         let keep: Vec<String> = self.images_in_use().into_keys().collect();
-        Ok(self.images.prune(&keep)?)
+        let mut report = self.images.prune(&keep)?;
+        report.bytes_freed += self.prune_backend_image_caches();
+        Ok(report)
+    }
+
+    /// Each backend drops what it cached for images no longer in the store
+    /// (the layer directories of the ones left are kept, by name).
+    fn prune_backend_image_caches(&self) -> u64 {
+        let keep: Vec<Vec<PathBuf>> = self
+            .images
+            .list()
+            .iter()
+            .filter_map(|(img, _)| {
+                img.manifest.layers.iter().map(|l| self.images.layer_dir(&l.digest)).collect::<std::result::Result<_, _>>().ok()
+            })
+            .collect();
+        self.backends.iter().map(|b| b.prune_image_cache(&keep)).sum()
     }
 }
 
