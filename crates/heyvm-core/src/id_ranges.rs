@@ -159,6 +159,19 @@ pub fn shifted(id: u32, range: &IdRange) -> u32 {
 /// into other filesystems. setuid/setgid bits, which `chown` clears, are put
 /// back: they belong to the sandbox's own files.
 pub fn shift_tree(dir: &Path, range: &IdRange) -> std::io::Result<u64> {
+    remap_tree(dir, &|id| shifted(id, range))
+}
+
+/// Moves a tree owned by one sandbox's range `from` into another's `to`
+/// (a fork's copy of its files): inside id n stays inside id n; anything
+/// else is shifted into `to` as [`shifted`] does. Same walk, same safety.
+pub fn move_tree(dir: &Path, from: &IdRange, to: &IdRange) -> std::io::Result<u64> {
+    remap_tree(dir, &|id| if from.contains(id) { to.host(id - from.base).unwrap_or_else(|| shifted(id, to)) } else { shifted(id, to) })
+}
+
+/// Walks `dir` (itself included) without following symlinks or crossing
+/// file systems and gives every file the owner `map` says.
+fn remap_tree(dir: &Path, map: &dyn Fn(u32) -> u32) -> std::io::Result<u64> {
     let c = CString::new(dir.as_os_str().as_bytes()).map_err(|_| std::io::Error::other("NUL in path"))?;
     // SAFETY: open with a valid path; the result is checked.
     let fd = unsafe { libc::open(c.as_ptr(), libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC) };
@@ -169,8 +182,8 @@ pub fn shift_tree(dir: &Path, range: &IdRange) -> std::io::Result<u64> {
     let fd = unsafe { OwnedFd::from_raw_fd(fd) };
     let st = fstat(&fd)?;
     let mut n = 0;
-    chown_at(fd.as_raw_fd(), c"", &st, range, libc::AT_EMPTY_PATH)?;
-    shift_dir(fd, st.st_dev, range, &mut n)?;
+    chown_at(fd.as_raw_fd(), c"", &st, map, libc::AT_EMPTY_PATH)?;
+    shift_dir(fd, st.st_dev, map, &mut n)?;
     Ok(n + 1)
 }
 
@@ -185,8 +198,8 @@ fn fstat(fd: &OwnedFd) -> std::io::Result<libc::stat> {
     }
 }
 
-fn chown_at(dirfd: i32, name: &std::ffi::CStr, st: &libc::stat, range: &IdRange, flags: i32) -> std::io::Result<()> {
-    let (uid, gid) = (shifted(st.st_uid, range), shifted(st.st_gid, range));
+fn chown_at(dirfd: i32, name: &std::ffi::CStr, st: &libc::stat, map: &dyn Fn(u32) -> u32, flags: i32) -> std::io::Result<()> {
+    let (uid, gid) = (map(st.st_uid), map(st.st_gid));
     if (uid, gid) == (st.st_uid, st.st_gid) {
         return Ok(());
     }
@@ -203,7 +216,7 @@ fn chown_at(dirfd: i32, name: &std::ffi::CStr, st: &libc::stat, range: &IdRange,
     Ok(())
 }
 
-fn shift_dir(dir: OwnedFd, dev: u64, range: &IdRange, n: &mut u64) -> std::io::Result<()> {
+fn shift_dir(dir: OwnedFd, dev: u64, map: &dyn Fn(u32) -> u32, n: &mut u64) -> std::io::Result<()> {
     // SAFETY: fdopendir takes ownership of a duplicate; closedir frees it.
     let dup = unsafe { libc::fcntl(dir.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 0) };
     if dup < 0 {
@@ -231,7 +244,7 @@ fn shift_dir(dir: OwnedFd, dev: u64, range: &IdRange, n: &mut u64) -> std::io::R
             if unsafe { libc::fstatat(dir.as_raw_fd(), name.as_ptr(), &mut st, libc::AT_SYMLINK_NOFOLLOW) } != 0 {
                 continue;
             }
-            chown_at(dir.as_raw_fd(), name, &st, range, 0)?;
+            chown_at(dir.as_raw_fd(), name, &st, map, 0)?;
             *n += 1;
             if st.st_mode & libc::S_IFMT == libc::S_IFDIR && st.st_dev == dev {
                 subdirs.push(name.to_owned());
@@ -248,7 +261,7 @@ fn shift_dir(dir: OwnedFd, dev: u64, range: &IdRange, n: &mut u64) -> std::io::R
         };
         if fd >= 0 {
             // SAFETY: a fresh descriptor we own.
-            shift_dir(unsafe { OwnedFd::from_raw_fd(fd) }, dev, range, n)?;
+            shift_dir(unsafe { OwnedFd::from_raw_fd(fd) }, dev, map, n)?;
         }
     }
     Ok(())
@@ -295,5 +308,30 @@ mod tests {
         assert_eq!(shifted(200042, &r), 200042);
         assert_eq!(shifted(shifted(7, &r), &r), 200007);
         assert_eq!(shifted(4_000_000_000, &r), 200000 + 65534);
+    }
+
+    #[test]
+    fn moving_a_tree_between_ranges_keeps_inside_ids_and_never_follows_links() {
+        use std::os::unix::fs::MetadataExt;
+        if !daemon_is_root() {
+            return eprintln!("SKIP: chown needs root");
+        }
+        let (from, to) = (IdRange { base: 300000, size: RANGE_SIZE }, IdRange { base: 500000, size: RANGE_SIZE });
+        let t = tempfile::tempdir().unwrap();
+        let outside = t.path().join("outside");
+        std::fs::write(&outside, "host").unwrap();
+        let tree = t.path().join("tree");
+        std::fs::create_dir_all(tree.join("home")).unwrap();
+        std::fs::write(tree.join("home/f"), "x").unwrap();
+        std::os::unix::fs::symlink(&outside, tree.join("link")).unwrap();
+        std::os::unix::fs::lchown(&tree, Some(300000), Some(300000)).unwrap();
+        std::os::unix::fs::lchown(tree.join("home/f"), Some(301000), Some(301001)).unwrap();
+        std::os::unix::fs::lchown(tree.join("link"), Some(300000), Some(300000)).unwrap();
+        move_tree(&tree, &from, &to).unwrap();
+        let m = std::fs::metadata(tree.join("home/f")).unwrap();
+        assert_eq!((m.uid(), m.gid()), (501000, 501001));
+        assert_eq!(std::fs::metadata(&tree).unwrap().uid(), 500000);
+        assert_eq!(std::fs::symlink_metadata(tree.join("link")).unwrap().uid(), 500000);
+        assert_eq!(std::fs::metadata(&outside).unwrap().uid(), 0, "the link's target is untouched");
     }
 }

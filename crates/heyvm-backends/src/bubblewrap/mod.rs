@@ -7,6 +7,7 @@
 //! ([`crate::disk`]). Networking (`nat` / `none`, egress policy) is in
 //! [`crate::net`].
 
+mod checkpoint;
 mod instance;
 mod ownership;
 
@@ -365,6 +366,29 @@ impl Backend for BubblewrapBackend {
         // Without CAP_SYS_RESOURCE: offline, now if the sandbox is not
         // running, else at its next start.
         Ok(!instance::owner_alive(spec) && crate::disk::grow_offline(p, bytes).is_ok())
+    }
+
+    /// A filesystem checkpoint (see [`checkpoint`]): files only, so
+    /// processes are restarted on restore and fork.
+    async fn checkpoint(&self, spec: &LaunchSpec, _running: bool, name: &str) -> BackendResult<heyvm_types::CheckpointInfo> {
+        let (s, n) = (spec.clone(), name.to_string());
+        tokio::task::spawn_blocking(move || checkpoint::take(&s, &n)).await.map_err(|e| BackendError::Failed(format!("checkpoint: {e}")))?
+    }
+
+    fn checkpoints(&self, spec: &LaunchSpec) -> Vec<heyvm_types::CheckpointInfo> {
+        checkpoint::list(&spec.paths)
+    }
+
+    fn delete_checkpoint(&self, spec: &LaunchSpec, name: &str) -> BackendResult<()> {
+        checkpoint::remove(&spec.paths, name)
+    }
+
+    async fn stage_checkpoint(&self, from: &LaunchSpec, name: &str, to: &LaunchSpec) -> BackendResult<heyvm_types::ProcessFate> {
+        let (f, n, t, maps) = (from.clone(), name.to_string(), to.clone(), self.inner.maps_ids());
+        tokio::task::spawn_blocking(move || checkpoint::stage(&f, &n, &t, maps))
+            .await
+            .map_err(|e| BackendError::Failed(format!("restore: {e}")))??;
+        Ok(heyvm_types::ProcessFate::Restarted)
     }
 
     fn storage_warning(&self, spec: &LaunchSpec) -> Option<String> {

@@ -16,7 +16,7 @@ use crate::layout::OverlayPaths;
 pub(super) fn ensure(spec: &LaunchSpec, range: &IdRange) -> std::io::Result<()> {
     let p = &spec.paths;
     let marker = p.ids_marker();
-    let want = format!("{} {}\n", range.base, range.size);
+    let want = marker_text(range);
     if fs::read_to_string(&marker).is_ok_and(|m| m == want) {
         return Ok(());
     }
@@ -32,4 +32,37 @@ pub(super) fn ensure(spec: &LaunchSpec, range: &IdRange) -> std::io::Result<()> 
     fs::rename(&tmp, &marker)?;
     tracing::info!(sandbox = %spec.id, base = range.base, files, ms = started.elapsed().as_millis() as u64, "layers owned by the sandbox's uid range");
     Ok(())
+}
+
+/// A fork's files, copied from a sandbox with range `from`, move into the
+/// fork's own range `to` (inside ids kept) and the marker says so. Without
+/// a range yet (allocated at the fork's first launch) they move back to
+/// their inside ids, which that launch's [`ensure`] shifts into it.
+pub(super) fn moved(spec: &LaunchSpec, from: &IdRange, to: Option<&IdRange>) -> std::io::Result<()> {
+    let p = &spec.paths;
+    let inside = IdRange { base: 0, size: from.size };
+    let target = to.unwrap_or(&inside);
+    if target == from {
+        return Ok(());
+    }
+    for d in [p.root(), p.upper(), p.workspace()] {
+        if d.is_dir() {
+            heyvm_core::id_ranges::move_tree(&d, from, target)?;
+        }
+    }
+    match to {
+        Some(r) => {
+            let tmp = p.ids_marker().with_extension("tmp");
+            fs::write(&tmp, marker_text(r))?;
+            fs::rename(&tmp, p.ids_marker())
+        }
+        None => match fs::remove_file(p.ids_marker()) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        },
+    }
+}
+
+fn marker_text(range: &IdRange) -> String {
+    format!("{} {}\n", range.base, range.size)
 }

@@ -177,9 +177,13 @@ fn compat_deploy_refuses_what_it_cannot_honour() {
     assert_eq!((s, e["error"].as_str()), (400, Some("invalid_request")));
     let (s, e) = d.post("/sandbox/ok/exec", &json!({"args": ["x"]}));
     assert_eq!((s, e["error"].as_str()), (400, Some("invalid_request")), "command is required: {e}");
-    // Checkpoints are a VM-tier feature; a bubblewrap sandbox says so.
-    let (s, e) = d.post("/deployed-sandboxes/ok/checkpoint", &json!({}));
-    assert_eq!((s, e["error"].as_str()), (409, Some("checkpoint_unsupported")), "{e}");
+    // A bubblewrap checkpoint is files only (memory: false); the compat
+    // restore takes the latest and says the processes were restarted.
+    let (s, ck) = d.post("/deployed-sandboxes/ok/checkpoint", &json!({}));
+    assert_eq!((s, ck["memory"].as_bool()), (201, Some(false)), "{ck}");
+    let (s, r) = d.post("/deployed-sandboxes/ok/restore", &json!({}));
+    assert_eq!((s, r["processes"].as_str()), (200, Some("restarted")), "{r}");
+    assert_eq!(r["checkpoint"]["name"], ck["name"], "{r}");
     let (s, imgs) = d.get("/public-images");
     assert_eq!((s, imgs["images"][0]["id"].as_str()), (200, Some("host")));
     let (_, imgs) = d.get("/public-images?backend=firecracker");
