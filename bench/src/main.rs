@@ -37,6 +37,12 @@ fn main() {
         }
     };
     let mut table = Table::default();
+    // HEYVM_BENCH_SECTION=vm runs only section 5 (the microVM tier).
+    if std::env::var("HEYVM_BENCH_SECTION").is_ok_and(|v| v == "vm") {
+        let daemon = start(0);
+        vm::run(&Client::new(&daemon.url, None), &daemon.data, &mut table);
+        return report(&table, out);
+    }
     // HEYVM_BENCH_SECTION=files runs only section 6 (file transfers).
     let only_files = std::env::var("HEYVM_BENCH_SECTION").is_ok_and(|v| v == "files");
     if !only_files {
@@ -70,7 +76,11 @@ fn main() {
     if std::env::var("HEYVM_BENCH_VM").is_ok_and(|v| v == "1") {
         vm::run(&client, &daemon.data, &mut table);
     }
+    report(&table, out);
+}
 
+/// Prints the table and writes it to `out` if given.
+fn report(table: &Table, out: Option<String>) {
     let report = table.render();
     println!("{report}");
     if let Some(path) = out {
