@@ -120,15 +120,13 @@ fn attack_planted_links_fifos_and_devices_are_not_followed_by_checkpoints() {
     assert_eq!(s, 201, "{f}");
     let fid = f["sandbox"]["id"].as_str().unwrap().to_string();
 
-    let inspect = format!(
-        "readlink /workspace/bait /root/bait /workspace/hostroot; test -p /workspace/fifo && test -p /root/fifo && echo fifos; \
+    let inspect = "readlink /workspace/bait /root/bait /workspace/hostroot; test -p /workspace/fifo && test -p /root/fifo && echo fifos; \
          test $(stat -c %i /workspace/a) = $(stat -c %i /workspace/a-hard) && echo hardlinked; \
-         for n in /root/null /workspace/zero; do test -e $n && {{ test -c $n || echo not-a-device; }}; done; \
-         cat /workspace/bait 2>/dev/null || echo unreadable"
-    );
+         for n in /root/null /workspace/zero; do test -e $n && { test -c $n || echo not-a-device; }; done; \
+         cat /workspace/bait 2>/dev/null || echo unreadable";
     let want = format!("{bait_s}\n{bait_s}\n/\nfifos\nhardlinked\nunreadable");
     for sb in [&id, &fid] {
-        assert_eq!(stdout(&d.sh(sb, &inspect)), want, "sandbox {sb}");
+        assert_eq!(stdout(&d.sh(sb, inspect)), want, "sandbox {sb}");
     }
     // Nothing on the host was touched through the links: the fork's
     // ownership move did not chown the bait or the host's root files.
