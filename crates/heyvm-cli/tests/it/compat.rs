@@ -5,7 +5,7 @@
 use base64::Engine;
 use serde_json::{json, Value};
 
-use crate::support::Daemon;
+use crate::support::{on_vm, Daemon};
 
 fn b64(data: &[u8]) -> String {
     base64::engine::general_purpose::STANDARD.encode(data)
@@ -132,7 +132,14 @@ fn compat_deploy_exec_files_and_lifecycle() {
     let (_, v) = d.post(&format!("/deployed-sandboxes/{id}/ttl"), &json!({"ttl_seconds": 0}));
     assert!(v["ttl_seconds"].is_null());
     let (s, v) = d.post(&format!("/deployed-sandboxes/{id}/resize"), &json!({"size_class": "mini"}));
-    assert_eq!((s, v["size_class"].as_str(), v["memory"].as_u64()), (200, Some("mini"), Some(1 << 30)), "{v}");
+    if on_vm() {
+        // A running VM's vCPUs and guest RAM are fixed (no memory hotplug):
+        // a clear refusal that says what to do instead.
+        assert_eq!((s, v["error"].as_str()), (501, Some("unsupported")), "{v}");
+        assert!(v["message"].as_str().unwrap().contains("stop and start"), "{v}");
+    } else {
+        assert_eq!((s, v["size_class"].as_str(), v["memory"].as_u64()), (200, Some("mini"), Some(1 << 30)), "{v}");
+    }
 
     // delete; then 404 with a JSON error (heyo-sdk's kill treats it as done).
     let (s, v) = d.delete(&format!("/deployed-sandboxes/{id}"));
@@ -222,9 +229,14 @@ fn compat_system_usage_and_inactive_paging() {
     assert_eq!(a["name"], "use-a");
     assert!(a["cpuPercent"].is_f64() && a["memoryBytes"].as_u64().unwrap() > 0, "{a}");
     let pids = a["pids"].as_array().unwrap();
-    assert!(pids.len() >= 2 && pids.iter().all(|p| p.as_u64().is_some_and(|p| p > 1)), "agent and sleep: {a}");
-    let others = sbs.iter().find(|s| s["sandboxId"] == ids[1].as_str()).unwrap();
-    assert!(others["pids"].as_array().unwrap().len() < pids.len(), "pids are per sandbox: {snap}");
+    if on_vm() {
+        // A VM's processes are its guest's, not host pids: none are listed.
+        assert!(pids.is_empty(), "{a}");
+    } else {
+        assert!(pids.len() >= 2 && pids.iter().all(|p| p.as_u64().is_some_and(|p| p > 1)), "agent and sleep: {a}");
+        let others = sbs.iter().find(|s| s["sandboxId"] == ids[1].as_str()).unwrap();
+        assert!(others["pids"].as_array().unwrap().len() < pids.len(), "pids are per sandbox: {snap}");
+    }
 
     // Stopped sandboxes leave the usage and page through the inactive list.
     for id in &ids {
