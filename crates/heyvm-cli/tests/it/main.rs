@@ -29,6 +29,7 @@ mod images_build;
 mod isolation;
 mod lifecycle;
 mod mcp;
+mod net_ipv6;
 mod network;
 mod openapi;
 mod persistence;
