@@ -151,6 +151,20 @@ impl Cgroups {
         Ok(())
     }
 
+    /// Renames cgroup `from` to `to` in every hierarchy, processes and
+    /// limits included (cgroup v1 only; v2 cannot rename).
+    pub fn rename(&self, from: &str, to: &str) -> io::Result<()> {
+        if let Cgroups::V2 { .. } = self {
+            return Err(io::Error::new(io::ErrorKind::Unsupported, "cgroup v2 cannot rename a cgroup"));
+        }
+        for (a, b) in self.dirs(from).into_iter().zip(self.dirs(to)) {
+            // A leftover empty cgroup of the same name goes first.
+            let _ = fs::remove_dir(&b);
+            fs::rename(&a, &b).map_err(|e| io::Error::new(e.kind(), format!("renaming {} to {}: {e}", a.display(), b.display())))?;
+        }
+        Ok(())
+    }
+
     /// The `cgroup.procs` files a process writes its pid to, to join.
     pub fn procs_files(&self, id: &str) -> Vec<PathBuf> {
         self.dirs(id).into_iter().map(|d| d.join("cgroup.procs")).collect()
@@ -178,6 +192,14 @@ impl Cgroups {
                     oom_kills: read_keyed(&d.join("memory.events"), "oom_kill"),
                 }
             }
+        }
+    }
+
+    /// The OOM kills so far (one file read; [`Cgroups::usage`] reads four).
+    pub fn oom_kills(&self, id: &str) -> u64 {
+        match self {
+            Cgroups::V1 { .. } => read_keyed(&self.dir_of("memory", id).join("memory.oom_control"), "oom_kill"),
+            Cgroups::V2 { .. } => read_keyed(&self.dir_of("", id).join("memory.events"), "oom_kill"),
         }
     }
 

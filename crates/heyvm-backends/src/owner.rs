@@ -70,6 +70,15 @@ pub fn run(plan_path: &std::path::Path) -> io::Result<()> {
     r
 }
 
+/// A parked owner (see `bubblewrap::parked`): waits for its plan, then
+/// runs it. Never returns on success; Ok when the daemon went away first.
+pub fn run_parked() -> io::Result<()> {
+    match crate::bubblewrap::parked::receive_plan(crate::bubblewrap::AGENT_FD)? {
+        Some(plan) => run(&plan),
+        None => Ok(()),
+    }
+}
+
 /// A line in `owner.log` (stderr) and in the sandbox log. The sandbox can
 /// write to its log file between runs, so it is opened without following
 /// symlinks and only appended to when it is a regular file.
@@ -102,6 +111,12 @@ fn become_bwrap(plan: &OwnerPlan) -> io::Result<()> {
     }
     // Made before any mount: the idmapped views need its descriptor.
     let userns = plan.userns.as_ref().map(|u| crate::idmap::new_userns(&u.map)).transpose()?;
+    // Opened before the mounts: the namespace files of other sandboxes (and
+    // spares) are detached from this owner's mount namespace below.
+    let netns = match &plan.net.netns {
+        Some(path) => Some(std::fs::File::open(path).map_err(|e| io::Error::new(e.kind(), format!("opening {}: {e}", path.display())))?),
+        None => None,
+    };
     if !plan.overlays.is_empty() || userns.is_some() {
         // SAFETY: plain syscalls on this single-threaded process.
         unsafe {
@@ -116,6 +131,9 @@ fn become_bwrap(plan: &OwnerPlan) -> io::Result<()> {
         if let Some(own) = &plan.own_disk {
             crate::disk::detach_foreign(own);
         }
+        // A copy of every pinned network namespace would keep each alive
+        // for as long as this sandbox runs, long after its own is deleted.
+        crate::net::netns::detach_all();
         if let (Some(u), Some(ns)) = (&plan.userns, &userns) {
             mount_idmapped(plan, u, ns)?;
         }
@@ -127,7 +145,7 @@ fn become_bwrap(plan: &OwnerPlan) -> io::Result<()> {
         }
         std::env::set_current_dir("/")?;
     }
-    enter_network(&plan.net)?;
+    enter_network(&plan.net, netns)?;
     if plan.net.netns.is_some() {
         log(plan, "entered the sandbox's network namespace");
     }
@@ -162,9 +180,8 @@ fn become_bwrap(plan: &OwnerPlan) -> io::Result<()> {
 
 /// Joins the prepared network namespace, then configures it from inside
 /// (sysctls under /proc/sys/net apply to the caller's namespace).
-fn enter_network(net: &crate::net::OwnerNet) -> io::Result<()> {
-    let Some(path) = &net.netns else { return Ok(()) };
-    let ns = std::fs::File::open(path).map_err(|e| io::Error::new(e.kind(), format!("opening {}: {e}", path.display())))?;
+fn enter_network(net: &crate::net::OwnerNet, ns: Option<std::fs::File>) -> io::Result<()> {
+    let (Some(path), Some(ns)) = (&net.netns, ns) else { return Ok(()) };
     // SAFETY: setns on a valid namespace descriptor.
     if unsafe { libc::setns(std::os::fd::AsRawFd::as_raw_fd(&ns), libc::CLONE_NEWNET) } != 0 {
         return Err(err(&format!("entering network namespace {}", path.display())));
@@ -173,8 +190,7 @@ fn enter_network(net: &crate::net::OwnerNet) -> io::Result<()> {
         std::fs::write(file, value).map_err(|e| io::Error::new(e.kind(), format!("setting {file}: {e}")))?;
     }
     if let Some(script) = &net.nft_script {
-        crate::net::host::run("nft", &["-f", "-"], Some(script))
-            .map_err(|e| io::Error::other(format!("loading the egress policy: {e}")))?;
+        crate::net::nft::run(script).map_err(|e| io::Error::other(format!("loading the egress policy: {e}")))?;
     }
     Ok(())
 }

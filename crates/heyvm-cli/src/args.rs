@@ -305,6 +305,10 @@ pub enum Command {
     /// Become a sandbox's bwrap process (internal).
     #[command(name = "__sandbox_owner", hide = true)]
     SandboxOwner { plan: PathBuf },
+    /// A sandbox owner parked in pre-provisioned cgroups, waiting for its
+    /// plan on stdin (internal).
+    #[command(name = "__sandbox_owner_parked", hide = true)]
+    SandboxOwnerParked,
 }
 
 #[derive(Args, Debug, Clone)]

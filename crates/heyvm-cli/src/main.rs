@@ -19,7 +19,9 @@ use args::{Cli, Command};
 fn main() -> ExitCode {
     let cli = Cli::parse_from(hoist_trailing_format(std::env::args().collect()));
     let format = cli.format;
-    if !cli.api && matches!(&cli.command, Some(c) if !matches!(c, Command::Agent(_) | Command::SandboxOwner { .. })) {
+    if !cli.api
+        && matches!(&cli.command, Some(c) if !matches!(c, Command::Agent(_) | Command::SandboxOwner { .. } | Command::SandboxOwnerParked))
+    {
         die_quietly_on_closed_pipe();
     }
     match run(cli) {
@@ -99,6 +101,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::SandboxOwner { plan } => {
             heyvm_backends::owner::run(&plan)?;
             unreachable!("owner::run only returns on error")
+        }
+        Command::SandboxOwnerParked => {
+            heyvm_backends::owner::run_parked()?;
+            Ok(ExitCode::SUCCESS)
         }
         other => cmd::dispatch(&cli, other),
     }

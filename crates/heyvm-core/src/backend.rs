@@ -126,6 +126,15 @@ pub trait Backend: Send + Sync + 'static {
         true
     }
 
+    /// The daemon opened its data directory (`sandboxes` is its sandboxes
+    /// dir) and reconciled what runs: clean up what a killed daemon left
+    /// and pre-provision whatever makes launches faster.
+    async fn open(&self, _sandboxes: &std::path::Path) {}
+
+    /// The daemon is shutting down: release what [`Backend::open`]
+    /// pre-provisioned. Running sandboxes are left alone.
+    async fn close(&self) {}
+
     /// How long a launch may take to answer the agent handshake, when the
     /// manager's default is too short (a VM booting under TCG).
     fn start_timeout(&self) -> Option<std::time::Duration> {
@@ -254,6 +263,13 @@ pub trait Instance: Send + Sync + 'static {
     async fn kill(&self) -> BackendResult<()>;
 
     fn usage(&self) -> Usage;
+
+    /// How many times the OOM killer struck in the sandbox so far: read
+    /// before and after every exec, so a backend may answer it cheaper
+    /// than the whole [`Instance::usage`].
+    fn oom_kills(&self) -> u64 {
+        self.usage().oom_kills
+    }
 
     /// Applies new limits while running.
     fn set_limits(&self, limits: &Limits) -> BackendResult<()>;

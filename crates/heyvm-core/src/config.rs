@@ -40,6 +40,7 @@ env_vars! {
     POOL_SIZE = "HEYVM_POOL_SIZE", "1", "Warm sandboxes kept launched for fast creates; 0 turns the pool off.";
     ARCHIVE_TTL_SECS = "HEYVM_ARCHIVE_TTL_SECS", "86400", "Uploaded deploy archives older than this are deleted.";
     NET_POOL = "HEYVM_NET_POOL", "10.89.0.0/16", "Address pool for `nat` sandboxes (/30 each).";
+    SPARES = "HEYVM_SPARES", "4", "Launch resources a root daemon keeps ready for sandboxes' first starts, this many of each: network namespaces (veth, address, guard table), cgroups with a parked owner process (cgroup v1), default-size disks; 0 = make each on demand.";
     SUBIDS = "HEYVM_SUBIDS", "1000000000:1073741824", "Host uids/gids given to sandboxes (START:COUNT, like /etc/subuid); each sandbox gets its own 65536.";
     AGENT_BIN = "HEYVM_AGENT_BIN", "heyvm-agent beside heyvm", "The static agent binary placed in sandboxes.";
     COMPUTER_IDLE_SECS = "HEYVM_COMPUTER_IDLE_SECS", "7200", "Agent computers (seed 000) unused this long are stopped; the next call resumes them.";

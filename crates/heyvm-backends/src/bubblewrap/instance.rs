@@ -56,6 +56,10 @@ fn failed(what: &str, e: impl std::fmt::Display) -> BackendError {
 
 pub(super) async fn launch(inner: Arc<Inner>, spec: &LaunchSpec) -> BackendResult<BwrapInstance> {
     let p = &spec.paths;
+    // Where a launch's time goes, at debug level (HEYVM_LOG=heyvm_backends=debug).
+    let t0 = std::time::Instant::now();
+    let mut phases: Vec<(&str, u64)> = Vec::new();
+    let mut mark = |name: &'static str| phases.push((name, t0.elapsed().as_micros() as u64));
     if p.disk_image().exists() {
         let (paths, bytes) = (p.clone(), spec.limits.disk_bytes);
         tokio::task::spawn_blocking(move || crate::disk::ready(&paths, bytes))
@@ -63,23 +67,43 @@ pub(super) async fn launch(inner: Arc<Inner>, spec: &LaunchSpec) -> BackendResul
             .map_err(|e| failed("disk setup", e))?
             .map_err(|e| BackendError::io("mounting the sandbox disk", e))?;
     }
-    if let Some(cg) = &inner.cgroups {
+    mark("disk");
+    // A parked owner brings cgroups it already sits in (see `parked`).
+    let parked = inner.cgroups.as_ref().and_then(|cg| super::parked::take(&inner.heyvm_exe, cg, &spec.id, &spec.limits));
+    if let (Some(cg), None) = (&inner.cgroups, &parked) {
         cg.create(&spec.id, &spec.limits).map_err(|e| failed("setting up cgroups", e))?;
     }
+    mark("cgroups");
     if inner.maps_ids() && spec.ids.is_none() {
         return Err(BackendError::Failed("no uid/gid range could be allocated for this sandbox".into()));
     }
     let choice = net::choose(spec, procs::is_root());
     let owner_net = if choice == net::Choice::Nat {
         let s = spec.clone();
-        tokio::task::spawn_blocking(move || net::setup(&s))
-            .await
-            .map_err(|e| failed("network setup", e))?
-            .map_err(|e| failed("setting up the sandbox network", e))?
+        tokio::task::spawn_blocking(move || {
+            let mut n = net::setup(&s)?;
+            // The egress policy goes in from here, in-process, before the
+            // owner (and so any sandbox process) enters the namespace.
+            if let (Some(path), Some(script)) = (&n.netns, &n.nft_script) {
+                if let Err(e) = net::nft::run_in(path, script) {
+                    net::teardown(&s);
+                    return Err(e);
+                }
+                n.nft_script = None;
+            }
+            Ok(n)
+        })
+        .await
+        .map_err(|e| failed("network setup", e))?
+        .map_err(|e: net::NetError| failed("setting up the sandbox network", e))?
     } else {
         OwnerNet::default()
     };
-    let plan = inner.plan(spec, owner_net)?;
+    mark("network");
+    let mut plan = inner.plan(spec, owner_net)?;
+    if parked.is_some() {
+        plan.cgroup_procs.clear();
+    }
     if let Some(range) = spec.ids.filter(|_| inner.maps_ids()) {
         // After the plan, which may have made a fresh image layer.
         let s = spec.clone();
@@ -88,12 +112,41 @@ pub(super) async fn launch(inner: Arc<Inner>, spec: &LaunchSpec) -> BackendResul
             .map_err(|e| failed("shifting ownership", e))?
             .map_err(|e| failed("moving the sandbox's files into its uid range", e))?;
     }
+    mark("plan");
     let plan_json = serde_json::to_vec_pretty(&plan).map_err(|e| failed("encoding the launch plan", e))?;
     fs::write(p.launch_json(), plan_json).map_err(|e| BackendError::io("writing the launch plan", e))?;
     let listener = agent_listener(spec)?;
     let log = fs::File::create(p.owner_log()).map_err(|e| BackendError::io("creating owner.log", e))?;
+    let (pid, pidfd) = match parked {
+        Some(owner) => {
+            super::parked::start(owner, &p.launch_json(), &listener, &log).map_err(|e| failed("starting the parked sandbox owner", e))?
+        }
+        None => spawn_owner(&inner, spec, &listener, log)?,
+    };
+    drop(listener);
+    fs::write(p.owner_json(), serde_json::to_vec(&OwnerFile { pid, guest_ip: None }).unwrap_or_default())
+        .map_err(|e| BackendError::io("writing owner.json", e))?;
+    if choice == net::Choice::Slirp {
+        let s = spec.clone();
+        tokio::task::spawn_blocking(move || net::slirp::attach(&s, pid))
+            .await
+            .map_err(|e| failed("network setup", e))?
+            .map_err(|e| failed("setting up the sandbox network", e))?;
+    }
+    if let Some(ip) = net::guest_ip(spec) {
+        fs::write(p.owner_json(), serde_json::to_vec(&OwnerFile { pid, guest_ip: Some(ip) }).unwrap_or_default())
+            .map_err(|e| BackendError::io("writing owner.json", e))?;
+    }
+    mark("owner spawned");
+    tracing::debug!(sandbox = %spec.id, ?phases, "launch phases (µs since start)");
+    Ok(BwrapInstance { inner, spec: spec.clone(), owner_pid: pid, pidfd })
+}
+
+/// Starts a sandbox owner (`heyvm __sandbox_owner <plan>`) the ordinary
+/// way; returns its pid and pidfd. A thread reaps it when it exits.
+fn spawn_owner(inner: &Inner, spec: &LaunchSpec, listener: &UnixListener, log: fs::File) -> BackendResult<(i32, Option<OwnedFd>)> {
     let mut cmd = std::process::Command::new(&inner.heyvm_exe);
-    cmd.arg("__sandbox_owner").arg(p.launch_json());
+    cmd.arg("__sandbox_owner").arg(spec.paths.launch_json());
     cmd.stdin(Stdio::null()).stdout(log.try_clone().map_err(|e| BackendError::io("owner.log", e))?).stderr(log);
     cmd.env_clear().env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin");
     let lfd = listener.as_raw_fd();
@@ -112,27 +165,13 @@ pub(super) async fn launch(inner: Arc<Inner>, spec: &LaunchSpec) -> BackendResul
         });
     }
     let mut child = cmd.spawn().map_err(|e| failed("spawning the sandbox owner", e))?;
-    drop(listener);
     let pid = child.id() as i32;
     let pidfd = pidfd_open(pid).ok();
-    fs::write(p.owner_json(), serde_json::to_vec(&OwnerFile { pid, guest_ip: None }).unwrap_or_default())
-        .map_err(|e| BackendError::io("writing owner.json", e))?;
     // Reap it when it exits; if the daemon dies first, init does.
     std::thread::spawn(move || {
         let _ = child.wait();
     });
-    if choice == net::Choice::Slirp {
-        let s = spec.clone();
-        tokio::task::spawn_blocking(move || net::slirp::attach(&s, pid))
-            .await
-            .map_err(|e| failed("network setup", e))?
-            .map_err(|e| failed("setting up the sandbox network", e))?;
-    }
-    if let Some(ip) = net::guest_ip(spec) {
-        fs::write(p.owner_json(), serde_json::to_vec(&OwnerFile { pid, guest_ip: Some(ip) }).unwrap_or_default())
-            .map_err(|e| BackendError::io("writing owner.json", e))?;
-    }
-    Ok(BwrapInstance { inner, spec: spec.clone(), owner_pid: pid, pidfd })
+    Ok((pid, pidfd))
 }
 
 /// The agent's listening socket, in the sandbox directory on the host,
@@ -240,6 +279,10 @@ impl Instance for BwrapInstance {
 
     fn usage(&self) -> Usage {
         self.inner.cgroups.as_ref().map(|c| c.usage(&self.spec.id)).unwrap_or_default()
+    }
+
+    fn oom_kills(&self) -> u64 {
+        self.inner.cgroups.as_ref().map(|c| c.oom_kills(&self.spec.id)).unwrap_or_default()
     }
 
     fn set_limits(&self, limits: &Limits) -> BackendResult<()> {

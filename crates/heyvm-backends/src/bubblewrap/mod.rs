@@ -10,6 +10,7 @@
 mod checkpoint;
 mod instance;
 mod ownership;
+pub(crate) mod parked;
 
 use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -277,6 +278,32 @@ impl Backend for BubblewrapBackend {
         self.inner.cgroups.is_some()
     }
 
+    async fn open(&self, sandboxes: &Path) {
+        let want = net::spare::wanted();
+        if procs::is_root() && net::tools_present() {
+            let dir = sandboxes.to_path_buf();
+            let _ = tokio::task::spawn_blocking(move || net::spare::open(&dir, want)).await;
+        }
+        if let (Ok(()), Some(data)) = (&self.inner.disks, sandboxes.parent()) {
+            let (data, bytes) = (data.to_path_buf(), heyvm_types::SizeClass::default().limits().disk_bytes);
+            let _ = tokio::task::spawn_blocking(move || crate::disk::spare::open(&data, bytes, want)).await;
+        }
+        if let Some(cg) = self.inner.cgroups.clone() {
+            let exe = self.inner.heyvm_exe.clone();
+            let _ = tokio::task::spawn_blocking(move || parked::open(&exe, &cg)).await;
+        }
+    }
+
+    async fn close(&self) {
+        let cg = self.inner.cgroups.clone();
+        let _ = tokio::task::spawn_blocking(move || {
+            net::spare::close();
+            parked::close(cg.as_ref());
+            crate::disk::spare::close();
+        })
+        .await;
+    }
+
     fn supports_images(&self) -> bool {
         true
     }
@@ -294,7 +321,10 @@ impl Backend for BubblewrapBackend {
         let mkdir = |d: &Path| fs::create_dir_all(d).map_err(|e| io_err("creating", d, e));
         if self.inner.disks.is_ok() && !p.disk_image().exists() {
             mkdir(&p.dir)?;
-            crate::disk::create(p, spec.limits.disk_bytes).map_err(|e| BackendError::io("creating the sandbox disk", e))?;
+            // A spare disk (made ahead of time) when one of this size is ready.
+            if !crate::disk::spare::take(p, spec.limits.disk_bytes) {
+                crate::disk::create(p, spec.limits.disk_bytes).map_err(|e| BackendError::io("creating the sandbox disk", e))?;
+            }
         }
         let root = p.root();
         for d in [p.workspace(), root.clone()] {

@@ -17,6 +17,7 @@
 //! deleted sandbox's disk is really released.
 
 mod loopdev;
+pub mod spare;
 mod template;
 
 use std::ffi::CString;
@@ -75,9 +76,14 @@ fn run(cmd: &mut Command) -> io::Result<()> {
 
 /// Creates and mounts a new sandbox's disk of `bytes`.
 pub fn create(p: &SandboxPaths, bytes: u64) -> io::Result<()> {
-    let image = p.disk_image();
     let data_dir = p.dir.parent().and_then(Path::parent).ok_or_else(|| io::Error::other("sandbox directory outside a data dir"))?;
-    if let Err(e) = template::fresh(&image, bytes, &data_dir.join("disk-templates")) {
+    create_with_templates(p, bytes, &data_dir.join("disk-templates"))
+}
+
+/// [`create`] with the templates in `templates`.
+fn create_with_templates(p: &SandboxPaths, bytes: u64, templates: &Path) -> io::Result<()> {
+    let image = p.disk_image();
+    if let Err(e) = template::fresh(&image, bytes, templates) {
         let _ = std::fs::remove_file(&image);
         return Err(e);
     }

@@ -1,27 +1,31 @@
-//! Host-side plumbing, done with `ip` (iproute2) and `nft` (nftables):
-//! the per-sandbox namespace and veth pair, and the host-wide NAT table.
+//! Host-side plumbing, in-process: the per-sandbox namespace and veth
+//! pair over netlink ([`super::netlink`], [`super::netns`]) and the
+//! host-wide NAT table through libnftables ([`super::nft`]).
 
+use std::os::fd::AsFd;
 use std::path::Path;
 
 use super::error::{NetError, NetResult};
+use super::netlink::Netlink;
 use super::pool::{self, Subnet};
-pub use super::tool::{ip_json, run, tools_present};
-use super::NetNames;
+pub use super::tool::{run, tools_present};
+use super::{netns, NetNames};
 
 /// Where `ip netns` keeps named namespaces.
 pub const NETNS_DIR: &str = "/run/netns";
 /// The host-wide nftables table heyvm owns (masquerade + isolation).
 pub const HOST_TABLE: &str = "heyvm";
 
-/// Enables forwarding and (re)loads the host table atomically: sandboxes'
-/// traffic is masqueraded behind the host, and sandboxes cannot reach one
-/// another through the host. The content is constant, so concurrent
-/// daemons loading it agree.
-pub fn ensure_host_nat() -> NetResult<()> {
+/// Enables forwarding and returns the nftables script that (re)loads the
+/// host table atomically: sandboxes' traffic is masqueraded behind the
+/// host, and sandboxes cannot reach one another through the host. The
+/// content is constant, so concurrent daemons loading it agree. Loaded in
+/// the same transaction as the sandbox's guard table ([`super::hostguard`]).
+pub fn host_nat_script() -> NetResult<String> {
     std::fs::write("/proc/sys/net/ipv4/ip_forward", "1")
         .map_err(|e| NetError::io("enabling IPv4 forwarding in", "/proc/sys/net/ipv4/ip_forward", e))?;
     let (base, prefix) = pool::pool();
-    let script = format!(
+    Ok(format!(
         "table ip {HOST_TABLE} {{}}\n\
          delete table ip {HOST_TABLE}\n\
          table ip {HOST_TABLE} {{\n\
@@ -32,32 +36,23 @@ pub fn ensure_host_nat() -> NetResult<()> {
              iifname \"hv-*\" oifname \"hv-*\" drop\n\
            }}\n\
          }}\n"
-    );
-    run("nft", &["-f", "-"], Some(&script)).map(|_| ())
+    ))
 }
 
 /// Creates the namespace and veth pair and configures both ends.
 pub fn create(names: &NetNames, s: &Subnet) -> NetResult<()> {
     let NetNames { netns, veth } = names;
+    let nl = |what: &'static str| move |source| NetError::Netlink { what, source };
+    let (ns, mut inside) = netns::create(netns).map_err(nl("creating the network namespace"))?;
+    let mut outside = Netlink::open().map_err(nl("opening a netlink socket"))?;
     // Match the uplink so the sandbox never sends frames the host must
     // fragment or drop (this VM's uplink is 1400, not 1500).
-    let mtu = uplink_mtu().map(|m| format!(" mtu {m}")).unwrap_or_default();
-    let host_batch = format!(
-        "netns add {netns}\n\
-         link add {veth}{mtu} type veth peer name eth0{mtu} netns {netns}\n\
-         addr add {}/30 dev {veth}\n\
-         link set {veth} up\n",
-        s.host
-    );
-    run("ip", &["-batch", "-"], Some(&host_batch))?;
-    let ns_batch = format!(
-        "link set lo up\n\
-         addr add {}/30 dev eth0\n\
-         link set eth0 up\n\
-         route add default via {}\n",
-        s.guest, s.host
-    );
-    run("ip", &["-n", netns, "-batch", "-"], Some(&ns_batch)).map(|_| ())
+    outside.add_veth(veth, "eth0", ns.as_fd(), uplink_mtu()).map_err(nl("creating the veth pair"))?;
+    outside.add_addr(veth, s.host, 30).map_err(nl("addressing the host end"))?;
+    outside.set_up(veth).map_err(nl("bringing the host end up"))?;
+    inside.add_addr("eth0", s.guest, 30).map_err(nl("addressing the sandbox end"))?;
+    inside.set_up("eth0").map_err(nl("bringing the sandbox end up"))?;
+    inside.add_default_route(s.host).map_err(nl("adding the default route"))
 }
 
 /// MTU of the interface carrying the host's IPv4 default route.
@@ -84,12 +79,13 @@ pub fn destroy(names: &NetNames) {
         // Its guard table lives exactly as long as the veth (a leftover
         // one is replaced when the veth is created again).
         super::hostguard::remove(&names.veth);
-        if let Err(e) = run("ip", &["link", "del", &names.veth], None) {
+        let deleted = Netlink::open().and_then(|mut n| n.del_link(&names.veth));
+        if let Err(e) = deleted.or_else(|e| if e.raw_os_error() == Some(libc::ENODEV) { Ok(()) } else { Err(e) }) {
             tracing::warn!(veth = %names.veth, error = %e, "could not delete veth");
         }
     }
     if names.netns_path().exists() {
-        if let Err(e) = run("ip", &["netns", "del", &names.netns], None) {
+        if let Err(e) = netns::delete(&names.netns) {
             tracing::warn!(netns = %names.netns, error = %e, "could not delete network namespace");
         }
     }

@@ -15,8 +15,6 @@
 //! shared one is reloaded whole by every daemon on this host, and allowed
 //! ports are a per-daemon setting. It is removed with the veth.
 
-use super::tool::run;
-
 /// The table's name for a veth.
 pub fn table(veth: &str) -> String {
     format!("heyvm-in-{veth}")
@@ -65,16 +63,16 @@ pub fn script(veth: &str, ports: &[u16], dns: &[std::net::Ipv4Addr]) -> String {
     )
 }
 
-/// Loads (or reloads) the sandbox's table.
-pub fn install(veth: &str) -> super::error::NetResult<()> {
-    run("nft", &["-f", "-"], Some(&script(veth, &allowed_ports(), &name_servers()))).map(|_| ())
+/// The script that loads (or reloads) the sandbox's table.
+pub fn install_script(veth: &str) -> String {
+    script(veth, &allowed_ports(), &name_servers())
 }
 
 /// Removes the sandbox's table if present.
 pub fn remove(veth: &str) {
     let t = table(veth);
     let script = format!("table inet {t} {{}}\ndelete table inet {t}\n");
-    if let Err(e) = run("nft", &["-f", "-"], Some(&script)) {
+    if let Err(e) = super::nft::run(&script) {
         tracing::warn!(veth, error = %e, "could not remove the host guard table");
     }
 }

@@ -19,9 +19,13 @@
 pub mod error;
 pub mod host;
 pub mod hostguard;
+pub mod netlink;
+pub mod netns;
+pub mod nft;
 pub mod policy;
 pub mod pool;
 pub mod slirp;
+pub mod spare;
 pub mod tool;
 
 use std::path::{Path, PathBuf};
@@ -30,6 +34,7 @@ pub use error::{NetError, NetResult, PolicyEntryError};
 use heyvm_core::LaunchSpec;
 use heyvm_types::NetworkMode;
 use serde::{Deserialize, Serialize};
+pub use tool::tools_present;
 
 /// What the owner process must do to put the sandbox on its network.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -51,7 +56,14 @@ pub struct NetNames {
 }
 
 impl NetNames {
+    /// The sandbox's names: those its `net.json` records (a spare network
+    /// it took, see [`spare`]), else the ones derived from its id.
     pub fn for_spec(spec: &LaunchSpec) -> Self {
+        recorded_names(&net_file(spec)).unwrap_or_else(|| Self::derived(spec))
+    }
+
+    /// The names derived from the sandbox's id and directory.
+    pub fn derived(spec: &LaunchSpec) -> Self {
         let key = fnv1a(spec.paths.dir.as_os_str().as_encoded_bytes()) & 0xffff;
         let hex: String = spec.id.chars().filter(|c| c.is_ascii_hexdigit()).rev().take(8).collect::<Vec<_>>().into_iter().rev().collect();
         NetNames { netns: format!("heyvm-{}-{key:04x}", spec.id), veth: format!("hv-{hex:0>8}{key:04x}") }
@@ -67,10 +79,25 @@ fn fnv1a(bytes: &[u8]) -> u32 {
 }
 
 /// Persisted in the sandbox directory: the subnet it had, preferred again
-/// on the next start so its address stays stable.
+/// on the next start so its address stays stable, and the names of its
+/// namespace and veth when they are not the derived ones.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct NetFile {
     index: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    netns: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    veth: Option<String>,
+}
+
+fn read_net_file(path: &Path) -> Option<NetFile> {
+    serde_json::from_slice(&std::fs::read(path).ok()?).ok()
+}
+
+/// The names a `net.json` records, if any.
+pub(crate) fn recorded_names(path: &Path) -> Option<NetNames> {
+    let f = read_net_file(path)?;
+    Some(NetNames { netns: f.netns?, veth: f.veth? })
 }
 
 fn net_file(spec: &LaunchSpec) -> PathBuf {
@@ -104,10 +131,7 @@ pub fn choose_why(spec: &LaunchSpec, root: bool) -> (Choice, Option<&'static str
         if host::tools_present() {
             return (Choice::Nat, None);
         }
-        return (
-            Choice::Loopback,
-            Some("network 'nat' needs iproute2 and nftables (apt-get install iproute2 nftables); this sandbox has loopback only"),
-        );
+        return (Choice::Loopback, Some("network 'nat' needs nftables (apt-get install nftables); this sandbox has loopback only"));
     }
     if !spec.network.allow_out.is_empty() || !spec.network.deny_out.is_empty() {
         (Choice::Loopback, Some("an egress policy cannot be enforced by a non-root daemon; this sandbox has loopback only"))
@@ -125,27 +149,40 @@ pub fn choose_why(spec: &LaunchSpec, root: bool) -> (Choice, Option<&'static str
 /// what the owner must apply inside. Cleans up after itself on failure.
 pub fn setup(spec: &LaunchSpec) -> NetResult<OwnerNet> {
     let started = std::time::Instant::now();
-    let names = NetNames::for_spec(spec);
     teardown(spec);
     let rules = policy::resolve(&spec.network)?;
-    let preferred = std::fs::read(net_file(spec)).ok().and_then(|b| serde_json::from_slice::<NetFile>(&b).ok()).map(|f| f.index);
-    let result = pool::with_lock(|| {
-        let index = pool::allocate(preferred)?;
-        host::ensure_host_nat()?;
-        host::create(&names, &pool::subnet(index))?;
-        hostguard::install(&names.veth)?;
-        Ok(index)
-    });
-    let index = match result {
-        Ok(i) => i,
-        Err(e) => {
-            teardown(spec);
-            return Err(e);
+    let preferred = read_net_file(&net_file(spec)).map(|f| f.index);
+    // A first start takes a spare network (its address is then the one
+    // kept); a restart rebuilds on its recorded address.
+    let sandboxes = spec.paths.dir.parent().unwrap_or(Path::new("/"));
+    let (names, index, spared) = match preferred.is_none().then(|| spare::take(sandboxes)).flatten() {
+        Some(sp) => (sp.names, sp.index, true),
+        None => {
+            let names = NetNames::derived(spec);
+            let result = pool::with_lock(|| {
+                let index = pool::allocate(preferred)?;
+                host::create(&names, &pool::subnet(index))?;
+                // One nftables transaction for the host side.
+                nft::run(&(host::host_nat_script()? + &hostguard::install_script(&names.veth)))?;
+                Ok(index)
+            });
+            match result {
+                Ok(i) => (names, i, false),
+                Err(e) => {
+                    host::destroy(&names);
+                    return Err(e);
+                }
+            }
         }
     };
-    let _ = std::fs::write(net_file(spec), serde_json::to_vec(&NetFile { index }).unwrap_or_default());
+    let file = NetFile { index, netns: spared.then(|| names.netns.clone()), veth: spared.then(|| names.veth.clone()) };
+    if let Err(e) = std::fs::write(net_file(spec), serde_json::to_vec(&file).unwrap_or_default()) {
+        // Without the record the spare's names would be lost: give it up.
+        host::destroy(&names);
+        return Err(NetError::io("writing", net_file(spec), e));
+    }
     host::ensure_resolv_conf(&crate::layout::OverlayPaths::upper(&spec.paths));
-    tracing::debug!(sandbox = %spec.id, ms = started.elapsed().as_millis() as u64, "sandbox network ready");
+    tracing::debug!(sandbox = %spec.id, ms = started.elapsed().as_millis() as u64, spared, "sandbox network ready");
     Ok(OwnerNet {
         netns: Some(names.netns_path()),
         sysctls: vec![
@@ -161,7 +198,12 @@ pub fn setup(spec: &LaunchSpec) -> NetResult<OwnerNet> {
 /// Removes the sandbox's veth and namespace (or slirp4netns) if present.
 /// Idempotent.
 pub fn teardown(spec: &LaunchSpec) {
-    host::destroy(&NetNames::for_spec(spec));
+    let names = NetNames::for_spec(spec);
+    host::destroy(&names);
+    let derived = NetNames::derived(spec);
+    if derived != names {
+        host::destroy(&derived);
+    }
     slirp::detach(spec);
 }
 
@@ -174,8 +216,7 @@ pub fn guest_ip(spec: &LaunchSpec) -> Option<String> {
     if !names.netns_path().exists() {
         return slirp::guest_ip(spec);
     }
-    let f: NetFile = serde_json::from_slice(&std::fs::read(net_file(spec)).ok()?).ok()?;
-    Some(pool::subnet(f.index).guest.to_string())
+    Some(pool::subnet(read_net_file(&net_file(spec))?.index).guest.to_string())
 }
 
 #[cfg(test)]

@@ -11,7 +11,7 @@ use std::net::Ipv4Addr;
 use std::os::fd::AsRawFd;
 
 use super::error::{NetError, NetResult};
-use super::tool::ip_json;
+use super::netlink::Netlink;
 
 const DEFAULT_POOL: &str = "10.89.0.0/16";
 const LOCK_FILE: &str = "/run/heyvm-net.lock";
@@ -79,16 +79,8 @@ pub fn allocate(preferred: Option<u32>) -> NetResult<u32> {
 
 /// Every IPv4 address configured on the host's interfaces.
 fn used_host_addresses() -> NetResult<HashSet<Ipv4Addr>> {
-    let v = ip_json(&["-4", "addr", "show"])?;
-    let mut out = HashSet::new();
-    for link in v.as_array().into_iter().flatten() {
-        for a in link["addr_info"].as_array().into_iter().flatten() {
-            if let Some(ip) = a["local"].as_str().and_then(|s| s.parse().ok()) {
-                out.insert(ip);
-            }
-        }
-    }
-    Ok(out)
+    let addrs = Netlink::open().and_then(|mut n| n.ipv4_addresses());
+    Ok(addrs.map_err(|source| NetError::Netlink { what: "listing the host's addresses", source })?.into_iter().collect())
 }
 
 #[cfg(test)]

@@ -1,5 +1,5 @@
-//! Running the system's network tools (`ip`, `nft`) and reading their
-//! output. A leaf: the rest of `net` builds on it.
+//! Running the `nft` tool where libnftables cannot be loaded (see
+//! [`super::nft`]). A leaf: the rest of `net` builds on it.
 
 use std::io::Write;
 use std::path::Path;
@@ -24,19 +24,13 @@ pub fn run(prog: &str, args: &[&str], stdin: Option<&str>) -> NetResult<String> 
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
-/// Whether `ip` and `nft` are installed.
+/// Whether nftables is installed (its library or its tool): links,
+/// addresses and namespaces need nothing but the kernel (netlink).
 pub fn tools_present() -> bool {
-    ["ip", "nft"].iter().all(|p| locate(p).is_absolute())
+    super::nft::in_process() || locate("nft").is_absolute()
 }
 
 /// System tools live in sbin, which a daemon's PATH may lack.
 fn locate(prog: &str) -> std::path::PathBuf {
     ["/usr/sbin", "/sbin", "/usr/bin", "/bin"].iter().map(|d| Path::new(d).join(prog)).find(|p| p.is_file()).unwrap_or_else(|| prog.into())
-}
-
-pub fn ip_json(args: &[&str]) -> NetResult<serde_json::Value> {
-    let mut a = vec!["-j"];
-    a.extend_from_slice(args);
-    let out = run("ip", &a, None)?;
-    Ok(serde_json::from_str(&out)?)
 }

@@ -91,7 +91,7 @@ pub fn dispatch(cli: &Cli, command: Command) -> anyhow::Result<ExitCode> {
         Command::Bind { id, port, private } => bind::bind(&client, f, &id, port, private),
         Command::Unbind { id, subdomain } => bind::unbind(&client, f, &id, &subdomain),
         Command::WaitFor(a) => wait_for::port(&client, f, a),
-        Command::Agent(_) | Command::SandboxOwner { .. } => unreachable!("handled in main"),
+        Command::Agent(_) | Command::SandboxOwner { .. } | Command::SandboxOwnerParked => unreachable!("handled in main"),
         Command::Token { .. }
         | Command::Login { .. }
         | Command::Logout

@@ -127,12 +127,129 @@ fn id(v: &Value) -> String {
     v["id"].as_str().unwrap().to_string()
 }
 
-/// The network objects on the host that mention this sandbox.
-fn host_objects(sandbox_id: &str) -> Vec<String> {
-    let hex = &sandbox_id[3..];
-    let mut found: Vec<String> = ip_out(&["netns", "list"]).lines().filter(|l| l.contains(sandbox_id)).map(String::from).collect();
-    found.extend(ip_out(&["-o", "link", "show"]).lines().filter(|l| l.contains(&format!("hv-{hex}"))).map(String::from));
+/// The network objects on the host that belong to this sandbox: the
+/// namespace and veth its `net.json` names (a spare network it took), else
+/// the ones named after its id.
+fn host_objects(d: &Daemon, sandbox_id: &str) -> Vec<String> {
+    let net: Value = std::fs::read(d.data.path().join("sandboxes").join(sandbox_id).join("net.json"))
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or(Value::Null);
+    let netns = net["netns"].as_str().map(String::from).unwrap_or_else(|| sandbox_id.to_string());
+    let veth = net["veth"].as_str().map(String::from).unwrap_or_else(|| format!("hv-{}", &sandbox_id[3..]));
+    let mut found: Vec<String> = ip_out(&["netns", "list"]).lines().filter(|l| l.contains(&netns)).map(String::from).collect();
+    found.extend(ip_out(&["-o", "link", "show"]).lines().filter(|l| l.contains(&format!("{veth}"))).map(String::from));
     found
+}
+
+/// The sandbox's network namespace as seen from inside (`net:[inode]`).
+fn netns_inside(d: &Daemon, id: &str) -> String {
+    d.sh(id, "readlink /proc/self/ns/net")["stdout"].as_str().unwrap().trim().to_string()
+}
+
+/// Spare networks are made ahead of time and taken by first starts. Each
+/// is brand new and never handed to a second sandbox, so what one sandbox
+/// did with its network (a listening socket, an abstract unix socket, its
+/// egress policy) is never in another's, neither while it runs nor after
+/// it is gone; and a spare's own guard and NAT work like any network's.
+#[test]
+fn spare_networks_never_carry_one_sandboxs_state_into_another() {
+    let Some(d) = Daemon::start() else { return };
+    let server = TestServer::start();
+    let listen = "python3 -c 'import socket,time\ns=socket.socket(socket.AF_UNIX); s.bind(\"\\0heyvm-leak-probe\"); s.listen()\nt=socket.socket(); t.bind((\"0.0.0.0\", 7777)); t.listen()\ntime.sleep(1000)'";
+    let a = d.create(json!({"name": "spare-a", "deny_out": [format!("{}/32", server.addr)], "start_command": listen}));
+    let aid = id(&a);
+    d.wait_until("A's listeners", Duration::from_secs(10), || {
+        d.sh(&aid, "grep -c heyvm-leak-probe /proc/net/unix; grep -ci ':1E61 ' /proc/net/tcp")["stdout"] == "1\n1\n"
+    });
+    assert_eq!(fetch(&d, &aid, &server.url()), None, "A's policy blocks the server");
+    let a_names = host_objects(&d, &aid);
+    assert_eq!(a_names.len(), 2, "{a_names:?}");
+
+    let clean = |sid: &str| {
+        let v = d.sh(sid, "grep -c heyvm-leak-probe /proc/net/unix; grep -ci ':1E61 ' /proc/net/tcp; true");
+        assert_eq!(v["stdout"], "0\n0\n", "{sid} sees A's sockets: {v}");
+        assert_eq!(fetch(&d, sid, &server.url()).as_deref(), Some(server.body.as_str()), "{sid} must not inherit A's policy");
+    };
+    let b = d.create(json!({"name": "spare-b"}));
+    let bid = id(&b);
+    assert_ne!(netns_inside(&d, &bid), netns_inside(&d, &aid));
+    assert_ne!(b["guest_ip"], a["guest_ip"]);
+    clean(&bid);
+    let spares: Vec<Value> = [&aid, &bid]
+        .iter()
+        .filter_map(|s| std::fs::read(d.data.path().join("sandboxes").join(s).join("net.json")).ok())
+        .map(|b| serde_json::from_slice::<Value>(&b).unwrap())
+        .filter(|v| v["netns"].is_string())
+        .collect();
+    assert!(!spares.is_empty(), "first starts take spare networks (HEYVM_SPARES defaults to 4)");
+
+    // After A is gone, its namespace is not recycled into the next sandbox.
+    let (s, _) = d.delete(&format!("/sandboxes/{aid}"));
+    assert_eq!(s, 200);
+    assert!(host_objects(&d, &aid).is_empty() || !d.data.path().join("sandboxes").join(&aid).exists());
+    for n in 0..3 {
+        let c = d.create(json!({"name": format!("spare-c{n}")}));
+        let cid = id(&c);
+        assert!(host_objects(&d, &cid).iter().all(|o| !a_names.contains(o)), "C reuses A's network objects");
+        clean(&cid);
+    }
+    // B (a spare or not) is unaffected by all of it.
+    clean(&bid);
+}
+
+/// Spare networks and parked owners a killed daemon left are removed by
+/// the next daemon on the same data dir, and a stopped one leaves none.
+#[test]
+fn spares_are_cleaned_after_a_crash_and_at_shutdown() {
+    let Some(mut d) = Daemon::start() else { return };
+    // The daemon's spares are named `heyvm-s<8 hex>-<key>`, the key from
+    // its sandboxes directory (FNV-1a, low 16 bits).
+    let dir = d.data.path().join("sandboxes");
+    let key = dir.as_os_str().as_encoded_bytes().iter().fold(0x811c9dc5u32, |h, b| (h ^ u32::from(*b)).wrapping_mul(0x01000193)) & 0xffff;
+    let suffix = format!("-{key:04x}");
+    let spares = || -> Vec<String> {
+        ip_out(&["netns", "list"])
+            .lines()
+            .filter_map(|l| l.split_whitespace().next())
+            .filter(|n| n.starts_with("heyvm-s") && !n.starts_with("heyvm-sb-") && n.ends_with(&suffix))
+            .map(String::from)
+            .collect()
+    };
+    // Parked owners (cgroup v1 hosts): the daemon's children waiting for a plan.
+    let parked = |daemon: u32| -> Vec<u32> {
+        std::fs::read_dir("/proc")
+            .unwrap()
+            .flatten()
+            .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+            .filter(|p| {
+                let stat = std::fs::read_to_string(format!("/proc/{p}/stat")).unwrap_or_default();
+                let ppid = stat.rsplit_once(") ").and_then(|(_, r)| r.split(' ').nth(1)?.parse::<u32>().ok());
+                ppid == Some(daemon)
+                    && std::fs::read(format!("/proc/{p}/cmdline"))
+                        .is_ok_and(|c| String::from_utf8_lossy(&c).contains("__sandbox_owner_parked"))
+            })
+            .collect()
+    };
+    d.wait_until("spares", Duration::from_secs(20), || spares().len() == 4);
+    let old = spares();
+    d.restart();
+    d.wait_until("the old spares to go and new ones to come", Duration::from_secs(20), || {
+        let now = spares();
+        now.len() == 4 && old.iter().all(|n| !now.contains(n))
+    });
+    let sb = d.create(json!({"name": "after-crash"}));
+    assert_eq!(d.sh(&id(&sb), "echo ok")["stdout"], "ok\n");
+    let owners = parked(d.pid().unwrap());
+    d.terminate();
+    assert_eq!(spares(), Vec::<String>::new(), "spares left after shutdown");
+    let alive = |p: &&u32| std::fs::read_to_string(format!("/proc/{p}/stat")).is_ok_and(|s| !s.contains(") Z"));
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while owners.iter().any(|p| alive(&p)) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let left: Vec<&u32> = owners.iter().filter(alive).collect();
+    assert!(left.is_empty(), "parked owners left after shutdown: {left:?}");
 }
 
 #[test]
@@ -262,11 +379,11 @@ fn teardown_leaves_nothing_behind_and_start_recreates() {
     let server = TestServer::start();
     let sb = d.create(json!({"name": "net-teardown", "deny_out": ["192.0.2.0/24"]}));
     let sid = id(&sb);
-    assert_eq!(host_objects(&sid).len(), 2, "expected a netns and a veth: {:?}", host_objects(&sid));
+    assert_eq!(host_objects(&d, &sid).len(), 2, "expected a netns and a veth: {:?}", host_objects(&d, &sid));
     let first_ip = sb["guest_ip"].clone();
 
     d.heyvm_json(&["stop", &sid]);
-    assert_eq!(host_objects(&sid), Vec::<String>::new());
+    assert_eq!(host_objects(&d, &sid), Vec::<String>::new());
     assert!(d.get(&format!("/sandboxes/{sid}")).1["guest_ip"].is_null());
     let started = d.heyvm_json(&["start", &sid]);
     let info = d.get(&format!("/sandboxes/{sid}")).1;
@@ -275,12 +392,12 @@ fn teardown_leaves_nothing_behind_and_start_recreates() {
 
     let (s, v) = d.post(&format!("/sandboxes/{sid}/force-stop"), &json!({}));
     assert_eq!(s, 200, "{v}");
-    assert_eq!(host_objects(&sid), Vec::<String>::new());
+    assert_eq!(host_objects(&d, &sid), Vec::<String>::new());
     d.heyvm_json(&["start", &sid]);
-    assert_eq!(host_objects(&sid).len(), 2);
+    assert_eq!(host_objects(&d, &sid).len(), 2);
     let out = d.heyvm(&["rm", "-y", &sid]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert_eq!(host_objects(&sid), Vec::<String>::new());
+    assert_eq!(host_objects(&d, &sid), Vec::<String>::new());
 }
 
 #[test]

@@ -33,7 +33,7 @@ impl RunningExec {
     /// The one OOM verdict: the command was SIGKILLed, not by its timeout,
     /// and the sandbox's OOM-kill counter moved since the exec started.
     pub fn oom_killed(&self, status: &heyvm_protocol::ExitStatus) -> bool {
-        status.signal == Some(libc::SIGKILL) && !status.timed_out && self.instance.usage().oom_kills > self.oom_before
+        status.signal == Some(libc::SIGKILL) && !status.timed_out && self.instance.oom_kills() > self.oom_before
     }
 }
 
@@ -115,7 +115,7 @@ impl SandboxManager {
         spec.stdin = stdin;
         let client = self.agent(&rec).await?;
         let instance = self.instance_of(&rec).await?.instance.clone();
-        let oom_before = instance.usage().oom_kills;
+        let oom_before = instance.oom_kills();
         let agent = client.exec(spec).await.map_err(|e| CoreError::AgentUnreachable(e.to_string()))?;
         let _busy = self.busy_guard(&rec.id);
         Ok(RunningExec { agent, _busy, instance, oom_before, stdin_feeder: None })

@@ -71,7 +71,9 @@ impl SandboxManager {
         if !backend.limits_enforced() {
             self.log_system(rec, "warning: resource limits are not enforced on this host (no usable cgroups)");
         }
+        let launched_at = std::time::Instant::now();
         let instance = backend.launch(&spec).await?;
+        let launched = launched_at.elapsed();
         let running = self.remember(&rec.id, instance.clone());
         let connect = async {
             let transport = instance.connect_agent().await?;
@@ -98,6 +100,7 @@ impl SandboxManager {
         };
         match session {
             Ok(s) => {
+                tracing::debug!(sandbox = %rec.id, launch_us = launched.as_micros() as u64, up_us = launched_at.elapsed().as_micros() as u64, "agent answered");
                 self.start_log_feed(rec, &s);
                 *running.session.lock().await = Some(s);
                 Ok(())

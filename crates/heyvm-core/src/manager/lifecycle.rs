@@ -134,7 +134,9 @@ impl SandboxManager {
             return Err(e);
         }
         let spec = self.spec(&rec);
+        let prepare_started = std::time::Instant::now();
         let mut prepared = if warm.is_some() { Ok(()) } else { backend.prepare(&spec).map_err(CoreError::from) };
+        tracing::debug!(sandbox = %rec.id, us = prepare_started.elapsed().as_micros() as u64, warm = warm.is_some(), "create: files prepared");
         if let (Ok(()), Some(a)) = (&prepared, rec.archive_id.clone()) {
             // Files in place before setup hooks and the start command run.
             let (me, r) = (self.clone(), rec.clone());

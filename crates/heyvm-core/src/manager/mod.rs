@@ -197,6 +197,9 @@ impl SandboxManager {
         mgr.reconcile().await?;
         mgr.remove_orphans().await?;
         mgr.store.release_orphan_id_ranges()?;
+        for b in &mgr.backends {
+            b.open(&mgr.data.sandboxes_dir()).await;
+        }
         mgr.refill_pool();
         Ok(mgr)
     }

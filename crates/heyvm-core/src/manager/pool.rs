@@ -135,6 +135,9 @@ impl SandboxManager {
         for id in ids {
             self.discard_warm(&self.blank(id)).await;
         }
+        for b in &self.backends {
+            b.close().await;
+        }
     }
 
     /// Removes sandbox directories that have no record: warm sandboxes of

@@ -1,0 +1,215 @@
+//! Spare networks: a few namespaces made ahead of time (veth pair,
+//! addresses, routes, host guard table, all as [`super::setup`] makes them)
+//! so a sandbox's first start takes one instead of building it on the
+//! critical path. `HEYVM_SPARES` sets how many (0 = off).
+//!
+//! A spare is brand new: it never hosted a sandbox, and a sandbox's network
+//! is destroyed (never returned here) when it stops, so nothing one sandbox
+//! did to its namespace (sockets, neighbours, conntrack entries) can reach
+//! another. Its names are its own (`heyvm-s<8 hex>-<key>` and
+//! `hv-<8 hex><key>`, key from the data directory); the sandbox that takes
+//! one records them in its `net.json`. Spares are removed at daemon
+//! shutdown, and ones a killed daemon left are removed when the next one
+//! starts (those no sandbox recorded).
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use super::error::NetResult;
+use super::{host, hostguard, nft, pool, NetNames};
+
+/// One ready network.
+#[derive(Debug, Clone)]
+pub struct Spare {
+    pub names: NetNames,
+    pub index: u32,
+}
+
+#[derive(Default)]
+struct State {
+    /// The data directory's sandboxes dir and its name key, once opened.
+    dir: Option<(PathBuf, u16)>,
+    ready: Vec<Spare>,
+    want: usize,
+    filling: bool,
+    closed: bool,
+}
+
+static STATE: Mutex<State> = Mutex::new(State { dir: None, ready: Vec::new(), want: 0, filling: false, closed: false });
+
+fn state() -> std::sync::MutexGuard<'static, State> {
+    STATE.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// How many spares the daemon keeps (`HEYVM_SPARES`).
+pub fn wanted() -> usize {
+    heyvm_core::config::parse(heyvm_core::config::SPARES).unwrap_or(DEFAULT_SPARES)
+}
+
+/// The default count: enough for a burst of first starts on a small host.
+pub const DEFAULT_SPARES: usize = 4;
+
+/// The 16-bit key of a data directory's sandboxes dir (keeps two daemons'
+/// spares apart).
+fn key_of(sandboxes: &Path) -> u16 {
+    (super::fnv1a(sandboxes.as_os_str().as_encoded_bytes()) & 0xffff) as u16
+}
+
+/// A spare's names from its 8-hex tag.
+fn names(tag: &str, key: u16) -> NetNames {
+    NetNames { netns: format!("heyvm-s{tag}-{key:04x}"), veth: format!("hv-{tag}{key:04x}") }
+}
+
+/// The tag of a spare's namespace name of this key, if it is one.
+fn tag_of(netns: &str, key: u16) -> Option<&str> {
+    let tag = netns.strip_prefix("heyvm-s")?.strip_suffix(&format!("-{key:04x}"))?;
+    (tag.len() == 8 && tag.bytes().all(|b| b.is_ascii_hexdigit())).then_some(tag)
+}
+
+/// At daemon start: removes spares an earlier daemon on this data dir
+/// left (none of its sandboxes recorded them) and starts making `want`.
+pub fn open(sandboxes: &Path, want: usize) {
+    let key = key_of(sandboxes);
+    let recorded: HashSet<String> = std::fs::read_dir(sandboxes)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| super::recorded_names(&e.path().join("net.json")))
+        .map(|n| n.netns)
+        .collect();
+    let stale: Vec<NetNames> = std::fs::read_dir(host::NETNS_DIR)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str().map(str::to_string))
+        .filter(|n| !recorded.contains(n))
+        .filter_map(|n| tag_of(&n, key).map(|t| names(t, key)))
+        .collect();
+    for n in stale {
+        tracing::info!(netns = %n.netns, "removing a spare network left by an earlier daemon");
+        host::destroy(&n);
+    }
+    {
+        let mut s = state();
+        s.dir = Some((sandboxes.to_path_buf(), key));
+        s.want = want;
+        s.closed = false;
+    }
+    refill();
+}
+
+/// A ready network for a sandbox of `sandboxes`, if one is there.
+pub fn take(sandboxes: &Path) -> Option<Spare> {
+    let spare = {
+        let mut s = state();
+        if s.dir.as_ref().map(|(d, _)| d.as_path()) != Some(sandboxes) {
+            return None;
+        }
+        s.ready.pop()
+    };
+    refill();
+    // Still whole? (Nothing should touch a spare, but a host admin might.)
+    spare.filter(|sp| sp.names.netns_path().exists() && Path::new("/sys/class/net").join(&sp.names.veth).exists())
+}
+
+/// Daemon shutdown: removes every spare and makes no more.
+pub fn close() {
+    let ready = {
+        let mut s = state();
+        s.closed = true;
+        std::mem::take(&mut s.ready)
+    };
+    for sp in ready {
+        host::destroy(&sp.names);
+    }
+}
+
+/// How many spares are ready now.
+pub fn ready() -> usize {
+    state().ready.len()
+}
+
+/// Tops the spares up on a background thread (one at a time).
+fn refill() {
+    let key = {
+        let mut s = state();
+        let Some((_, key)) = s.dir else { return };
+        if s.closed || s.filling || s.ready.len() >= s.want {
+            return;
+        }
+        s.filling = true;
+        key
+    };
+    std::thread::spawn(move || loop {
+        let more = {
+            let s = state();
+            !s.closed && s.ready.len() < s.want
+        };
+        if !more {
+            state().filling = false;
+            return;
+        }
+        match make(key) {
+            Ok(sp) => {
+                let mut s = state();
+                if s.closed {
+                    drop(s);
+                    host::destroy(&sp.names);
+                } else {
+                    s.ready.push(sp);
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "could not make a spare network; spares paused until the next take");
+                state().filling = false;
+                return;
+            }
+        }
+    });
+}
+
+/// Makes one spare: what [`super::setup`] does, under fresh names.
+fn make(key: u16) -> NetResult<Spare> {
+    let mut buf = [0u8; 4];
+    for _ in 0..4 {
+        // SAFETY: getrandom into a buffer we own.
+        unsafe { libc::getrandom(buf.as_mut_ptr().cast(), buf.len(), 0) };
+        let tag: String = buf.iter().map(|b| format!("{b:02x}")).collect();
+        let n = names(&tag, key);
+        if n.netns_path().exists() || Path::new("/sys/class/net").join(&n.veth).exists() {
+            continue;
+        }
+        let made = pool::with_lock(|| {
+            let index = pool::allocate(None)?;
+            host::create(&n, &pool::subnet(index))?;
+            nft::run(&(host::host_nat_script()? + &hostguard::install_script(&n.veth)))?;
+            Ok(index)
+        });
+        return match made {
+            Ok(index) => Ok(Spare { names: n, index }),
+            Err(e) => {
+                host::destroy(&n);
+                Err(e)
+            }
+        };
+    }
+    Err(super::NetError::PoolExhausted)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spare_names_fit_and_are_recognised_only_for_their_key() {
+        let n = names("0123abcd", 0x1f2e);
+        assert_eq!(n.netns, "heyvm-s0123abcd-1f2e");
+        assert_eq!(n.veth, "hv-0123abcd1f2e");
+        assert!(n.veth.len() <= 15);
+        assert_eq!(tag_of(&n.netns, 0x1f2e), Some("0123abcd"));
+        assert_eq!(tag_of(&n.netns, 0x1f2f), None);
+        assert_eq!(tag_of("heyvm-sb-0123abcd-1f2e", 0x1f2e), None);
+        assert_eq!(tag_of("heyvm-sxyz-1f2e", 0x1f2e), None);
+    }
+}
