@@ -431,6 +431,13 @@ pub struct Health {
 pub struct PoolStatus {
     /// Warm sandboxes ready now.
     pub warm: usize,
-    /// How many the daemon keeps (`HEYVM_POOL_SIZE`; 0 = off).
+    /// How many the daemon keeps at least (`HEYVM_POOL_SIZE`; 0 = off).
     pub size: usize,
+    /// How many it aims for now: the pool-shaped creates of the last two
+    /// minutes, between `size` and `max`.
+    #[serde(default)]
+    pub target: usize,
+    /// The most it ever keeps (`HEYVM_POOL_MAX`, the memory budget).
+    #[serde(default)]
+    pub max: usize,
 }

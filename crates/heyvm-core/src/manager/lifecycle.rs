@@ -116,7 +116,8 @@ impl SandboxManager {
         };
         let mut rec = rec;
         // Adopt a warm sandbox when the request fits the pool's shape.
-        let warm = if req.no_start != Some(true) && self.pool_fits(&rec) { self.take_warm().await } else { None };
+        let pool_shaped = req.no_start != Some(true) && self.pool_fits(&rec);
+        let warm = if pool_shaped { self.take_warm().await } else { None };
         if let Some(id) = &warm {
             rec.id = id.clone();
         }
@@ -168,7 +169,12 @@ impl SandboxManager {
             self.refill_pool();
             adopted?
         } else {
-            self.start_locked(rec).await?
+            let started = self.start_locked(rec).await;
+            if pool_shaped {
+                // The pool ran dry: demand grew, so it grows too.
+                self.refill_pool();
+            }
+            started?
         };
         Ok(self.info(&rec))
     }

@@ -47,6 +47,7 @@ pub use files::MountRoot;
 pub use idle::{STOP_IDLE, STOP_USER};
 pub use images::{is_host_image, HOST_IMAGE};
 pub use logs::LogQuery;
+pub use pool::{default_pool_max, DEMAND_WINDOW};
 pub use proxy::{is_subdomain, Endpoint};
 pub use shell::{terminal_size, ShellRequest};
 pub use usage::{HostStats, SandboxStats, UsageReport};
@@ -70,8 +71,12 @@ pub struct ManagerConfig {
     pub reap_interval: Duration,
     /// How long an interactive shell session survives with no client.
     pub shell_idle_expiry: Duration,
-    /// Warm sandboxes kept ready for fast creates (see `pool.rs`).
+    /// Warm sandboxes kept ready for fast creates at least (see `pool.rs`);
+    /// 0 turns the pool off.
     pub pool_size: usize,
+    /// At most this many warm sandboxes, however fast creates come
+    /// (`HEYVM_POOL_MAX`): the pool's memory budget.
+    pub pool_max: usize,
     /// Uploaded deploy archives older than this are deleted
     /// (`HEYVM_ARCHIVE_TTL_SECS`, default one day).
     pub archive_ttl: Duration,
@@ -96,6 +101,7 @@ impl Default for ManagerConfig {
             reap_interval: Duration::from_secs(1),
             shell_idle_expiry: crate::shell::IDLE_EXPIRY,
             pool_size: 1,
+            pool_max: 16,
             archive_ttl: Duration::from_secs(86_400),
             idle_timeout_secs: None,
             id_pool: Ok(crate::id_ranges::DEFAULT_POOL),
@@ -113,6 +119,7 @@ impl ManagerConfig {
             max_upload_bytes: parse(config::MAX_UPLOAD_BYTES).unwrap_or(d.max_upload_bytes),
             shell_idle_expiry: parse(config::SHELL_IDLE_SECS).map(Duration::from_secs).unwrap_or(d.shell_idle_expiry),
             pool_size: parse(config::POOL_SIZE).unwrap_or(d.pool_size),
+            pool_max: parse(config::POOL_MAX).unwrap_or_else(pool::default_pool_max),
             archive_ttl: parse(config::ARCHIVE_TTL_SECS).map(Duration::from_secs).unwrap_or(d.archive_ttl),
             idle_timeout_secs: parse::<u64>(config::IDLE_TIMEOUT_SECS).filter(|&t| t > 0),
             id_pool: crate::id_ranges::IdPool::from_env(),
@@ -142,6 +149,8 @@ pub struct SandboxManager {
     shells: crate::shell::ShellSessions,
     /// Ids of warm sandboxes ready to be adopted.
     pool: Mutex<Vec<String>>,
+    /// When recent pool-shaped creates came (the pool's size follows them).
+    pool_demand: Mutex<std::collections::VecDeque<Instant>>,
     pool_filling: std::sync::atomic::AtomicBool,
     /// Cleared once a warm sandbox shows the backend cannot rename it.
     pool_rename_ok: std::sync::atomic::AtomicBool,
@@ -186,6 +195,7 @@ impl SandboxManager {
             endpoint_gen: tokio::sync::watch::Sender::new(0),
             shells,
             pool: Mutex::default(),
+            pool_demand: Mutex::default(),
             pool_filling: Default::default(),
             pool_rename_ok: std::sync::atomic::AtomicBool::new(true),
             pool_closed: Default::default(),

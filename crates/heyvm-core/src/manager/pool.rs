@@ -8,9 +8,16 @@
 //! Warm sandboxes have no row in the store, so they are invisible to every
 //! API. The pool refills in the background after each adoption. Warm
 //! sandboxes left behind by a daemon that died are removed at startup.
+//!
+//! Its size follows the recent create rate: the pool aims to hold as many
+//! sandboxes as pool-shaped creates arrived in the last [`DEMAND_WINDOW`],
+//! never fewer than `HEYVM_POOL_SIZE` and never more than `HEYVM_POOL_MAX`
+//! (the memory budget, see [`default_pool_max`]). When creates slow down
+//! the extra warm sandboxes are retired, one per reaper pass.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use heyvm_types::{NetworkMode, SandboxStatus};
 
@@ -30,9 +37,69 @@ fn blank(id: String) -> SandboxRecord {
     rec
 }
 
+/// How far back creates count towards the pool's size.
+pub const DEMAND_WINDOW: Duration = Duration::from_secs(120);
+
+/// What one idle warm sandbox costs the host, for the default
+/// `HEYVM_POOL_MAX`: its processes (~2 MiB proportional set size), the
+/// kernel side of its loop-mounted disk, overlays, namespaces and cgroups,
+/// with room to spare (measured in `bench/`, section 7).
+const WARM_SANDBOX_BUDGET: u64 = 24 << 20;
+
+/// The default `HEYVM_POOL_MAX`: warm sandboxes may use up to 1/16 of the
+/// host's memory, between 4 and 256 of them.
+pub fn default_pool_max() -> usize {
+    let mem = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines().find_map(|l| l.strip_prefix("MemTotal:").and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok()))
+        })
+        .map(|kb| kb * 1024)
+        .unwrap_or(2 << 30);
+    ((mem / 16 / WARM_SANDBOX_BUDGET) as usize).clamp(4, 256)
+}
+
 impl SandboxManager {
     pub fn warm_pool_len(&self) -> usize {
         self.pool.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
+    /// How many warm sandboxes the pool aims for now: the pool-shaped
+    /// creates of the last [`DEMAND_WINDOW`], within the configured bounds.
+    pub fn pool_target(&self) -> usize {
+        if self.config.pool_size == 0 {
+            return 0;
+        }
+        let recent = {
+            let mut d = self.pool_demand.lock().unwrap_or_else(|e| e.into_inner());
+            while d.front().is_some_and(|t| t.elapsed() > DEMAND_WINDOW) {
+                d.pop_front();
+            }
+            d.len()
+        };
+        recent.clamp(self.config.pool_size, self.config.pool_max.max(self.config.pool_size))
+    }
+
+    /// Counts a create the pool could have served towards its size.
+    fn note_demand(&self) {
+        let mut d = self.pool_demand.lock().unwrap_or_else(|e| e.into_inner());
+        d.push_back(Instant::now());
+        // Never more remembered than the pool could use.
+        while d.len() > self.config.pool_max.max(self.config.pool_size) {
+            d.pop_front();
+        }
+    }
+
+    /// Retires one warm sandbox beyond the current target (reaper pass).
+    pub(super) async fn trim_pool(&self) {
+        let extra = {
+            let mut p = self.pool.lock().unwrap_or_else(|e| e.into_inner());
+            // The oldest first: it has sat unused longest.
+            (p.len() > self.pool_target()).then(|| p.remove(0))
+        };
+        if let Some(id) = extra {
+            self.discard_warm(&self.blank(id)).await;
+        }
     }
 
     /// Whether a new sandbox can be a warm one renamed.
@@ -52,6 +119,7 @@ impl SandboxManager {
     /// A live warm sandbox's id, removed from the pool; dead ones are
     /// cleaned up on the way.
     pub(super) async fn take_warm(self: &Arc<Self>) -> Option<String> {
+        self.note_demand();
         loop {
             let id = self.pool.lock().unwrap_or_else(|e| e.into_inner()).pop()?;
             let rec = self.blank(id.clone());
@@ -85,7 +153,9 @@ impl SandboxManager {
         rec
     }
 
-    /// Tops the pool up in the background (one launch at a time).
+    /// Tops the pool up to its target in the background (one launch at a
+    /// time: on a small host parallel launches only slow the creates that
+    /// are being served meanwhile).
     pub(super) fn refill_pool(self: &Arc<Self>) {
         let off = self.config.pool_size == 0 || !self.pool_can_rename() || self.pool_closed.load(Ordering::SeqCst);
         if off || self.pool_filling.swap(true, Ordering::SeqCst) {
@@ -93,7 +163,7 @@ impl SandboxManager {
         }
         let me = self.clone();
         tokio::spawn(async move {
-            while me.pool.lock().unwrap_or_else(|e| e.into_inner()).len() < me.config.pool_size {
+            while me.pool.lock().unwrap_or_else(|e| e.into_inner()).len() < me.pool_target() {
                 match me.launch_warm().await {
                     Ok(id) if me.pool_closed.load(Ordering::SeqCst) => me.discard_warm(&me.blank(id)).await,
                     Ok(id) => me.pool.lock().unwrap_or_else(|e| e.into_inner()).push(id),

@@ -58,6 +58,7 @@ impl SandboxManager {
                     tracing::warn!(error = %e, "idle reaper pass failed");
                 }
                 me.s3_upkeep();
+                me.trim_pool().await;
             }
         });
     }

@@ -36,9 +36,14 @@ pub fn router(state: AppState) -> Router {
         .route("/openapi.json", get(crate::openapi::serve))
         .route(
             "/system/pool",
-            get(
-                |State(s): State<AppState>| async move { Json(PoolStatus { warm: s.mgr.warm_pool_len(), size: s.mgr.config().pool_size }) },
-            ),
+            get(|State(s): State<AppState>| async move {
+                Json(PoolStatus {
+                    warm: s.mgr.warm_pool_len(),
+                    size: s.mgr.config().pool_size,
+                    target: s.mgr.pool_target(),
+                    max: s.mgr.config().pool_max,
+                })
+            }),
         )
         .route("/sandboxes", get(sandboxes::list).post(sandboxes::create))
         .route("/api-keys", get(api_keys::list).post(api_keys::create))
