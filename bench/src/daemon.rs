@@ -17,6 +17,17 @@ pub struct BenchDaemon {
 
 impl BenchDaemon {
     pub fn start(pool_size: usize) -> Result<BenchDaemon, String> {
+        Self::start_with(pool_size, "", &[], |_| Ok(()))
+    }
+
+    /// A daemon with extra environment, whose data dir `seed` fills first
+    /// (`tag` keeps data dirs of daemons with the same pool size apart).
+    pub fn start_with(
+        pool_size: usize,
+        tag: &str,
+        env: &[(&str, &str)],
+        seed: impl FnOnce(&std::path::Path) -> Result<(), String>,
+    ) -> Result<BenchDaemon, String> {
         let bin = match std::env::var_os("HEYVM_BIN") {
             Some(p) => PathBuf::from(p),
             None => std::env::current_exe().map_err(|e| e.to_string())?.with_file_name("heyvm"),
@@ -24,14 +35,16 @@ impl BenchDaemon {
         if !bin.is_file() {
             return Err(format!("{} not found; run `cargo build --release` first (or set HEYVM_BIN)", bin.display()));
         }
-        let data = PathBuf::from(format!("/tmp/heyvm-bench-{}-pool{pool_size}", std::process::id()));
+        let data = PathBuf::from(format!("/tmp/heyvm-bench-{}-pool{pool_size}{tag}", std::process::id()));
         std::fs::create_dir_all(&data).map_err(|e| format!("creating {}: {e}", data.display()))?;
+        seed(&data)?;
         let log = std::fs::File::create(data.join("bench-daemon.log")).map_err(|e| e.to_string())?;
         let mut child = Command::new(&bin)
             .args(["--api", "--port", "0", "--host", "127.0.0.1"])
             .env("MVM_DATA_DIR", &data)
             .env("HEYVM_LOG", "warn")
             .env("HEYVM_POOL_SIZE", pool_size.to_string())
+            .envs(env.iter().copied())
             .env_remove("JWT_SECRET")
             .env_remove("HEYVM_API_URL")
             .stdin(Stdio::null())
@@ -51,6 +64,17 @@ impl BenchDaemon {
             return Err(format!("daemon did not print its address (got {line:?}); see {}/bench-daemon.log", data.display()));
         };
         Ok(BenchDaemon { url: format!("http://{addr}"), bin, data, child })
+    }
+
+    /// The daemon's resident set size, from /proc.
+    pub fn rss_bytes(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap_or_default();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            .unwrap_or(0)
+            * 1024
     }
 
     /// CPU time (user + system) the daemon process has used so far, from

@@ -5,8 +5,11 @@
 //! `cargo build --release && cargo run --release -p heyvm-bench [-- --out FILE]`
 //! (root and bubblewrap required, like the daemon itself).
 
+mod bursts;
 mod daemon;
+mod density;
 mod files;
+mod load;
 mod stats;
 mod vm;
 
@@ -43,36 +46,64 @@ fn main() {
         vm::run(&Client::new(&daemon.url, None), &daemon.data, &mut table);
         return report(&table, out);
     }
-    // HEYVM_BENCH_SECTION=files runs only section 6 (file transfers).
-    let only_files = std::env::var("HEYVM_BENCH_SECTION").is_ok_and(|v| v == "files");
-    if !only_files {
+    // HEYVM_BENCH_SECTION: otherwise a comma-separated subset of cold,
+    // bursts, exec, concurrent, files, density, list, load (default: all).
+    let sections: Option<Vec<String>> =
+        std::env::var("HEYVM_BENCH_SECTION").ok().map(|v| v.split(',').map(|s| s.trim().to_string()).collect());
+    let on = |name: &str| sections.as_ref().is_none_or(|s| s.iter().any(|x| x == name));
+    if on("cold") || on("density") {
         // Cold: every create launches a sandbox from scratch.
         let cold = start(0);
-        cold_start(&Client::new(&cold.url, None), &cold, &mut table);
+        let client = Client::new(&cold.url, None);
+        if on("cold") {
+            cold_start(&client, &cold, &mut table);
+        }
+        if on("density") {
+            density::density(&client, &cold, &mut table);
+        }
+    }
+    let warm_sections = ["bursts", "exec", "concurrent", "files", "load"];
+    if !warm_sections.iter().any(|s| on(s)) {
+        if on("list") {
+            density::listing(&mut table);
+        }
+        return report(&table, out);
     }
     let daemon = start(1);
     let client = Client::new(&daemon.url, None);
-    if !only_files {
-        pool_start(&client, &mut table);
+    if on("bursts") {
+        bursts::run(&client, &mut table);
     }
     // HEYVM_BENCH_SIZE picks the warm sandbox's size class (default small).
     let size_class = std::env::var("HEYVM_BENCH_SIZE")
         .ok()
         .map(|s| serde_json::from_value(serde_json::Value::String(s)).expect("HEYVM_BENCH_SIZE: a size class"));
-    let id = match client.create(&CreateSandboxRequest { name: Some("bench-warm".into()), size_class, ..Default::default() }) {
-        Ok(sb) => sb.id,
-        Err(e) => {
-            println!("{}", table.render());
-            eprintln!("heyvm-bench: cannot create the sandbox for the warm benchmarks: {e}");
-            std::process::exit(1);
+    if on("exec") || on("concurrent") || on("files") || on("load") {
+        let id = match client.create(&CreateSandboxRequest { name: Some("bench-warm".into()), size_class, ..Default::default() }) {
+            Ok(sb) => sb.id,
+            Err(e) => {
+                println!("{}", table.render());
+                eprintln!("heyvm-bench: cannot create the sandbox for the warm benchmarks: {e}");
+                std::process::exit(1);
+            }
+        };
+        if on("exec") {
+            warm_exec(&client, &daemon, &id, &mut table);
         }
-    };
-    if !only_files {
-        warm_exec(&client, &daemon, &id, &mut table);
-        concurrent(&client, &daemon, &id, &mut table);
+        if on("concurrent") {
+            concurrent(&client, &daemon, &id, &mut table);
+        }
+        if on("files") {
+            files::run(&client, &id, &mut table);
+        }
+        if on("load") {
+            load::run(&daemon.url, &id, &daemon.data, &mut table);
+        }
+        let _ = client.delete_sandbox(&id);
     }
-    files::run(&client, &id, &mut table);
-    let _ = client.delete_sandbox(&id);
+    if on("list") {
+        density::listing(&mut table);
+    }
     if std::env::var("HEYVM_BENCH_VM").is_ok_and(|v| v == "1") {
         vm::run(&client, &daemon.data, &mut table);
     }
@@ -103,7 +134,7 @@ fn parse_out_arg() -> Option<String> {
     }
 }
 
-fn echo_hi() -> ExecRequest {
+pub(crate) fn echo_hi() -> ExecRequest {
     ExecRequest { command: "echo".into(), args: vec!["hi".into()], ..Default::default() }
 }
 
@@ -112,9 +143,12 @@ fn cold_start(client: &Client, daemon: &daemon::BenchDaemon, table: &mut Table) 
     let (mut create, mut first_exec, mut total, mut delete) =
         (Samples::default(), Samples::default(), Samples::default(), Samples::default());
     let mut failures = Vec::new();
-    let cpu0 = daemon.cpu_time();
+    let mut bwrap = Samples::default();
+    let mut cold_cpu = Duration::ZERO;
+    // Interleaved with the bare baseline: one create, one bare bwrap.
     for i in 0..COLD_N {
         let req = CreateSandboxRequest { name: Some(format!("bench-cold-{i}")), ..Default::default() };
+        let cpu0 = daemon.cpu_time();
         match cold_once(client, &req) {
             Ok((c, e, d)) => {
                 create.push(c);
@@ -124,8 +158,10 @@ fn cold_start(client: &Client, daemon: &daemon::BenchDaemon, table: &mut Table) 
             }
             Err(e) => failures.push(e),
         }
+        cold_cpu += daemon.cpu_time() - cpu0;
+        bwrap.push(bare_bwrap());
     }
-    let cold_cpu = (daemon.cpu_time() - cpu0) / COLD_N as u32;
+    let cold_cpu = cold_cpu / COLD_N as u32;
     // The same without a network namespace (the default is NAT: netns + veth).
     let mut no_net = Samples::default();
     for i in 0..COLD_N {
@@ -135,10 +171,6 @@ fn cold_start(client: &Client, daemon: &daemon::BenchDaemon, table: &mut Table) 
             Err(e) => failures.push(e),
         }
     }
-    let mut bwrap = Samples::default();
-    for _ in 0..COLD_N {
-        bwrap.push(bare_bwrap());
-    }
     table.section(&format!("1. cold start, warm pool off: create -> first exec output (N={COLD_N}, default network nat)"));
     table.row_ratio("create + first `echo hi` p50", total.p50(), "bare bwrap `true` p50", bwrap.p50());
     table.row("  create (POST /sandboxes) p50", create.p50());
@@ -146,7 +178,7 @@ fn cold_start(client: &Client, daemon: &daemon::BenchDaemon, table: &mut Table) 
     table.row("  create p90", create.pct(90.0));
     table.row("  first exec p50", first_exec.p50());
     table.row("  delete p50 (not in total)", delete.p50());
-    table.row("  create + first exec p99", total.p99());
+    table.row_ratio("create + first exec p99", total.p99(), "bare bwrap `true` p99", bwrap.p99());
     table.row_ratio("  same with network none, p50", no_net.p50(), "bare bwrap", bwrap.p50());
     table.row("  daemon CPU per create+exec+delete", cold_cpu);
     table.line(&format!("  failures: {} of {}", failures.len(), 2 * COLD_N));
@@ -155,38 +187,8 @@ fn cold_start(client: &Client, daemon: &daemon::BenchDaemon, table: &mut Table) 
     }
 }
 
-/// 1b. The same with the warm pool (the default): the daemon keeps one
-/// launched sandbox ready and renames it on create. Each create waits for
-/// the pool to refill first (the wait is not measured), as an agent that
-/// creates sandboxes now and then would see.
-fn pool_start(client: &Client, table: &mut Table) {
-    let (mut create, mut total) = (Samples::default(), Samples::default());
-    let mut failures = Vec::new();
-    let mut bwrap = Samples::default();
-    for i in 0..COLD_N {
-        std::thread::sleep(Duration::from_millis(400));
-        let req = CreateSandboxRequest { name: Some(format!("bench-pool-{i}")), ..Default::default() };
-        match cold_once(client, &req) {
-            Ok((c, e, _)) => {
-                create.push(c);
-                total.push(c + e);
-            }
-            Err(e) => failures.push(e),
-        }
-        bwrap.push(bare_bwrap());
-    }
-    table.section(&format!("1b. create from the warm pool -> first exec output (N={COLD_N}, default network nat)"));
-    table.row_ratio("create + first `echo hi` p50", total.p50(), "bare bwrap `true` p50", bwrap.p50());
-    table.row("  create (POST /sandboxes) p50", create.p50());
-    table.row("  create + first exec p99", total.p99());
-    table.line(&format!("  failures: {} of {}", failures.len(), COLD_N));
-    for f in failures.iter().take(3) {
-        table.line(&format!("    e.g. {f}"));
-    }
-}
-
 /// One bare bubblewrap sandbox running `true`: the cold-start baseline.
-fn bare_bwrap() -> Duration {
+pub(crate) fn bare_bwrap() -> Duration {
     let t0 = Instant::now();
     let st = Command::new("bwrap")
         .args(["--unshare-all", "--ro-bind", "/", "/", "--proc", "/proc", "--dev", "/dev", "true"])
@@ -296,7 +298,7 @@ fn concurrent(client: &Client, daemon: &daemon::BenchDaemon, id: &str, table: &m
 }
 
 /// Runs `n` copies of `f` released together; returns failure messages and wall time.
-fn burst<F>(n: usize, f: F) -> (Vec<String>, Duration)
+pub(crate) fn burst<F>(n: usize, f: F) -> (Vec<String>, Duration)
 where
     F: Fn(usize) -> Option<String> + Sync,
 {

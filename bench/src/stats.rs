@@ -10,6 +10,10 @@ impl Samples {
         self.0.push(d);
     }
 
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
     /// Nearest-rank percentile; zero when empty.
     pub fn pct(&self, p: f64) -> Duration {
         if self.0.is_empty() {

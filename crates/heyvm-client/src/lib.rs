@@ -123,6 +123,11 @@ impl Client {
         self.finish(req.content_type("application/json").send(&bytes[..]))
     }
 
+    /// Any GET route's JSON answer (benchmarks, status pages).
+    pub fn get_json(&self, path: &str) -> Result<serde_json::Value> {
+        self.get(path)
+    }
+
     pub fn health(&self) -> Result<Health> {
         self.get("/health")
     }
