@@ -55,7 +55,7 @@ fn ensure_dir() -> io::Result<()> {
 pub fn create(name: &str) -> io::Result<(OwnedFd, Netlink)> {
     ensure_dir()?;
     let path = Path::new(NETNS_DIR).join(name);
-    std::fs::OpenOptions::new().write(true).create_new(true).mode(0).open(&path)?;
+    std::fs::OpenOptions::new().write(true).create_new(true).mode(0o0).open(&path)?;
     let target = c(&path)?;
     let made = std::thread::spawn(move || -> io::Result<(OwnedFd, Netlink)> {
         // SAFETY: unshare/mount/open on this thread, with valid C strings;

@@ -107,9 +107,8 @@ pub fn run(script: &str) -> NetResult<()> {
 pub fn run_in(netns: &Path, script: &str) -> NetResult<()> {
     let ns = std::fs::File::open(netns).map_err(|e| NetError::io("opening", netns, e))?;
     let script = script.to_string();
-    let r = super::netlink::in_netns(ns.as_raw_fd(), move || Ok(run(&script)))
-        .map_err(|e| NetError::io("entering the network namespace", netns, e))?;
-    r
+    super::netlink::in_netns(ns.as_raw_fd(), move || Ok(run(&script)))
+        .map_err(|e| NetError::io("entering the network namespace", netns, e))?
 }
 
 #[cfg(test)]

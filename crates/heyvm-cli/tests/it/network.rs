@@ -138,7 +138,7 @@ fn host_objects(d: &Daemon, sandbox_id: &str) -> Vec<String> {
     let netns = net["netns"].as_str().map(String::from).unwrap_or_else(|| sandbox_id.to_string());
     let veth = net["veth"].as_str().map(String::from).unwrap_or_else(|| format!("hv-{}", &sandbox_id[3..]));
     let mut found: Vec<String> = ip_out(&["netns", "list"]).lines().filter(|l| l.contains(&netns)).map(String::from).collect();
-    found.extend(ip_out(&["-o", "link", "show"]).lines().filter(|l| l.contains(&format!("{veth}"))).map(String::from));
+    found.extend(ip_out(&["-o", "link", "show"]).lines().filter(|l| l.contains(veth.as_str())).map(String::from));
     found
 }
 
