@@ -189,6 +189,20 @@ fn cold_start(client: &Client, daemon: &daemon::BenchDaemon, table: &mut Table) 
 
 /// One bare bubblewrap sandbox running `true`: the cold-start baseline.
 pub(crate) fn bare_bwrap() -> Duration {
+    // `--ro-bind / /` remounts every host mount read-only, and fails when
+    // one vanishes meanwhile (a sandbox's namespace being deleted): retry.
+    for _ in 0..4 {
+        let t0 = Instant::now();
+        let st = Command::new("bwrap")
+            .args(["--unshare-all", "--ro-bind", "/", "/", "--proc", "/proc", "--dev", "/dev", "true"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .expect("run bwrap");
+        if st.success() {
+            return t0.elapsed();
+        }
+    }
     let t0 = Instant::now();
     let st = Command::new("bwrap")
         .args(["--unshare-all", "--ro-bind", "/", "/", "--proc", "/proc", "--dev", "/dev", "true"])

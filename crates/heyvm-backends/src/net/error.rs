@@ -15,6 +15,9 @@ pub enum NetError {
     /// A system tool ran and failed; `stderr` is its explanation.
     #[error("{prog} {args}: {stderr}")]
     Tool { prog: String, args: String, stderr: String },
+    /// `ip -j` printed something that is not JSON.
+    #[error("parsing ip output: {0}")]
+    IpOutput(#[from] serde_json::Error),
     /// A netlink request (links, addresses, routes, namespaces) failed.
     #[error("{what}: {source}")]
     Netlink { what: &'static str, source: io::Error },

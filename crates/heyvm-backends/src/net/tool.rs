@@ -1,5 +1,6 @@
-//! Running the `nft` tool where libnftables cannot be loaded (see
-//! [`super::nft`]). A leaf: the rest of `net` builds on it.
+//! Running system tools: `nft` where libnftables cannot be loaded (see
+//! [`super::nft`]), and `ip` for the VM tier's tap routing. A leaf: the
+//! rest of `net` builds on it.
 
 use std::io::Write;
 use std::path::Path;
@@ -33,4 +34,12 @@ pub fn tools_present() -> bool {
 /// System tools live in sbin, which a daemon's PATH may lack.
 fn locate(prog: &str) -> std::path::PathBuf {
     ["/usr/sbin", "/sbin", "/usr/bin", "/bin"].iter().map(|d| Path::new(d).join(prog)).find(|p| p.is_file()).unwrap_or_else(|| prog.into())
+}
+
+/// `ip -j ARGS` parsed (the VM tier's tap routing still runs `ip`).
+pub fn ip_json(args: &[&str]) -> NetResult<serde_json::Value> {
+    let mut a = vec!["-j"];
+    a.extend_from_slice(args);
+    let out = run("ip", &a, None)?;
+    Ok(serde_json::from_str(&out)?)
 }

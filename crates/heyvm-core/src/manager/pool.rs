@@ -41,13 +41,14 @@ fn blank(id: String) -> SandboxRecord {
 pub const DEMAND_WINDOW: Duration = Duration::from_secs(120);
 
 /// What one idle warm sandbox costs the host, for the default
-/// `HEYVM_POOL_MAX`: its processes (~2 MiB proportional set size), the
-/// kernel side of its loop-mounted disk, overlays, namespaces and cgroups,
-/// with room to spare (measured in `bench/`, section 7).
-const WARM_SANDBOX_BUDGET: u64 = 24 << 20;
+/// `HEYVM_POOL_MAX`. Measured (`bench/` section 7, 500 idle sandboxes):
+/// its three processes 0.5 MiB PSS, its memory cgroup 0.9 MiB, the daemon
+/// 5.1 MiB of RSS per sandbox; plus the kernel side of its loop-mounted
+/// disk, overlays and namespaces. 12 MiB leaves room to spare.
+const WARM_SANDBOX_BUDGET: u64 = 12 << 20;
 
 /// The default `HEYVM_POOL_MAX`: warm sandboxes may use up to 1/16 of the
-/// host's memory, between 4 and 256 of them.
+/// host's memory, between 4 and 256 of them (125 on a 24 GiB host).
 pub fn default_pool_max() -> usize {
     let mem = std::fs::read_to_string("/proc/meminfo")
         .ok()
