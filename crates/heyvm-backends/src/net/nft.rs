@@ -68,10 +68,21 @@ pub fn in_process() -> bool {
     lib().is_some()
 }
 
+/// libnftables waits for the kernel's answers with select(2), which cannot
+/// watch a descriptor numbered 1024 or more: glibc aborts the whole process
+/// ("bit out of range 0 - FD_SETSIZE"). Its netlink socket takes the lowest
+/// free number, so the library is only used while this process holds few
+/// descriptors (a daemon serving hundreds of connections runs the `nft`
+/// tool instead, a process of its own with few). 256 leaves a margin of
+/// 768 descriptors opened by other threads meanwhile.
+fn few_descriptors() -> bool {
+    std::fs::read_dir("/proc/self/fd").map(|d| d.count() < 256).unwrap_or(false)
+}
+
 /// Runs `script` as one transaction in the calling thread's network
 /// namespace.
 pub fn run(script: &str) -> NetResult<()> {
-    let Some(lib) = lib() else {
+    let Some(lib) = lib().filter(|_| few_descriptors()) else {
         return super::tool::run("nft", &["-f", "-"], Some(script)).map(|_| ());
     };
     let tool_err = |stderr: String| NetError::Tool { prog: "libnftables".into(), args: "-f -".into(), stderr };
@@ -114,6 +125,19 @@ pub fn run_in(netns: &Path, script: &str) -> NetResult<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn many_descriptors_mean_the_tool() {
+        if unsafe { libc::geteuid() } != 0 || !super::super::tool::tools_present() {
+            return;
+        }
+        // Push this process past 1024 descriptors: the library would abort
+        // it (select(2) on a descriptor >= FD_SETSIZE); the tool runs.
+        let held: Vec<std::fs::File> = (0..1100).filter_map(|_| std::fs::File::open("/dev/null").ok()).collect();
+        assert!(!few_descriptors());
+        run("table ip heyvm_nft_fd_test {}\ndelete table ip heyvm_nft_fd_test\n").unwrap();
+        drop(held);
+    }
 
     #[test]
     fn a_bad_script_is_an_error_with_the_reason() {
