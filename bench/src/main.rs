@@ -9,6 +9,7 @@ mod bursts;
 mod daemon;
 mod density;
 mod files;
+mod images;
 mod load;
 mod stats;
 mod vm;
@@ -47,7 +48,8 @@ fn main() {
         return report(&table, out);
     }
     // HEYVM_BENCH_SECTION: otherwise a comma-separated subset of cold,
-    // bursts, exec, concurrent, files, density, list, load (default: all).
+    // bursts, exec, concurrent, files, density, list, load, images
+    // (default: all).
     let sections: Option<Vec<String>> =
         std::env::var("HEYVM_BENCH_SECTION").ok().map(|v| v.split(',').map(|s| s.trim().to_string()).collect());
     let on = |name: &str| sections.as_ref().is_none_or(|s| s.iter().any(|x| x == name));
@@ -63,9 +65,17 @@ fn main() {
         }
     }
     let warm_sections = ["bursts", "exec", "concurrent", "files", "load"];
+    // Section 7 (OCI images) on a daemon of its own, warm pool off.
+    let images_section = |table: &mut Table| {
+        let d = start(0);
+        images::run_section(&Client::new(&d.url, None), &d.bin, &d.url, table);
+    };
     if !warm_sections.iter().any(|s| on(s)) {
         if on("list") {
             density::listing(&mut table);
+        }
+        if on("images") {
+            images_section(&mut table);
         }
         return report(&table, out);
     }
@@ -106,6 +116,10 @@ fn main() {
     }
     if std::env::var("HEYVM_BENCH_VM").is_ok_and(|v| v == "1") {
         vm::run(&client, &daemon.data, &mut table);
+    }
+    if on("images") {
+        drop(daemon);
+        images_section(&mut table);
     }
     report(&table, out);
 }

@@ -28,12 +28,21 @@ pub fn run(mut conn: UnixStream, spec: ExecSpec) -> io::Result<()> {
         let message = format!("working directory '{}' does not exist in the sandbox", spec.cwd);
         return write_json(&mut conn, &Event::Error { message });
     }
+    let user = match crate::user::resolve(spec.user.as_deref()) {
+        Ok(u) => u,
+        Err(message) => return write_json(&mut conn, &Event::Error { message }),
+    };
     let mut cmd = Command::new(&spec.argv[0]);
     let tag = exec_tag();
     cmd.args(&spec.argv[1..]).env_clear().envs(&spec.env).env(TAG_VAR, &tag).current_dir(&spec.cwd);
     cmd.stdin(if spec.stdin { Stdio::piped() } else { Stdio::null() });
     cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
     isolate_child(&mut cmd);
+    // After the closures above: they write /proc/self files, which a
+    // process that changed its uid can no longer open.
+    if let Some(id) = &user {
+        crate::user::run_as(&mut cmd, id, &spec.env);
+    }
     let started = Instant::now();
     // The timeout guard thread is created before the command starts: once a
     // fork bomb is running, the sandbox's pids limit leaves no room for it.

@@ -20,7 +20,7 @@ use std::path::{Component, Path, PathBuf};
 use heyvm_protocol::files::{FileErrorCode, FileKind, FilePath, FileRead, FileRemove, FileStat, LIST_BATCH};
 use heyvm_protocol::{encode, write_json, Event, FrameKind};
 
-use crate::fsuser;
+use crate::user;
 
 /// Bytes per output frame of a read.
 const CHUNK: usize = 64 * 1024;
@@ -98,7 +98,7 @@ pub(crate) fn file_stat(path: &Path, meta: &Metadata) -> FileStat {
 
 pub fn stat(mut conn: UnixStream, r: FilePath) -> io::Result<()> {
     let res = (|| {
-        fsuser::act_as(r.user.as_deref())?;
+        user::act_as(r.user.as_deref())?;
         let p = check_path(&r.path)?;
         let meta = std::fs::metadata(&p).map_err(|e| os(&p, e))?;
         Ok(Event::FileInfo(file_stat(&p, &meta)))
@@ -108,7 +108,7 @@ pub fn stat(mut conn: UnixStream, r: FilePath) -> io::Result<()> {
 
 pub fn list(mut conn: UnixStream, r: FilePath) -> io::Result<()> {
     let dir = (|| {
-        fsuser::act_as(r.user.as_deref())?;
+        user::act_as(r.user.as_deref())?;
         let p = check_path(&r.path)?;
         let dir = std::fs::read_dir(&p).map_err(|e| os(&p, e))?;
         Ok((p, dir))
@@ -163,7 +163,7 @@ fn open_regular(p: &Path) -> FResult<(File, Metadata)> {
 
 pub fn read(mut conn: UnixStream, r: FileRead) -> io::Result<()> {
     let opened = (|| {
-        fsuser::act_as(r.user.as_deref())?;
+        user::act_as(r.user.as_deref())?;
         let p = check_path(&r.path)?;
         let (file, meta) = open_regular(&p)?;
         Ok((p, file, meta))
@@ -198,7 +198,7 @@ pub fn read(mut conn: UnixStream, r: FileRead) -> io::Result<()> {
 
 pub fn remove(mut conn: UnixStream, r: FileRemove) -> io::Result<()> {
     let res = (|| {
-        fsuser::act_as(r.user.as_deref())?;
+        user::act_as(r.user.as_deref())?;
         let p = check_path(&r.path)?;
         if p == Path::new("/") {
             return Err(fail(FileErrorCode::InvalidPath, "refusing to remove '/'"));

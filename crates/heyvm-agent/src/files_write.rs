@@ -17,14 +17,14 @@ use heyvm_protocol::files::{FileErrorCode, FileWrite};
 use heyvm_protocol::{read_frame, write_json, Event, Frame};
 
 use crate::files::{check_path, fail, os, send_failure, FResult};
-use crate::fsuser;
+use crate::user;
 
 /// Makes temporary names unique within the agent.
 static COUNTER: AtomicU64 = AtomicU64::new(0);
 
 pub fn write(mut conn: UnixStream, w: FileWrite) -> io::Result<()> {
     let target = (|| {
-        fsuser::act_as(w.user.as_deref())?;
+        user::act_as(w.user.as_deref())?;
         let p = check_path(&w.path)?;
         Pending::create(&p, w.mode, w.parents)
     })();
@@ -125,7 +125,7 @@ impl Pending {
         if unsafe { libc::fchmod(self.file.as_raw_fd(), self.mode) } != 0 {
             return Err(os(&p, io::Error::last_os_error()));
         }
-        if let Some((uid, gid)) = self.owner.filter(|_| fsuser::acting_as_root()) {
+        if let Some((uid, gid)) = self.owner.filter(|_| user::acting_as_root()) {
             // Editing /home/app/x as root keeps it app's; best effort.
             // SAFETY: as above.
             unsafe { libc::fchown(self.file.as_raw_fd(), uid, gid) };

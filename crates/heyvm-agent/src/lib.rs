@@ -14,13 +14,13 @@ mod connect;
 mod exec;
 mod files;
 mod files_write;
-mod fsuser;
 pub mod guest_init;
 mod guest_net;
 mod logfile;
 pub mod mux;
 mod pty;
 mod service;
+mod user;
 
 use std::io;
 use std::os::unix::net::UnixStream;

@@ -47,6 +47,10 @@ pub fn run(mut conn: UnixStream, spec: ShellSpec) -> io::Result<()> {
         let message = format!("working directory '{}' does not exist in the sandbox", spec.cwd);
         return write_json(&mut conn, &Event::Error { message });
     }
+    let user = match crate::user::resolve(spec.user.as_deref()) {
+        Ok(u) => u,
+        Err(message) => return write_json(&mut conn, &Event::Error { message }),
+    };
     let argv = spec.argv.clone().filter(|a| !a.is_empty()).unwrap_or_else(login_shell);
     let (master, slave) = match open_pty(spec.cols, spec.rows) {
         Ok(p) => p,
@@ -79,6 +83,11 @@ pub fn run(mut conn: UnixStream, spec: ShellSpec) -> io::Result<()> {
             }
             Ok(())
         });
+    }
+    // After the closure above: it writes /proc/self files, which a process
+    // that changed its uid can no longer open.
+    if let Some(id) = &user {
+        crate::user::run_as(&mut cmd, id, &spec.env);
     }
     let started = Instant::now();
     let mut child = match cmd.spawn() {

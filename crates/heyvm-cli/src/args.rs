@@ -444,6 +444,9 @@ pub struct ExecArgs {
     /// Environment variable KEY=VALUE (repeatable).
     #[arg(long = "env")]
     pub env: Vec<String>,
+    /// Run as this sandbox user: USER, UID, USER:GROUP or UID:GID (default: the image's User, else root).
+    #[arg(short = 'u', long)]
+    pub user: Option<String>,
     /// Kill the command's process tree after this long (e.g. 30s, 2m, 500ms).
     #[arg(long)]
     pub timeout: Option<String>,
@@ -610,6 +613,9 @@ pub struct ShellOptArgs {
     /// Environment variable KEY=VALUE for the shell (repeatable).
     #[arg(long = "env")]
     pub env: Vec<String>,
+    /// Run the shell as this sandbox user: USER, UID, USER:GROUP or UID:GID (default: the image's User, else root).
+    #[arg(short = 'u', long)]
+    pub user: Option<String>,
 }
 
 #[derive(Subcommand, Debug, Clone)]
@@ -637,6 +643,35 @@ pub enum ImagesCommand {
     },
     /// Delete layers and blobs no image and no sandbox needs.
     Prune,
+    /// Write an image as an OCI image archive (a tar that `images load` and `skopeo copy oci-archive:` read).
+    #[command(after_help = "Example:\n  heyvm images save app:v1 -o app.tar")]
+    Save {
+        /// Image reference or digest.
+        reference: String,
+        /// The archive to write (replaced only once complete).
+        #[arg(short = 'o', long = "output")]
+        output: PathBuf,
+    },
+    /// Load an OCI image archive (tar or tar.gz, e.g. from `images save` or skopeo) into the store.
+    #[command(after_help = "Examples:\n  heyvm images load app.tar\n  heyvm images load skopeo-out.tar --name app:v1")]
+    Load {
+        /// The archive.
+        file: PathBuf,
+        /// Reference to store it as (default: the one the archive records).
+        #[arg(long, short = 't', visible_alias = "tag")]
+        name: Option<String>,
+    },
+    /// Send a local image to a remote heyvm server's image store (`--server URL` or $HEYO_CLOUD_URL, with the token
+    /// remote commands use), where creates and deploys can name it.
+    #[command(after_help = "Example:\n  heyvm images upload my-agent:latest --server https://cloud.example\n  \
+        heyvm --server https://cloud.example create --name a --image my-agent:latest")]
+    Upload {
+        /// The local image (reference or digest).
+        reference: String,
+        /// Name on the server (default: the same reference).
+        #[arg(long = "as", value_name = "REF")]
+        name: Option<String>,
+    },
     /// Give an image another reference.
     Tag {
         /// Existing image reference or digest.

@@ -51,6 +51,12 @@ pub fn local_client(cli: &Cli) -> anyhow::Result<Client> {
     client_for(cli, cli.server.clone().filter(|u| !u.is_empty()))
 }
 
+/// The daemon on this machine's default port (started if needed),
+/// whatever `--server` or `$HEYVM_API_URL` say.
+pub fn default_local_client(cli: &Cli) -> anyhow::Result<Client> {
+    client_for(cli, None)
+}
+
 fn client_for(cli: &Cli, server: Option<String>) -> anyhow::Result<Client> {
     let token = crate::credentials::token(cli);
     if let Some(url) = server {

@@ -73,3 +73,36 @@ impl Client {
         self.sse(r.content_type("application/json").send(&bytes[..]), on_event)
     }
 }
+
+impl Client {
+    /// `PUT /images/:name` (heyo-sdk's upload): streams `file` (an OCI image
+    /// archive or an ext4 root filesystem); `sha256` (hex) is sent as
+    /// `x-heyo-sha256` for the server to check.
+    pub fn upload_image(&self, name: &str, file: &std::path::Path, sha256: Option<&str>) -> Result<ImageInfo> {
+        let f = std::fs::File::open(file).map_err(|e| self.transport(format!("{}: {e}", file.display())))?;
+        let mut r = self.agent.put(self.url(&format!("/images/{}", encode(name))));
+        if let Some(t) = &self.token {
+            r = r.header("Authorization", format!("Bearer {t}"));
+        }
+        if let Some(s) = sha256 {
+            r = r.header("x-heyo-sha256", s);
+        }
+        let mut reader = std::io::BufReader::new(f);
+        self.finish(r.content_type("application/octet-stream").send(ureq::SendBody::from_reader(&mut reader)))
+    }
+
+    /// `GET /images/:ref/archive` into `out` (an OCI image archive); returns
+    /// the byte count.
+    pub fn save_image(&self, reference: &str, out: &mut impl std::io::Write) -> Result<u64> {
+        let mut req = self.agent.get(self.url(&format!("/images/{}/archive", encode(reference))));
+        if let Some(t) = &self.token {
+            req = req.header("Authorization", format!("Bearer {t}"));
+        }
+        let resp = req.call().map_err(|e| self.transport(e))?;
+        if resp.status().as_u16() >= 400 {
+            return self.finish(Ok(resp));
+        }
+        let mut r = resp.into_body().into_with_config().limit(u64::MAX).reader();
+        std::io::copy(&mut r, out).map_err(|e| self.transport(e))
+    }
+}

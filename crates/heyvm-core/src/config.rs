@@ -36,6 +36,7 @@ env_vars! {
     IDLE_TIMEOUT_SECS = "HEYVM_IDLE_TIMEOUT_SECS", "off", "Default idle timeout: a sandbox unused this long is stopped (resumed on next use).";
     LOG = "HEYVM_LOG", "info", "Daemon log filter (tracing env-filter syntax).";
     MAX_UPLOAD_BYTES = "HEYVM_MAX_UPLOAD_BYTES", "1073741824", "Largest accepted file upload (413 beyond).";
+    MAX_IMAGE_UPLOAD_BYTES = "HEYVM_MAX_IMAGE_UPLOAD_BYTES", "17179869184", "Largest accepted image upload (`PUT /images/:name`: an OCI archive or an ext4 rootfs; 413 beyond).";
     SHELL_IDLE_SECS = "HEYVM_SHELL_IDLE_SECS", "300", "A shell session with no client for this long is hung up.";
     POOL_SIZE = "HEYVM_POOL_SIZE", "1", "Warm sandboxes kept launched for fast creates at least; 0 turns the pool off.";
     POOL_MAX = "HEYVM_POOL_MAX", "1/16 of RAM at 12 MiB each (4–256)", "Most warm sandboxes kept when creates come fast (the pool holds as many as creates in the last 2 minutes, within POOL_SIZE..POOL_MAX): the pool's memory budget.";

@@ -74,6 +74,7 @@ impl ImageStore {
                 return Err(e);
             }
         };
+        self.touch(&digest);
         std::fs::rename(&tmp, self.blob_path(&digest)?)?;
         self.ensure_layer(&digest, oci::OCI_LAYER_GZIP, Some(&diff_id))?;
         let descriptor = Descriptor { media_type: oci::OCI_LAYER_GZIP.into(), digest, size, platform: None, annotations: None };

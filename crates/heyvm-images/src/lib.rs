@@ -5,6 +5,7 @@
 //!
 //! This crate knows nothing about sandboxes, HTTP or the command line.
 
+pub mod archive;
 pub mod context;
 pub mod dockerfile;
 pub mod error;

@@ -54,6 +54,8 @@ impl ImageStore {
     /// Pulls `reference` (always asking the registry) and tags it locally.
     pub async fn pull(self: &Arc<Self>, reference: &str, progress: ProgressFn) -> Result<LocalImage> {
         let r = ImageRef::parse(reference)?;
+        // What this pull fetches is spared by a concurrent prune until tagged.
+        let _op = self.begin();
         let mut last = None;
         for registry in self.settings.endpoints(&r) {
             let ep = Endpoint::new(&self.settings, &registry);
@@ -131,6 +133,7 @@ impl ImageStore {
     ) -> Result<()> {
         let lock = self.lock(&l.digest);
         let _g = lock.lock().await;
+        self.touch(&l.digest);
         let cached = self.layer_dir(&l.digest)?.is_dir();
         if !cached {
             self.fetch_blob(ep, &oref, &l, &name, &progress).await?;
@@ -150,6 +153,7 @@ impl ImageStore {
         let oref = ep.reference(r);
         let (bytes, claimed) = ep.client.pull_manifest_raw(&oref, &ep.auth, oci::MANIFEST_TYPES).await.map_err(|e| ep.error(name, e))?;
         let actual = oci::sha256_digest(&bytes);
+        self.touch(&actual);
         let expected = r.digest.clone().unwrap_or(claimed);
         if expected.starts_with("sha256:") && expected != actual {
             return Err(ImageError::DigestMismatch { what: format!("manifest of {name}"), expected, actual });
@@ -168,6 +172,7 @@ impl ImageStore {
         progress: &ProgressFn,
     ) -> Result<()> {
         let dest = self.blob_path(&d.digest)?;
+        self.touch(&d.digest);
         if dest.is_file() {
             return Ok(());
         }

@@ -10,6 +10,12 @@
 //! ```
 //!
 //! Nothing half-written is ever visible under `blobs/` or `layers/`.
+//!
+//! Pulls, builds and imports run as operations ([`ImageStore::begin`]).
+//! Every digest an operation writes or is about to rely on is *touched*;
+//! `prune` spares touched digests and every temp file until no operation
+//! is in progress, so it never deletes a blob or layer a concurrent pull
+//! has fetched but not yet tagged (see [`ImageStore::prune`]).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::{Read, Write};
@@ -52,6 +58,29 @@ pub struct ImageStore {
     /// Serialises work on one blob or layer across concurrent pulls.
     locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     refs_lock: Mutex<()>,
+    /// Operations in progress and the digests they touched.
+    ops: Mutex<Ops>,
+}
+
+#[derive(Default)]
+struct Ops {
+    active: usize,
+    touched: BTreeSet<String>,
+}
+
+/// An operation in progress (pull, build, import); see [`ImageStore::begin`].
+pub struct Operation<'a> {
+    store: &'a ImageStore,
+}
+
+impl Drop for Operation<'_> {
+    fn drop(&mut self) {
+        let mut ops = self.store.ops();
+        ops.active -= 1;
+        if ops.active == 0 {
+            ops.touched.clear();
+        }
+    }
 }
 
 /// What `prune` removed.
@@ -76,7 +105,28 @@ impl ImageStore {
         for d in ["blobs/sha256", "layers", "tmp"] {
             std::fs::create_dir_all(root.join(d))?;
         }
-        Ok(ImageStore { root, settings, locks: Mutex::default(), refs_lock: Mutex::default() })
+        Ok(ImageStore { root, settings, locks: Mutex::default(), refs_lock: Mutex::default(), ops: Mutex::default() })
+    }
+
+    fn ops(&self) -> std::sync::MutexGuard<'_, Ops> {
+        self.ops.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Starts an operation that writes to the store: until every operation
+    /// has ended, `prune` leaves what they touched and all temp files alone.
+    pub fn begin(&self) -> Operation<'_> {
+        self.ops().active += 1;
+        Operation { store: self }
+    }
+
+    /// Marks `digest` as needed by the operations in progress. Call it
+    /// *before* checking whether the blob or layer exists: a prune either
+    /// ran before (and the check sees it gone) or spares it.
+    pub fn touch(&self, digest: &str) {
+        let mut ops = self.ops();
+        if ops.active > 0 {
+            ops.touched.insert(digest.to_string());
+        }
     }
 
     pub fn root(&self) -> &Path {
@@ -111,6 +161,7 @@ impl ImageStore {
     /// Stores `bytes` under their digest (temp file, fsync, rename).
     pub fn put_blob(&self, bytes: &[u8]) -> Result<String> {
         let digest = oci::sha256_digest(bytes);
+        self.touch(&digest);
         let dest = self.blob_path(&digest)?;
         if !dest.exists() {
             let tmp = self.temp_path("blob");
@@ -133,6 +184,7 @@ impl ImageStore {
     /// Unpacks the layer blob `digest` (if not yet) and checks its diff id.
     pub fn ensure_layer(&self, digest: &str, media_type: &str, diff_id: Option<&str>) -> Result<PathBuf> {
         let dest = self.layer_dir(digest)?;
+        self.touch(digest);
         if dest.is_dir() {
             return Ok(dest);
         }
@@ -272,8 +324,17 @@ impl ImageStore {
 
     /// Deletes blobs and unpacked layers that no reference and no sandbox
     /// (`keep`: manifest digests in use) needs, and stale temp files.
+    ///
+    /// Spares what operations in progress touched and, while any runs, every
+    /// temp file (a `.partial` download, a layer being unpacked). Deciding
+    /// and moving the dead entries aside happens under the operations lock,
+    /// so a pull cannot start relying on a blob between the two; the slow
+    /// deleting happens after.
     pub fn prune(&self, keep: &[String]) -> Result<PruneReport> {
-        let mut live: BTreeSet<String> = BTreeSet::new();
+        // (path moved aside, what it was: Some(is_layer), None for temp work)
+        let mut moved: Vec<(PathBuf, Option<bool>)> = Vec::new();
+        let ops = self.ops();
+        let mut live: BTreeSet<String> = ops.touched.clone();
         let mut roots: Vec<String> = self.refs().into_values().map(|e| e.digest).collect();
         roots.extend(keep.iter().cloned());
         for d in roots {
@@ -282,28 +343,35 @@ impl ImageStore {
             live.insert(img.manifest.config.digest.clone());
             live.extend(img.manifest.layers.iter().map(|l| l.digest.clone()));
         }
-        let mut rep = PruneReport::default();
+        let mut doomed: Vec<(PathBuf, Option<bool>)> = Vec::new();
         for (sub, is_layer) in [("blobs/sha256", false), ("layers", true)] {
             for e in std::fs::read_dir(self.root.join(sub))?.flatten() {
                 let name = e.file_name().to_string_lossy().to_string();
-                if live.contains(&format!("sha256:{name}")) {
-                    continue;
-                }
-                rep.bytes_freed += tree_size(&e.path());
-                if is_layer {
-                    remove_tree(&e.path());
-                    rep.layers_removed += 1;
-                } else {
-                    let _ = std::fs::remove_file(e.path());
-                    rep.blobs_removed += 1;
+                if !live.contains(&format!("sha256:{name}")) {
+                    doomed.push((e.path(), Some(is_layer)));
                 }
             }
         }
-        // Finished or abandoned temp work; `.partial` downloads are kept for
-        // resuming only while some pull might still want them.
-        for e in std::fs::read_dir(self.tmp_dir())?.flatten() {
-            rep.bytes_freed += tree_size(&e.path());
-            remove_tree(&e.path());
+        // Finished or abandoned temp work, only while nothing runs.
+        if ops.active == 0 {
+            doomed.extend(std::fs::read_dir(self.tmp_dir())?.flatten().map(|e| (e.path(), None)));
+        }
+        for (p, kind) in doomed {
+            let aside = self.temp_path("pruned");
+            if std::fs::rename(&p, &aside).is_ok() {
+                moved.push((aside, kind));
+            }
+        }
+        drop(ops);
+        let mut rep = PruneReport::default();
+        for (p, kind) in moved {
+            rep.bytes_freed += tree_size(&p);
+            match kind {
+                Some(true) => rep.layers_removed += 1,
+                Some(false) => rep.blobs_removed += 1,
+                None => {}
+            }
+            remove_tree(&p);
         }
         Ok(rep)
     }
@@ -320,6 +388,10 @@ pub fn tree_size(p: &Path) -> u64 {
 
 /// Removes a tree, making read-only directories writable first.
 pub fn remove_tree(p: &Path) {
+    if std::fs::symlink_metadata(p).is_ok_and(|m| !m.is_dir()) {
+        let _ = std::fs::remove_file(p);
+        return;
+    }
     if std::fs::remove_dir_all(p).is_ok() || !p.exists() {
         return;
     }
@@ -348,7 +420,11 @@ impl ImageStore {
     pub fn cache_get(&self, key: &str) -> Option<LocalImage> {
         let map: BTreeMap<String, String> = std::fs::read(self.cache_path()).ok().and_then(|b| serde_json::from_slice(&b).ok())?;
         let digest = map.get(key)?;
+        // A build reuses this unreferenced image: spared while it runs.
+        self.touch(digest);
         let img = self.load(digest, digest).ok()?;
+        self.touch(&img.manifest.config.digest);
+        img.manifest.layers.iter().for_each(|l| self.touch(&l.digest));
         img.manifest.layers.iter().all(|l| self.has_blob(&l.digest)).then_some(img)
     }
 
@@ -361,5 +437,54 @@ impl ImageStore {
         std::fs::write(&tmp, serde_json::to_vec(&map).unwrap_or_default())?;
         std::fs::rename(&tmp, self.cache_path())?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn store() -> (tempfile::TempDir, ImageStore) {
+        let dir = tempfile::tempdir().unwrap();
+        let s = ImageStore::open(dir.path().join("images"), RegistrySettings::default()).unwrap();
+        (dir, s)
+    }
+
+    #[test]
+    fn prune_spares_what_an_operation_in_progress_wrote_or_relies_on() {
+        let (_d, s) = store();
+        let stale = s.put_blob(b"left over, nothing references it").unwrap();
+        let op = s.begin();
+        // A pull has fetched a config blob, is half-way through a layer, and
+        // relies on a blob that was already there (unreferenced).
+        let fetched = s.put_blob(b"config of an image being pulled").unwrap();
+        let partial = s.tmp_dir().join(format!("{}.partial", "ab".repeat(32)));
+        std::fs::write(&partial, b"half a layer").unwrap();
+        s.touch(&stale);
+        let rep = s.prune(&[]).unwrap();
+        assert_eq!(rep.blobs_removed, 0, "{rep:?}");
+        assert!(s.has_blob(&fetched) && s.has_blob(&stale) && partial.is_file());
+        drop(op);
+        // Once nothing runs, what nothing references goes, temp files too.
+        let rep = s.prune(&[]).unwrap();
+        assert_eq!(rep.blobs_removed, 2, "{rep:?}");
+        assert!(!s.has_blob(&fetched) && !s.has_blob(&stale) && !partial.exists());
+        assert_eq!(std::fs::read_dir(s.tmp_dir()).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn touching_outside_an_operation_pins_nothing() {
+        let (_d, s) = store();
+        let b = s.put_blob(b"x").unwrap();
+        s.touch(&b);
+        assert_eq!(s.prune(&[]).unwrap().blobs_removed, 1);
+        // Overlapping operations: the touched set lives until the last ends.
+        let (a, b2) = (s.begin(), s.begin());
+        let kept = s.put_blob(b"y").unwrap();
+        drop(a);
+        assert_eq!(s.prune(&[]).unwrap().blobs_removed, 0);
+        drop(b2);
+        assert_eq!(s.prune(&[]).unwrap().blobs_removed, 1);
+        assert!(!s.has_blob(&kept));
     }
 }

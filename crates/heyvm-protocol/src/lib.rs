@@ -124,6 +124,10 @@ pub struct ShellSpec {
     pub cwd: String,
     pub cols: u16,
     pub rows: u16,
+    /// Run as this sandbox user (`user`, `uid`, `user:group`, `uid:gid`,
+    /// from the sandbox's `/etc/passwd`); `None` means the agent's root.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -140,6 +144,9 @@ pub struct ExecSpec {
     /// discarded); otherwise a disconnect kills the process group.
     #[serde(default, skip_serializing_if = "is_false")]
     pub background: bool,
+    /// Run as this sandbox user (as in [`ShellSpec::user`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
 }
 
 fn is_false(b: &bool) -> bool {

@@ -26,6 +26,11 @@ pub struct ExecRequest {
     /// `"base64"` (standard alphabet, for binary input).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stdin_encoding: Option<String>,
+    /// Run as this sandbox user: `user`, `uid`, `user:group` or `uid:gid`
+    /// (names from the sandbox's `/etc/passwd`). Default: the image
+    /// config's `User`, else root.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
 }
 
 /// Result of a finished command. `output` is stdout and stderr merged in

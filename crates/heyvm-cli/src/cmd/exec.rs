@@ -35,6 +35,7 @@ pub fn run(c: &Client, f: Format, a: ExecArgs) -> anyhow::Result<ExitCode> {
         timeout_secs: a.timeout.as_deref().map(parse_duration).transpose()?,
         stdin,
         stdin_encoding,
+        user: a.user,
         ..Default::default()
     };
     if a.stream {

@@ -37,6 +37,9 @@ pub fn run(c: &Client, f: Format, cmd: ImagesCommand) -> anyhow::Result<ExitCode
             }
             Ok(ExitCode::SUCCESS)
         }
+        ImagesCommand::Save { reference, output } => super::images_files::save(c, f, &reference, &output),
+        ImagesCommand::Load { file, name } => super::images_files::load(c, f, &file, name),
+        ImagesCommand::Upload { .. } => unreachable!("dispatched before a client is made"),
         ImagesCommand::Prune => {
             let r = c.prune_images()?;
             match f {

@@ -65,6 +65,28 @@ fn spinner(human: bool) -> Option<ProgressBar> {
 }
 
 pub fn build(c: &Client, f: Format, a: BuildArgs) -> anyhow::Result<ExitCode> {
+    let v = build_value(c, f, a)?;
+    match f {
+        Format::Json => output::json(&v),
+        Format::Text => println!(
+            "Built {} ({} of {} layer steps cached){}{}",
+            v["digest"].as_str().unwrap_or_default(),
+            v["cached_steps"],
+            v["layer_steps"],
+            v["tags"]
+                .as_array()
+                .filter(|t| !t.is_empty())
+                .map(|t| format!(", tagged {}", t.iter().filter_map(|x| x.as_str()).collect::<Vec<_>>().join(", ")))
+                .unwrap_or_default(),
+            v["prepared_for"].as_str().map(|b| format!(", prepared for {b}")).unwrap_or_default()
+        ),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Builds and returns the server's result; progress goes to stderr in
+/// human mode, nothing is printed on stdout.
+pub fn build_value(c: &Client, f: Format, a: BuildArgs) -> anyhow::Result<serde_json::Value> {
     let file = a.file.clone().unwrap_or_else(|| a.context.join("Dockerfile"));
     let dockerfile = std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
     if !a.context.is_dir() {
@@ -109,23 +131,7 @@ pub fn build(c: &Client, f: Format, a: BuildArgs) -> anyhow::Result<ExitCode> {
     if let Some(pb) = pb {
         pb.finish_and_clear();
     }
-    let v = res?;
-    match f {
-        Format::Json => output::json(&v),
-        Format::Text => println!(
-            "Built {} ({} of {} layer steps cached){}{}",
-            v["digest"].as_str().unwrap_or_default(),
-            v["cached_steps"],
-            v["layer_steps"],
-            v["tags"]
-                .as_array()
-                .filter(|t| !t.is_empty())
-                .map(|t| format!(", tagged {}", t.iter().filter_map(|x| x.as_str()).collect::<Vec<_>>().join(", ")))
-                .unwrap_or_default(),
-            v["prepared_for"].as_str().map(|b| format!(", prepared for {b}")).unwrap_or_default()
-        ),
-    }
-    Ok(ExitCode::SUCCESS)
+    res
 }
 
 pub fn push(c: &Client, f: Format, reference: &str) -> anyhow::Result<ExitCode> {

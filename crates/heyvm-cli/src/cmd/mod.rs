@@ -10,9 +10,11 @@ mod exec;
 mod files;
 mod images;
 mod images_build;
+mod images_files;
 mod logs;
 mod mcp;
 mod mounts;
+mod remote;
 mod sandbox;
 mod shell;
 mod token;
@@ -40,6 +42,10 @@ pub fn dispatch(cli: &Cli, command: Command) -> anyhow::Result<ExitCode> {
         // A URL is probed from here; no server needed.
         Command::WaitFor(ref a) if a.url.is_some() => return wait_for::url(f, a, crate::credentials::token(cli)),
         Command::Wt(a) => return wt::run(cli, a),
+        // The source is this machine's daemon, the target --server.
+        Command::Images(crate::args::ImagesCommand::Upload { ref reference, ref name }) => {
+            return images_files::upload(cli, reference, name.clone())
+        }
         Command::Connect { ref url, shell, ref opts } => {
             if !shell {
                 bail!("`heyvm connect` needs --shell (interactive shell) — the only connection kind so far");
@@ -103,7 +109,7 @@ pub fn dispatch(cli: &Cli, command: Command) -> anyhow::Result<ExitCode> {
 }
 
 fn shell_opts(a: &crate::args::ShellOptArgs) -> anyhow::Result<shell::ShellOpts> {
-    Ok(shell::ShellOpts { cwd: a.cwd.clone(), env: parse_env(&a.env)? })
+    Ok(shell::ShellOpts { cwd: a.cwd.clone(), env: parse_env(&a.env)?, user: a.user.clone() })
 }
 
 /// Parses repeated `KEY=VALUE` flags.

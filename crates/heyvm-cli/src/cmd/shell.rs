@@ -35,6 +35,7 @@ const EOF_REPEAT: Duration = Duration::from_millis(500);
 pub struct ShellOpts {
     pub cwd: Option<String>,
     pub env: BTreeMap<String, String>,
+    pub user: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -176,6 +177,9 @@ impl<'a> Session<'a> {
             }
             if !self.opts.env.is_empty() {
                 init["env"] = json!(self.opts.env);
+            }
+            if let Some(user) = &self.opts.user {
+                init["user"] = json!(user);
             }
         }
         let mut conn = Conn { ws, flush_pending: false };

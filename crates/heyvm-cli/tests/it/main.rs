@@ -26,6 +26,7 @@ mod hostile_tokens;
 mod idle;
 mod images;
 mod images_build;
+mod images_files;
 mod isolation;
 mod lifecycle;
 mod mcp;

@@ -9,7 +9,13 @@ fn the_daemon_serves_its_openapi_document() {
     let (s, doc) = d.get("/openapi.json");
     assert_eq!(s, 200, "{doc}");
     assert_eq!(doc["openapi"], "3.1.0");
-    for (path, method) in [("/sandboxes", "post"), ("/sandboxes/{id}/execute", "post"), ("/sandboxes/{id}/files/{path}", "get")] {
+    for (path, method) in [
+        ("/sandboxes", "post"),
+        ("/sandboxes/{id}/execute", "post"),
+        ("/sandboxes/{id}/files/{path}", "get"),
+        ("/images/{reference}", "put"),
+        ("/images/{reference}/archive", "get"),
+    ] {
         assert!(doc["paths"][path][method].is_object(), "{method} {path} missing");
     }
     // Ranged downloads: the parameters and the whole-file size header.

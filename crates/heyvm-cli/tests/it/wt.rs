@@ -285,3 +285,39 @@ fn shell_without_a_sandbox_and_existing_branches() {
     let v = wt_json(&d, &r.repo(), &["main", "--detach", "--size-class", "micro"]);
     assert_eq!(v["worktree"], r.repo().canonicalize().unwrap().display().to_string());
 }
+
+/// `--image`: a registry image, or one built here with `heyvm images build`;
+/// the default backend is said, with why.
+#[test]
+fn wt_on_images_built_here_or_pulled() {
+    let Some(reg) = crate::registry::Registry::shared() else { return };
+    let reg = reg.with_busybox();
+    let Some(d) = Daemon::start() else { return };
+    let r = TempRepo::new();
+    let ctx = r.path("img-ctx");
+    std::fs::create_dir_all(&ctx).unwrap();
+    std::fs::write(ctx.join("Dockerfile"), format!("FROM {}\nRUN echo built-here > /base.txt\n", reg.image("busybox:1"))).unwrap();
+    d.heyvm_json(&["images", "build", "--file", ctx.join("Dockerfile").to_str().unwrap(), "--name", "wt-base", ctx.to_str().unwrap()]);
+
+    let out = wt(&d, &r.repo(), &["feat/img", "--image", "wt-base", "--detach"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(said.contains("on bubblewrap (the default:") && said.contains("image wt-base"), "says which backend and why:\n{said}");
+    let v = d.sh("wt-feat-img", "cat /base.txt; cat /workspace/README; test -e /etc/debian_version && echo HOST; true");
+    assert_eq!(v["stdout"], "built-here\nhello from main\n", "the image, with the worktree at /workspace: {v}");
+    let info = d.heyvm_json(&["get", "wt-feat-img"]);
+    assert_eq!(info["image"], "wt-base");
+
+    // A registry image, pulled on first use; files written inside reach the worktree.
+    let image = reg.image("busybox:1");
+    let v = wt_json(&d, &r.repo(), &["feat/reg", "--image", &image, "--detach"]);
+    assert_eq!(v["backend_type"], "bubblewrap");
+    let out = d.sh(v["id"].as_str().unwrap(), "cat /app/hello.txt && echo inside > /workspace/from-image.txt");
+    assert_eq!(out["stdout"], "hello from the image\n", "{out}");
+    assert_eq!(std::fs::read_to_string(r.path("feat-reg").join("from-image.txt")).unwrap(), "inside\n");
+    // An image that does not exist: one line naming it, no sandbox left.
+    let out = wt(&d, &r.repo(), &["feat/none", "--image", &reg.image("nope:1"), "--detach"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.trim_end().lines().last().unwrap().contains("nope:1"), "{err}");
+    assert!(d.get("/sandboxes/wt-feat-none").0 == 404);
+}

@@ -233,3 +233,72 @@ fn root_daemon_keeps_worktree_files_owned_by_the_user() {
     assert_eq!(owner_uid(&wt.join("made-inside")), USER);
     assert_eq!(owner_uid(&wt.join("dir-inside")), USER);
 }
+
+/// `--publish-image`: built here with `heyvm images build` (no Docker),
+/// uploaded into the second daemon's store with `PUT /images/:name`,
+/// deployed on it with /workspace populated.
+#[test]
+fn publish_image_builds_here_uploads_and_deploys_on_it() {
+    let Some(reg) = crate::registry::Registry::shared() else { return };
+    let reg = reg.with_busybox();
+    let Some(local) = Daemon::start() else { return };
+    let Some(cloud) = Daemon::start_with(&[("JWT_SECRET", SECRET)]) else { return };
+    let r = TempRepo::new();
+    let data = r.path("data");
+    std::fs::write(
+        r.repo().join("Dockerfile.agent"),
+        format!("FROM {}\nRUN echo from-the-image > /published.txt\n", reg.image("busybox:1")),
+    )
+    .unwrap();
+    r.git(&["add", "Dockerfile.agent"]);
+    r.git(&["commit", "-q", "-m", "dockerfile"]);
+    let args = [
+        "wt",
+        "feat/pub",
+        "--deploy",
+        "--publish-image",
+        "--deploy-dockerfile",
+        "Dockerfile.agent",
+        "--deploy-image-name",
+        "my-agent-image",
+        "--deploy-image-size-mb",
+        "4096",
+        "--deploy-driver",
+        "bubblewrap",
+        "--size-class",
+        "micro",
+    ];
+    // No credentials: refused before anything is built.
+    let out = clean(&r.repo(), &data).env("HEYVM_API_URL", &local.url).args(args).args(["--server", &cloud.url]).output().unwrap();
+    assert_eq!(one_line_error(&out), "heyvm: Not authenticated: run heyvm login or set HEYO_ARCHIVE_TOKEN");
+    assert!(local.heyvm_json(&["images", "list"]).as_array().unwrap().is_empty(), "nothing built");
+
+    let tok = token();
+    let out = clean(&r.repo(), &data)
+        .env("HEYVM_API_URL", &local.url)
+        .env("HEYO_ARCHIVE_TOKEN", &tok)
+        .args(args)
+        .args(["--server", &cloud.url])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    let id = stdout.trim_end().lines().last().unwrap().strip_prefix("Deployed successfully! ID: ").expect("last line").to_string();
+    let cli = |args: &[&str]| {
+        let out = clean(&r.repo(), &data).env("HEYO_ARCHIVE_TOKEN", &tok).arg("--server").arg(&cloud.url).args(args).output().unwrap();
+        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    // The image's files and the worktree at /workspace, both.
+    assert_eq!(cli(&["exec", &id, "--", "cat", "/published.txt"]), "from-the-image\n");
+    let remote: Vec<String> =
+        cli(&["exec", &id, "--", "sh", "-c", "cd /workspace && find . -type f | sort"]).lines().map(String::from).collect();
+    assert_eq!(remote, ["./Dockerfile.agent", "./README"]);
+    let info: Value = serde_json::from_str(&cli(&["get", &id, "--format", "json"])).unwrap();
+    assert_eq!(info["image"], "my-agent-image");
+    // In the cloud's store, built here (the cloud never saw the registry).
+    let images: Value = serde_json::from_str(&cli(&["images", "list", "--format", "json"])).unwrap();
+    let local_images = local.heyvm_json(&["images", "list"]);
+    let built = local_images.as_array().unwrap().iter().find(|i| i["name"] == "my-agent-image:latest").expect("built locally");
+    assert!(images.as_array().unwrap().iter().any(|i| i["name"] == "my-agent-image:latest" && i["digest"] == built["digest"]), "{images}");
+}

@@ -120,6 +120,8 @@ impl StageState {
 impl SandboxManager {
     pub async fn build_image(self: &Arc<Self>, req: BuildRequest, log: BuildLog) -> Result<BuildOutcome> {
         let df = dockerfile::parse(&req.dockerfile)?;
+        // Layers made or reused here are spared by a concurrent prune.
+        let _op = self.images.begin();
         let tags: Vec<ImageRef> = req.tags.iter().map(|t| ImageRef::parse(t)).collect::<std::result::Result<_, _>>()?;
         let mut globals = BTreeMap::new();
         for (k, v) in &df.global_args {

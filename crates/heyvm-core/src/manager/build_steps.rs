@@ -268,7 +268,9 @@ impl SandboxManager {
         // ids no other sandbox maps.
         let id_base = self.sandbox_root_ids(&self.store.resolve(id)?).map(|(base, _)| base);
         let argv = shell_argv(cmd, st);
-        let ereq = ExecRequest { command: argv[0].clone(), args: argv[1..].to_vec(), ..Default::default() };
+        // As the stage's USER so far (Docker's rule); root before any USER.
+        let user = st.config.config.user.clone().filter(|u| !u.is_empty());
+        let ereq = ExecRequest { command: argv[0].clone(), args: argv[1..].to_vec(), user, ..Default::default() };
         let mut run = self.start_exec(id, &ereq).await.map_err(|e| build_err(line, format!("RUN: {e}")))?;
         let mut pending = String::new();
         let mut tail: Vec<String> = Vec::new();

@@ -37,6 +37,16 @@ impl RunningExec {
     }
 }
 
+/// Who a command or shell runs as: the request's user, else the image
+/// config's `User`, else root (`None`).
+pub(crate) fn command_user(rec: &SandboxRecord, requested: Option<&str>) -> Result<Option<String>> {
+    if let Some(u) = requested {
+        validate::user(u)?;
+        return Ok(Some(u.to_string()));
+    }
+    Ok(rec.image_user.clone().filter(|u| !u.is_empty()))
+}
+
 impl SandboxManager {
     pub(crate) fn base_env(&self, rec: &SandboxRecord) -> BTreeMap<String, String> {
         let mut env = BTreeMap::from([
@@ -72,7 +82,8 @@ impl SandboxManager {
             Some(t) => return Err(CoreError::invalid(format!("timeout_secs must be between 0 and {MAX_TIMEOUT_SECS}, got {t}"))),
         };
         let (env, cwd) = self.command_env_cwd(rec, req.env.as_ref(), req.cwd.as_deref())?;
-        Ok(ExecSpec { argv, env, cwd, timeout_ms, stdin: req.stdin.is_some(), background: req.background })
+        let user = command_user(rec, req.user.as_deref())?;
+        Ok(ExecSpec { argv, env, cwd, timeout_ms, stdin: req.stdin.is_some(), background: req.background, user })
     }
 
     /// The environment (sandbox defaults plus `extra`) and working
@@ -165,7 +176,9 @@ impl SandboxManager {
 
     /// Runs a setup hook under `sh -c`, appending its output to the log.
     pub(super) async fn run_hook(&self, rec: &SandboxRecord, hook: &str) -> std::io::Result<i32> {
-        let req = ExecRequest { command: "/bin/sh".into(), args: vec!["-c".into(), hook.into()], ..Default::default() };
+        // Setup hooks prepare the sandbox: root, whatever the image's User.
+        let req =
+            ExecRequest { command: "/bin/sh".into(), args: vec!["-c".into(), hook.into()], user: Some("0".into()), ..Default::default() };
         let spec = self.exec_spec(rec, &req).map_err(std::io::Error::other)?;
         let mut run = self.agent(rec).await.map_err(|e| std::io::Error::other(e.to_string()))?.exec(spec).await?;
         let mut pending = String::new();

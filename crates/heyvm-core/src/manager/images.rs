@@ -130,7 +130,7 @@ impl SandboxManager {
 }
 
 /// The wire form of a store entry.
-fn to_info(store: &heyvm_images::ImageStore, img: &LocalImage, modified_at: u64, users: Vec<String>) -> heyvm_types::ImageInfo {
+pub(super) fn to_info(store: &heyvm_images::ImageStore, img: &LocalImage, modified_at: u64, users: Vec<String>) -> heyvm_types::ImageInfo {
     let name = heyvm_images::ImageRef::parse(&img.reference).map(|r| r.familiar()).unwrap_or_else(|_| img.reference.clone());
     heyvm_types::ImageInfo {
         name,

@@ -16,6 +16,7 @@ mod fake_tests;
 mod file_io;
 mod files;
 mod idle;
+mod image_files;
 mod images;
 mod instances;
 mod lifecycle;
@@ -67,6 +68,8 @@ pub struct ManagerConfig {
     pub stop_grace: Duration,
     /// Largest accepted file upload.
     pub max_upload_bytes: u64,
+    /// Largest accepted image upload (`PUT /images/:name`).
+    pub max_image_upload_bytes: u64,
     /// How often the reaper checks TTLs and liveness.
     pub reap_interval: Duration,
     /// How long an interactive shell session survives with no client.
@@ -98,6 +101,7 @@ impl Default for ManagerConfig {
             start_timeout: Duration::from_secs(20),
             stop_grace: Duration::from_secs(5),
             max_upload_bytes: 1 << 30,
+            max_image_upload_bytes: 16 << 30,
             reap_interval: Duration::from_secs(1),
             shell_idle_expiry: crate::shell::IDLE_EXPIRY,
             pool_size: 1,
@@ -117,6 +121,7 @@ impl ManagerConfig {
         let d = Self::default();
         ManagerConfig {
             max_upload_bytes: parse(config::MAX_UPLOAD_BYTES).unwrap_or(d.max_upload_bytes),
+            max_image_upload_bytes: parse(config::MAX_IMAGE_UPLOAD_BYTES).unwrap_or(d.max_image_upload_bytes),
             shell_idle_expiry: parse(config::SHELL_IDLE_SECS).map(Duration::from_secs).unwrap_or(d.shell_idle_expiry),
             pool_size: parse(config::POOL_SIZE).unwrap_or(d.pool_size),
             pool_max: parse(config::POOL_MAX).unwrap_or_else(pool::default_pool_max),

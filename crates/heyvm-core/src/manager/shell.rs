@@ -23,6 +23,8 @@ pub struct ShellRequest {
     pub cwd: Option<String>,
     /// A program instead of the login shell.
     pub argv: Option<Vec<String>>,
+    /// Run as this sandbox user (default: the image's `User`, else root).
+    pub user: Option<String>,
 }
 
 /// Checks a terminal size from a client.
@@ -52,7 +54,8 @@ impl SandboxManager {
                 return Err(CoreError::invalid("argv must be a non-empty list of strings without NUL bytes"));
             }
         }
-        let spec = ShellSpec { argv: req.argv.clone(), env, cwd, cols, rows };
+        let user = super::exec::command_user(&rec, req.user.as_deref())?;
+        let spec = ShellSpec { argv: req.argv.clone(), env, cwd, cols, rows, user };
         let unreachable = |e: std::io::Error| CoreError::AgentUnreachable(e.to_string());
         let (mut reader, writer) = self.agent(&rec).await?.shell(spec).await.map_err(unreachable)?;
         match reader.next().await {

@@ -174,10 +174,37 @@ pub fn command_text(c: &str, what: &str) -> Result<()> {
     Ok(())
 }
 
+/// A sandbox user as exec and shell take it: `user`, `uid`, `user:group`
+/// or `uid:gid`, names as `/etc/passwd` allows them. Whether it exists is
+/// the agent's answer (it reads the sandbox's own passwd).
+pub fn user(u: &str) -> Result<()> {
+    let part_ok = |p: &str| {
+        !p.is_empty() && p.len() <= 64 && !p.starts_with('-') && p.chars().all(|c| c.is_ascii_alphanumeric() || "._-$".contains(c))
+    };
+    let ok = match u.split_once(':') {
+        Some((a, b)) => part_ok(a) && part_ok(b),
+        None => part_ok(u),
+    };
+    if !ok {
+        return Err(CoreError::invalid(format!("invalid user '{u}': USER, UID, USER:GROUP or UID:GID")));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use heyvm_types::WORKSPACE_PATH;
+
+    #[test]
+    fn users() {
+        for ok in ["root", "0", "1000:1000", "app:staff", "www-data", "a.b_c$"] {
+            assert!(user(ok).is_ok(), "{ok}");
+        }
+        for bad in ["", ":", "a:", ":b", "a:b:c", "-rf", "a b", "../x", "a\0b", &"x".repeat(65)] {
+            assert!(user(bad).is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn sandbox_paths() {

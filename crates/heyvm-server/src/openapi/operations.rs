@@ -161,6 +161,24 @@ fn images(d: &mut Doc) {
         .ok_schema(200, json!({"type": "object"}))
         .errors(&[409])
         .add();
+    d.op(
+        "PUT",
+        "/images/{reference}",
+        "Upload an image under this name (heyo-sdk's upload_image): the body is an OCI image archive (tar or tar.gz) or an ext4 root \
+         filesystem; header x-heyo-sha256 (hex) is checked; 400 invalid_image_archive for anything else",
+    )
+    .query("grow_gb", "integer", "accepted for heyo-sdk; layered images have no fixed size, so it changes nothing")
+    .raw_body(json!({"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}))
+    .ok::<ImageInfo>(201)
+    .errors(&[400, 413])
+    .add();
+    d.op(
+        "GET",
+        "/images/{reference}/archive",
+        "The image as an OCI image archive (tar; `images load` and `skopeo copy oci-archive:` read it)",
+    )
+    .ok_other(200, "an OCI image layout as tar", Some("application/x-tar"))
+    .add();
 }
 
 fn checkpoints(d: &mut Doc) {

@@ -10,6 +10,7 @@ mod exec_ws;
 mod files;
 mod images;
 mod images_build;
+mod images_files;
 mod json_upload;
 mod logs;
 mod mounts;
@@ -55,7 +56,8 @@ pub fn router(state: AppState) -> Router {
         .route("/images/login", post(images::login))
         .route("/images/push", post(images_build::push))
         .route("/images/build", post(images_build::build).layer(DefaultBodyLimit::disable()))
-        .route("/images/{reference}", get(images::get).delete(images::delete))
+        .route("/images/{reference}", get(images::get).delete(images::delete).put(images_files::upload).layer(DefaultBodyLimit::disable()))
+        .route("/images/{reference}/archive", get(images_files::archive))
         .route("/archives", post(archives::upload).layer(DefaultBodyLimit::disable()))
         .route("/sandboxes/{id}", get(sandboxes::get).patch(sandboxes::update).delete(sandboxes::delete))
         .route("/sandboxes/{id}/start", post(sandboxes::start))

@@ -2,7 +2,7 @@
 //! and `POST /sandboxes/:id/shell-session` (which returns the stream's URL).
 //!
 //! Frame protocol (heyvm-compatible): the client's first frame is JSON
-//! `{type:"init", cols, rows, env?, cwd?, sessionId?, lastSeq?}`; the server
+//! `{type:"init", cols, rows, env?, cwd?, user?, sessionId?, lastSeq?}`; the server
 //! answers `{type:"ready", sessionId, lastSeq}`. Binary frames: stdin
 //! `0x01 + bytes`, output `0x02 + u64 big-endian seq + bytes` (seq counts
 //! output frames from 1). JSON control frames: client `resize{cols,rows}`,
@@ -49,6 +49,9 @@ enum ClientFrame {
         env: Option<BTreeMap<String, String>>,
         #[serde(default)]
         cwd: Option<String>,
+        /// Sandbox user for a new session (default: the image's `User`).
+        #[serde(default)]
+        user: Option<String>,
         #[serde(default, rename = "sessionId")]
         session_id: Option<String>,
         #[serde(default, rename = "lastSeq")]
@@ -129,8 +132,8 @@ async fn serve(s: AppState, sandbox_id: String, mut ws: WebSocket) {
         Ok(_) => return,
         Err(_) => Err(format!("no init frame within {}s", INIT_TIMEOUT.as_secs())),
     };
-    let (cols, rows, env, cwd, session_id, last_seq) = match first {
-        Ok(ClientFrame::Init { cols, rows, env, cwd, session_id, last_seq }) => (cols, rows, env, cwd, session_id, last_seq),
+    let (cols, rows, env, cwd, user, session_id, last_seq) = match first {
+        Ok(ClientFrame::Init { cols, rows, env, cwd, user, session_id, last_seq }) => (cols, rows, env, cwd, user, session_id, last_seq),
         Ok(_) => return fail(ws, "invalid_frame", "the first frame must be {\"type\":\"init\", …}").await,
         Err(e) => return fail(ws, "invalid_frame", format!("bad init frame: {e}")).await,
     };
@@ -154,7 +157,7 @@ async fn serve(s: AppState, sandbox_id: String, mut ws: WebSocket) {
             Err(e) => return fail(ws, e.code(), e.to_string()).await,
         },
         None => {
-            let req = ShellRequest { cols, rows, env, cwd, argv: None };
+            let req = ShellRequest { cols, rows, env, cwd, argv: None, user };
             match s.mgr.open_shell(&sandbox_id, &req).await {
                 Ok(session) => (session, 0, false),
                 Err(e) => return fail(ws, e.code(), e.to_string()).await,

@@ -14,7 +14,9 @@ use clap::Args;
         (remove it with `git worktree remove`).",
     after_help = "Examples:\n  heyvm wt feature/my-change\n  heyvm wt feature/my-change --detach --format json\n  \
         heyvm wt feature/my-change --shell\n  heyvm wt --list\n  \
-        heyvm wt feature/x --deploy --server https://cloud.example --deploy-port 8080 --deploy-start-command 'python3 app.py'"
+        heyvm wt feature/x --deploy --server https://cloud.example --deploy-port 8080 --deploy-start-command 'python3 app.py'\n  \
+        heyvm images build -f base.Dockerfile -t my-base . && heyvm wt feature/x --image my-base\n  \
+        heyvm wt feature/x --deploy --publish-image --deploy-dockerfile ./Dockerfile --deploy-image-name my-agent-image"
 )]
 pub struct WtArgs {
     /// The branch (created when missing). Slashes and other characters become '-' in the worktree directory and
@@ -24,10 +26,12 @@ pub struct WtArgs {
     /// Base for a new branch (a branch, tag or commit; default HEAD). Ignored when the branch exists.
     #[arg(short = 'b', long = "base", value_name = "BASE")]
     pub base: Option<String>,
-    /// Image for the sandbox (recorded; the bubblewrap backend runs the host's system).
+    /// Image for the sandbox: a registry image (pulled when missing) or one built here with `heyvm images build`
+    /// (default: the host system, the fastest).
     #[arg(long, value_name = "REF")]
     pub image: Option<String>,
-    /// Backend (default: the daemon's; bubblewrap until a microVM backend with working KVM exists).
+    /// Backend (default: kvm, the microVM tier, where KVM really works — `heyvm backends` says accel kvm — else
+    /// bubblewrap; the choice is printed).
     #[arg(long, value_name = "B")]
     pub backend: Option<String>,
     /// micro, mini, small, medium, large or xlarge.
@@ -76,4 +80,17 @@ pub struct WtDeployArgs {
     /// Path polled through the first --deploy-port until it answers 2xx (default / when a start command is given).
     #[arg(long, requires = "deploy", value_name = "PATH")]
     pub deploy_health_path: Option<String>,
+    /// Build an image from --deploy-dockerfile here (`heyvm images build`, no Docker; the worktree is the context),
+    /// upload it to the server's image store as --deploy-image-name and deploy on it; /workspace is populated too.
+    #[arg(long, requires_all = ["deploy", "deploy_dockerfile", "deploy_image_name"], conflicts_with = "deploy_image")]
+    pub publish_image: bool,
+    /// The Dockerfile of --publish-image (relative to the current directory, else to the worktree).
+    #[arg(long, requires = "publish_image", value_name = "FILE")]
+    pub deploy_dockerfile: Option<PathBuf>,
+    /// Name of the published image, locally and on the server (e.g. my-agent-image or my-agent-image:v2).
+    #[arg(long, requires = "publish_image", value_name = "NAME")]
+    pub deploy_image_name: Option<String>,
+    /// Accepted for seed 004 compatibility: images are layered and have no fixed size.
+    #[arg(long, requires = "publish_image", value_name = "MB")]
+    pub deploy_image_size_mb: Option<u64>,
 }

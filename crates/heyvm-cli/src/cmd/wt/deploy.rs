@@ -5,32 +5,32 @@
 
 use std::process::ExitCode;
 
-use anyhow::bail;
-use heyvm_client::{Client, ClientError};
+use std::path::Path;
+
+use anyhow::{bail, Context as _};
+use heyvm_client::Client;
 
 use super::args::WtArgs;
 use super::git::Repo;
-use crate::args::{Cli, DeployArgs};
-use crate::cmd::deploy;
+use crate::args::{BuildArgs, Cli, DeployArgs};
+use crate::cmd::{deploy, images_build, images_files, remote};
 use crate::output::{self, Format};
-
-const NOT_AUTHENTICATED: &str = "Not authenticated: run heyvm login or set HEYO_ARCHIVE_TOKEN";
 
 pub fn run(cli: &Cli, repo: &Repo, branch: &str, slug: &str, a: &WtArgs) -> anyhow::Result<ExitCode> {
     let f = cli.format;
     let explicit = cli.server.clone().filter(|s| !s.is_empty());
-    let Some(server) = explicit.clone().or_else(|| heyvm_core::config::string(heyvm_core::config::CLOUD_URL)) else {
-        bail!("--deploy needs a remote server: pass --server URL or set HEYO_CLOUD_URL");
-    };
-    let token = crate::credentials::token(cli);
-    let c = Client::new(&server, token.clone());
-    check_credentials(&c, token.is_some())?;
+    let (server, c, have_token) = remote::client(cli, "--deploy")?;
+    remote::check_credentials(&c, have_token)?;
     let (worktree, note) = repo.ensure_worktree(branch, a.base.as_deref(), a.path.as_deref(), slug)?;
     if f == Format::Text {
         eprintln!("==> {note}");
         eprintln!("==> deploying {} to {server}", worktree.display());
     }
     let d = &a.deploy;
+    let image = match d.publish_image {
+        true => Some(publish(cli, &server, &c, &worktree, a)?),
+        false => d.deploy_image.clone(),
+    };
     let health_path =
         d.deploy_health_path.clone().or_else(|| (d.deploy_start_command.is_some() && !d.deploy_ports.is_empty()).then(|| "/".into()));
     let args = DeployArgs {
@@ -42,7 +42,7 @@ pub fn run(cli: &Cli, repo: &Repo, branch: &str, slug: &str, a: &WtArgs) -> anyh
         health_timeout: "120s".into(),
         size_class: a.size_class.clone(),
         region: d.deploy_region.clone(),
-        image: d.deploy_image.clone(),
+        image,
         backend: d.deploy_driver.clone(),
         env: Vec::new(),
         setup_hooks: Vec::new(),
@@ -69,16 +69,36 @@ pub fn run(cli: &Cli, repo: &Repo, branch: &str, slug: &str, a: &WtArgs) -> anyh
     Ok(ExitCode::SUCCESS)
 }
 
-/// Asks the server something that needs a token before packing anything.
-fn check_credentials(c: &Client, have_token: bool) -> anyhow::Result<()> {
-    match c.list(Some("running")) {
-        Ok(_) => Ok(()),
-        Err(ClientError::Api { status: 401, code, .. }) if have_token => {
-            bail!("Not authenticated: the server refused the token ({code}); run heyvm login or set HEYO_ARCHIVE_TOKEN")
-        }
-        Err(ClientError::Api { status: 401, .. }) => bail!(NOT_AUTHENTICATED),
-        Err(e) => Err(e.into()),
+/// `--publish-image`: builds the Dockerfile here with the worktree as the
+/// context (`heyvm images build`, no Docker), uploads the image into the
+/// remote server's store (`PUT /images/:name`) and returns its name there.
+fn publish(cli: &Cli, server: &str, remote: &Client, worktree: &Path, a: &WtArgs) -> anyhow::Result<String> {
+    let d = &a.deploy;
+    let (Some(dockerfile), Some(name)) = (d.deploy_dockerfile.clone(), d.deploy_image_name.clone()) else {
+        bail!("--publish-image needs --deploy-dockerfile FILE and --deploy-image-name NAME");
+    };
+    let dockerfile = if dockerfile.is_file() { dockerfile } else { worktree.join(&dockerfile) };
+    let dockerfile = std::fs::canonicalize(&dockerfile).with_context(|| format!("--deploy-dockerfile {}", dockerfile.display()))?;
+    let local = images_files::local_source(cli, server)?;
+    if cli.format == Format::Text {
+        eprintln!("==> building {name} from {} (context {})", dockerfile.display(), worktree.display());
     }
+    let build = BuildArgs {
+        context: worktree.to_path_buf(),
+        file: Some(dockerfile),
+        tags: vec![name.clone()],
+        build_args: Vec::new(),
+        target: None,
+        no_cache: false,
+        size_mb: d.deploy_image_size_mb,
+        backend_type: None,
+    };
+    let built = images_build::build_value(&local, cli.format, build)?;
+    let info = images_files::upload_to(&local, remote, &name, &name, cli.format)?;
+    if cli.format == Format::Text {
+        eprintln!("==> published {name} ({}) to {server}", built["digest"].as_str().unwrap_or(&info.digest));
+    }
+    Ok(name)
 }
 
 /// `wt-<slug>-<4 hex>`: deploying the same branch twice does not collide.

@@ -58,12 +58,16 @@ pub fn run(cli: &Cli, a: WtArgs) -> anyhow::Result<ExitCode> {
     progress(&note);
     let c = daemon::local_client(cli)?;
     let name = slug::sandbox_name(&slug);
+    let (backend, why) = match &a.backend {
+        Some(b) => (b.clone(), String::new()),
+        None => default_backend(&c.backends().unwrap_or_default()),
+    };
     let wanted = sandbox::Wanted {
         name: &name,
         branch: &branch,
         worktree: &worktree,
         image: a.image.clone(),
-        backend: a.backend.clone(),
+        backend: Some(backend),
         size_class: a.size_class.clone(),
     };
     let (info, outcome) = sandbox::ensure(&c, &wanted, &progress)?;
@@ -73,7 +77,9 @@ pub fn run(cli: &Cli, a: WtArgs) -> anyhow::Result<ExitCode> {
         Outcome::Started => "restarted",
         Outcome::Recreated => "recreated",
     };
-    progress(&format!("{verb} sandbox {} ({}) on {}{}", info.name, info.id, info.backend_type, backend_note(&a, &info.backend_type)));
+    let why = if outcome == Outcome::Reused || why.is_empty() { String::new() } else { format!(" ({why})") };
+    let on_image = if info.image == "host" { String::new() } else { format!(", image {}", info.image) };
+    progress(&format!("{verb} sandbox {} ({}) on {}{why}{on_image}", info.name, info.id, info.backend_type));
     if a.detach {
         let wt = WtInfo::from_info(&info);
         match f {
@@ -117,7 +123,7 @@ fn finish_attached(c: &Client, f: Format, id: &str, code: i32) -> anyhow::Result
 }
 
 fn workspace_shell() -> ShellOpts {
-    ShellOpts { cwd: Some(heyvm_types::WORKSPACE_PATH.into()), env: Default::default() }
+    ShellOpts { cwd: Some(heyvm_types::WORKSPACE_PATH.into()), ..Default::default() }
 }
 
 fn slug_name(branch: &str) -> anyhow::Result<String> {
@@ -128,13 +134,26 @@ fn slug_name(branch: &str) -> anyhow::Result<String> {
     Ok(slug::sandbox_name(&slug))
 }
 
-/// Why this backend: the microVM tier is the default only where KVM really
-/// works, and heyvm has no microVM backend yet, so it is bubblewrap.
-fn backend_note(a: &WtArgs, backend: &str) -> String {
-    if a.backend.is_some() || backend != "bubblewrap" {
-        return String::new();
+/// The backend of a new wt sandbox when none is asked for, and why: the
+/// microVM tier (kvm) only where KVM really works (the daemon's probe says
+/// accel kvm), else bubblewrap. A kvm backend running under TCG works but
+/// emulates every instruction, too slow to be a default.
+fn default_backend(backends: &[heyvm_types::BackendInfo]) -> (String, String) {
+    let bwrap = "bubblewrap".to_string();
+    match backends.iter().find(|b| b.name == "kvm") {
+        Some(b) if b.available && b.accel.as_deref() == Some("kvm") => {
+            ("kvm".into(), "the default: KVM works here, so the microVM tier".into())
+        }
+        Some(b) if b.available => {
+            let accel = b.accel.clone().unwrap_or_else(|| "tcg".into());
+            (bwrap, format!("the default: KVM does not really work here, so not the microVM backend (it would run under {accel}, software emulation)"))
+        }
+        Some(b) => {
+            let reason = b.reason.clone().unwrap_or_else(|| "unavailable".into());
+            (bwrap, format!("the default: the microVM backend is unavailable here: {reason}"))
+        }
+        None => (bwrap, "the default: this daemon runs no microVM backend".into()),
     }
-    " (the default: the microVM backend, used where KVM really works, is not available in this heyvm)".into()
 }
 
 fn print_detached(wt: &WtInfo, branch: &str) {
@@ -163,4 +182,32 @@ fn list(c: &Client, f: Format) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use heyvm_types::BackendInfo;
+
+    fn kvm(available: bool, accel: Option<&str>) -> Vec<BackendInfo> {
+        let b = |name: &str, available: bool, accel: Option<&str>| BackendInfo {
+            name: name.into(),
+            available,
+            reason: (!available).then(|| "no /dev/kvm".into()),
+            accel: accel.map(String::from),
+            aliases: vec![],
+        };
+        vec![b("bubblewrap", true, None), b("kvm", available, accel)]
+    }
+
+    #[test]
+    fn the_microvm_tier_is_the_default_only_with_real_kvm() {
+        assert_eq!(super::default_backend(&kvm(true, Some("kvm"))).0, "kvm");
+        let (b, why) = super::default_backend(&kvm(true, Some("tcg")));
+        assert_eq!(b, "bubblewrap");
+        assert!(why.contains("tcg"), "{why}");
+        let (b, why) = super::default_backend(&kvm(false, None));
+        assert_eq!(b, "bubblewrap");
+        assert!(why.contains("no /dev/kvm"), "{why}");
+        assert_eq!(super::default_backend(&kvm(true, Some("kvm"))[..1]).0, "bubblewrap");
+    }
 }

@@ -1,0 +1,118 @@
+//! Images as files: heyo-sdk's `PUT /images/:name` (the body is an OCI
+//! image archive, tar or tar.gz, or an ext4 root filesystem; optional
+//! `x-heyo-sha256` header with the body's hex SHA-256; `?grow_gb=N` is
+//! accepted and has no effect, layered images have no fixed size) and
+//! `GET /images/:ref/archive` (the image as an OCI image archive).
+//!
+//! The body is streamed into a temp file of the image store, bounded by
+//! `HEYVM_MAX_IMAGE_UPLOAD_BYTES` and checked against the checksum before
+//! anything reads it; the store then verifies every blob. Nothing is
+//! tagged unless all of it is in place.
+
+use axum::body::Body;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use futures_util::StreamExt;
+use heyvm_core::CoreError;
+use sha2::{Digest as _, Sha256};
+use tokio::io::AsyncWriteExt;
+
+use crate::error::{ApiResult, AppError};
+use crate::AppState;
+
+/// The checksum header heyo-sdk sends.
+pub const SHA256_HEADER: &str = "x-heyo-sha256";
+
+fn grow_gb(q: Option<&str>) -> Result<Option<u64>, AppError> {
+    for pair in q.unwrap_or_default().split('&').filter(|p| !p.is_empty()) {
+        if let Some(v) = pair.strip_prefix("grow_gb=") {
+            return match v.parse::<u64>() {
+                Ok(n) if n <= 65536 => Ok(Some(n)),
+                _ => Err(AppError::bad_request("invalid_request", format!("grow_gb must be a number of GiB (0..=65536), got '{v}'"))),
+            };
+        }
+    }
+    Ok(None)
+}
+
+fn expected_sha(headers: &HeaderMap) -> Result<Option<String>, AppError> {
+    let Some(v) = headers.get(SHA256_HEADER) else { return Ok(None) };
+    let v = v.to_str().unwrap_or_default().trim().to_ascii_lowercase();
+    if v.len() != 64 || !v.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(AppError::bad_request("invalid_request", format!("{SHA256_HEADER} must be 64 hex digits")));
+    }
+    Ok(Some(v))
+}
+
+pub async fn upload(
+    State(s): State<AppState>,
+    Path(name): Path<String>,
+    RawQuery(q): RawQuery,
+    headers: HeaderMap,
+    body: Body,
+) -> ApiResult<Response> {
+    heyvm_core::images::ImageRef::parse(&name).map_err(CoreError::from)?;
+    if grow_gb(q.as_deref())?.is_some() {
+        tracing::info!(image = %name, "upload: grow_gb ignored (layered images have no fixed size)");
+    }
+    let want_sha = expected_sha(&headers)?;
+    let max = s.mgr.config().max_image_upload_bytes;
+    let too_large =
+        || AppError::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", format!("image uploads are limited to {max} bytes"));
+    let declared = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > max) {
+        return Err(too_large());
+    }
+    let store = s.mgr.images().clone();
+    // The temp file is spared by a concurrent prune while this runs.
+    let _op = store.begin();
+    let path = store.temp_path("upload");
+    let written = async {
+        let mut file = tokio::fs::File::create(&path).await.map_err(CoreError::from)?;
+        let mut stream = body.into_data_stream();
+        let (mut total, mut hasher) = (0u64, Sha256::new());
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|e| AppError::bad_request("invalid_body", format!("reading the upload: {e}")))?;
+            total += chunk.len() as u64;
+            if total > max {
+                return Err(too_large());
+            }
+            hasher.update(&chunk);
+            file.write_all(&chunk).await.map_err(CoreError::from)?;
+        }
+        file.flush().await.map_err(CoreError::from)?;
+        if total == 0 {
+            return Err(AppError::bad_request("invalid_image_archive", "empty body: send an OCI image archive or an ext4 filesystem"));
+        }
+        let got: String = hasher.finalize().iter().map(|b| format!("{b:02x}")).collect();
+        if let Some(want) = want_sha.filter(|w| *w != got) {
+            return Err(AppError::bad_request("checksum_mismatch", format!("the body's sha256 is {got}, {SHA256_HEADER} says {want}")));
+        }
+        Ok(())
+    }
+    .await;
+    if let Err(e) = written {
+        let _ = tokio::fs::remove_file(&path).await;
+        return Err(e);
+    }
+    let info = s.mgr.import_image_file(path, &name).await?;
+    Ok((StatusCode::CREATED, Json(info)).into_response())
+}
+
+pub async fn archive(State(s): State<AppState>, Path(reference): Path<String>) -> ApiResult<Response> {
+    let path = s.mgr.export_image_file(&reference).await?;
+    let file = tokio::fs::File::open(&path).await.map_err(CoreError::from);
+    // Open, then unlinked: the stream reads it and nothing is left behind.
+    let _ = tokio::fs::remove_file(&path).await;
+    let file = file?;
+    let size = file.metadata().await.map_err(CoreError::from)?.len();
+    let file_name: String = reference.chars().map(|c| if c.is_ascii_alphanumeric() || ".-_".contains(c) { c } else { '_' }).collect();
+    let headers = [
+        (header::CONTENT_TYPE, "application/x-tar".to_string()),
+        (header::CONTENT_LENGTH, size.to_string()),
+        (header::CONTENT_DISPOSITION, format!("attachment; filename=\"{file_name}.tar\"")),
+    ];
+    Ok((headers, Body::from_stream(tokio_util::io::ReaderStream::with_capacity(file, 256 * 1024))).into_response())
+}
