@@ -54,7 +54,7 @@ pub fn sniff(path: &Path) -> Result<UploadKind> {
     if head.starts_with(&[0x1f, 0x8b]) {
         return Ok(UploadKind::TarGz);
     }
-    if head.len() >= 262 && &head[257..262] == b"ustar" {
+    if head.len() >= 512 && (&head[257..262] == b"ustar" || tar_checksum_ok(&head[..512])) {
         return Ok(UploadKind::Tar);
     }
     // The ext superblock starts at 1024; its magic 0xEF53 is at offset 56.
@@ -62,6 +62,15 @@ pub fn sniff(path: &Path) -> Result<UploadKind> {
         return Ok(UploadKind::Ext4);
     }
     Err(ImageError::InvalidArchive("neither an OCI image archive (tar or tar.gz) nor an ext4 filesystem image".into()))
+}
+
+/// Whether a 512-byte block is a tar header (old v7 headers have no magic,
+/// only their checksum).
+fn tar_checksum_ok(h: &[u8]) -> bool {
+    let field = std::str::from_utf8(&h[148..156]).unwrap_or_default();
+    let Ok(want) = u32::from_str_radix(field.trim_matches(|c: char| c == ' ' || c == '\0'), 8) else { return false };
+    let sum: u32 = h.iter().enumerate().map(|(i, &b)| if (148..156).contains(&i) { b' ' as u32 } else { b as u32 }).sum();
+    sum == want && h[0] != 0
 }
 
 fn invalid(why: impl Into<String>) -> ImageError {

@@ -302,14 +302,27 @@ mod tests {
             timeout_ms: Some(1000),
             stdin: false,
             background: false,
+            user: None,
         });
         assert_eq!(
             serde_json::to_string(&exec).unwrap(),
             r#"{"type":"exec","argv":["echo","hi"],"env":{"A":"1"},"cwd":"/workspace","timeout_ms":1000,"stdin":false}"#
         );
+        // `user` only when given (older agents ignore it; this one runs as it).
+        let as_user = Request::Exec(ExecSpec {
+            argv: vec!["id".into()],
+            env: BTreeMap::new(),
+            cwd: "/".into(),
+            timeout_ms: None,
+            stdin: false,
+            background: false,
+            user: Some("app".into()),
+        });
+        assert!(serde_json::to_string(&as_user).unwrap().ends_with(r#","user":"app"}"#));
         let exit = Event::Exit(ExitStatus { code: 137, signal: Some(9), timed_out: true, duration_ms: 5 });
         assert_eq!(serde_json::to_string(&exit).unwrap(), r#"{"type":"exit","code":137,"signal":9,"timed_out":true,"duration_ms":5}"#);
-        let shell = Request::Shell(ShellSpec { argv: None, env: BTreeMap::new(), cwd: "/workspace".into(), cols: 80, rows: 24 });
+        let shell =
+            Request::Shell(ShellSpec { argv: None, env: BTreeMap::new(), cwd: "/workspace".into(), cols: 80, rows: 24, user: None });
         assert_eq!(
             serde_json::to_string(&shell).unwrap(),
             r#"{"type":"shell","argv":null,"env":{},"cwd":"/workspace","cols":80,"rows":24}"#

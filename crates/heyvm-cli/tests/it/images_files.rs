@@ -74,7 +74,7 @@ fn image_user_is_the_default_user_and_requests_win() {
         &format!(
             "FROM {}\n\
              RUN echo 'app:x:1234:1234:app:/home/app:/bin/sh' >> /etc/passwd && echo 'app:x:1234:' > /etc/group && \\\n\
-                 echo 'extra:x:777:app' >> /etc/group && mkdir -p /home/app && chown 1234:1234 /home/app\n\
+                 echo 'extra:x:777:app' >> /etc/group && mkdir -p /home/app /shared && chown 1234:1234 /home/app && chmod 1777 /shared\n\
              USER app\n\
              WORKDIR /home/app\n\
              RUN id -u > built-by && id -G >> built-by\n",
@@ -93,7 +93,7 @@ fn image_user_is_the_default_user_and_requests_win() {
     assert_eq!(v["stdout"], "1234\n1234\n1234 777\n/home/app app\n/home/app\n", "{v}");
     let v = d.heyvm_json(&["exec", "u", "-u", "root", "--", "sh", "-c", "id -u; echo $HOME; touch /home/app/as-root"]);
     assert_eq!(v["stdout"], "0\n/root\n", "{v}");
-    let v = d.heyvm_json(&["exec", "u", "--user", "4321:55", "--", "sh", "-c", "id -u; id -g; touch /tmp/as-numeric"]);
+    let v = d.heyvm_json(&["exec", "u", "--user", "4321:55", "--", "sh", "-c", "id -u; id -g; touch /shared/as-numeric"]);
     assert_eq!(v["stdout"], "4321\n55\n", "{v}");
     // The API field too.
     let (s, v) = d.post(&format!("/sandboxes/{id}/execute"), &json!({"command": "id -u", "user": "0"}));
@@ -103,8 +103,8 @@ fn image_user_is_the_default_user_and_requests_win() {
     assert!(!v.status.success(), "the image user cannot write /etc/passwd");
 
     // Files made by exec belong to that user inside the sandbox's uid range.
-    let ls = d.heyvm_json(&["exec", "u", "--", "stat", "-c", "%u:%g %n", "/home/app/as-user", "/home/app/as-root", "/tmp/as-numeric"]);
-    assert_eq!(ls["stdout"], "1234:1234 /home/app/as-user\n0:0 /home/app/as-root\n4321:55 /tmp/as-numeric\n", "{ls}");
+    let ls = d.heyvm_json(&["exec", "u", "--", "stat", "-c", "%u:%g %n", "/home/app/as-user", "/home/app/as-root", "/shared/as-numeric"]);
+    assert_eq!(ls["stdout"], "1234:1234 /home/app/as-user\n0:0 /home/app/as-root\n4321:55 /shared/as-numeric\n", "{ls}");
     let root_host = host_uid(&d, &id, "as-root");
     assert!(root_host >= 1_000_000, "the sandbox's root is a high host uid: {root_host}");
     assert_eq!(host_uid(&d, &id, "as-user"), root_host + 1234, "inside the sandbox's range");
@@ -425,8 +425,14 @@ fn prune_spares_a_pull_in_progress() {
     };
     stalled.recv_timeout(Duration::from_secs(120)).expect("the pull reached the layer");
     // Half a layer in tmp/, the config blob fetched but nothing tagged yet.
-    let tmp: Vec<PathBuf> = std::fs::read_dir(d.data.path().join("images/tmp")).unwrap().flatten().map(|e| e.path()).collect();
-    assert!(tmp.iter().any(|p| p.to_string_lossy().ends_with(".partial")), "{tmp:?}");
+    let tmp_dir = d.data.path().join("images/tmp");
+    let partials = || -> Vec<PathBuf> {
+        std::fs::read_dir(&tmp_dir).unwrap().flatten().map(|e| e.path()).filter(|p| p.to_string_lossy().ends_with(".partial")).collect()
+    };
+    d.wait_until("a partial layer download", Duration::from_secs(30), || {
+        partials().iter().any(|p| p.metadata().is_ok_and(|m| m.len() > 0))
+    });
+    let tmp = partials();
     let pruned = d.heyvm_json(&["images", "prune"]);
     assert_eq!((pruned["blobs_removed"].as_u64(), pruned["layers_removed"].as_u64()), (Some(0), Some(0)), "{pruned}");
     assert!(tmp.iter().all(|p| p.exists()), "the partial download is still there");

@@ -26,6 +26,7 @@ async fn a_command_ignoring_stdin_still_streams_output_and_exits() {
         timeout_ms: Some(60_000),
         stdin: true,
         background: false,
+        user: None,
     };
     let start = Instant::now();
     let mut run = c.exec(spec).await.unwrap();

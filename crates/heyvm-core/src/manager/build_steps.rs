@@ -258,8 +258,16 @@ impl SandboxManager {
             .backend_for(&rec)?
             .image_writable_layer(&self.data.sandbox(id))
             .ok_or_else(|| build_err(line, format!("RUN: the {} backend cannot build images", rec.backend_type)))?;
-        // WORKDIR exists before the command runs in it, as in Docker.
-        std::fs::create_dir_all(upper.join(st.workdir().trim_start_matches('/')))?;
+        // WORKDIR exists before the command runs in it, as in Docker: made
+        // (root's) only when no layer below has it. A copy in the writable
+        // layer would hide the lower one's owner and mode from the merged
+        // view (`RUN chown app /home/app`, `USER app`, `WORKDIR /home/app`).
+        let wd = st.workdir();
+        let rel = wd.trim_start_matches('/');
+        let in_lower = st.layers.iter().any(|l| self.images.layer_dir(&l.digest).is_ok_and(|d| d.join(rel).is_dir()));
+        if !in_lower {
+            std::fs::create_dir_all(upper.join(rel))?;
+        }
         self.start(id).await.map_err(|e| build_err(line, format!("RUN: {e}")))?;
         // The build sandbox's root owns its layer on the host (see
         // id_ranges); the range exists only once the sandbox has launched

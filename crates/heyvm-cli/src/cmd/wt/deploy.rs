@@ -27,10 +27,7 @@ pub fn run(cli: &Cli, repo: &Repo, branch: &str, slug: &str, a: &WtArgs) -> anyh
         eprintln!("==> deploying {} to {server}", worktree.display());
     }
     let d = &a.deploy;
-    let image = match d.publish_image {
-        true => Some(publish(cli, &server, &c, &worktree, a)?),
-        false => d.deploy_image.clone(),
-    };
+    let image = if d.publish_image { Some(publish(cli, &server, &c, &worktree, a)?) } else { d.deploy_image.clone() };
     let health_path =
         d.deploy_health_path.clone().or_else(|| (d.deploy_start_command.is_some() && !d.deploy_ports.is_empty()).then(|| "/".into()));
     let args = DeployArgs {
