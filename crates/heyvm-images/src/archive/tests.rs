@@ -64,10 +64,10 @@ fn with_extra(s: &ImageStore, img: &LocalImage, extra: impl FnOnce(&mut tar::Bui
     let mut a = tar::Archive::new(&good[..]);
     for e in a.entries().unwrap() {
         let mut e = e.unwrap();
-        let mut h = e.header().clone();
+        let h = e.header().clone();
         let mut data = Vec::new();
         e.read_to_end(&mut data).unwrap();
-        b.append(&mut h, &data[..]).unwrap();
+        b.append(&h, &data[..]).unwrap();
     }
     b.into_inner().unwrap()
 }
@@ -153,10 +153,10 @@ fn hostile_archives_are_refused_and_nothing_escapes() {
         if e.path().unwrap().to_string_lossy().contains(&layer_hex) {
             continue;
         }
-        let mut h = e.header().clone();
+        let h = e.header().clone();
         let mut data = Vec::new();
         e.read_to_end(&mut data).unwrap();
-        b.append(&mut h, &data[..]).unwrap();
+        b.append(&h, &data[..]).unwrap();
     }
     let (dir2, s2) = store();
     assert_refused(&s2, &dir2, &b.into_inner().unwrap(), "not in the archive");
