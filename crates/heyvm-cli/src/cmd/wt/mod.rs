@@ -146,11 +146,16 @@ fn default_backend(backends: &[heyvm_types::BackendInfo]) -> (String, String) {
         }
         Some(b) if b.available => {
             let accel = b.accel.clone().unwrap_or_else(|| "tcg".into());
-            (bwrap, format!("the default: KVM does not really work here, so not the microVM backend (it would run under {accel}, software emulation)"))
+            (
+                bwrap,
+                format!(
+                    "the default: not the microVM backend, KVM does not really work here (kvm would run under {accel}, software emulation)"
+                ),
+            )
         }
         Some(b) => {
             let reason = b.reason.clone().unwrap_or_else(|| "unavailable".into());
-            (bwrap, format!("the default: the microVM backend is unavailable here: {reason}"))
+            (bwrap, format!("the default: not the microVM backend, unavailable here: {reason}"))
         }
         None => (bwrap, "the default: this daemon runs no microVM backend".into()),
     }
