@@ -35,6 +35,14 @@ fn bubblewrap_checkpoint_restore_and_fork_bring_files_back_and_restart_processes
     assert_eq!((s, v["error"].as_str()), (409, Some("conflict")), "a taken name: {v}");
     assert_eq!(stdout(&d.sh(&id, "echo still > /workspace/alive && cat /workspace/alive")), "still", "thawed after the copy");
 
+    // A name the store cannot hold is the caller's mistake (400), on the
+    // API and the compat route (one handler), and nothing is taken.
+    for bad in ["../up", "a b", "x".repeat(65).as_str()] {
+        let (s, v) = d.post(&format!("/sandboxes/{id}/checkpoints"), &json!({ "name": bad }));
+        assert_eq!((s, v["error"].as_str()), (400, Some("invalid_request")), "{bad}: {v}");
+    }
+    assert_eq!(d.heyvm_json(&["checkpoints", &id]).as_array().map(Vec::len), Some(1), "only 'one'");
+
     // Changes after the checkpoint, which the restore takes away.
     d.sh(&id, "echo changed > /workspace/w && echo later > /root/after && rm /root/r && touch /etc/issue");
     let r = d.heyvm_json(&["restore", &id, "one"]);

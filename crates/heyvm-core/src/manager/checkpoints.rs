@@ -35,6 +35,9 @@ impl SandboxManager {
             return Err(CoreError::Conflict(format!("sandbox {id} is starting; checkpoint it once it runs")));
         }
         let name = name.unwrap_or_else(|| format!("ck-{}", crate::record::now_secs()));
+        if !CheckpointInfo::valid_name(&name) {
+            return Err(CoreError::invalid(format!("invalid checkpoint name {name:?} (1-64 of letters, digits, '.', '_', '-')")));
+        }
         let backend = self.backend_for(&rec)?;
         if backend.checkpoints(&self.spec(&rec)).iter().any(|c| c.name == name) {
             return Err(CoreError::Conflict(format!("checkpoint '{name}' already exists")));
