@@ -72,8 +72,14 @@ pub fn allocate(preferred: Option<u32>) -> NetResult<u32> {
     if let Some(p) = preferred.filter(|p| *p < cap && free(*p)) {
         return Ok(p);
     }
-    // Start at a random-ish point so concurrent daemons rarely contend.
-    let start = std::process::id() % cap;
+    // Start at a random point: concurrent daemons rarely contend, and a
+    // spare made while a sandbox is stopped rarely takes the subnet that
+    // sandbox gets back at its restart (a first-free scan from a fixed
+    // point always took it). Not a reservation: see the note on spares.
+    let mut r = [0u8; 4];
+    // SAFETY: getrandom into a buffer we own; on failure r stays zero.
+    unsafe { libc::getrandom(r.as_mut_ptr().cast(), r.len(), 0) };
+    let start = u32::from_ne_bytes(r) % cap;
     (0..cap).map(|k| (start + k) % cap).find(|i| free(*i)).ok_or(NetError::PoolExhausted)
 }
 

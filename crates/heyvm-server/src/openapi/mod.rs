@@ -173,6 +173,13 @@ impl Op<'_> {
         self
     }
 
+    /// A JSON body the operation also accepts absent.
+    pub fn optional_body<T: ToSchema>(mut self) -> Self {
+        let schema = self.doc.schema_ref::<T>();
+        self.v["requestBody"] = json!({"required": false, "content": {"application/json": {"schema": schema}}});
+        self
+    }
+
     /// A request body given as content type -> schema.
     pub fn raw_body(mut self, content: Value) -> Self {
         self.v["requestBody"] = json!({"required": true, "content": content});

@@ -192,7 +192,7 @@ fn checkpoints(d: &mut Doc) {
         "/sandboxes/{id}/checkpoints",
         "Checkpoint a sandbox: a VM's memory and disks, or a bubblewrap sandbox's files (body optional)",
     )
-    .body::<CheckpointRequest>()
+    .optional_body::<CheckpointRequest>()
     .ok::<CheckpointInfo>(201)
     .errors(&[409, 501])
     .add();
@@ -200,12 +200,12 @@ fn checkpoints(d: &mut Doc) {
         .ok_schema(200, json!({"type": "object", "properties": {"name": {"type": "string"}, "deleted": {"type": "boolean"}}}))
         .add();
     d.op("POST", "/sandboxes/{id}/restore", "Put a sandbox back to a checkpoint (the latest when `name` is omitted; body optional)")
-        .body::<RestoreRequest>()
+        .optional_body::<RestoreRequest>()
         .ok::<RestoreResponse>(200)
         .errors(&[409, 501])
         .add();
     d.op("POST", "/sandboxes/{id}/fork", "Create a new sandbox from a checkpoint (taken now if there is none; body optional)")
-        .body::<ForkRequest>()
+        .optional_body::<ForkRequest>()
         .ok::<RestoreResponse>(201)
         .errors(&[409, 501])
         .add();
@@ -403,12 +403,12 @@ fn compat(d: &mut Doc) {
         .ok_schema(200, json!({"type": "object"}))
         .add();
     d.op("POST", "/deployed-sandboxes/{id}/checkpoint", "Checkpoint a sandbox (cloud dialect of POST /sandboxes/{id}/checkpoints)")
-        .body::<CheckpointRequest>()
+        .optional_body::<CheckpointRequest>()
         .ok::<CheckpointInfo>(201)
         .errors(&[409, 501])
         .add();
     d.op("POST", "/deployed-sandboxes/{id}/restore", "Restore a sandbox's latest (or named) checkpoint (cloud dialect)")
-        .body::<RestoreRequest>()
+        .optional_body::<RestoreRequest>()
         .ok::<RestoreResponse>(200)
         .errors(&[409, 501])
         .add();

@@ -86,6 +86,9 @@ pub async fn upload_multipart(
     let (mut mount_path, mut file_path) = (None::<String>, None::<String>);
     while let Some(mut field) = form.next_field().await.map_err(bad)? {
         match field.name().unwrap_or("") {
+            // A field given twice would leave the target ambiguous.
+            "mount_path" if mount_path.is_some() => return Err(AppError::bad_request("invalid_multipart", "mount_path is given twice")),
+            "file_path" if file_path.is_some() => return Err(AppError::bad_request("invalid_multipart", "file_path is given twice")),
             "mount_path" => mount_path = Some(field.text().await.map_err(bad)?),
             "file_path" => file_path = Some(field.text().await.map_err(bad)?),
             "file" => {
@@ -105,6 +108,15 @@ pub async fn upload_multipart(
                         return Err(too_large(max));
                     }
                     file.write(&chunk).await?;
+                }
+                // Fields after the file part would have been ignored (the
+                // file is already placed): refuse them instead, uncommitted.
+                if let Some(late) = form.next_field().await.map_err(bad)? {
+                    let name = late.name().unwrap_or("").to_string();
+                    return Err(AppError::bad_request(
+                        "invalid_multipart",
+                        format!("field '{name}' comes after the file part; send mount_path and file_path first"),
+                    ));
                 }
                 let size = file.commit().await?;
                 return Ok((StatusCode::CREATED, Json(UploadResponse { mount_path: mp, file_path: path, size })));
