@@ -111,6 +111,8 @@ pub async fn upload_multipart(
                 }
                 // Fields after the file part would have been ignored (the
                 // file is already placed): refuse them instead, uncommitted.
+                // The file part must be released before the form reads on.
+                drop(field);
                 if let Some(late) = form.next_field().await.map_err(bad)? {
                     let name = late.name().unwrap_or("").to_string();
                     return Err(AppError::bad_request(
