@@ -289,8 +289,8 @@ impl Backend for BubblewrapBackend {
             let _ = tokio::task::spawn_blocking(move || crate::disk::spare::open(&data, bytes, want)).await;
         }
         if let Some(cg) = self.inner.cgroups.clone() {
-            let exe = self.inner.heyvm_exe.clone();
-            let _ = tokio::task::spawn_blocking(move || parked::open(&exe, &cg)).await;
+            let (exe, dir) = (self.inner.heyvm_exe.clone(), sandboxes.to_path_buf());
+            let _ = tokio::task::spawn_blocking(move || parked::open(&exe, &cg, &dir)).await;
         }
     }
 

@@ -12,8 +12,9 @@
 //! ordinary owner that skips joining cgroups. It never ran anything of a
 //! sandbox before, so nothing passes from one sandbox to another. If the
 //! daemon dies its socket closes and parked owners exit; their cgroups
-//! (`heyvm/spare-<hex>`) are removed when the next daemon starts, and at
-//! shutdown. Only on cgroup v1 (v2 cannot rename a cgroup, and does not pay
+//! (`heyvm/spare-<key>-<hex>`, key from the data directory as for spare
+//! networks, so daemons on other data directories keep theirs) are removed
+//! when the next daemon on that directory starts, and at shutdown. Only on cgroup v1 (v2 cannot rename a cgroup, and does not pay
 //! that cost).
 
 use std::fs;
@@ -42,9 +43,11 @@ struct State {
     filling: bool,
     closed: bool,
     opened: bool,
+    /// The data directory's key (see [`crate::net::spare::key_of`]).
+    key: u16,
 }
 
-static STATE: Mutex<State> = Mutex::new(State { ready: Vec::new(), want: 0, filling: false, closed: false, opened: false });
+static STATE: Mutex<State> = Mutex::new(State { ready: Vec::new(), want: 0, filling: false, closed: false, opened: false, key: 0 });
 
 fn state() -> std::sync::MutexGuard<'static, State> {
     STATE.lock().unwrap_or_else(|e| e.into_inner())
@@ -58,15 +61,23 @@ fn wanted() -> usize {
     crate::net::spare::wanted()
 }
 
-/// At daemon start: removes parked cgroups a killed daemon left (their
-/// owners exited with it, or are killed here) and starts parking owners.
-pub(super) fn open(exe: &Path, cg: &Cgroups) {
+/// This data directory's prefix of parked cgroup names.
+fn prefix(key: u16) -> String {
+    format!("{PREFIX}{key:04x}-")
+}
+
+/// At daemon start: removes parked cgroups a killed daemon on the same data
+/// directory (`sandboxes`) left (their owners exited with it, or are killed
+/// here) and starts parking owners.
+pub(super) fn open(exe: &Path, cg: &Cgroups, sandboxes: &Path) {
     if !matches!(cg, Cgroups::V1 { .. }) {
         return;
     }
-    remove_leftovers(cg);
+    let key = crate::net::spare::key_of(sandboxes);
+    remove_leftovers(cg, key);
     {
         let mut s = state();
+        s.key = key;
         s.want = wanted();
         s.opened = true;
         s.closed = false;
@@ -74,12 +85,15 @@ pub(super) fn open(exe: &Path, cg: &Cgroups) {
     refill(exe.to_path_buf(), cg.clone());
 }
 
-fn remove_leftovers(cg: &Cgroups) {
+fn remove_leftovers(cg: &Cgroups, key: u16) {
+    // Only this data directory's: other daemons (tests run several at
+    // once) park owners under the same cgroup root.
+    let ours = prefix(key);
     let mut names: Vec<String> = Vec::new();
     for d in cg.dirs("") {
         for e in fs::read_dir(&d).into_iter().flatten().flatten() {
             let n = e.file_name().to_string_lossy().into_owned();
-            if n.starts_with(PREFIX) && !names.contains(&n) {
+            if n.starts_with(&ours) && !names.contains(&n) {
                 names.push(n);
             }
         }
@@ -198,7 +212,7 @@ fn park(exe: &Path, cg: &Cgroups) -> io::Result<Parked> {
     let mut buf = [0u8; 4];
     // SAFETY: getrandom into a buffer we own.
     unsafe { libc::getrandom(buf.as_mut_ptr().cast(), buf.len(), 0) };
-    let name = format!("{PREFIX}{}", buf.iter().map(|b| format!("{b:02x}")).collect::<String>());
+    let name = format!("{}{}", prefix(state().key), buf.iter().map(|b| format!("{b:02x}")).collect::<String>());
     let mut fds = [0i32; 2];
     // SAFETY: socketpair into a two-element array.
     if unsafe { libc::socketpair(libc::AF_UNIX, libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC, 0, fds.as_mut_ptr()) } != 0 {

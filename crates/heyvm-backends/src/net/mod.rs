@@ -100,6 +100,13 @@ pub(crate) fn recorded_names(path: &Path) -> Option<NetNames> {
     Some(NetNames { netns: f.netns?, veth: f.veth? })
 }
 
+/// The subnet indices recorded by the sandboxes of a data directory's
+/// `sandboxes` dir (running or stopped).
+pub(crate) fn recorded_indices(sandboxes: &Path) -> std::collections::HashSet<u32> {
+    let dirs = std::fs::read_dir(sandboxes).into_iter().flatten().flatten();
+    dirs.filter_map(|e| read_net_file(&e.path().join("net.json"))).map(|f| f.index).collect()
+}
+
 fn net_file(spec: &LaunchSpec) -> PathBuf {
     spec.paths.dir.join("net.json")
 }
@@ -160,7 +167,7 @@ pub fn setup(spec: &LaunchSpec) -> NetResult<OwnerNet> {
         None => {
             let names = NetNames::derived(spec);
             let result = pool::with_lock(|| {
-                let index = pool::allocate(preferred)?;
+                let index = pool::allocate(preferred, || recorded_indices(sandboxes), pool::Reserved::Lend)?;
                 host::create(&names, &pool::subnet(index))?;
                 // One nftables transaction for the host side.
                 nft::run(&(host::host_nat_script()? + &hostguard::install_script(&names.veth)))?;

@@ -63,24 +63,36 @@ pub fn with_lock<T>(f: impl FnOnce() -> NetResult<T>) -> NetResult<T> {
     r
 }
 
-/// Picks a free subnet, `preferred` first. Call under [`with_lock`] and
-/// assign the host address before releasing it.
-pub fn allocate(preferred: Option<u32>) -> NetResult<u32> {
+/// Whether a full pool may hand out a subnet a stopped sandbox recorded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reserved {
+    /// Never (spares: a spare must not cost a sandbox its address).
+    Keep,
+    /// When nothing else is free (a sandbox starting now: that stopped
+    /// sandbox then gets another address at its next start).
+    Lend,
+}
+
+/// Picks a free subnet, `preferred` first, else one outside `reserved`
+/// (the subnets this data directory's stopped sandboxes recorded: they get
+/// them back when they start again). Call under [`with_lock`] and assign
+/// the host address before releasing it.
+pub fn allocate(preferred: Option<u32>, reserved: impl FnOnce() -> HashSet<u32>, full: Reserved) -> NetResult<u32> {
     let used = used_host_addresses()?;
     let cap = capacity();
     let free = |i: u32| !used.contains(&subnet(i).host) && !used.contains(&subnet(i).guest);
     if let Some(p) = preferred.filter(|p| *p < cap && free(*p)) {
         return Ok(p);
     }
-    // Start at a random point: concurrent daemons rarely contend, and a
-    // spare made while a sandbox is stopped rarely takes the subnet that
-    // sandbox gets back at its restart (a first-free scan from a fixed
-    // point always took it). Not a reservation: see the note on spares.
+    let reserved = reserved();
+    // Start at a random point: concurrent daemons (each knows only its own
+    // reservations) rarely contend.
     let mut r = [0u8; 4];
     // SAFETY: getrandom into a buffer we own; on failure r stays zero.
     unsafe { libc::getrandom(r.as_mut_ptr().cast(), r.len(), 0) };
     let start = u32::from_ne_bytes(r) % cap;
-    (0..cap).map(|k| (start + k) % cap).find(|i| free(*i)).ok_or(NetError::PoolExhausted)
+    let pick = |skip_reserved: bool| (0..cap).map(|k| (start + k) % cap).find(|i| free(*i) && !(skip_reserved && reserved.contains(i)));
+    pick(true).or_else(|| (full == Reserved::Lend).then(|| pick(false)).flatten()).ok_or(NetError::PoolExhausted)
 }
 
 /// Every IPv4 address configured on the host's interfaces.

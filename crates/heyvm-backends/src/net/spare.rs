@@ -51,8 +51,8 @@ pub fn wanted() -> usize {
 pub const DEFAULT_SPARES: usize = 4;
 
 /// The 16-bit key of a data directory's sandboxes dir (keeps two daemons'
-/// spares apart).
-fn key_of(sandboxes: &Path) -> u16 {
+/// spares, and parked owners, apart).
+pub(crate) fn key_of(sandboxes: &Path) -> u16 {
     (super::fnv1a(sandboxes.as_os_str().as_encoded_bytes()) & 0xffff) as u16
 }
 
@@ -132,14 +132,14 @@ pub fn ready() -> usize {
 
 /// Tops the spares up on a background thread (one at a time).
 fn refill() {
-    let key = {
+    let (dir, key) = {
         let mut s = state();
-        let Some((_, key)) = s.dir else { return };
+        let Some((dir, key)) = s.dir.clone() else { return };
         if s.closed || s.filling || s.ready.len() >= s.want {
             return;
         }
         s.filling = true;
-        key
+        (dir, key)
     };
     std::thread::spawn(move || loop {
         let more = {
@@ -150,7 +150,7 @@ fn refill() {
             state().filling = false;
             return;
         }
-        match make(key) {
+        match make(&dir, key) {
             Ok(sp) => {
                 let mut s = state();
                 if s.closed {
@@ -170,7 +170,7 @@ fn refill() {
 }
 
 /// Makes one spare: what [`super::setup`] does, under fresh names.
-fn make(key: u16) -> NetResult<Spare> {
+fn make(sandboxes: &Path, key: u16) -> NetResult<Spare> {
     let mut buf = [0u8; 4];
     for _ in 0..4 {
         // SAFETY: getrandom into a buffer we own.
@@ -181,7 +181,7 @@ fn make(key: u16) -> NetResult<Spare> {
             continue;
         }
         let made = pool::with_lock(|| {
-            let index = pool::allocate(None)?;
+            let index = pool::allocate(None, || super::recorded_indices(sandboxes), pool::Reserved::Keep)?;
             host::create(&n, &pool::subnet(index))?;
             nft::run(&(host::host_nat_script()? + &hostguard::install_script(&n.veth)))?;
             Ok(index)

@@ -216,21 +216,6 @@ fn spares_are_cleaned_after_a_crash_and_at_shutdown() {
             .map(String::from)
             .collect()
     };
-    // Parked owners (cgroup v1 hosts): the daemon's children waiting for a plan.
-    let parked = |daemon: u32| -> Vec<u32> {
-        std::fs::read_dir("/proc")
-            .unwrap()
-            .flatten()
-            .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
-            .filter(|p| {
-                let stat = std::fs::read_to_string(format!("/proc/{p}/stat")).unwrap_or_default();
-                let ppid = stat.rsplit_once(") ").and_then(|(_, r)| r.split(' ').nth(1)?.parse::<u32>().ok());
-                ppid == Some(daemon)
-                    && std::fs::read(format!("/proc/{p}/cmdline"))
-                        .is_ok_and(|c| String::from_utf8_lossy(&c).contains("__sandbox_owner_parked"))
-            })
-            .collect()
-    };
     d.wait_until("spares", Duration::from_secs(20), || spares().len() == 4);
     let old = spares();
     d.restart();
@@ -240,7 +225,7 @@ fn spares_are_cleaned_after_a_crash_and_at_shutdown() {
     });
     let sb = d.create(json!({"name": "after-crash"}));
     assert_eq!(d.sh(&id(&sb), "echo ok")["stdout"], "ok\n");
-    let owners = parked(d.pid().unwrap());
+    let owners = parked_owners(d.pid().unwrap());
     d.terminate();
     assert_eq!(spares(), Vec::<String>::new(), "spares left after shutdown");
     let alive = |p: &&u32| std::fs::read_to_string(format!("/proc/{p}/stat")).is_ok_and(|s| !s.contains(") Z"));
@@ -250,6 +235,72 @@ fn spares_are_cleaned_after_a_crash_and_at_shutdown() {
     }
     let left: Vec<&u32> = owners.iter().filter(alive).collect();
     assert!(left.is_empty(), "parked owners left after shutdown: {left:?}");
+}
+
+/// The parked owners (cgroup v1 hosts) of a daemon: its children waiting
+/// for a plan.
+fn parked_owners(daemon: u32) -> Vec<u32> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|p| {
+            let stat = std::fs::read_to_string(format!("/proc/{p}/stat")).unwrap_or_default();
+            let ppid = stat.rsplit_once(") ").and_then(|(_, r)| r.split(' ').nth(1)?.parse::<u32>().ok());
+            ppid == Some(daemon)
+                && std::fs::read(format!("/proc/{p}/cmdline")).is_ok_and(|c| String::from_utf8_lossy(&c).contains("__sandbox_owner_parked"))
+        })
+        .collect()
+}
+
+/// Several daemons on one host (each on its own data dir; the test suite
+/// runs many at once): one starting up removes only what a crashed daemon
+/// of its own data dir left, never another live daemon's parked owners
+/// (that once failed a start with "starting the parked sandbox owner:
+/// Broken pipe").
+#[test]
+fn a_daemon_starting_leaves_other_daemons_parked_owners_alone() {
+    let Some(a) = Daemon::start() else { return };
+    let a_pid = a.pid().unwrap();
+    if std::path::Path::new("/sys/fs/cgroup/cgroup.controllers").exists() {
+        println!("skipping: parked owners exist on cgroup v1 hosts only");
+        return;
+    }
+    a.wait_until("A's parked owners", Duration::from_secs(20), || parked_owners(a_pid).len() == 4);
+    let before = parked_owners(a_pid);
+    let b = Daemon::start().expect("a second daemon");
+    b.wait_until("B's parked owners", Duration::from_secs(20), || parked_owners(b.pid().unwrap()).len() == 4);
+    let after = parked_owners(a_pid);
+    assert_eq!(after, before, "daemon B's start killed daemon A's parked owners");
+    // And A's first starts still go through them.
+    for n in 0..3 {
+        let sb = a.create(json!({"name": format!("parked-{n}")}));
+        assert_eq!(a.sh(&id(&sb), "echo ok")["stdout"], "ok\n");
+    }
+}
+
+/// A stopped sandbox keeps its address: the spare networks made while it
+/// is stopped never take the subnet its `net.json` recorded, even when the
+/// pool has no other (a 4-subnet pool: one sandbox and three spares fill
+/// it; a second sandbox takes a spare and the refill finds only the
+/// stopped one's subnet free).
+#[test]
+fn spares_never_take_a_stopped_sandboxs_address() {
+    let Some(d) = Daemon::start_with(&[("HEYVM_NET_POOL", "10.88.7.0/28"), ("HEYVM_SPARES", "3"), ("HEYVM_POOL_SIZE", "0")]) else { return };
+    let a = d.create(json!({"name": "keeps-address"}));
+    let (aid, ip) = (id(&a), a["guest_ip"].as_str().expect("a nat address").to_string());
+    assert!(ip.starts_with("10.88.7."), "{ip}");
+    let (s, v) = d.post(&format!("/sandboxes/{aid}/stop"), &json!({}));
+    assert_eq!(s, 200, "{v}");
+    let b = d.create(json!({"name": "takes-a-spare"}));
+    assert_ne!(b["guest_ip"], a["guest_ip"]);
+    // Give the refill its chance to (wrongly) take A's subnet.
+    std::thread::sleep(Duration::from_secs(2));
+    let (s, v) = d.post(&format!("/sandboxes/{aid}/start"), &json!({}));
+    assert_eq!(s, 200, "{v}");
+    let (_, again) = d.get(&format!("/sandboxes/{aid}"));
+    assert_eq!(again["guest_ip"].as_str(), Some(ip.as_str()), "the stopped sandbox lost its address to a spare");
+    assert_eq!(d.sh(&aid, "echo ok")["stdout"], "ok\n");
 }
 
 #[test]
