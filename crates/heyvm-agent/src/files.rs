@@ -20,35 +20,11 @@ use std::path::{Component, Path, PathBuf};
 use heyvm_protocol::files::{FileErrorCode, FileKind, FilePath, FileRead, FileRemove, FileStat, LIST_BATCH};
 use heyvm_protocol::{encode, write_json, Event, FrameKind};
 
+use crate::file_error::{fail, os, send_failure, FResult};
 use crate::user;
 
 /// Bytes per output frame of a read.
 const CHUNK: usize = 64 * 1024;
-
-/// Why a file request failed, as sent to the host.
-pub(crate) struct Failure {
-    pub code: FileErrorCode,
-    pub message: String,
-}
-
-pub(crate) type FResult<T> = Result<T, Failure>;
-
-pub(crate) fn fail(code: FileErrorCode, message: impl Into<String>) -> Failure {
-    Failure { code, message: message.into() }
-}
-
-/// An OS error on `path`, with its stable code and a readable message.
-pub(crate) fn os(path: &Path, e: io::Error) -> Failure {
-    let code = e.raw_os_error().map(FileErrorCode::from_errno).unwrap_or(FileErrorCode::Io);
-    let text = e.to_string();
-    // "No such file or directory (os error 2)" -> "no such file or directory"
-    let text = text.split(" (os error").next().unwrap_or(&text).to_lowercase();
-    fail(code, format!("'{}': {text}", path.display()))
-}
-
-pub(crate) fn send_failure(conn: &mut UnixStream, f: Failure) -> io::Result<()> {
-    write_json(conn, &Event::FileError { code: f.code, message: f.message })
-}
 
 fn answer(conn: &mut UnixStream, r: FResult<Event>) -> io::Result<()> {
     match r {

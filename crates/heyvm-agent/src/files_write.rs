@@ -16,7 +16,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use heyvm_protocol::files::{FileErrorCode, FileWrite};
 use heyvm_protocol::{read_frame, write_json, Event, Frame};
 
-use crate::files::{check_path, fail, os, send_failure, FResult};
+use crate::file_error::{fail, os, send_failure, FResult};
+use crate::files::check_path;
 use crate::user;
 
 /// Makes temporary names unique within the agent.

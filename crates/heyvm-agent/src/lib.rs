@@ -12,6 +12,7 @@
 
 mod connect;
 mod exec;
+mod file_error;
 mod files;
 mod files_write;
 pub mod guest_init;

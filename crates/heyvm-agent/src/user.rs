@@ -19,7 +19,7 @@ use std::process::Command;
 
 use heyvm_protocol::files::FileErrorCode;
 
-use crate::files::{fail, FResult};
+use crate::file_error::{fail, FResult};
 
 /// Who a command or file request acts as.
 #[derive(Debug, Clone, PartialEq, Eq)]

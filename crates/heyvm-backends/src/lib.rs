@@ -8,6 +8,7 @@
 pub mod bubblewrap;
 pub mod cgroups;
 mod disk;
+mod handoff;
 mod hardening;
 pub mod idmap;
 pub mod layout;
@@ -17,6 +18,7 @@ pub mod owner;
 mod procs;
 mod rootfs;
 mod seccomp;
+mod stock;
 
 pub use bubblewrap::BubblewrapBackend;
 

@@ -12,6 +12,10 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+/// The descriptor number of the agent's listening socket, from the owner
+/// through bwrap to the agent.
+pub(crate) const AGENT_FD: i32 = 3;
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Overlay {
     pub lower: PathBuf,
@@ -73,7 +77,7 @@ pub fn run(plan_path: &std::path::Path) -> io::Result<()> {
 /// A parked owner (see `bubblewrap::parked`): waits for its plan, then
 /// runs it. Never returns on success; Ok when the daemon went away first.
 pub fn run_parked() -> io::Result<()> {
-    match crate::bubblewrap::parked::receive_plan(crate::bubblewrap::AGENT_FD)? {
+    match crate::handoff::receive_plan(AGENT_FD)? {
         Some(plan) => run(&plan),
         None => Ok(()),
     }

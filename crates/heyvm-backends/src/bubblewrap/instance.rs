@@ -23,8 +23,9 @@ use heyvm_core::{LaunchSpec, Usage};
 use heyvm_types::Limits;
 use serde::{Deserialize, Serialize};
 
-use super::{Inner, AGENT_FD};
+use super::Inner;
 use crate::net::{self, OwnerNet};
+use crate::owner::AGENT_FD;
 use crate::procs;
 
 /// `owner.json`: how a later daemon finds the sandbox again (the owner

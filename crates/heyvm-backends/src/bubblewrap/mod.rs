@@ -25,7 +25,7 @@ use crate::cgroups::Cgroups;
 use crate::idmap::{IdMap, IdmappedMount};
 use crate::layout::OverlayPaths;
 use crate::net::{self, OwnerNet};
-use crate::owner::{Overlay, OwnerPlan, UsernsPlan};
+use crate::owner::{Overlay, OwnerPlan, UsernsPlan, AGENT_FD};
 use crate::procs;
 
 pub use instance::BwrapInstance;
@@ -55,9 +55,6 @@ const KEPT_CAPS: &[&str] = &[
 ];
 /// Where the agent binary appears inside.
 const AGENT_DIR: &str = "/run/heyvm-bin";
-/// The descriptor number of the agent's listening socket, from the owner
-/// through bwrap to the agent.
-pub(crate) const AGENT_FD: i32 = 3;
 
 pub struct BubblewrapBackend {
     inner: Arc<Inner>,

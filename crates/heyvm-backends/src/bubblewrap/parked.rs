@@ -23,9 +23,10 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicU32, Ordering};
 
 use crate::cgroups::Cgroups;
+use crate::stock::{random_tag, Stock};
 
 /// One parked owner.
 pub(super) struct Parked {
@@ -36,22 +37,10 @@ pub(super) struct Parked {
     sock: OwnedFd,
 }
 
-#[derive(Default)]
-struct State {
-    ready: Vec<Parked>,
-    want: usize,
-    filling: bool,
-    closed: bool,
-    opened: bool,
-    /// The data directory's key (see [`crate::net::spare::key_of`]).
-    key: u16,
-}
+static STOCK: Stock<Parked> = Stock::new();
 
-static STATE: Mutex<State> = Mutex::new(State { ready: Vec::new(), want: 0, filling: false, closed: false, opened: false, key: 0 });
-
-fn state() -> std::sync::MutexGuard<'static, State> {
-    STATE.lock().unwrap_or_else(|e| e.into_inner())
-}
+/// The data directory's key (see [`crate::net::spare::key_of`]), once opened.
+static KEY: AtomicU32 = AtomicU32::new(0);
 
 const PREFIX: &str = "spare-";
 
@@ -75,13 +64,8 @@ pub(super) fn open(exe: &Path, cg: &Cgroups, sandboxes: &Path) {
     }
     let key = crate::net::spare::key_of(sandboxes);
     remove_leftovers(cg, key);
-    {
-        let mut s = state();
-        s.key = key;
-        s.want = wanted();
-        s.opened = true;
-        s.closed = false;
-    }
+    KEY.store(u32::from(key), Ordering::Relaxed);
+    STOCK.open(wanted());
     refill(exe.to_path_buf(), cg.clone());
 }
 
@@ -98,8 +82,7 @@ fn remove_leftovers(cg: &Cgroups, key: u16) {
             }
         }
     }
-    let live: Vec<String> = state().ready.iter().map(|p| p.name.clone()).collect();
-    for n in names.into_iter().filter(|n| !live.contains(n)) {
+    for n in names.into_iter().filter(|n| !STOCK.any(|p| &p.name == n)) {
         tracing::info!(cgroup = %n, "removing a parked sandbox owner left by an earlier daemon");
         cg.kill_all(&n);
         cg.remove(&n);
@@ -108,12 +91,7 @@ fn remove_leftovers(cg: &Cgroups, key: u16) {
 
 /// Daemon shutdown: ends every parked owner and removes its cgroups.
 pub(super) fn close(cg: Option<&Cgroups>) {
-    let ready = {
-        let mut s = state();
-        s.closed = true;
-        std::mem::take(&mut s.ready)
-    };
-    for p in ready {
+    for p in STOCK.close() {
         discard(p, cg);
     }
 }
@@ -131,13 +109,7 @@ fn discard(p: Parked, cg: Option<&Cgroups>) {
 /// cgroups must not exist yet) and `limits`; None when there is none ready
 /// or the handover failed (the caller launches the ordinary way).
 pub(super) fn take(exe: &Path, cg: &Cgroups, id: &str, limits: &heyvm_types::Limits) -> Option<Parked> {
-    let p = {
-        let mut s = state();
-        if !s.opened || s.closed {
-            return None;
-        }
-        s.ready.pop()
-    };
+    let p = STOCK.take();
     refill(exe.to_path_buf(), cg.clone());
     let p = p?;
     let alive = p.pidfd.as_ref().is_some_and(|fd| {
@@ -167,52 +139,19 @@ pub(super) fn take(exe: &Path, cg: &Cgroups, id: &str, limits: &heyvm_types::Lim
 /// log it writes to; it then runs like any owner.
 pub(super) fn start(p: Parked, plan: &Path, listener: &impl AsRawFd, log: &impl AsRawFd) -> io::Result<(i32, Option<OwnedFd>)> {
     let path = plan.as_os_str().as_encoded_bytes();
-    send_with_fds(&p.sock, path, &[listener.as_raw_fd(), log.as_raw_fd()])?;
+    crate::handoff::send_with_fds(&p.sock, path, &[listener.as_raw_fd(), log.as_raw_fd()])?;
     Ok((p.pid, p.pidfd))
 }
 
 fn refill(exe: PathBuf, cg: Cgroups) {
-    {
-        let mut s = state();
-        if s.closed || s.filling || s.ready.len() >= s.want {
-            return;
-        }
-        s.filling = true;
-    }
-    std::thread::spawn(move || loop {
-        let more = {
-            let s = state();
-            !s.closed && s.ready.len() < s.want
-        };
-        if !more {
-            state().filling = false;
-            return;
-        }
-        match park(&exe, &cg) {
-            Ok(p) => {
-                let mut s = state();
-                if s.closed {
-                    drop(s);
-                    discard(p, Some(&cg));
-                } else {
-                    s.ready.push(p);
-                }
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "could not park a sandbox owner; parking paused until the next launch");
-                state().filling = false;
-                return;
-            }
-        }
-    });
+    let key = KEY.load(Ordering::Relaxed) as u16;
+    let cg2 = cg.clone();
+    STOCK.refill("a parked sandbox owner", move || park(&exe, &cg, key), move |p| discard(p, Some(&cg2)));
 }
 
 /// Starts one owner and moves it into fresh cgroups of its own.
-fn park(exe: &Path, cg: &Cgroups) -> io::Result<Parked> {
-    let mut buf = [0u8; 4];
-    // SAFETY: getrandom into a buffer we own.
-    unsafe { libc::getrandom(buf.as_mut_ptr().cast(), buf.len(), 0) };
-    let name = format!("{}{}", prefix(state().key), buf.iter().map(|b| format!("{b:02x}")).collect::<String>());
+fn park(exe: &Path, cg: &Cgroups, key: u16) -> io::Result<Parked> {
+    let name = format!("{}{}", prefix(key), random_tag());
     let mut fds = [0i32; 2];
     // SAFETY: socketpair into a two-element array.
     if unsafe { libc::socketpair(libc::AF_UNIX, libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC, 0, fds.as_mut_ptr()) } != 0 {
@@ -254,107 +193,4 @@ fn park(exe: &Path, cg: &Cgroups) -> io::Result<Parked> {
         return Err(e);
     }
     Ok(p)
-}
-
-/// Sends `data` with descriptors attached (SCM_RIGHTS).
-fn send_with_fds(sock: &OwnedFd, data: &[u8], fds: &[i32]) -> io::Result<()> {
-    let fd_bytes = std::mem::size_of_val(fds);
-    // SAFETY: CMSG_SPACE is a pure computation.
-    let space = unsafe { libc::CMSG_SPACE(fd_bytes as u32) } as usize;
-    let mut control = vec![0u8; space];
-    let mut iov = libc::iovec { iov_base: data.as_ptr() as *mut libc::c_void, iov_len: data.len() };
-    // SAFETY: msghdr over buffers that outlive sendmsg; the control header
-    // is filled through the CMSG macros within `control`.
-    unsafe {
-        let mut msg: libc::msghdr = std::mem::zeroed();
-        msg.msg_iov = &mut iov;
-        msg.msg_iovlen = 1;
-        msg.msg_control = control.as_mut_ptr().cast();
-        msg.msg_controllen = space as _;
-        let c = libc::CMSG_FIRSTHDR(&msg);
-        (*c).cmsg_level = libc::SOL_SOCKET;
-        (*c).cmsg_type = libc::SCM_RIGHTS;
-        (*c).cmsg_len = libc::CMSG_LEN(fd_bytes as u32) as _;
-        std::ptr::copy_nonoverlapping(fds.as_ptr().cast::<u8>(), libc::CMSG_DATA(c), fd_bytes);
-        if libc::sendmsg(sock.as_raw_fd(), &msg, libc::MSG_NOSIGNAL) < 0 {
-            return Err(io::Error::last_os_error());
-        }
-    }
-    Ok(())
-}
-
-/// Owner side: waits on stdin for the plan path and two descriptors, puts
-/// them in place (listener on the agent's descriptor, log on stdout and
-/// stderr, /dev/null on stdin) and returns the plan's path. None when the
-/// daemon went away first.
-pub fn receive_plan(agent_fd: i32) -> io::Result<Option<PathBuf>> {
-    let mut data = vec![0u8; 4096];
-    // SAFETY: CMSG_SPACE is a pure computation.
-    let space = unsafe { libc::CMSG_SPACE((2 * std::mem::size_of::<i32>()) as u32) } as usize;
-    let mut control = vec![0u8; space];
-    let mut iov = libc::iovec { iov_base: data.as_mut_ptr().cast(), iov_len: data.len() };
-    let mut fds = Vec::new();
-    // SAFETY: recvmsg into buffers we own; the control data is read
-    // through the CMSG macros within `control`.
-    let n = unsafe {
-        let mut msg: libc::msghdr = std::mem::zeroed();
-        msg.msg_iov = &mut iov;
-        msg.msg_iovlen = 1;
-        msg.msg_control = control.as_mut_ptr().cast();
-        msg.msg_controllen = space as _;
-        let n = loop {
-            let n = libc::recvmsg(0, &mut msg, libc::MSG_CMSG_CLOEXEC);
-            if n >= 0 || io::Error::last_os_error().kind() != io::ErrorKind::Interrupted {
-                break n;
-            }
-        };
-        if n < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        let mut c = libc::CMSG_FIRSTHDR(&msg);
-        while !c.is_null() {
-            if (*c).cmsg_level == libc::SOL_SOCKET && (*c).cmsg_type == libc::SCM_RIGHTS {
-                let count = ((*c).cmsg_len as usize - libc::CMSG_LEN(0) as usize) / std::mem::size_of::<i32>();
-                let p = libc::CMSG_DATA(c).cast::<i32>();
-                for i in 0..count {
-                    fds.push(std::ptr::read_unaligned(p.add(i)));
-                }
-            }
-            c = libc::CMSG_NXTHDR(&msg, c);
-        }
-        n as usize
-    };
-    if n == 0 {
-        return Ok(None);
-    }
-    let [listener, log] = fds[..] else {
-        return Err(io::Error::new(io::ErrorKind::InvalidData, "the plan came without its two descriptors"));
-    };
-    // SAFETY: dup2/fcntl/open/close on descriptors this process owns; the
-    // log goes to 1 and 2 before anything may land on the agent's number.
-    unsafe {
-        for target in [1, 2] {
-            if libc::dup2(log, target) < 0 {
-                return Err(io::Error::last_os_error());
-            }
-        }
-        if listener != agent_fd && libc::dup2(listener, agent_fd) < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        libc::fcntl(agent_fd, libc::F_SETFD, 0);
-        for fd in [listener, log] {
-            if fd > 2 && fd != agent_fd {
-                libc::close(fd);
-            }
-        }
-        let null = libc::open(c"/dev/null".as_ptr(), libc::O_RDONLY);
-        if null >= 0 {
-            libc::dup2(null, 0);
-            if null != 0 && null != agent_fd {
-                libc::close(null);
-            }
-        }
-    }
-    data.truncate(n);
-    Ok(Some(PathBuf::from(String::from_utf8(data).map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "plan path"))?)))
 }

@@ -17,21 +17,15 @@ use std::sync::Mutex;
 
 use heyvm_core::paths::{DataDir, SandboxPaths};
 
-#[derive(Default)]
-struct State {
-    /// `<data dir>/spare-disks`, once opened.
-    root: Option<PathBuf>,
-    bytes: u64,
-    ready: Vec<SandboxPaths>,
-    want: usize,
-    filling: bool,
-    closed: bool,
-}
+use crate::stock::{random_tag, Stock};
 
-static STATE: Mutex<State> = Mutex::new(State { root: None, bytes: 0, ready: Vec::new(), want: 0, filling: false, closed: false });
+static STOCK: Stock<SandboxPaths> = Stock::new();
 
-fn state() -> std::sync::MutexGuard<'static, State> {
-    STATE.lock().unwrap_or_else(|e| e.into_inner())
+/// `<data dir>/spare-disks` and the spares' size, once opened.
+static ROOT: Mutex<Option<(PathBuf, u64)>> = Mutex::new(None);
+
+fn root() -> Option<(PathBuf, u64)> {
+    ROOT.lock().unwrap_or_else(|e| e.into_inner()).clone()
 }
 
 fn c(p: &Path) -> Option<CString> {
@@ -43,13 +37,8 @@ fn c(p: &Path) -> Option<CString> {
 pub fn open(data: &Path, bytes: u64, want: usize) {
     let root = data.join("spare-disks");
     remove_all(&root);
-    {
-        let mut s = state();
-        s.root = Some(root);
-        s.bytes = bytes;
-        s.want = want;
-        s.closed = false;
-    }
+    *ROOT.lock().unwrap_or_else(|e| e.into_inner()) = Some((root, bytes));
+    STOCK.open(want);
     refill();
 }
 
@@ -68,12 +57,7 @@ fn discard(p: &SandboxPaths) {
 
 /// Daemon shutdown: removes every spare disk and makes no more.
 pub fn close() {
-    let ready = {
-        let mut s = state();
-        s.closed = true;
-        std::mem::take(&mut s.ready)
-    };
-    for p in ready {
+    for p in STOCK.close() {
         discard(&p);
     }
 }
@@ -82,13 +66,11 @@ pub fn close() {
 /// mounted. False when there is none of that size ready, or moving it
 /// failed (the caller makes one the ordinary way).
 pub fn take(p: &SandboxPaths, bytes: u64) -> bool {
-    let spare = {
-        let mut s = state();
-        if s.closed || s.bytes != bytes || s.root.as_ref().and_then(|r| r.parent()) != p.dir.parent().and_then(Path::parent) {
-            return false;
-        }
-        s.ready.pop()
-    };
+    let ours = root().is_some_and(|(root, b)| b == bytes && root.parent() == p.dir.parent().and_then(Path::parent));
+    if !ours {
+        return false;
+    }
+    let spare = STOCK.take();
     refill();
     let Some(spare) = spare else { return false };
     match move_into(&spare, p) {
@@ -134,49 +116,22 @@ fn bad() -> std::io::Error {
 }
 
 fn refill() {
-    let (root, bytes) = {
-        let mut s = state();
-        let Some(root) = s.root.clone() else { return };
-        if s.closed || s.filling || s.ready.len() >= s.want {
-            return;
+    let Some((root, bytes)) = root() else { return };
+    STOCK.refill("a spare disk", move || make(&root, bytes), |p| discard(&p));
+}
+
+/// Makes one spare disk (cleaning up after itself when that fails).
+fn make(root: &Path, bytes: u64) -> std::io::Result<SandboxPaths> {
+    let p = DataDir::new(root.to_path_buf()).sandbox(&format!("sb-{}", random_tag()));
+    // The template lives beside the real sandboxes' (one copy of it).
+    let made = std::fs::create_dir_all(&p.dir).and_then(|()| super::create_with_templates(&p, bytes, &templates(root)));
+    match made {
+        Ok(()) => Ok(p),
+        Err(e) => {
+            discard(&p);
+            Err(e)
         }
-        s.filling = true;
-        (root, s.bytes)
-    };
-    std::thread::spawn(move || loop {
-        let more = {
-            let s = state();
-            !s.closed && s.ready.len() < s.want
-        };
-        if !more {
-            state().filling = false;
-            return;
-        }
-        let mut buf = [0u8; 4];
-        // SAFETY: getrandom into a buffer we own.
-        unsafe { libc::getrandom(buf.as_mut_ptr().cast(), buf.len(), 0) };
-        let id = format!("sb-{}", buf.iter().map(|b| format!("{b:02x}")).collect::<String>());
-        let p = DataDir::new(root.clone()).sandbox(&id);
-        // The template lives beside the real sandboxes' (one copy of it).
-        let made = std::fs::create_dir_all(&p.dir).and_then(|()| super::create_with_templates(&p, bytes, &templates(&root)));
-        match made {
-            Ok(()) => {
-                let mut s = state();
-                if s.closed {
-                    drop(s);
-                    discard(&p);
-                } else {
-                    s.ready.push(p);
-                }
-            }
-            Err(e) => {
-                discard(&p);
-                tracing::warn!(error = %e, "could not make a spare disk; spares paused until the next take");
-                state().filling = false;
-                return;
-            }
-        }
-    });
+    }
 }
 
 fn templates(root: &Path) -> PathBuf {

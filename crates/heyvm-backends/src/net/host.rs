@@ -7,12 +7,12 @@ use std::path::Path;
 
 use super::error::{NetError, NetResult};
 use super::netlink::Netlink;
+pub use super::netns::NETNS_DIR;
+pub use super::nft::tools_present;
 use super::pool::{self, Subnet};
-pub use super::tool::{run, tools_present};
+pub use super::tool::run;
 use super::{netns, NetNames};
 
-/// Where `ip netns` keeps named namespaces.
-pub const NETNS_DIR: &str = "/run/netns";
 /// The host-wide nftables table heyvm owns (masquerade + isolation).
 pub const HOST_TABLE: &str = "heyvm";
 

@@ -33,8 +33,8 @@ use std::path::{Path, PathBuf};
 pub use error::{NetError, NetResult, PolicyEntryError};
 use heyvm_core::LaunchSpec;
 use heyvm_types::NetworkMode;
+pub use nft::tools_present;
 use serde::{Deserialize, Serialize};
-pub use tool::tools_present;
 
 /// What the owner process must do to put the sandbox on its network.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]

@@ -87,10 +87,7 @@ pub fn allocate(preferred: Option<u32>, reserved: impl FnOnce() -> HashSet<u32>,
     let reserved = reserved();
     // Start at a random point: concurrent daemons (each knows only its own
     // reservations) rarely contend.
-    let mut r = [0u8; 4];
-    // SAFETY: getrandom into a buffer we own; on failure r stays zero.
-    unsafe { libc::getrandom(r.as_mut_ptr().cast(), r.len(), 0) };
-    let start = u32::from_ne_bytes(r) % cap;
+    let start = crate::stock::random_u32() % cap;
     let pick = |skip_reserved: bool| (0..cap).map(|k| (start + k) % cap).find(|i| free(*i) && !(skip_reserved && reserved.contains(i)));
     pick(true).or_else(|| (full == Reserved::Lend).then(|| pick(false)).flatten()).ok_or(NetError::PoolExhausted)
 }

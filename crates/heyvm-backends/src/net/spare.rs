@@ -18,6 +18,7 @@ use std::sync::Mutex;
 
 use super::error::NetResult;
 use super::{host, hostguard, nft, pool, NetNames};
+use crate::stock::{random_tag, Stock};
 
 /// One ready network.
 #[derive(Debug, Clone)]
@@ -26,20 +27,13 @@ pub struct Spare {
     pub index: u32,
 }
 
-#[derive(Default)]
-struct State {
-    /// The data directory's sandboxes dir and its name key, once opened.
-    dir: Option<(PathBuf, u16)>,
-    ready: Vec<Spare>,
-    want: usize,
-    filling: bool,
-    closed: bool,
-}
+static STOCK: Stock<Spare> = Stock::new();
 
-static STATE: Mutex<State> = Mutex::new(State { dir: None, ready: Vec::new(), want: 0, filling: false, closed: false });
+/// The data directory's sandboxes dir and its name key, once opened.
+static DIR: Mutex<Option<(PathBuf, u16)>> = Mutex::new(None);
 
-fn state() -> std::sync::MutexGuard<'static, State> {
-    STATE.lock().unwrap_or_else(|e| e.into_inner())
+fn dir() -> Option<(PathBuf, u16)> {
+    DIR.lock().unwrap_or_else(|e| e.into_inner()).clone()
 }
 
 /// How many spares the daemon keeps (`HEYVM_SPARES`).
@@ -90,24 +84,17 @@ pub fn open(sandboxes: &Path, want: usize) {
         tracing::info!(netns = %n.netns, "removing a spare network left by an earlier daemon");
         host::destroy(&n);
     }
-    {
-        let mut s = state();
-        s.dir = Some((sandboxes.to_path_buf(), key));
-        s.want = want;
-        s.closed = false;
-    }
+    *DIR.lock().unwrap_or_else(|e| e.into_inner()) = Some((sandboxes.to_path_buf(), key));
+    STOCK.open(want);
     refill();
 }
 
 /// A ready network for a sandbox of `sandboxes`, if one is there.
 pub fn take(sandboxes: &Path) -> Option<Spare> {
-    let spare = {
-        let mut s = state();
-        if s.dir.as_ref().map(|(d, _)| d.as_path()) != Some(sandboxes) {
-            return None;
-        }
-        s.ready.pop()
-    };
+    if dir().is_none_or(|(d, _)| d != sandboxes) {
+        return None;
+    }
+    let spare = STOCK.take();
     refill();
     // Still whole? (Nothing should touch a spare, but a host admin might.)
     spare.filter(|sp| sp.names.netns_path().exists() && Path::new("/sys/class/net").join(&sp.names.veth).exists())
@@ -115,68 +102,26 @@ pub fn take(sandboxes: &Path) -> Option<Spare> {
 
 /// Daemon shutdown: removes every spare and makes no more.
 pub fn close() {
-    let ready = {
-        let mut s = state();
-        s.closed = true;
-        std::mem::take(&mut s.ready)
-    };
-    for sp in ready {
+    for sp in STOCK.close() {
         host::destroy(&sp.names);
     }
 }
 
 /// How many spares are ready now.
 pub fn ready() -> usize {
-    state().ready.len()
+    STOCK.ready()
 }
 
 /// Tops the spares up on a background thread (one at a time).
 fn refill() {
-    let (dir, key) = {
-        let mut s = state();
-        let Some((dir, key)) = s.dir.clone() else { return };
-        if s.closed || s.filling || s.ready.len() >= s.want {
-            return;
-        }
-        s.filling = true;
-        (dir, key)
-    };
-    std::thread::spawn(move || loop {
-        let more = {
-            let s = state();
-            !s.closed && s.ready.len() < s.want
-        };
-        if !more {
-            state().filling = false;
-            return;
-        }
-        match make(&dir, key) {
-            Ok(sp) => {
-                let mut s = state();
-                if s.closed {
-                    drop(s);
-                    host::destroy(&sp.names);
-                } else {
-                    s.ready.push(sp);
-                }
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "could not make a spare network; spares paused until the next take");
-                state().filling = false;
-                return;
-            }
-        }
-    });
+    let Some((dir, key)) = dir() else { return };
+    STOCK.refill("a spare network", move || make(&dir, key), |sp| host::destroy(&sp.names));
 }
 
 /// Makes one spare: what [`super::setup`] does, under fresh names.
 fn make(sandboxes: &Path, key: u16) -> NetResult<Spare> {
-    let mut buf = [0u8; 4];
     for _ in 0..4 {
-        // SAFETY: getrandom into a buffer we own.
-        unsafe { libc::getrandom(buf.as_mut_ptr().cast(), buf.len(), 0) };
-        let tag: String = buf.iter().map(|b| format!("{b:02x}")).collect();
-        let n = names(&tag, key);
+        let n = names(&random_tag(), key);
         if n.netns_path().exists() || Path::new("/sys/class/net").join(&n.veth).exists() {
             continue;
         }

@@ -25,14 +25,8 @@ pub fn run(prog: &str, args: &[&str], stdin: Option<&str>) -> NetResult<String> 
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
-/// Whether nftables is installed (its library or its tool): links,
-/// addresses and namespaces need nothing but the kernel (netlink).
-pub fn tools_present() -> bool {
-    super::nft::in_process() || locate("nft").is_absolute()
-}
-
 /// System tools live in sbin, which a daemon's PATH may lack.
-fn locate(prog: &str) -> std::path::PathBuf {
+pub(super) fn locate(prog: &str) -> std::path::PathBuf {
     ["/usr/sbin", "/sbin", "/usr/bin", "/bin"].iter().map(|d| Path::new(d).join(prog)).find(|p| p.is_file()).unwrap_or_else(|| prog.into())
 }
 

@@ -286,7 +286,9 @@ fn a_daemon_starting_leaves_other_daemons_parked_owners_alone() {
 /// stopped one's subnet free).
 #[test]
 fn spares_never_take_a_stopped_sandboxs_address() {
-    let Some(d) = Daemon::start_with(&[("HEYVM_NET_POOL", "10.88.7.0/28"), ("HEYVM_SPARES", "3"), ("HEYVM_POOL_SIZE", "0")]) else { return };
+    let Some(d) = Daemon::start_with(&[("HEYVM_NET_POOL", "10.88.7.0/28"), ("HEYVM_SPARES", "3"), ("HEYVM_POOL_SIZE", "0")]) else {
+        return;
+    };
     let a = d.create(json!({"name": "keeps-address"}));
     let (aid, ip) = (id(&a), a["guest_ip"].as_str().expect("a nat address").to_string());
     assert!(ip.starts_with("10.88.7."), "{ip}");
