@@ -198,6 +198,15 @@ pub trait Backend: Send + Sync + 'static {
     /// Creates the on-disk skeleton of a new sandbox.
     fn prepare(&self, spec: &LaunchSpec) -> BackendResult<()>;
 
+    /// Fills a new, never started sandbox's `/workspace` with the tree in
+    /// `dir` (a deploy archive the daemon has already unpacked, confined,
+    /// on the host). Only asked of backends whose `/workspace` is not a
+    /// host directory ([`Backend::files_on_host`] false); the others get
+    /// the archive unpacked straight into it. Blocking.
+    fn import_workspace(&self, _spec: &LaunchSpec, _dir: &std::path::Path) -> BackendResult<()> {
+        Err(BackendError::Unsupported { backend: self.name(), what: "deploying an archive" })
+    }
+
     /// Starts the sandbox; returns once its processes are spawned. The
     /// manager then connects to the agent through the instance.
     async fn launch(&self, spec: &LaunchSpec) -> BackendResult<Arc<dyn Instance>>;

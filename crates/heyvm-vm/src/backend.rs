@@ -197,6 +197,12 @@ impl Backend for KvmBackend {
         Ok(launch::prepare_disks(spec)?)
     }
 
+    /// A deploy archive becomes the `/workspace` disk before the first boot,
+    /// so setup hooks and the start command find the files in place.
+    fn import_workspace(&self, spec: &LaunchSpec, dir: &std::path::Path) -> BackendResult<()> {
+        Ok(launch::import_workspace(spec, dir)?)
+    }
+
     async fn launch(&self, spec: &LaunchSpec) -> BackendResult<Arc<dyn Instance>> {
         let host = self.host()?.clone();
         let s = spec.clone();

@@ -30,10 +30,22 @@ pub fn create_overlay(base: &Path, overlay: &Path) -> io::Result<()> {
 
 /// Creates an empty ext4 file system of `bytes` at `path` (sparse).
 pub fn create_ext4(path: &Path, bytes: u64, label: &str) -> io::Result<()> {
+    create_ext4_from(path, bytes, label, None)
+}
+
+/// Creates an ext4 file system of `bytes` at `path` (sparse) holding a copy
+/// of the tree `from` (`mkfs.ext4 -d`: symlinks stay symlinks, hard links,
+/// modes, owners and times are kept; nothing is followed out of `from`).
+pub fn create_ext4_from(path: &Path, bytes: u64, label: &str, from: Option<&Path>) -> io::Result<()> {
     let f = std::fs::File::create(path)?;
     f.set_len(bytes)?;
     drop(f);
-    run(Command::new("mkfs.ext4").args(["-q", "-F", "-L", label, "-E", "root_owner=0:0"]).arg(path))
+    let mut cmd = Command::new("mkfs.ext4");
+    cmd.args(["-q", "-F", "-L", label, "-E", "root_owner=0:0"]);
+    if let Some(dir) = from {
+        cmd.arg("-d").arg(dir);
+    }
+    run(cmd.arg(path))
 }
 
 /// Grows the ext4 file system in the (unused) disk image `path` to
@@ -97,6 +109,33 @@ mod tests {
         assert_eq!(v["backing-filename"], base.to_string_lossy().as_ref());
         // The overlay starts tiny: nothing of the base is copied.
         assert!(std::fs::metadata(&ov).unwrap().len() < 1 << 20);
+    }
+
+    #[test]
+    fn a_tree_becomes_a_disk_as_it_is() {
+        if !have("mkfs.ext4") || !have("debugfs") {
+            eprintln!("SKIP: e2fsprogs missing");
+            return;
+        }
+        let t = tempfile::tempdir().unwrap();
+        let src = t.path().join("src");
+        std::fs::create_dir_all(src.join("a/b")).unwrap();
+        std::fs::write(src.join("a/b/f.txt"), "hello").unwrap();
+        std::fs::hard_link(src.join("a/b/f.txt"), src.join("hard.txt")).unwrap();
+        // A link pointing out of the tree is copied as a link, never followed.
+        std::os::unix::fs::symlink("/etc/passwd", src.join("out")).unwrap();
+        let disk = t.path().join("ws.ext4");
+        create_ext4_from(&disk, 64 << 20, "workspace", Some(&src)).unwrap();
+        let debugfs = |req: &str| {
+            let o = Command::new("debugfs").arg("-R").arg(req).arg(&disk).output().unwrap();
+            String::from_utf8_lossy(&o.stdout).into_owned()
+        };
+        assert_eq!(debugfs("cat /a/b/f.txt"), "hello");
+        let inode = |p: &str| debugfs(&format!("stat {p}")).split_whitespace().nth(1).unwrap().to_string();
+        assert_eq!(inode("/hard.txt"), inode("/a/b/f.txt"), "hard links stay one inode");
+        assert!(debugfs("stat /out").contains("Type: symlink"));
+        assert!(debugfs("stat /out").contains("Fast link dest: \"/etc/passwd\""), "{}", debugfs("stat /out"));
+        assert_eq!(ext4_usage(&disk).unwrap().1, 64 << 20);
     }
 
     #[test]

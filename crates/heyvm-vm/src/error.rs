@@ -89,6 +89,8 @@ pub enum VmError {
     /// The root overlay is past its cap ([`crate::rootcap`]).
     #[error("{0}")]
     RootDiskFull(String),
+    #[error("the VM is running: its /workspace disk cannot be replaced")]
+    WorkspaceInUse,
     /// A blocking task of the backend panicked or was cancelled.
     #[error("VM task: {0}")]
     Task(String),

@@ -49,6 +49,24 @@ pub fn prepare_disks(spec: &LaunchSpec) -> VmResult<()> {
     Ok(())
 }
 
+/// Makes a new VM's `/workspace` disk hold the tree `dir` (a deploy
+/// archive the daemon unpacked): a fresh file system built from it
+/// replaces the empty one [`prepare_disks`] made. Never for a VM that runs.
+pub fn import_workspace(spec: &LaunchSpec, dir: &Path) -> VmResult<()> {
+    let layout = VmLayout::new(&spec.paths.dir);
+    if vmproc::find(&layout).is_some() {
+        return Err(VmError::WorkspaceInUse);
+    }
+    std::fs::create_dir_all(&layout.dir).map_err(|e| VmError::io(format!("creating {}", layout.dir.display()), e))?;
+    let tmp = layout.workspace_disk().with_extension("ext4.tmp");
+    crate::disk::create_ext4_from(&tmp, workspace_bytes(spec), "workspace", Some(dir))
+        .and_then(|()| std::fs::rename(&tmp, layout.workspace_disk()))
+        .map_err(|e| {
+            let _ = std::fs::remove_file(&tmp);
+            VmError::io("writing the archive into the workspace disk", e)
+        })
+}
+
 /// The `/workspace` disk's size: the sandbox's disk limit.
 pub fn workspace_bytes(spec: &LaunchSpec) -> u64 {
     match spec.limits.disk_bytes {

@@ -283,13 +283,6 @@ fn compat_deploy_from_archive_and_bind_port() {
     let archive_id = ar["archive_id"].as_str().unwrap();
 
     let (s, v) = d.post("/sandbox-deploy", &json!({"name": "from-ar", "archive_id": archive_id, "region": "EU", "size_class": "micro"}));
-    if on_vm() {
-        // Not implemented for VMs (the archive is unpacked on the host):
-        // a clear refusal before anything is created, not an i/o error.
-        assert_eq!((s, v["error"].as_str()), (501, Some("unsupported")), "{v}");
-        assert_eq!(d.get("/sandboxes/from-ar").0, 404, "nothing left behind");
-        return;
-    }
     assert_eq!(s, 201, "{v}");
     assert_sdk_sandbox_shape(&v);
     assert_eq!((v["archive_id"].as_str(), v["region"].as_str()), (Some(archive_id), Some("EU")));

@@ -148,6 +148,82 @@ fn deploy_fixture_app_end_to_end() {
     assert!(String::from_utf8_lossy(&out.stdout).starts_with("Deployed web2 (sb-"));
 }
 
+/// `heyvm deploy DIR --backend kvm`: the archive becomes the VM's
+/// `/workspace` disk before the first boot (the same confined unpacking as
+/// bubblewrap, into a staging directory the disk is built from), so the
+/// setup hook and the start command find the files; health-checked through
+/// the proxy like any deploy.
+#[test]
+fn deploy_onto_a_vm_unpacks_into_its_workspace_disk() {
+    if !crate::support::vm_support() {
+        return;
+    }
+    let Some(d) = Daemon::start() else { return };
+    let w = workdir();
+    let app = w.path().join("my-app");
+    std::fs::create_dir_all(app.join("static/css")).unwrap();
+    std::fs::write(app.join("static/css/site.css"), "body{}").unwrap();
+    std::os::unix::fs::symlink("css/site.css", app.join("static/latest.css")).unwrap();
+    std::fs::write(app.join("run.sh"), "#!/bin/sh\necho ran-from-archive\n").unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(app.join("run.sh"), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let out = deploy(
+        &d,
+        w.path(),
+        &[
+            "./my-app",
+            "--name",
+            "vmweb",
+            "--backend",
+            "kvm",
+            "--port",
+            "8080",
+            "--start-command",
+            "python3 server.py",
+            "--health-path",
+            "/health",
+            "--health-timeout",
+            "240s",
+            "--env",
+            "GREETING=from-a-vm",
+            "--setup-hook",
+            "test -f /workspace/server.py && echo files-were-there > /workspace/hook.txt",
+            "--size-class",
+            "micro",
+            "--format",
+            "json",
+        ],
+    );
+    let v = ok_json(&out);
+    assert_eq!(v["status"], "running", "{v}");
+    let (_, info) = d.get("/sandboxes/vmweb");
+    assert_eq!((info["backend_type"].as_str(), info["is_deployed"].as_bool()), (Some("kvm"), Some(true)), "{info}");
+    let (s, body) = http_get(v["urls"][0]["url"].as_str().unwrap(), None);
+    assert_eq!((s, body), (200, json!({"hello": "from-a-vm", "cwd": "/workspace"})));
+    // The tree as packed (the ext4 disk's own lost+found aside): symlink,
+    // mode and the hook's file; everything root's inside the guest.
+    let ls = d.sh("vmweb", "cd /workspace && find . -path ./lost+found -prune -o -print | sort");
+    assert_eq!(
+        ls["stdout"].as_str().unwrap(),
+        ".\n./.gitignore\n./hook.txt\n./package.json\n./run.sh\n./server.py\n./static\n./static/css\n./static/css/site.css\n./static/latest.css\n./test.py\n",
+    );
+    assert_eq!(d.sh("vmweb", "cat /workspace/static/latest.css; readlink /workspace/static/latest.css")["stdout"], "body{}css/site.css\n");
+    assert_eq!(d.sh("vmweb", "/workspace/run.sh")["stdout"], "ran-from-archive\n");
+    assert_eq!(d.sh("vmweb", "stat -c '%u:%g %a' /workspace/server.py /workspace/run.sh")["stdout"], "0:0 644\n0:0 755\n");
+    assert_eq!(d.sh("vmweb", "cat /workspace/hook.txt")["stdout"], "files-were-there\n");
+    // The disk is the sandbox's disk (micro: 2 GiB), not the archive's size;
+    // the host's staging copy is gone.
+    let kib: u64 = d.sh("vmweb", "df -k --output=size /workspace | tail -1")["stdout"].as_str().unwrap().trim().parse().unwrap();
+    assert!(kib > (3 << 20) / 2 && kib <= 2 << 20, "{kib} KiB");
+    let id = info["id"].as_str().unwrap();
+    let sbdir = d.data.path().join("sandboxes").join(id);
+    assert!(sbdir.is_dir() && !sbdir.join("archive.unpack").exists());
+    // The files are on the disk: they survive a stop and start.
+    assert_eq!(d.heyvm(&["stop", "vmweb"]).status.code(), Some(0));
+    assert_eq!(d.heyvm(&["start", "vmweb"]).status.code(), Some(0));
+    assert_eq!(d.sh("vmweb", "cat /workspace/static/css/site.css")["stdout"], "body{}");
+}
+
 #[test]
 fn failed_deploys_show_logs_and_leave_no_orphan() {
     let Some(d) = Daemon::start() else { return };

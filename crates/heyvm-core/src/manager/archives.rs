@@ -82,16 +82,53 @@ impl SandboxManager {
     /// Unpacks the record's archive into its workspace (blocking).
     pub(super) fn unpack_archive(&self, rec: &SandboxRecord, id: &str) -> Result<()> {
         let path = self.archive_path(id)?;
-        let workspace = self.data.sandbox(&rec.id).workspace();
-        let sum = archive::extract(&path, &workspace)?;
-        // Unpacked as the daemon: the files become the sandbox root's.
-        if self.sandbox_root_ids(rec).is_some() {
-            if let Some(range) = self.spec(rec).ids {
-                crate::id_ranges::shift_tree(&workspace, &range)?;
+        let backend = self.backend_for(rec)?;
+        let sum = if backend.files_on_host() {
+            let workspace = self.data.sandbox(&rec.id).workspace();
+            let sum = archive::extract(&path, &workspace)?;
+            // Unpacked as the daemon: the files become the sandbox root's.
+            if self.sandbox_root_ids(rec).is_some() {
+                if let Some(range) = self.spec(rec).ids {
+                    crate::id_ranges::shift_tree(&workspace, &range)?;
+                }
             }
-        }
+            sum
+        } else {
+            self.import_archive(rec, &path, backend.as_ref())?
+        };
         self.log_system(rec, &format!("archive {id} unpacked into /workspace ({} files, {} bytes)", sum.files, sum.bytes));
         Ok(())
+    }
+
+    /// For a backend whose `/workspace` is not a host directory (a VM's
+    /// disk): the same confined extraction into a staging directory beside
+    /// the sandbox's files (never inside the sandbox), which the backend
+    /// then makes the workspace from. Owned by the daemon, i.e. by root
+    /// inside a VM.
+    fn import_archive(
+        &self,
+        rec: &SandboxRecord,
+        path: &std::path::Path,
+        backend: &dyn crate::backend::Backend,
+    ) -> Result<archive::Summary> {
+        let sum = archive::validate(path)?;
+        let disk = self.spec(rec).limits.disk_bytes;
+        if disk > 0 && sum.bytes > disk {
+            return Err(CoreError::InvalidArchive(format!(
+                "it unpacks to {} MiB, more than the sandbox's {} MiB disk (deploy with a larger disk_size_gb)",
+                sum.bytes.div_ceil(1 << 20),
+                disk >> 20
+            )));
+        }
+        let staging = self.data.sandbox(&rec.id).dir.join("archive.unpack");
+        crate::backend::remove_tree(&staging);
+        std::fs::create_dir(&staging)?;
+        let done = archive::extract(path, &staging).and_then(|sum| {
+            backend.import_workspace(&self.spec(rec), &staging)?;
+            Ok(sum)
+        });
+        crate::backend::remove_tree(&staging);
+        done
     }
 }
 

@@ -62,15 +62,6 @@ impl SandboxManager {
         }
         if let Some(a) = &req.archive_id {
             self.check_archive(a)?;
-            // Archives are unpacked on the host into the workspace
-            // directory; a VM's workspace is a disk only its guest reads
-            // (before: a 500 io_error after the create had begun).
-            if !backend.files_on_host() {
-                return Err(CoreError::Backend(crate::backend::BackendError::Unsupported {
-                    backend: backend.name(),
-                    what: "deploying an archive (it is unpacked on the host; create the sandbox on bubblewrap, or upload the files)",
-                }));
-            }
         }
         let region = super::archives::region(req.region.as_deref())?;
         let mounts = validate::mounts(&req.mounts.unwrap_or_default())?;
