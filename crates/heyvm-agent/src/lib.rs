@@ -15,6 +15,7 @@ mod exec;
 mod file_error;
 mod files;
 mod files_write;
+mod grow;
 pub mod guest_init;
 mod guest_net;
 mod logfile;
@@ -132,6 +133,10 @@ fn handle(mut conn: UnixStream, shared: &Shared) -> io::Result<()> {
                 Err(e) => write_json(&mut conn, &Event::Error { message: format!("reset after restore: {e}") }),
             }
         }
+        Request::GrowFs { path, bytes } => match grow::grow(&path, bytes) {
+            Ok(()) => write_json(&mut conn, &Event::Done),
+            Err(e) => write_json(&mut conn, &Event::Error { message: format!("growing {path}: {e}") }),
+        },
         Request::Shutdown { .. } if !shared.owns_sandbox => write_json(&mut conn, &Event::Done),
         Request::Shutdown { grace_ms } => {
             shared.log.system("sandbox stopping");

@@ -102,6 +102,19 @@ pub struct BackendStatus {
     pub accel: Option<String>,
 }
 
+/// How a disk grew ([`Backend::grow_disk`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DiskGrowth {
+    /// The new size applies now.
+    Done,
+    /// At the sandbox's next start.
+    NextStart,
+    /// The block device under the sandbox path `mount` is `bytes` large
+    /// now; the file system on it is grown from inside (a running VM's
+    /// agent), else at the next start.
+    InGuest { mount: String, bytes: u64 },
+}
+
 #[async_trait]
 pub trait Backend: Send + Sync + 'static {
     /// Name as used in `backend_type`.
@@ -238,9 +251,8 @@ pub trait Backend: Send + Sync + 'static {
         None
     }
 
-    /// Grows the sandbox's disk to `spec.limits.disk_bytes`; true when the
-    /// new size applies at once, false when at the next start.
-    fn grow_disk(&self, _spec: &LaunchSpec) -> BackendResult<bool> {
+    /// Grows the sandbox's disk to `spec.limits.disk_bytes`.
+    fn grow_disk(&self, _spec: &LaunchSpec) -> BackendResult<DiskGrowth> {
         Err(BackendError::Unsupported { backend: self.name(), what: "growing a sandbox disk" })
     }
 

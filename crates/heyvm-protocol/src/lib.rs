@@ -22,7 +22,9 @@ use serde::{Deserialize, Serialize};
 /// Compatible additions are announced as features in the hello instead.
 pub const PROTOCOL_VERSION: u32 = 2;
 /// What this agent announces in its hello (see `mux::Hello::features`).
-pub const FEATURES: &[&str] = &[files::FEATURE_FILES];
+pub const FEATURES: &[&str] = &[files::FEATURE_FILES, FEATURE_GROW_FS];
+/// The agent grows a mounted ext4 file system online ([`Request::GrowFs`]).
+pub const FEATURE_GROW_FS: &str = "grow_fs";
 /// Upper bound on one inner frame's payload, so a corrupt or hostile header
 /// cannot make either side allocate without bound.
 pub const MAX_FRAME: usize = 1024 * 1024;
@@ -106,6 +108,14 @@ pub enum Request {
         ip: Option<String>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         gateway: Option<String>,
+    },
+    /// Only inside a VM (feature [`FEATURE_GROW_FS`]): the host made the
+    /// disk under `path` (a mounted ext4 file system) `bytes` large; grow
+    /// the file system to fill it, online. Answered with [`Event::Done`] or
+    /// [`Event::Error`].
+    GrowFs {
+        path: String,
+        bytes: u64,
     },
     /// File requests (feature `files`; see [`files`] for the exchanges).
     FileStat(files::FilePath),
@@ -339,6 +349,8 @@ mod tests {
             serde_json::to_string(&reset).unwrap(),
             r#"{"type":"reset_identity","time_ms":5,"hostname":"h","seed":"00ff","ip":"10.0.0.2/30"}"#
         );
+        let grow = Request::GrowFs { path: "/workspace".into(), bytes: 2 << 30 };
+        assert_eq!(serde_json::to_string(&grow).unwrap(), r#"{"type":"grow_fs","path":"/workspace","bytes":2147483648}"#);
     }
 }
 

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use heyvm_core::agent::AgentTransport;
-use heyvm_core::backend::{Backend, BackendError, BackendResult, BackendStatus, Instance, LaunchSpec, Liveness, Usage};
+use heyvm_core::backend::{Backend, BackendError, BackendResult, BackendStatus, DiskGrowth, Instance, LaunchSpec, Liveness, Usage};
 use heyvm_types::{CheckpointInfo, Limits, ProcessFate};
 
 use crate::assets::{VmAssets, DEFAULT_IMAGE};
@@ -183,13 +183,16 @@ impl Backend for KvmBackend {
         Some(heyvm_core::backend::DiskUsage { used_bytes, limit_bytes })
     }
 
-    /// A running VM's disk grows at its next start (the guest would have to
-    /// resize its mounted file system itself); a stopped one's at once.
-    fn grow_disk(&self, spec: &LaunchSpec) -> BackendResult<bool> {
+    /// A running VM's disk grows live (QMP, then the guest agent grows its
+    /// mounted file system); a stopped one's at once, offline.
+    fn grow_disk(&self, spec: &LaunchSpec) -> BackendResult<DiskGrowth> {
         if vmproc::find(&VmLayout::new(&spec.paths.dir)).is_some() {
-            return Ok(false);
+            let s = spec.clone();
+            let bytes = launch::grow_live(&s)?;
+            return Ok(DiskGrowth::InGuest { mount: heyvm_types::WORKSPACE_PATH.to_string(), bytes });
         }
-        Ok(launch::grow_workspace(spec).map(|_| true)?)
+        launch::grow_workspace(spec)?;
+        Ok(DiskGrowth::Done)
     }
 
     fn prepare(&self, spec: &LaunchSpec) -> BackendResult<()> {

@@ -50,9 +50,13 @@ pub fn create_ext4_from(path: &Path, bytes: u64, label: &str, from: Option<&Path
 
 /// Grows the ext4 file system in the (unused) disk image `path` to
 /// `bytes`: check it (a VM killed mid-write leaves a journal to replay),
-/// extend the file, resize. True when it grew; never shrinks.
+/// extend the file, resize. True when it grew; never shrinks. Judged by the
+/// file system's size, not the file's: a live growth the guest could not
+/// finish left the file larger than its file system.
 pub fn grow_ext4(path: &Path, bytes: u64) -> io::Result<bool> {
-    if std::fs::metadata(path)?.len() >= bytes {
+    let len = std::fs::metadata(path)?.len();
+    let fs_bytes = ext4_usage(path).map(|(_, total)| total).unwrap_or(len);
+    if fs_bytes >= bytes && len >= bytes {
         return Ok(false);
     }
     // e2fsck exits 1 when it fixed something (e.g. replayed the journal).
@@ -60,8 +64,10 @@ pub fn grow_ext4(path: &Path, bytes: u64) -> io::Result<bool> {
     if !matches!(out.status.code(), Some(0 | 1)) {
         return Err(io::Error::other(format!("e2fsck: {}", String::from_utf8_lossy(&out.stderr).trim())));
     }
-    std::fs::OpenOptions::new().write(true).open(path)?.set_len(bytes)?;
-    run(Command::new("resize2fs").arg("-f").arg(path))?;
+    if len < bytes {
+        std::fs::OpenOptions::new().write(true).open(path)?.set_len(bytes)?;
+    }
+    run(Command::new("resize2fs").arg("-f").arg(path).arg(format!("{}K", bytes >> 10)))?;
     Ok(true)
 }
 
@@ -153,6 +159,10 @@ mod tests {
         assert!(!grow_ext4(&ws, 32 << 20).unwrap(), "never shrinks");
         assert!(grow_ext4(&ws, 128 << 20).unwrap());
         assert_eq!(ext4_usage(&ws).unwrap().1, 128 << 20);
+        // A file already grown (QMP block_resize) whose file system was not.
+        std::fs::OpenOptions::new().write(true).open(&ws).unwrap().set_len(192 << 20).unwrap();
+        assert!(grow_ext4(&ws, 192 << 20).unwrap());
+        assert_eq!(ext4_usage(&ws).unwrap().1, 192 << 20);
         std::fs::write(t.path().join("junk"), [0u8; 4096]).unwrap();
         assert!(ext4_usage(&t.path().join("junk")).is_none());
     }

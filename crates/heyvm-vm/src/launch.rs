@@ -75,6 +75,24 @@ pub fn workspace_bytes(spec: &LaunchSpec) -> u64 {
     }
 }
 
+/// Position of the `/workspace` disk in [`VmSpec::disks`] (the root
+/// overlay is first).
+pub const WORKSPACE_DISK: usize = 1;
+
+/// Grows a running VM's `/workspace` disk to its limit: QEMU makes the
+/// disk file and the guest's virtio-blk device larger (`block_resize`);
+/// the file system on it is the guest agent's to grow (`grow_fs`).
+pub fn grow_live(spec: &LaunchSpec) -> VmResult<u64> {
+    let layout = VmLayout::new(&spec.paths.dir);
+    let bytes = workspace_bytes(spec);
+    let size = std::fs::metadata(layout.workspace_disk()).map_err(|e| VmError::io("the workspace disk", e))?.len();
+    if size < bytes {
+        let mut qmp = crate::qmp::Qmp::connect(&layout.qmp_socket(), std::time::Duration::from_secs(30))?;
+        qmp.execute("block_resize", serde_json::json!({ "device": crate::qemu::drive_id(WORKSPACE_DISK), "size": bytes }))?;
+    }
+    Ok(bytes)
+}
+
 /// Grows a stopped VM's `/workspace` disk to its limit (after a resize).
 pub fn grow_workspace(spec: &LaunchSpec) -> VmResult<bool> {
     let disk = VmLayout::new(&spec.paths.dir).workspace_disk();
@@ -192,7 +210,11 @@ pub fn setup_network(spec: &LaunchSpec) -> VmResult<Option<GuestNet>> {
 pub fn start(spec: &LaunchSpec, host: &HostSetup) -> VmResult<VmProcess> {
     let layout = VmLayout::new(&spec.paths.dir);
     prepare_disks(spec)?;
-    grow_workspace(spec)?;
+    // Not under a checkpoint's memory: the restored guest has the disk's
+    // old file system mounted, an offline resize under it would corrupt it.
+    if !crate::snapshot::restore_pending(&layout) {
+        grow_workspace(spec)?;
+    }
     if !layout.overlay().exists() {
         // Held until the overlay is registered as a user of the base disk.
         let (base, _pin) = crate::image_prune::pinned(|| base_disk(spec, host))?;

@@ -32,6 +32,12 @@ pub enum Machine {
     Q35,
 }
 
+/// QEMU's id of the `i`th disk of [`VmSpec::disks`] (what QMP's
+/// `block_resize` names).
+pub fn drive_id(i: usize) -> String {
+    format!("d{i}")
+}
+
 /// A disk the guest sees as virtio-blk; `serial` is how the guest init
 /// finds it (`heyvm.root=serial:NAME`), independent of probe order.
 #[derive(Debug, Clone)]
@@ -127,8 +133,9 @@ impl VmSpec {
         push(&["-device", &dev("rng")]);
         for (i, d) in self.disks.iter().enumerate() {
             let ro = if d.read_only { ",read-only=on" } else { "" };
-            let drive = format!("id=d{i},file={},format={},if=none,cache=writeback,discard=unmap{ro}", path(&d.path), d.format);
-            push(&["-drive", &drive, "-device", &format!("{},drive=d{i},serial={}", dev("blk"), d.serial)]);
+            let id = drive_id(i);
+            let drive = format!("id={id},file={},format={},if=none,cache=writeback,discard=unmap{ro}", path(&d.path), d.format);
+            push(&["-drive", &drive, "-device", &format!("{},drive={id},serial={}", dev("blk"), d.serial)]);
         }
         for (i, s) in self.shares.iter().enumerate() {
             let ro = if s.read_only { ",readonly=on" } else { "" };

@@ -118,6 +118,11 @@ pub fn stage(from: &VmLayout, name: &str, to: &VmLayout) -> VmResult<()> {
     fs::write(restore_marker(to), src.join("memory").to_string_lossy().as_bytes()).map_err(|e| VmError::io("marking the restore", e))
 }
 
+/// Whether the next launch loads a checkpoint's memory.
+pub fn restore_pending(layout: &VmLayout) -> bool {
+    restore_marker(layout).exists()
+}
+
 /// The memory file the next launch must load, consuming the marker.
 pub fn take_restore_marker(layout: &VmLayout) -> Option<PathBuf> {
     let p = fs::read_to_string(restore_marker(layout)).ok()?;

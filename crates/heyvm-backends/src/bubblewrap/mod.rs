@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use heyvm_core::backend::{BackendError, BackendResult, Instance};
+use heyvm_core::backend::{BackendError, BackendResult, DiskGrowth, Instance};
 use heyvm_core::{Backend, LaunchSpec};
 
 use crate::cgroups::Cgroups;
@@ -380,7 +380,7 @@ impl Backend for BubblewrapBackend {
         crate::disk::usage(&spec.paths)
     }
 
-    fn grow_disk(&self, spec: &LaunchSpec) -> BackendResult<bool> {
+    fn grow_disk(&self, spec: &LaunchSpec) -> BackendResult<DiskGrowth> {
         let p = &spec.paths;
         if !p.disk_image().exists() {
             return Err(BackendError::Unsupported { backend: "bubblewrap", what: "growing the disk of a sandbox without a disk limit" });
@@ -388,11 +388,14 @@ impl Backend for BubblewrapBackend {
         let bytes = spec.limits.disk_bytes;
         let io = |e| BackendError::io("growing the sandbox disk", e);
         if crate::disk::grow_online(p, bytes).map_err(io)? {
-            return Ok(true);
+            return Ok(DiskGrowth::Done);
         }
         // Without CAP_SYS_RESOURCE: offline, now if the sandbox is not
         // running, else at its next start.
-        Ok(!instance::owner_alive(spec) && crate::disk::grow_offline(p, bytes).is_ok())
+        if !instance::owner_alive(spec) && crate::disk::grow_offline(p, bytes).is_ok() {
+            return Ok(DiskGrowth::Done);
+        }
+        Ok(DiskGrowth::NextStart)
     }
 
     /// A filesystem checkpoint (see [`checkpoint`]): files only, so

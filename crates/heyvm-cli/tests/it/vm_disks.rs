@@ -67,3 +67,54 @@ fn attack_vm_filling_its_root_disk_is_stopped_at_the_cap_and_unused_base_disks_a
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(!base_disk.exists(), "images rm removed the unused base disk");
 }
+
+/// PATCH `disk_size_gb` on a running VM grows its `/workspace` at once:
+/// QEMU's `block_resize` makes the disk larger, the guest agent grows the
+/// mounted ext4 (`EXT4_IOC_RESIZE_FS`). Same boot, same processes, files
+/// intact, the new space usable, and the file system clean afterwards.
+#[test]
+fn vm_workspace_disk_grows_online_without_a_restart() {
+    if !vm_support() {
+        return;
+    }
+    let Some(d) = Daemon::start() else { return };
+    let sb = d.create(json!({"name": "vmgrow", "backend_type": "kvm", "size_class": "micro", "network": "none", "disk_size_gb": 1}));
+    let id = sb["id"].as_str().unwrap().to_string();
+    let size_kib = |d: &Daemon| -> u64 { stdout(&d.sh(&id, "df -k --output=size /workspace | tail -1")).parse().unwrap() };
+    let before = size_kib(&d);
+    assert!(before > 900 << 10 && before <= 1 << 20, "{before} KiB");
+    let boot_id = stdout(&d.sh(&id, "cat /proc/sys/kernel/random/boot_id"));
+    assert_eq!(stdout(&d.sh(&id, "setsid sleep 600 </dev/null >/dev/null 2>&1 & echo started")), "started");
+    let sum = stdout(&d.sh(
+        &id,
+        "head -c 50M /dev/urandom > /workspace/data && mkdir -p /workspace/d && echo kept > /workspace/d/f && sha256sum /workspace/data",
+    ));
+
+    let (s, v) = d.patch(&format!("/sandboxes/{id}"), &json!({"disk_size_gb": 3}));
+    assert_eq!((s, v["disk_limit"].as_u64(), v["status"].as_str()), (200, Some(3 << 30), Some("running")), "{v}");
+    let after = size_kib(&d);
+    assert!(after > 2900 << 10 && after <= 3 << 20, "df shows {after} KiB after growing to 3 GiB");
+    // No restart: same boot, the background process still there.
+    assert_eq!(stdout(&d.sh(&id, "cat /proc/sys/kernel/random/boot_id")), boot_id);
+    assert_eq!(stdout(&d.sh(&id, "pgrep -x sleep >/dev/null && echo alive")), "alive");
+    assert_eq!(stdout(&d.sh(&id, "sha256sum /workspace/data; cat /workspace/d/f")), format!("{sum}\nkept"));
+    // The new space is there to use (more than the old disk held).
+    assert_eq!(stdout(&d.sh(&id, "fallocate -l 2G /workspace/big && echo ok && rm /workspace/big")), "ok");
+    let logs = d.heyvm(&["logs", &id]);
+    assert!(String::from_utf8_lossy(&logs.stdout).contains("disk grows to 3 GiB (online)"), "{}", String::from_utf8_lossy(&logs.stdout));
+    // A second PATCH to the same size changes nothing; shrinking is refused.
+    let (s, v) = d.patch(&format!("/sandboxes/{id}"), &json!({"disk_size_gb": 2}));
+    assert_eq!((s, v["error"].as_str()), (400, Some("invalid_request")), "{v}");
+
+    // Stopped, the host checks the disk: a clean 3 GiB ext4.
+    let (s, v) = d.post(&format!("/sandboxes/{id}/stop"), &json!({}));
+    assert_eq!(s, 200, "{v}");
+    let disk = d.data.path().join("sandboxes").join(&id).join("vm/workspace.ext4");
+    let fsck = std::process::Command::new("e2fsck").args(["-f", "-n"]).arg(&disk).output().unwrap();
+    assert_eq!(fsck.status.code(), Some(0), "{}{}", String::from_utf8_lossy(&fsck.stdout), String::from_utf8_lossy(&fsck.stderr));
+    assert_eq!(std::fs::metadata(&disk).unwrap().len(), 3 << 30);
+    let (s, v) = d.post(&format!("/sandboxes/{id}/start"), &json!({}));
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(stdout(&d.sh(&id, "cat /workspace/d/f")), "kept");
+    assert!(size_kib(&d) > 2900 << 10);
+}

@@ -107,6 +107,21 @@ impl AgentClient {
         }
     }
 
+    /// Inside a VM whose disk under `path` the host just grew: the agent
+    /// grows the mounted file system to `bytes`. `Unsupported` from an
+    /// agent without the feature (the disk then grows at the next start).
+    pub async fn grow_fs(&self, path: &str, bytes: u64) -> io::Result<()> {
+        if !self.session.supports(heyvm_protocol::FEATURE_GROW_FS) {
+            return Err(io::Error::new(io::ErrorKind::Unsupported, "the agent cannot grow a file system (an older agent)"));
+        }
+        let (mut r, _w) = self.request(&Request::GrowFs { path: path.into(), bytes }).await?;
+        match read_event(&mut r).await? {
+            Event::Done => Ok(()),
+            Event::Error { message } => Err(io::Error::other(message)),
+            other => Err(unexpected(&other)),
+        }
+    }
+
     /// Opens a byte stream to `127.0.0.1:port` inside the sandbox. The
     /// answer is read byte-exactly (no buffering) because the sandbox
     /// program's bytes may follow it immediately. The inner `Err` is the

@@ -6,7 +6,7 @@
 use heyvm_types::{SandboxStatus, MAX_DISK_GB};
 
 use super::SandboxManager;
-use crate::backend::{remove_tree, DiskUsage};
+use crate::backend::{remove_tree, DiskGrowth, DiskUsage};
 use crate::error::{CoreError, Result};
 use crate::record::SandboxRecord;
 
@@ -59,11 +59,25 @@ impl SandboxManager {
     pub(super) async fn grow_disk(&self, rec: &SandboxRecord) -> Result<()> {
         let backend = self.backend_for(rec)?;
         let spec = self.spec(rec);
-        let now = tokio::task::spawn_blocking(move || backend.grow_disk(&spec))
+        let growth = tokio::task::spawn_blocking(move || backend.grow_disk(&spec))
             .await
             .map_err(|e| CoreError::Corrupt(format!("growing the disk panicked: {e}")))??;
         let gb = rec.disk_gb();
-        let when = if now || rec.status != SandboxStatus::Running { "" } else { " at the next start" };
+        let when = match growth {
+            DiskGrowth::Done => String::new(),
+            DiskGrowth::NextStart if rec.status != SandboxStatus::Running => String::new(),
+            DiskGrowth::NextStart => " at the next start".into(),
+            // The device is larger; the guest grows its mounted file system.
+            // If it cannot, the next start grows it offline (the disk file
+            // is already larger than its file system).
+            DiskGrowth::InGuest { mount, bytes } => match self.agent(rec).await {
+                Ok(agent) => match agent.grow_fs(&mount, bytes).await {
+                    Ok(()) => " (online)".into(),
+                    Err(e) => format!(" at the next start ({e})"),
+                },
+                Err(e) => format!(" at the next start ({e})"),
+            },
+        };
         self.log_system(rec, &format!("disk grows to {gb} GiB{when}"));
         Ok(())
     }
