@@ -27,6 +27,8 @@ vm_subset=(
   persistence::kill9_of_the_daemon_loses_nothing
   vm::vm_checkpoint_restore_and_fork_keep_a_running_process
   vm::vm_boots_an_oci_image_built_for_kvm_through_a_qcow2_overlay
+  # The one attack on a VM's host mount (9p): setuid/capability plants.
+  hostile_kernel::setuid_and_capability_plants_never_reach_a_host_mount
 )
 # Those that boot VMs whatever the backend parameter run once, in the VM pass.
 vm_only=(files_agent::vm_ vm::vm_checkpoint_ vm::vm_boots_an_oci_)

@@ -139,7 +139,11 @@ impl VmSpec {
         }
         for (i, s) in self.shares.iter().enumerate() {
             let ro = if s.read_only { ",readonly=on" } else { "" };
-            let fsdev = format!("local,id=f{i},path={},security_model=passthrough{ro}", path(&s.host_path));
+            // mapped-xattr, not passthrough: the guest's owners, modes and
+            // special files live in `user.virtfs.*` xattrs, host files are
+            // plain 0644/0755 ones of QEMU's user. With passthrough, guest
+            // root's `chmod 4755` made a setuid-root file on the host.
+            let fsdev = format!("local,id=f{i},path={},security_model=mapped-xattr,fmode=0644,dmode=0755{ro}", path(&s.host_path));
             push(&["-fsdev", &fsdev, "-device", &format!("{},fsdev=f{i},mount_tag={}", dev("9p"), s.tag)]);
         }
         if let Some(tap) = &self.tap {
