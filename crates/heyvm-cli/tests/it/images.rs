@@ -96,7 +96,13 @@ fn pull_list_inspect_create_exec_on_busybox() {
         std::process::Command::new("du").args(["-s", "-B1", "--exclude=disk.img"]).arg(d.data.path().join("sandboxes")).output().unwrap();
     let sandboxes: u64 = String::from_utf8_lossy(&out.stdout).split_whitespace().next().unwrap().parse().unwrap();
     assert!(image_bytes > 1_000_000, "{image_bytes}");
-    assert!(sandboxes < image_bytes / 2, "sandboxes {sandboxes} vs one image copy {image_bytes}");
+    // A VM's root is a qcow2 overlay of one shared base disk (the backing
+    // file is checked by vm::vm_boots_an_oci_image_built_for_kvm_through_a_qcow2_overlay);
+    // its fixed cost (qcow2 tables, console log, ~1 MiB) is not comparable
+    // to this 2 MB image.
+    if !crate::support::on_vm() {
+        assert!(sandboxes < image_bytes / 2, "sandboxes {sandboxes} vs one image copy {image_bytes}");
+    }
 
     // Deleted sandboxes release the image; prune keeps what a tag references.
     d.heyvm_json(&["rm", "-y", "bb", "bb2"]);
