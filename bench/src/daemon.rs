@@ -42,7 +42,9 @@ impl BenchDaemon {
         let mut child = Command::new(&bin)
             .args(["--api", "--port", "0", "--host", "127.0.0.1"])
             .env("MVM_DATA_DIR", &data)
-            .env("HEYVM_LOG", "warn")
+            // HEYVM_BENCH_DAEMON_LOG (e.g. `heyvm_backends=debug`) to see
+            // where a launch's time goes, in bench-daemon.log.
+            .env("HEYVM_LOG", std::env::var("HEYVM_BENCH_DAEMON_LOG").unwrap_or_else(|_| "warn".into()))
             .env("HEYVM_POOL_SIZE", pool_size.to_string())
             .envs(env.iter().copied())
             .env_remove("JWT_SECRET")
@@ -117,6 +119,12 @@ impl Drop for BenchDaemon {
         // SAFETY: kill(2) has no memory-safety preconditions.
         unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
         let _ = self.child.wait();
+        if std::env::var_os("HEYVM_BENCH_DAEMON_LOG").is_some() {
+            let kept = self.data.with_extension("log");
+            if std::fs::copy(self.data.join("bench-daemon.log"), &kept).is_ok() {
+                eprintln!("daemon log kept in {}", kept.display());
+            }
+        }
         let _ = std::fs::remove_dir_all(&self.data);
     }
 }

@@ -116,7 +116,8 @@ fn handle(mut conn: UnixStream, shared: &Shared) -> io::Result<()> {
         Request::Shell(spec) => pty::run(conn, spec),
         Request::Resize { .. } => write_json(&mut conn, &Event::Error { message: "resize outside a shell connection".into() }),
         Request::Connect { port } => connect::run(conn, port),
-        Request::StartService { command, env, cwd } => match shared.service.start(&command, &env, &cwd, &shared.log) {
+        Request::StartService { command, env, cwd, user } => match shared.service.start(&command, &env, &cwd, user.as_deref(), &shared.log)
+        {
             Ok(pid) => write_json(&mut conn, &Event::Started { pid }),
             Err(e) => write_json(&mut conn, &Event::Error { message: format!("start command failed: {e}") }),
         },

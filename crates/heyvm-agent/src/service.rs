@@ -18,8 +18,17 @@ pub struct Service {
 }
 
 impl Service {
-    /// Stops a previous instance (if any) and launches `command` under sh.
-    pub fn start(&self, command: &str, env: &BTreeMap<String, String>, cwd: &str, log: &Arc<LogSink>) -> io::Result<u32> {
+    /// Stops a previous instance (if any) and launches `command` under sh,
+    /// as `user` if given (an unknown user is an error, never root).
+    pub fn start(
+        &self,
+        command: &str,
+        env: &BTreeMap<String, String>,
+        cwd: &str,
+        user: Option<&str>,
+        log: &Arc<LogSink>,
+    ) -> io::Result<u32> {
+        let user = crate::user::resolve(user).map_err(io::Error::other)?;
         let mut guard = self.pgid.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(pgid) = guard.take() {
             crate::exec::kill_group_gracefully(pgid, Duration::from_secs(2));
@@ -28,6 +37,11 @@ impl Service {
         cmd.arg("-c").arg(command).env_clear().envs(env).current_dir(cwd);
         cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
         crate::exec::isolate_child(&mut cmd);
+        // After isolate_child: its closures write /proc/self files, which a
+        // process that changed its uid can no longer open.
+        if let Some(id) = &user {
+            crate::user::run_as(&mut cmd, id, env);
+        }
         let mut child = cmd.spawn()?;
         let pid = child.id();
         *guard = Some(pid as i32);

@@ -69,6 +69,9 @@ pub enum Request {
         command: String,
         env: BTreeMap<String, String>,
         cwd: String,
+        /// Run as this sandbox user (as in [`ShellSpec::user`]).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        user: Option<String>,
     },
     /// Terminate every process in the sandbox, waiting `grace_ms` before
     /// SIGKILL; answered with [`Event::Done`] just before the agent exits.
@@ -329,6 +332,17 @@ mod tests {
             user: Some("app".into()),
         });
         assert!(serde_json::to_string(&as_user).unwrap().ends_with(r#","user":"app"}"#));
+        let service = |user: Option<&str>| Request::StartService {
+            command: "serve".into(),
+            env: BTreeMap::new(),
+            cwd: "/".into(),
+            user: user.map(Into::into),
+        };
+        assert_eq!(serde_json::to_string(&service(None)).unwrap(), r#"{"type":"start_service","command":"serve","env":{},"cwd":"/"}"#);
+        assert_eq!(
+            serde_json::to_string(&service(Some("1000"))).unwrap(),
+            r#"{"type":"start_service","command":"serve","env":{},"cwd":"/","user":"1000"}"#
+        );
         let exit = Event::Exit(ExitStatus { code: 137, signal: Some(9), timed_out: true, duration_ms: 5 });
         assert_eq!(serde_json::to_string(&exit).unwrap(), r#"{"type":"exit","code":137,"signal":9,"timed_out":true,"duration_ms":5}"#);
         let shell =

@@ -1,7 +1,7 @@
 //! Images beyond pull and build, end to end: the image config's `User` as
-//! the default user of exec and shells (requests win), `images save|load`
-//! and heyo-sdk's `PUT /images/:name` (OCI archives from us and from
-//! skopeo, ext4 root filesystems), hostile uploads, `images upload` to a
+//! the default user of exec, shells (requests win) and the start command,
+//! `images save|load` and heyo-sdk's `PUT /images/:name` (OCI archives from
+//! us and from skopeo, ext4 root filesystems), hostile uploads, `images upload` to a
 //! second daemon with and without a token, and `images prune` while a
 //! pull is half-way through a layer.
 
@@ -136,6 +136,72 @@ fn image_user_is_the_default_user_and_requests_win() {
     // A host-rootfs sandbox still runs as root by default.
     d.heyvm_json(&["create", "--name", "h", "--size-class", "micro"]);
     assert_eq!(d.heyvm_json(&["exec", "h", "--", "id", "-u"])["stdout"], "0\n");
+}
+
+/// The start command runs as the image config's `User` too (named or
+/// numeric), at every start; setup hooks stay root's; an image whose `User`
+/// the sandbox cannot resolve fails to start, naming it, instead of
+/// running the start command as root.
+#[test]
+fn the_start_command_runs_as_the_image_user() {
+    let Some((d, reg)) = setup() else { return };
+    let ctx = tempfile::tempdir_in("/tmp").unwrap();
+    let dockerfile = |user: &str| {
+        format!(
+            "FROM {}\n\
+             RUN echo 'svc:x:1000:1000:svc:/home/svc:/bin/sh' >> /etc/passwd && echo 'svc:x:1000:' >> /etc/group && \\\n\
+                 mkdir -p /home/svc /out && chown 1000:1000 /home/svc && chmod 1777 /out\n\
+             USER {user}\n",
+            reg.image("busybox:1")
+        )
+    };
+    for (tag, user) in [("startas:named", "svc"), ("startas:numeric", "2000"), ("startas:ghost", "ghost")] {
+        write(ctx.path(), "Dockerfile", &dockerfile(user));
+        d.heyvm_json(&["images", "build", "-t", tag, ctx.path().to_str().unwrap()]);
+    }
+    // Records who it runs as (the file's owner too), then keeps running.
+    let start = "{ id -u; id -g; echo $HOME $USER; } > /out/start.$$; mv /out/start.$$ /out/started; exec sleep 1000";
+    let started = |name: &str| {
+        let mut out = String::new();
+        d.wait_until("the start command wrote /out/started", Duration::from_secs(60), || {
+            let o = d.heyvm(&["exec", name, "-u", "root", "--", "sh", "-c", "cat /out/started && stat -c %u /out/started"]);
+            out = String::from_utf8_lossy(&o.stdout).to_string();
+            o.status.success()
+        });
+        d.heyvm_json(&["exec", name, "-u", "root", "--", "rm", "-f", "/out/started"]);
+        out
+    };
+
+    d.heyvm_json(&[
+        "create",
+        "--name",
+        "named",
+        "--image",
+        "startas:named",
+        "--size-class",
+        "micro",
+        "--start-command",
+        start,
+        "--setup-hook",
+        "id -u > /out/hook",
+    ]);
+    assert_eq!(started("named"), "1000\n1000\n/home/svc svc\n1000\n", "as the image's named user, with its HOME and USER");
+    assert_eq!(d.heyvm_json(&["exec", "named", "--", "cat", "/out/hook"])["stdout"], "0\n", "setup hooks run as root");
+    // Again after a restart (the start command is relaunched then).
+    d.heyvm_json(&["stop", "named"]);
+    d.heyvm_json(&["start", "named"]);
+    assert_eq!(started("named"), "1000\n1000\n/home/svc svc\n1000\n", "after a restart");
+
+    d.heyvm_json(&["create", "--name", "numeric", "--image", "startas:numeric", "--size-class", "micro", "--start-command", start]);
+    assert_eq!(started("numeric"), "2000\n2000\n/ 2000\n2000\n", "a numeric User need not be in /etc/passwd");
+
+    // A User the image does not have: an error naming it, never root.
+    let out = d.heyvm(&["create", "--name", "ghost", "--image", "startas:ghost", "--size-class", "micro", "--start-command", start]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("no user 'ghost'") && !err.contains("did not answer"), "{err}");
+    let list = d.heyvm_json(&["list", "--all"]);
+    let ghost = list.as_array().unwrap().iter().find(|s| s["name"] == "ghost").cloned().unwrap_or_default();
+    assert_ne!(ghost["status"], "running", "{list}");
 }
 
 #[test]

@@ -79,12 +79,20 @@ impl AgentClient {
         Ok(AgentExec { reader, writer: Some(writer) })
     }
 
-    pub async fn start_service(&self, command: &str, env: BTreeMap<String, String>, cwd: &str) -> io::Result<u32> {
-        let req = Request::StartService { command: command.into(), env, cwd: cwd.into() };
+    /// Launches the start command; the inner `Err` is the agent's refusal
+    /// (e.g. an unknown user), the outer one a transport failure.
+    pub async fn start_service(
+        &self,
+        command: &str,
+        env: BTreeMap<String, String>,
+        cwd: &str,
+        user: Option<String>,
+    ) -> io::Result<std::result::Result<u32, String>> {
+        let req = Request::StartService { command: command.into(), env, cwd: cwd.into(), user };
         let (mut r, _w) = self.request(&req).await?;
         match read_event(&mut r).await? {
-            Event::Started { pid } => Ok(pid),
-            Event::Error { message } => Err(io::Error::other(message)),
+            Event::Started { pid } => Ok(Ok(pid)),
+            Event::Error { message } => Ok(Err(message)),
             other => Err(unexpected(&other)),
         }
     }

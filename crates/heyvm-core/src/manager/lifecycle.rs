@@ -406,11 +406,15 @@ impl SandboxManager {
     pub(super) async fn start_service(&self, rec: &SandboxRecord) -> Result<()> {
         let Some(cmd) = &rec.start_command else { return Ok(()) };
         let env = self.base_env(rec);
+        // The image config's `User`, as for exec and shells (create has no
+        // user of its own).
+        let user = super::exec::command_user(rec, None)?;
         self.agent(rec)
             .await?
-            .start_service(cmd, env, &rec.working_directory)
+            .start_service(cmd, env, &rec.working_directory, user)
             .await
-            .map_err(|e| CoreError::AgentUnreachable(format!("start command could not be launched: {e}")))?;
+            .map_err(|e| CoreError::AgentUnreachable(format!("start command could not be launched: {e}")))?
+            .map_err(CoreError::InvalidRequest)?;
         Ok(())
     }
 
