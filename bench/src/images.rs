@@ -23,7 +23,7 @@ use heyvm_types::{CreateSandboxRequest, ExecRequest};
 
 use crate::stats::{Samples, Table};
 
-const CREATE_N: usize = 10;
+const CREATE_N: usize = 30;
 const PULL_N: usize = 3;
 const BIG_BYTES: usize = 48 << 20;
 

@@ -36,7 +36,10 @@ impl SandboxManager {
                         what: "OCI images (create it without `image`, or on bubblewrap)",
                     }));
                 }
-                Some(super::images::ImageDefaults::from(&self.resolve_image(i, heyvm_images::no_progress()).await?))
+                let started = std::time::Instant::now();
+                let img = self.resolve_image(i, heyvm_images::no_progress()).await?;
+                tracing::debug!(image = %i, us = started.elapsed().as_micros() as u64, "create: image resolved");
+                Some(super::images::ImageDefaults::from(&img))
             }
             _ => None,
         };
