@@ -94,15 +94,6 @@ impl Client {
     /// `GET /images/:ref/archive` into `out` (an OCI image archive); returns
     /// the byte count.
     pub fn save_image(&self, reference: &str, out: &mut impl std::io::Write) -> Result<u64> {
-        let mut req = self.agent.get(self.url(&format!("/images/{}/archive", encode(reference))));
-        if let Some(t) = &self.token {
-            req = req.header("Authorization", format!("Bearer {t}"));
-        }
-        let resp = req.call().map_err(|e| self.transport(e))?;
-        if resp.status().as_u16() >= 400 {
-            return self.finish(Ok(resp));
-        }
-        let mut r = resp.into_body().into_with_config().limit(u64::MAX).reader();
-        std::io::copy(&mut r, out).map_err(|e| self.transport(e))
+        self.get_into(&format!("/images/{}/archive", encode(reference)), out)
     }
 }

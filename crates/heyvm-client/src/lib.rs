@@ -196,8 +196,14 @@ impl Client {
 
     /// Streams a file into `out`; returns the byte count.
     pub fn download(&self, id: &str, mount_path: &str, path: &str, out: &mut impl Write) -> Result<u64> {
-        let url = self.url(&format!("/sandboxes/{}/files/{}?mount_path={}", encode(id), encode_path(path), encode(mount_path)));
-        let mut req = self.agent.get(url);
+        self.get_into(&format!("/sandboxes/{}/files/{}?mount_path={}", encode(id), encode_path(path), encode(mount_path)), out)
+    }
+
+    /// `GET path` with the body streamed into `out` (no size limit, never
+    /// held in memory); returns the byte count. An error status is read as
+    /// the API's error body.
+    pub(crate) fn get_into(&self, path: &str, out: &mut impl Write) -> Result<u64> {
+        let mut req = self.agent.get(self.url(path));
         if let Some(t) = &self.token {
             req = req.header("Authorization", format!("Bearer {t}"));
         }

@@ -9,17 +9,16 @@ use std::sync::Arc;
 
 use axum::body::Body;
 use axum::extract::{RawQuery, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::HeaderMap;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use futures_util::StreamExt;
 use heyvm_core::manager::{ArchiveBuild, BuildEvent};
 use heyvm_core::CoreError;
 use heyvm_types::PushImageRequest;
 use serde_json::json;
-use tokio::io::AsyncWriteExt;
 
+use super::body_file::BodyFile;
 use crate::error::{ApiResult, AppError};
 use crate::extract::ApiJson;
 use crate::AppState;
@@ -119,29 +118,17 @@ pub async fn build(State(s): State<AppState>, headers: HeaderMap, RawQuery(q): R
     let params = parse_query(q)?;
     let max = s.mgr.config().max_upload_bytes;
     let path = s.mgr.build_upload_path()?;
-    let written = async {
-        let mut file = tokio::fs::File::create(&path).await.map_err(CoreError::from)?;
-        let mut stream = body.into_data_stream();
-        let mut total = 0u64;
-        while let Some(chunk) = stream.next().await {
-            let chunk = chunk.map_err(|e| AppError::bad_request("invalid_body", format!("reading the context: {e}")))?;
-            total += chunk.len() as u64;
-            if total > max {
-                return Err(AppError::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", format!("context exceeds {max} bytes")));
-            }
-            file.write_all(&chunk).await.map_err(CoreError::from)?;
-        }
-        file.flush().await.map_err(CoreError::from)?;
-        if total == 0 {
-            return Err(AppError::bad_request("invalid_archive", "empty body: send the build context as tar.gz"));
-        }
-        Ok(())
+    BodyFile {
+        what: "the context",
+        max,
+        drain: 0,
+        too_large: format!("context exceeds {max} bytes"),
+        empty: AppError::bad_request("invalid_archive", "empty body: send the build context as tar.gz"),
+        sha256: None,
+        sync: false,
     }
-    .await;
-    if let Err(e) = written {
-        let _ = tokio::fs::remove_file(&path).await;
-        return Err(e);
-    }
+    .write(body, &path)
+    .await?;
     let mgr = s.mgr.clone();
     let events = wants_events(&headers);
     let (send, chan) = sink(events);

@@ -14,11 +14,9 @@ use axum::extract::{Path, RawQuery, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use futures_util::StreamExt;
 use heyvm_core::CoreError;
-use sha2::{Digest as _, Sha256};
-use tokio::io::AsyncWriteExt;
 
+use super::body_file::BodyFile;
 use crate::error::{ApiResult, AppError};
 use crate::AppState;
 
@@ -63,54 +61,29 @@ pub async fn upload(
     }
     let want_sha = expected_sha(&headers)?;
     let max = s.mgr.config().max_image_upload_bytes;
-    let too_large =
-        || AppError::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", format!("image uploads are limited to {max} bytes"));
     // Past the limit the rest of the body is read and dropped (up to
     // DRAIN_BYTES), so the client gets to read the 413 instead of a
     // connection reset mid-upload; a body declared larger than that is
     // refused at once.
     let declared = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > max.saturating_add(DRAIN_BYTES)) {
-        return Err(too_large());
+        return Err(AppError::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", format!("image uploads are limited to {max} bytes")));
     }
     let store = s.mgr.images().clone();
     // The temp file is spared by a concurrent prune while this runs.
     let _op = store.begin();
     let path = store.temp_path("upload");
-    let written = async {
-        let mut file = tokio::fs::File::create(&path).await.map_err(CoreError::from)?;
-        let mut stream = body.into_data_stream();
-        let (mut total, mut hasher) = (0u64, Sha256::new());
-        while let Some(chunk) = stream.next().await {
-            let chunk = chunk.map_err(|e| AppError::bad_request("invalid_body", format!("reading the upload: {e}")))?;
-            total += chunk.len() as u64;
-            if total > max {
-                if total > max.saturating_add(DRAIN_BYTES) {
-                    return Err(too_large());
-                }
-                continue;
-            }
-            hasher.update(&chunk);
-            file.write_all(&chunk).await.map_err(CoreError::from)?;
-        }
-        file.flush().await.map_err(CoreError::from)?;
-        if total > max {
-            return Err(too_large());
-        }
-        if total == 0 {
-            return Err(AppError::bad_request("invalid_image_archive", "empty body: send an OCI image archive or an ext4 filesystem"));
-        }
-        let got: String = hasher.finalize().iter().map(|b| format!("{b:02x}")).collect();
-        if let Some(want) = want_sha.filter(|w| *w != got) {
-            return Err(AppError::bad_request("checksum_mismatch", format!("the body's sha256 is {got}, {SHA256_HEADER} says {want}")));
-        }
-        Ok(())
+    BodyFile {
+        what: "the upload",
+        max,
+        drain: DRAIN_BYTES,
+        too_large: format!("image uploads are limited to {max} bytes"),
+        empty: AppError::bad_request("invalid_image_archive", "empty body: send an OCI image archive or an ext4 filesystem"),
+        sha256: want_sha.map(|w| (SHA256_HEADER, w)),
+        sync: false,
     }
-    .await;
-    if let Err(e) = written {
-        let _ = tokio::fs::remove_file(&path).await;
-        return Err(e);
-    }
+    .write(body, &path)
+    .await?;
     let info = s.mgr.import_image_file(path, &name).await?;
     Ok((StatusCode::CREATED, Json(info)).into_response())
 }

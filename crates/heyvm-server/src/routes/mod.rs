@@ -2,6 +2,7 @@
 
 mod api_keys;
 mod archives;
+mod body_file;
 pub(crate) mod checkpoints;
 mod compat;
 pub(crate) mod computers;
