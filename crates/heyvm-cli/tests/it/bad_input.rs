@@ -208,3 +208,22 @@ fn uploads_over_the_limit_are_413_and_leave_nothing() {
     names.sort();
     assert_eq!(names, ["ok.bin", "ok2.bin"]);
 }
+
+/// Deploy archives and build contexts share the image uploads' body loop:
+/// over the limit a 413, empty a 400, and no file is left either way.
+#[test]
+fn archive_and_build_bodies_over_the_limit_are_413_and_leave_nothing() {
+    let Some(d) = Daemon::start_with(&[("HEYVM_MAX_UPLOAD_BYTES", "1000")]) else { return };
+    let big = vec![b'x'; 2000];
+    for path in ["/archives", "/images/build?tag=never%3A1"] {
+        let (s, v) = d.post_raw(path, "application/gzip", &big);
+        assert_eq!((s, v["error"].as_str()), (413, Some("payload_too_large")), "{path}: {v}");
+        let (s, v) = d.post_raw(path, "application/gzip", b"");
+        assert_eq!((s, v["error"].as_str()), (400, Some("invalid_archive")), "{path} empty: {v}");
+    }
+    for dir in ["archives", "builds"] {
+        let left: Vec<_> =
+            std::fs::read_dir(d.data.path().join(dir)).map(|r| r.flatten().map(|e| e.file_name()).collect()).unwrap_or_default();
+        assert!(left.is_empty(), "a refused body left files in {dir}/: {left:?}");
+    }
+}
