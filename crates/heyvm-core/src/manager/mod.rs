@@ -22,7 +22,6 @@ mod instances;
 mod lifecycle;
 mod logs;
 mod operations;
-mod phases;
 mod pool;
 mod proxy;
 mod reaper;
