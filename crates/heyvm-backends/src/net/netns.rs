@@ -110,6 +110,15 @@ pub fn delete(name: &str) -> io::Result<()> {
 /// process's mount namespace (a sandbox owner's private copy; never the
 /// host's).
 pub fn detach_all() {
+    // `/run/netns` is a mount point of its own (see `ensure_dir`) holding
+    // every pin: detaching it takes them all in one call. Each umount
+    // waits for an RCU grace period, so one per pin cost ~60 µs each
+    // (3.5 ms with 60 namespaces on the host). Pins it does not cover
+    // (made before it was a mount point) are still found below.
+    if let Ok(dir) = c(Path::new(NETNS_DIR)) {
+        // SAFETY: a valid C string.
+        unsafe { libc::umount2(dir.as_ptr(), libc::MNT_DETACH) };
+    }
     let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else { return };
     let prefix = format!("{NETNS_DIR}/");
     for target in info.lines().filter_map(|l| l.split(' ').nth(4)).filter(|t| t.starts_with(&prefix)) {
