@@ -234,6 +234,14 @@ pub(super) async fn release(inner: &Inner, spec: &LaunchSpec, pid: Option<i32>) 
         }
         procs::sigkill(pid);
     }
+    // A sandbox that never ran (a create's launch checks first) has
+    // nothing to release: no thread hand-off for a few existence checks.
+    let cgroups_exist = || inner.cgroups.as_ref().is_some_and(|cg| cg.dirs(&spec.id).iter().any(|d| d.exists()));
+    if owner.is_none() && !cgroups_exist() && !net::present(spec) {
+        let _ = fs::remove_file(spec.paths.owner_json());
+        let _ = fs::remove_file(spec.paths.agent_socket());
+        return Ok(());
+    }
     let cgroups = inner.cgroups.clone();
     let spec2 = spec.clone();
     tokio::task::spawn_blocking(move || {

@@ -214,6 +214,13 @@ pub fn teardown(spec: &LaunchSpec) {
     slirp::detach(spec);
 }
 
+/// Whether anything [`teardown`] removes exists (a namespace, a veth, a
+/// slirp4netns process of the sandbox).
+pub fn present(spec: &LaunchSpec) -> bool {
+    let exists = |n: &NetNames| n.netns_path().exists() || Path::new("/sys/class/net").join(&n.veth).exists();
+    exists(&NetNames::for_spec(spec)) || exists(&NetNames::derived(spec)) || slirp::pid_file(spec).exists()
+}
+
 /// The sandbox's address while its namespace exists.
 pub fn guest_ip(spec: &LaunchSpec) -> Option<String> {
     if spec.network.mode != NetworkMode::Nat {

@@ -27,7 +27,7 @@ struct SlirpFile {
     pid: i32,
 }
 
-fn pid_file(spec: &LaunchSpec) -> PathBuf {
+pub(crate) fn pid_file(spec: &LaunchSpec) -> PathBuf {
     spec.paths.dir.join("slirp.json")
 }
 
