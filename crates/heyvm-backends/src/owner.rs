@@ -78,7 +78,12 @@ pub fn run(plan_path: &std::path::Path) -> io::Result<()> {
 /// runs it. Never returns on success; Ok when the daemon went away first.
 pub fn run_parked() -> io::Result<()> {
     match crate::handoff::receive_plan(AGENT_FD)? {
-        Some(plan) => run(&plan),
+        Some(plan) => {
+            // Parked by a background (nice 19) thread; the sandbox runs at
+            // the normal priority.
+            crate::procs::normal_priority();
+            run(&plan)
+        }
         None => Ok(()),
     }
 }

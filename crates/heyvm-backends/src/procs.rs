@@ -95,3 +95,19 @@ pub fn find_in_path(prog: &str) -> Option<std::path::PathBuf> {
     let path = std::env::var_os("PATH")?;
     std::env::split_paths(&path).map(|d| d.join(prog)).find(|p| Path::new(p).is_file())
 }
+
+/// Makes the calling thread (and what it spawns) a background one: nice
+/// 19. Spares are refilled by such threads, so on a small host the create
+/// that just took a spare (and every other request) gets the CPU first.
+pub fn background_thread() {
+    // SAFETY: setpriority on the calling thread (PRIO_PROCESS with the
+    // thread id is per thread on Linux); no memory is involved.
+    unsafe { libc::setpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t, 19) };
+}
+
+/// Back to the normal priority (nice 0): a parked owner, started by a
+/// background thread, becomes a sandbox. Needs root (lowering nice).
+pub fn normal_priority() {
+    // SAFETY: as above, for the calling thread.
+    unsafe { libc::setpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t, 0) };
+}

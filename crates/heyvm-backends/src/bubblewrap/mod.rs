@@ -257,6 +257,39 @@ impl Inner {
     }
 }
 
+/// The directories every sandbox's storage has (idempotent). Spare disks
+/// get them ahead of time (see `disk::spare`): on a fresh ext4 each first
+/// directory costs reads through the loop device, off the create's path.
+pub(crate) fn skeleton(p: &heyvm_core::paths::SandboxPaths) -> BackendResult<()> {
+    let mkdir = |d: &Path| fs::create_dir_all(d).map_err(|e| io_err("creating", d, e));
+    let root = p.root();
+    for d in [p.workspace(), root.clone()] {
+        mkdir(&d)?;
+    }
+    for d in SYSTEM_DIRS {
+        for base in [p.upper(), p.overlay_work(), p.merged()] {
+            mkdir(&base.join(d))?;
+        }
+    }
+    for (d, mode) in [("tmp", 0o1777), ("root", 0o700), ("home", 0o755), ("mnt", 0o755), ("srv", 0o755), ("run", 0o755)] {
+        let path = root.join(d);
+        mkdir(&path)?;
+        fs::set_permissions(&path, fs::Permissions::from_mode(mode)).map_err(|e| io_err("chmod", &path, e))?;
+    }
+    // Mirror the host's top-level symlinks (merged-/usr layouts: /bin -> usr/bin).
+    if let Ok(entries) = fs::read_dir("/") {
+        for e in entries.flatten() {
+            if let Ok(target) = fs::read_link(e.path()) {
+                let link = root.join(e.file_name());
+                if link.symlink_metadata().is_err() {
+                    std::os::unix::fs::symlink(&target, &link).map_err(|er| io_err("symlinking", &link, er))?;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
 fn io_err(what: &str, path: &Path, e: std::io::Error) -> BackendError {
     BackendError::io(format!("{what} {}", path.display()), e)
 }
@@ -323,32 +356,7 @@ impl Backend for BubblewrapBackend {
                 crate::disk::create(p, spec.limits.disk_bytes).map_err(|e| BackendError::io("creating the sandbox disk", e))?;
             }
         }
-        let root = p.root();
-        for d in [p.workspace(), root.clone()] {
-            mkdir(&d)?;
-        }
-        for d in SYSTEM_DIRS {
-            for base in [p.upper(), p.overlay_work(), p.merged()] {
-                mkdir(&base.join(d))?;
-            }
-        }
-        for (d, mode) in [("tmp", 0o1777), ("root", 0o700), ("home", 0o755), ("mnt", 0o755), ("srv", 0o755), ("run", 0o755)] {
-            let path = root.join(d);
-            mkdir(&path)?;
-            fs::set_permissions(&path, fs::Permissions::from_mode(mode)).map_err(|e| io_err("chmod", &path, e))?;
-        }
-        // Mirror the host's top-level symlinks (merged-/usr layouts: /bin -> usr/bin).
-        if let Ok(entries) = fs::read_dir("/") {
-            for e in entries.flatten() {
-                if let Ok(target) = fs::read_link(e.path()) {
-                    let link = root.join(e.file_name());
-                    if link.symlink_metadata().is_err() {
-                        std::os::unix::fs::symlink(&target, &link).map_err(|er| io_err("symlinking", &link, er))?;
-                    }
-                }
-            }
-        }
-        Ok(())
+        skeleton(p)
     }
 
     async fn launch(&self, spec: &LaunchSpec) -> BackendResult<Arc<dyn Instance>> {

@@ -1,5 +1,6 @@
 //! Spare disks: a few empty default-size disks made ahead of time (image
-//! copied from the template, loop-attached, mounted), so that a new
+//! copied from the template, loop-attached, mounted, the sandbox
+//! directory skeleton made), so that a new
 //! sandbox's first start does not wait for them (~10–60 ms on a loaded
 //! 2-core host: the copy, the loop attach and the ext4 mount).
 //!
@@ -124,7 +125,9 @@ fn refill() {
 fn make(root: &Path, bytes: u64) -> std::io::Result<SandboxPaths> {
     let p = DataDir::new(root.to_path_buf()).sandbox(&format!("sb-{}", random_tag()));
     // The template lives beside the real sandboxes' (one copy of it).
-    let made = std::fs::create_dir_all(&p.dir).and_then(|()| super::create_with_templates(&p, bytes, &templates(root)));
+    let made = std::fs::create_dir_all(&p.dir)
+        .and_then(|()| super::create_with_templates(&p, bytes, &templates(root)))
+        .and_then(|()| crate::bubblewrap::skeleton(&p).map_err(std::io::Error::other));
     match made {
         Ok(()) => Ok(p),
         Err(e) => {
