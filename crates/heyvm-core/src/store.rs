@@ -137,8 +137,10 @@ impl Store {
         let conn = self.conn();
         let column_order: &[&str] = if looks_like_id(key) { &["id"] } else { &["slug", "name", "id"] };
         for col in column_order {
-            let sql = format!("SELECT record FROM sandboxes WHERE {col} = ?1");
-            let found: Option<String> = conn.query_row(&sql, params![key], |row| row.get(0)).optional()?;
+            // Every exec resolves its sandbox: a cached statement is not
+            // parsed and planned again each time.
+            let mut stmt = conn.prepare_cached(&format!("SELECT record FROM sandboxes WHERE {col} = ?1"))?;
+            let found: Option<String> = stmt.query_row(params![key], |row| row.get(0)).optional()?;
             if let Some(json) = found {
                 return decode(&json);
             }

@@ -50,6 +50,17 @@ impl SandboxManager {
         }
     }
 
+    /// [`Self::remove_files`] on a blocking thread: unmounting a disk and
+    /// removing a tree takes tens of milliseconds that would otherwise
+    /// stall one of the runtime's few worker threads (and every request
+    /// queued on it).
+    pub(super) async fn remove_files_off_thread(self: &std::sync::Arc<Self>, rec: &SandboxRecord) {
+        let (me, r) = (self.clone(), rec.clone());
+        if tokio::task::spawn_blocking(move || me.remove_files(&r)).await.is_err() {
+            tracing::warn!(sandbox = %rec.id, "removing the sandbox's files panicked");
+        }
+    }
+
     pub(super) fn disk_usage(&self, rec: &SandboxRecord) -> Option<DiskUsage> {
         self.backend_for(rec).ok()?.disk_usage(&self.spec(rec))
     }

@@ -55,16 +55,20 @@ impl SandboxManager {
 
     /// Launches the sandbox and waits for its agent's handshake.
     pub(crate) async fn launch_instance(&self, rec: &SandboxRecord) -> std::result::Result<(), StartFailure> {
+        let mut ph = super::phases::Phases::start();
         let backend = self.backend_for(rec)?;
         self.assign_id_range(&rec.id)?;
+        ph.mark("id range");
         let mut spec = self.spec(rec);
         spec.image_layers = self.image_layers(rec).await?;
         // Recorded before this check existed: refuse rather than expose.
         for m in &spec.mounts {
             super::validate::outside_data_dir(m, self.data.root())?;
         }
+        ph.mark("spec");
         // A previous crash may have left processes behind.
         self.kill_instance(rec).await?;
+        ph.mark("old killed");
         for w in [backend.network_warning(&spec), backend.storage_warning(&spec)].into_iter().flatten() {
             self.log_system(rec, &format!("warning: {w}"));
         }
@@ -74,6 +78,7 @@ impl SandboxManager {
         let launched_at = std::time::Instant::now();
         let instance = backend.launch(&spec).await?;
         let launched = launched_at.elapsed();
+        ph.mark("launched");
         let running = self.remember(&rec.id, instance.clone());
         let connect = async {
             let transport = instance.connect_agent().await?;
@@ -100,6 +105,8 @@ impl SandboxManager {
         };
         match session {
             Ok(s) => {
+                ph.mark("agent answered");
+                ph.log(&rec.id, "launch_instance");
                 tracing::debug!(sandbox = %rec.id, launch_us = launched.as_micros() as u64, up_us = launched_at.elapsed().as_micros() as u64, "agent answered");
                 self.start_log_feed(rec, &s);
                 *running.session.lock().await = Some(s);

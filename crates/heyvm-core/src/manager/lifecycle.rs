@@ -14,6 +14,7 @@ use crate::record::{now_secs, SandboxRecord};
 
 impl SandboxManager {
     pub async fn create(self: &Arc<Self>, req: CreateSandboxRequest) -> Result<SandboxInfo> {
+        let mut ph = super::phases::Phases::start();
         let id = ids::new_sandbox_id();
         let name = match req.name {
             Some(n) => {
@@ -115,11 +116,14 @@ impl SandboxManager {
         if let Some(id) = &warm {
             rec.id = id.clone();
         }
+        ph.mark("validated");
         let lock = self.lock_for(&rec.id);
         let _guard = lock.lock().await;
         // S3 mounts: 409 when another sandbox has a prefix, before anything is recorded.
         self.s3_lease_all(&rec).await?;
-        if let Err(e) = self.store.insert(&rec) {
+        let inserted = self.store.insert(&rec);
+        ph.mark("inserted");
+        if let Err(e) = inserted {
             self.s3_release_all(&rec).await;
             if warm.is_some() {
                 let _ = self.kill_instance(&rec).await;
@@ -129,9 +133,8 @@ impl SandboxManager {
             return Err(e);
         }
         let spec = self.spec(&rec);
-        let prepare_started = std::time::Instant::now();
-        let mut prepared = if warm.is_some() { Ok(()) } else { backend.prepare(&spec).map_err(CoreError::from) };
-        tracing::debug!(sandbox = %rec.id, us = prepare_started.elapsed().as_micros() as u64, warm = warm.is_some(), "create: files prepared");
+        let mut prepared = if warm.is_some() { Ok(()) } else { super::pool::prepare_off_thread(&backend, &spec).await };
+        ph.mark("prepared");
         if let (Ok(()), Some(a)) = (&prepared, rec.archive_id.clone()) {
             // Files in place before setup hooks and the start command run.
             let (me, r) = (self.clone(), rec.clone());
@@ -170,7 +173,11 @@ impl SandboxManager {
             }
             started?
         };
-        Ok(self.info(&rec))
+        ph.mark("started");
+        let info = self.info(&rec);
+        ph.mark("info");
+        ph.log(&rec.id, "create");
+        Ok(info)
     }
 
     /// Gives a running warm sandbox `rec`'s identity and finishes its boot.
@@ -233,6 +240,7 @@ impl SandboxManager {
     /// working from an older read, such as the reaper's list: a PATCH or a
     /// stop may have come in between.
     pub(super) async fn delete_if(self: &Arc<Self>, key: &str, still: impl FnOnce(&SandboxRecord) -> bool) -> Result<Option<SandboxInfo>> {
+        let mut ph = super::phases::Phases::start();
         let id = self.store.resolve(key)?.id;
         let lock = self.lock_for(&id);
         let _guard = lock.lock().await;
@@ -240,7 +248,9 @@ impl SandboxManager {
         if !still(&rec) {
             return Ok(None);
         }
+        ph.mark("locked");
         self.kill_instance(&rec).await?;
+        ph.mark("killed");
         // S3 mounts keep their files in the bucket: save what is unsaved
         // first, and keep the sandbox (stopped) when that fails.
         if let Err(e) = self.s3_before_delete(&rec).await {
@@ -253,8 +263,12 @@ impl SandboxManager {
             return Err(e);
         }
         self.store.delete(&rec.id)?;
-        self.remove_files(&rec);
+        ph.mark("record deleted");
+        self.remove_files_off_thread(&rec).await;
+        ph.mark("files removed");
         self.store.release_id_range(&rec.id)?;
+        ph.mark("range released");
+        ph.log(&rec.id, "delete");
         self.locks.lock().unwrap_or_else(|e| e.into_inner()).remove(&rec.id);
         self.cpu_samples.lock().unwrap_or_else(|e| e.into_inner()).remove(&rec.id);
         self.urls.lock().unwrap_or_else(|e| e.into_inner()).remove(&rec.id);

@@ -22,6 +22,7 @@ mod instances;
 mod lifecycle;
 mod logs;
 mod operations;
+mod phases;
 mod pool;
 mod proxy;
 mod reaper;

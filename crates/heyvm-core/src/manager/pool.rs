@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 use heyvm_types::{NetworkMode, SandboxStatus};
 
 use super::SandboxManager;
-use crate::backend::BackendError;
+use crate::backend::{Backend, BackendError};
 use crate::error::{CoreError, Result};
 use crate::ids;
 use crate::record::SandboxRecord;
@@ -181,7 +181,7 @@ impl SandboxManager {
     async fn launch_warm(self: &Arc<Self>) -> Result<String> {
         let rec = self.blank(ids::new_sandbox_id());
         let backend = self.backend_for(&rec)?;
-        backend.prepare(&self.spec(&rec))?;
+        prepare_off_thread(&backend, &self.spec(&rec)).await?;
         if let Err(e) = self.launch_instance(&rec).await {
             self.discard_warm(&rec).await;
             return Err(CoreError::Backend(BackendError::Failed(format!("warm sandbox did not come up: {e}"))));
@@ -225,4 +225,15 @@ impl SandboxManager {
         }
         Ok(())
     }
+}
+
+/// [`Backend::prepare`] (files, a disk) on a blocking thread: it takes
+/// milliseconds of file system work that would otherwise stall one of the
+/// runtime's few worker threads.
+pub(super) async fn prepare_off_thread(backend: &Arc<dyn Backend>, spec: &crate::backend::LaunchSpec) -> Result<()> {
+    let (b, s) = (backend.clone(), spec.clone());
+    tokio::task::spawn_blocking(move || b.prepare(&s))
+        .await
+        .map_err(|e| CoreError::Corrupt(format!("preparing the sandbox panicked: {e}")))?
+        .map_err(CoreError::from)
 }
