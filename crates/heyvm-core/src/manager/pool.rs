@@ -164,7 +164,7 @@ impl SandboxManager {
         }
         let me = self.clone();
         tokio::spawn(async move {
-            while me.pool.lock().unwrap_or_else(|e| e.into_inner()).len() < me.pool_target() {
+            while !me.pool_closed.load(Ordering::SeqCst) && me.pool.lock().unwrap_or_else(|e| e.into_inner()).len() < me.pool_target() {
                 match me.launch_warm().await {
                     Ok(id) if me.pool_closed.load(Ordering::SeqCst) => me.discard_warm(&me.blank(id)).await,
                     Ok(id) => me.pool.lock().unwrap_or_else(|e| e.into_inner()).push(id),
@@ -202,6 +202,13 @@ impl SandboxManager {
     /// shutdown).
     pub async fn close_pool(&self) {
         self.pool_closed.store(true, Ordering::SeqCst);
+        // A warm sandbox still launching is in no list yet: wait for the
+        // refill to finish it (it discards what it launches once closed),
+        // or it would outlive the daemon. Bounded by the start timeout.
+        let deadline = tokio::time::Instant::now() + self.config.start_timeout + Duration::from_secs(5);
+        while self.pool_filling.load(Ordering::SeqCst) && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
         let ids: Vec<String> = std::mem::take(&mut *self.pool.lock().unwrap_or_else(|e| e.into_inner()));
         for id in ids {
             self.discard_warm(&self.blank(id)).await;
