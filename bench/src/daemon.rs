@@ -79,6 +79,20 @@ impl BenchDaemon {
             * 1024
     }
 
+    /// Waits until the daemon is quiet (its CPU time grows by less than
+    /// 5 ms in 500 ms, twice in a row: spare and pool refills are done),
+    /// at most a minute, and notes the wait in `table`.
+    pub fn settle(&self, table: &mut crate::stats::Table) {
+        let t0 = std::time::Instant::now();
+        let mut quiet = 0;
+        while quiet < 2 && t0.elapsed() < Duration::from_secs(60) {
+            let cpu0 = self.cpu_time();
+            std::thread::sleep(Duration::from_millis(500));
+            quiet = if self.cpu_time() - cpu0 < Duration::from_millis(5) { quiet + 1 } else { 0 };
+        }
+        table.line(&format!("  (waited {:.1} s for the daemon to settle: spares and the pool refilled)", t0.elapsed().as_secs_f64()));
+    }
+
     /// CPU time (user + system) the daemon process has used so far, from
     /// /proc (clock-tick resolution, so only meaningful over many requests).
     pub fn cpu_time(&self) -> Duration {
