@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use heyvm_core::manager::ManagerConfig;
 use heyvm_core::{Backend, DataDir, SandboxManager};
+use tokio::signal::unix::{Signal, SignalKind};
 
 use crate::{router, AppState};
 
@@ -23,6 +24,10 @@ pub struct ServeOptions {
 
 /// Binds, prints where it listens, and serves until the process ends.
 pub async fn serve(opts: ServeOptions, backends: Vec<Arc<dyn Backend>>) -> anyhow_like::Result<()> {
+    // Handlers first: the warm pool starts filling as the manager opens,
+    // and a SIGTERM before the handler existed ended the process at once,
+    // leaving a warm sandbox launched mid-way.
+    let (mut term, mut int) = (unix_signal(SignalKind::terminate()), unix_signal(SignalKind::interrupt()));
     std::fs::create_dir_all(opts.data.root())?;
     let _lock = lock_data_dir(&opts.data)?;
     raise_fd_limit();
@@ -79,7 +84,7 @@ pub async fn serve(opts: ServeOptions, backends: Vec<Arc<dyn Backend>>) -> anyho
     // sandboxes are left alone on purpose (they outlive the daemon).
     tokio::select! {
         r = serving => r?,
-        _ = shutdown_signal() => {
+        _ = shutdown_signal(&mut term, &mut int) => {
             tracing::info!("shutting down");
             mgr.close_pool().await;
         }
@@ -87,14 +92,23 @@ pub async fn serve(opts: ServeOptions, backends: Vec<Arc<dyn Backend>>) -> anyho
     Ok(())
 }
 
-async fn shutdown_signal() {
-    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(_) => return std::future::pending().await,
-    };
+fn unix_signal(kind: SignalKind) -> Option<Signal> {
+    tokio::signal::unix::signal(kind).ok()
+}
+
+/// SIGTERM or SIGINT (Ctrl-C), through handlers installed at startup.
+async fn shutdown_signal(term: &mut Option<Signal>, int: &mut Option<Signal>) {
+    async fn recv(s: &mut Option<Signal>) {
+        match s {
+            Some(s) => {
+                s.recv().await;
+            }
+            None => std::future::pending().await,
+        }
+    }
     tokio::select! {
-        _ = term.recv() => {}
-        _ = tokio::signal::ctrl_c() => {}
+        _ = recv(term) => {}
+        _ = recv(int) => {}
     }
 }
 
