@@ -307,10 +307,10 @@ fn host_sized_class() -> (SizeClass, usize) {
     (class, cores)
 }
 
-/// 3. 100 execs at once on one sandbox, against 100 bare fork+execs at
-/// once: on the warm sandbox, then (unless HEYVM_BENCH_SIZE chose one) on
-/// a sandbox with as many vCPUs as the host has cores, since the bare
-/// baseline uses every core.
+/// Section 3, 100 execs at once on one sandbox against 100 bare
+/// fork+execs at once: on the warm sandbox, then (unless HEYVM_BENCH_SIZE
+/// chose one) on a sandbox with as many vCPUs as the host has cores, since
+/// the bare baseline uses every core.
 fn concurrent(client: &Client, daemon: &daemon::BenchDaemon, id: &str, size_chosen: bool, table: &mut Table) {
     let size = std::env::var("HEYVM_BENCH_SIZE").unwrap_or_else(|_| "small".into());
     let vcpus = |c: &str| {
