@@ -9,7 +9,7 @@ use super::error::{NetError, NetResult};
 use super::netlink::Netlink;
 pub use super::netns::NETNS_DIR;
 pub use super::nft::tools_present;
-use super::pool::{self, Subnet};
+use super::pool::Subnet;
 pub use super::tool::run;
 use super::{netns, NetNames};
 
@@ -19,18 +19,21 @@ pub const HOST_TABLE: &str = "heyvm";
 /// Enables forwarding and returns the nftables script that (re)loads the
 /// host table atomically: sandboxes' traffic is masqueraded behind the
 /// host, and sandboxes cannot reach one another through the host. The
-/// content is constant, so concurrent daemons loading it agree. Loaded in
-/// the same transaction as the sandbox's guard table ([`super::hostguard`]).
+/// content is constant, so concurrent daemons loading it agree: traffic is
+/// told by the interface it came in on (every sandbox's host end is an
+/// `hv-*` veth), never by the daemon's address pool (a daemon with another
+/// `HEYVM_NET_POOL` reloading a pool-based table took NAT away from the
+/// other daemons' sandboxes). Loaded in the same transaction as the
+/// sandbox's guard table ([`super::hostguard`]).
 pub fn host_nat_script() -> NetResult<String> {
     std::fs::write("/proc/sys/net/ipv4/ip_forward", "1")
         .map_err(|e| NetError::io("enabling IPv4 forwarding in", "/proc/sys/net/ipv4/ip_forward", e))?;
-    let (base, prefix) = pool::pool();
     Ok(format!(
         "table ip {HOST_TABLE} {{}}\n\
          delete table ip {HOST_TABLE}\n\
          table ip {HOST_TABLE} {{\n\
            chain postrouting {{ type nat hook postrouting priority srcnat; policy accept;\n\
-             ip saddr {base}/{prefix} oifname != \"hv-*\" masquerade\n\
+             iifname \"hv-*\" oifname != \"hv-*\" masquerade\n\
            }}\n\
            chain forward {{ type filter hook forward priority filter; policy accept;\n\
              iifname \"hv-*\" oifname \"hv-*\" drop\n\

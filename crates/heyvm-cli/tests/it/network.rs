@@ -291,9 +291,24 @@ fn spares_never_take_a_stopped_sandboxs_address() {
     let Some(d) = Daemon::start_with(&[("HEYVM_NET_POOL", "10.88.7.0/28"), ("HEYVM_SPARES", "3"), ("HEYVM_POOL_SIZE", "0")]) else {
         return;
     };
+    // This daemon's spare namespaces (`heyvm-s<8 hex>-<key>`): each create
+    // below waits for all three, so it takes one rather than the pool's
+    // last free subnet (spares refill in the background, at low priority).
+    let dir = d.data.path().join("sandboxes");
+    let key = dir.as_os_str().as_encoded_bytes().iter().fold(0x811c9dc5u32, |h, b| (h ^ u32::from(*b)).wrapping_mul(0x01000193)) & 0xffff;
+    let suffix = format!("-{key:04x}");
+    let spares = || {
+        ip_out(&["netns", "list"])
+            .lines()
+            .filter_map(|l| l.split_whitespace().next())
+            .filter(|n| n.starts_with("heyvm-s") && !n.starts_with("heyvm-sb-") && n.ends_with(&suffix))
+            .count()
+    };
+    d.wait_until("three spares", Duration::from_secs(20), || spares() == 3);
     let a = d.create(json!({"name": "keeps-address"}));
     let (aid, ip) = (id(&a), a["guest_ip"].as_str().expect("a nat address").to_string());
     assert!(ip.starts_with("10.88.7."), "{ip}");
+    d.wait_until("three spares again", Duration::from_secs(20), || spares() == 3);
     let (s, v) = d.post(&format!("/sandboxes/{aid}/stop"), &json!({}));
     assert_eq!(s, 200, "{v}");
     let b = d.create(json!({"name": "takes-a-spare"}));
