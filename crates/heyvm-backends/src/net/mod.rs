@@ -166,20 +166,8 @@ pub fn setup(spec: &LaunchSpec) -> NetResult<OwnerNet> {
         Some(sp) => (sp.names, sp.index, true),
         None => {
             let names = NetNames::derived(spec);
-            let result = pool::with_lock(|| {
-                let index = pool::allocate(preferred, || recorded_indices(sandboxes), pool::Reserved::Lend)?;
-                host::create(&names, &pool::subnet(index))?;
-                // One nftables transaction for the host side.
-                nft::run(&(host::host_nat_script()? + &hostguard::install_script(&names.veth)))?;
-                Ok(index)
-            });
-            match result {
-                Ok(i) => (names, i, false),
-                Err(e) => {
-                    host::destroy(&names);
-                    return Err(e);
-                }
-            }
+            let index = build(&names, preferred, sandboxes, pool::Reserved::Lend)?;
+            (names, index, false)
         }
     };
     let file = NetFile { index, netns: spared.then(|| names.netns.clone()), veth: spared.then(|| names.veth.clone()) };
@@ -200,6 +188,23 @@ pub fn setup(spec: &LaunchSpec) -> NetResult<OwnerNet> {
         ],
         nft_script: rules.map(|r| r.nft_script()),
     })
+}
+
+/// Makes a namespace and veth named `names` on a free subnet (`preferred`
+/// first; see [`pool::allocate`] for `sandboxes` and `full`) with the host
+/// side's NAT and guard tables; removes what it made when it fails.
+pub(crate) fn build(names: &NetNames, preferred: Option<u32>, sandboxes: &Path, full: pool::Reserved) -> NetResult<u32> {
+    let result = pool::with_lock(|| {
+        let index = pool::allocate(preferred, || recorded_indices(sandboxes), full)?;
+        host::create(names, &pool::subnet(index))?;
+        // One nftables transaction for the host side.
+        nft::run(&(host::host_nat_script()? + &hostguard::install_script(&names.veth)))?;
+        Ok(index)
+    });
+    if result.is_err() {
+        host::destroy(names);
+    }
+    result
 }
 
 /// Removes the sandbox's veth and namespace (or slirp4netns) if present.

@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use super::error::NetResult;
-use super::{host, hostguard, nft, pool, NetNames};
+use super::{host, pool, NetNames};
 use crate::stock::{random_tag, Stock};
 
 /// One ready network.
@@ -125,19 +125,8 @@ fn make(sandboxes: &Path, key: u16) -> NetResult<Spare> {
         if n.netns_path().exists() || Path::new("/sys/class/net").join(&n.veth).exists() {
             continue;
         }
-        let made = pool::with_lock(|| {
-            let index = pool::allocate(None, || super::recorded_indices(sandboxes), pool::Reserved::Keep)?;
-            host::create(&n, &pool::subnet(index))?;
-            nft::run(&(host::host_nat_script()? + &hostguard::install_script(&n.veth)))?;
-            Ok(index)
-        });
-        return match made {
-            Ok(index) => Ok(Spare { names: n, index }),
-            Err(e) => {
-                host::destroy(&n);
-                Err(e)
-            }
-        };
+        let index = super::build(&n, None, sandboxes, pool::Reserved::Keep)?;
+        return Ok(Spare { names: n, index });
     }
     Err(super::NetError::PoolExhausted)
 }
