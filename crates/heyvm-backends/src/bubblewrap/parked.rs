@@ -14,8 +14,8 @@
 //! daemon dies its socket closes and parked owners exit; their cgroups
 //! (`heyvm/spare-<key>-<hex>`, key from the data directory as for spare
 //! networks, so daemons on other data directories keep theirs) are removed
-//! when the next daemon on that directory starts, and at shutdown. Only on cgroup v1 (v2 cannot rename a cgroup, and does not pay
-//! that cost).
+//! when the next daemon on that directory starts, and at shutdown. Only on
+//! cgroup v1 (v2 cannot rename a cgroup, and does not pay that cost).
 
 use std::fs;
 use std::io;
@@ -30,7 +30,7 @@ use crate::stock::{random_tag, Stock};
 
 /// One parked owner.
 pub(super) struct Parked {
-    /// Its cgroups' name (`spare-<hex>`).
+    /// Its cgroups' name (`spare-<key>-<hex>`).
     name: String,
     pub pid: i32,
     pub pidfd: Option<OwnedFd>,

@@ -200,24 +200,28 @@ fn spare_networks_never_carry_one_sandboxs_state_into_another() {
     clean(&bid);
 }
 
+/// The spare network namespaces of the daemon on data dir `data`: named
+/// `heyvm-s<8 hex>-<key>`, the key from its sandboxes directory (FNV-1a,
+/// low 16 bits).
+fn spare_namespaces(data: &std::path::Path) -> Vec<String> {
+    let dir = data.join("sandboxes");
+    let key = dir.as_os_str().as_encoded_bytes().iter().fold(0x811c9dc5u32, |h, b| (h ^ u32::from(*b)).wrapping_mul(0x01000193)) & 0xffff;
+    let suffix = format!("-{key:04x}");
+    ip_out(&["netns", "list"])
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|n| n.starts_with("heyvm-s") && !n.starts_with("heyvm-sb-") && n.ends_with(&suffix))
+        .map(String::from)
+        .collect()
+}
+
 /// Spare networks and parked owners a killed daemon left are removed by
 /// the next daemon on the same data dir, and a stopped one leaves none.
 #[test]
 fn spares_are_cleaned_after_a_crash_and_at_shutdown() {
     let Some(mut d) = Daemon::start() else { return };
-    // The daemon's spares are named `heyvm-s<8 hex>-<key>`, the key from
-    // its sandboxes directory (FNV-1a, low 16 bits).
-    let dir = d.data.path().join("sandboxes");
-    let key = dir.as_os_str().as_encoded_bytes().iter().fold(0x811c9dc5u32, |h, b| (h ^ u32::from(*b)).wrapping_mul(0x01000193)) & 0xffff;
-    let suffix = format!("-{key:04x}");
-    let spares = || -> Vec<String> {
-        ip_out(&["netns", "list"])
-            .lines()
-            .filter_map(|l| l.split_whitespace().next())
-            .filter(|n| n.starts_with("heyvm-s") && !n.starts_with("heyvm-sb-") && n.ends_with(&suffix))
-            .map(String::from)
-            .collect()
-    };
+    let data = d.data.path().to_path_buf();
+    let spares = || spare_namespaces(&data);
     d.wait_until("spares", Duration::from_secs(20), || spares().len() == 4);
     let old = spares();
     d.restart();
@@ -291,19 +295,10 @@ fn spares_never_take_a_stopped_sandboxs_address() {
     let Some(d) = Daemon::start_with(&[("HEYVM_NET_POOL", "10.88.7.0/28"), ("HEYVM_SPARES", "3"), ("HEYVM_POOL_SIZE", "0")]) else {
         return;
     };
-    // This daemon's spare namespaces (`heyvm-s<8 hex>-<key>`): each create
-    // below waits for all three, so it takes one rather than the pool's
-    // last free subnet (spares refill in the background, at low priority).
-    let dir = d.data.path().join("sandboxes");
-    let key = dir.as_os_str().as_encoded_bytes().iter().fold(0x811c9dc5u32, |h, b| (h ^ u32::from(*b)).wrapping_mul(0x01000193)) & 0xffff;
-    let suffix = format!("-{key:04x}");
-    let spares = || {
-        ip_out(&["netns", "list"])
-            .lines()
-            .filter_map(|l| l.split_whitespace().next())
-            .filter(|n| n.starts_with("heyvm-s") && !n.starts_with("heyvm-sb-") && n.ends_with(&suffix))
-            .count()
-    };
+    // Each create below waits for all three spares, so it takes one rather
+    // than the pool's last free subnet (spares refill in the background, at
+    // low priority).
+    let spares = || spare_namespaces(d.data.path()).len();
     d.wait_until("three spares", Duration::from_secs(20), || spares() == 3);
     let a = d.create(json!({"name": "keeps-address"}));
     let (aid, ip) = (id(&a), a["guest_ip"].as_str().expect("a nat address").to_string());
