@@ -20,15 +20,21 @@ use heyvm_protocol::{encode, encode_json, read_frame, write_json, Event, ExecSpe
 /// child that inherited the pipes must not hold the exec open forever.
 const DRAIN_AFTER_EXIT: Duration = Duration::from_millis(500);
 
+/// What an exec and a shell check before they start: the working
+/// directory exists, and the user (None: the agent's own) resolves in the
+/// sandbox's passwd/group. Err is the message for the host.
+pub(crate) fn where_and_who(cwd: &str, user: Option<&str>) -> Result<Option<crate::user::Ident>, String> {
+    if !Path::new(cwd).is_dir() {
+        return Err(format!("working directory '{cwd}' does not exist in the sandbox"));
+    }
+    crate::user::resolve(user)
+}
+
 pub fn run(mut conn: UnixStream, spec: ExecSpec) -> io::Result<()> {
     if spec.argv.is_empty() {
         return write_json(&mut conn, &Event::Error { message: "empty command".into() });
     }
-    if !Path::new(&spec.cwd).is_dir() {
-        let message = format!("working directory '{}' does not exist in the sandbox", spec.cwd);
-        return write_json(&mut conn, &Event::Error { message });
-    }
-    let user = match crate::user::resolve(spec.user.as_deref()) {
+    let user = match where_and_who(&spec.cwd, spec.user.as_deref()) {
         Ok(u) => u,
         Err(message) => return write_json(&mut conn, &Event::Error { message }),
     };

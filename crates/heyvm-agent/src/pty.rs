@@ -43,11 +43,7 @@ pub fn hang_up_all() {
 }
 
 pub fn run(mut conn: UnixStream, spec: ShellSpec) -> io::Result<()> {
-    if !Path::new(&spec.cwd).is_dir() {
-        let message = format!("working directory '{}' does not exist in the sandbox", spec.cwd);
-        return write_json(&mut conn, &Event::Error { message });
-    }
-    let user = match crate::user::resolve(spec.user.as_deref()) {
+    let user = match crate::exec::where_and_who(&spec.cwd, spec.user.as_deref()) {
         Ok(u) => u,
         Err(message) => return write_json(&mut conn, &Event::Error { message }),
     };
