@@ -264,8 +264,11 @@ impl Tree {
     fn kill(&self) {
         kill_group(self.pgid);
         let needle = format!("{TAG_VAR}={}", self.tag).into_bytes();
-        // Repeat while tagged processes remain: they may be forking.
-        for _ in 0..100 {
+        // Repeat while tagged processes remain: they may be forking. Bounded
+        // by time, not rounds: on a loaded host a round of a fork bomb at
+        // its pids limit can take long, and a survivor would bomb on.
+        let deadline = Instant::now() + KILL_PATIENCE;
+        while Instant::now() < deadline {
             let pids = tagged_pids(&needle);
             if pids.is_empty() {
                 return;
@@ -305,6 +308,10 @@ pub fn isolate_child(cmd: &mut Command) {
         });
     }
 }
+
+/// How long a kill keeps at a tree that keeps forking (the tag scan
+/// finishes early: a zombie's environment reads empty).
+const KILL_PATIENCE: Duration = Duration::from_secs(10);
 
 /// SIGKILLs a process group until it is gone (a fork bomb keeps spawning
 /// while the first kill is delivered).

@@ -202,15 +202,24 @@ fn spare_networks_never_carry_one_sandboxs_state_into_another() {
 
 /// The spare network namespaces of the daemon on data dir `data`: named
 /// `heyvm-s<8 hex>-<key>`, the key from its sandboxes directory (FNV-1a,
-/// low 16 bits).
+/// low 16 bits), and not yet taken. A sandbox that takes a spare keeps its
+/// name and records it in its `net.json`; those are not spares any more.
 fn spare_namespaces(data: &std::path::Path) -> Vec<String> {
     let dir = data.join("sandboxes");
     let key = dir.as_os_str().as_encoded_bytes().iter().fold(0x811c9dc5u32, |h, b| (h ^ u32::from(*b)).wrapping_mul(0x01000193)) & 0xffff;
     let suffix = format!("-{key:04x}");
+    let taken: Vec<String> = std::fs::read_dir(&dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| std::fs::read(e.path().join("net.json")).ok())
+        .filter_map(|b| serde_json::from_slice::<Value>(&b).ok()?["netns"].as_str().map(String::from))
+        .collect();
     ip_out(&["netns", "list"])
         .lines()
         .filter_map(|l| l.split_whitespace().next())
         .filter(|n| n.starts_with("heyvm-s") && !n.starts_with("heyvm-sb-") && n.ends_with(&suffix))
+        .filter(|n| !taken.iter().any(|t| t == n))
         .map(String::from)
         .collect()
 }

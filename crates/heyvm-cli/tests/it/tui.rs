@@ -87,7 +87,9 @@ fn tui_lists_and_controls_a_sandbox_created_elsewhere() {
         return;
     }
     let t = Tmux::start_tui(&d);
-    let screen = t.wait_for("the TUI to start", |s| s.contains("0 sandboxes") || s.contains("TUI-EXITED"));
+    // A capture can land mid-frame: wait for the whole first frame (the
+    // help line is drawn last) or for the TUI to have exited.
+    let screen = t.wait_for("the TUI to start", |s| (s.contains("0 sandboxes") && s.contains("x stop")) || s.contains("TUI-EXITED"));
     assert!(screen.contains("q quit") && screen.contains("x stop"), "help line missing:\n{screen}");
     assert!(screen.contains(&d.url), "API address not shown:\n{screen}");
 
@@ -148,7 +150,7 @@ fn tui_creates_a_sandbox_with_the_n_key() {
         return;
     }
     let t = Tmux::start_tui(&d);
-    let screen = t.wait_for("the TUI to start", |s| s.contains("0 sandboxes") || s.contains("TUI-EXITED"));
+    let screen = t.wait_for("the TUI to start", |s| (s.contains("0 sandboxes") && s.contains("x stop")) || s.contains("TUI-EXITED"));
     assert!(screen.contains("n new"), "help line lacks the create key:\n{screen}");
     // n opens the name prompt; typed letters are the name (x is not "stop").
     t.keys(&["n"]);
