@@ -105,6 +105,7 @@ fn launch_nat(assets: &heyvm_vm::assets::VmAssets, initrd: std::path::PathBuf, s
         accel_reason: String::new(),
         initrd,
         image: "debian".into(),
+        cgroups: None,
     };
     let t = Instant::now();
     heyvm_vm::launch::prepare_disks(&spec).unwrap();
@@ -131,7 +132,7 @@ fn launch_nat(assets: &heyvm_vm::assets::VmAssets, initrd: std::path::PathBuf, s
         let t = Instant::now();
         let meta = heyvm_vm::snapshot::take(&layout, "one").unwrap();
         println!("checkpoint in {:?}: {meta:?}", t.elapsed());
-        heyvm_vm::launch::stop(&spec);
+        heyvm_vm::launch::stop(&spec, None);
         let t = Instant::now();
         heyvm_vm::snapshot::stage(&layout, "one", &layout).unwrap();
         heyvm_vm::launch::start(&spec, &host).unwrap();
@@ -142,7 +143,7 @@ fn launch_nat(assets: &heyvm_vm::assets::VmAssets, initrd: std::path::PathBuf, s
         let n = sock.read(&mut buf).unwrap();
         println!("agent answered after restore in {:?}: {:?}", t.elapsed(), String::from_utf8_lossy(&buf[..n]));
     }
-    heyvm_vm::launch::stop(&spec);
+    heyvm_vm::launch::stop(&spec, None);
     println!("console:\n{}", std::fs::read_to_string(layout.console_log()).unwrap_or_default());
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -10,6 +10,8 @@ use heyvm_core::agent::AgentTransport;
 use heyvm_core::backend::{Backend, BackendError, BackendResult, BackendStatus, DiskGrowth, Instance, LaunchSpec, Liveness, Usage};
 use heyvm_types::{CheckpointInfo, Limits, ProcessFate};
 
+use heyvm_backends::cgroups::Cgroups;
+
 use crate::assets::{VmAssets, DEFAULT_IMAGE};
 use crate::error::{VmError, VmResult};
 use crate::launch::{self, HostSetup};
@@ -24,6 +26,8 @@ pub struct KvmBackend {
     assets: VmAssets,
     /// The host verdict, decided once and reported on every use.
     setup: OnceLock<Result<HostSetup, Unavailable>>,
+    /// The host's cgroups for QEMU ([`crate::cgroup`]), detected once.
+    cgroups: OnceLock<Option<Cgroups>>,
 }
 
 impl Default for KvmBackend {
@@ -34,7 +38,11 @@ impl Default for KvmBackend {
 
 impl KvmBackend {
     pub fn new(assets: VmAssets) -> Self {
-        Self { assets, setup: OnceLock::new() }
+        Self { assets, setup: OnceLock::new(), cgroups: OnceLock::new() }
+    }
+
+    fn cgroups(&self) -> Option<&Cgroups> {
+        self.cgroups.get_or_init(crate::cgroup::detect).as_ref()
     }
 
     /// Assets, initramfs and accelerator, decided once (the probe may boot
@@ -64,6 +72,7 @@ impl KvmBackend {
             accel_reason: verdict.reason,
             initrd,
             image: DEFAULT_IMAGE.into(),
+            cgroups: self.cgroups().cloned(),
         })
     }
 }
@@ -210,17 +219,18 @@ impl Backend for KvmBackend {
         let host = self.host()?.clone();
         let s = spec.clone();
         let process = blocking(move || launch::start(&s, &host)).await?;
-        Ok(Arc::new(VmInstance::new(spec.clone(), process)))
+        Ok(Arc::new(VmInstance::new(spec.clone(), process, self.cgroups().cloned())))
     }
 
     async fn attach(&self, spec: &LaunchSpec) -> BackendResult<Option<Arc<dyn Instance>>> {
-        Ok(vmproc::find(&VmLayout::new(&spec.paths.dir)).map(|p| Arc::new(VmInstance::new(spec.clone(), p)) as Arc<dyn Instance>))
+        let cgroups = self.cgroups().cloned();
+        Ok(vmproc::find(&VmLayout::new(&spec.paths.dir)).map(|p| Arc::new(VmInstance::new(spec.clone(), p, cgroups)) as Arc<dyn Instance>))
     }
 
     async fn cleanup(&self, spec: &LaunchSpec) -> BackendResult<()> {
-        let s = spec.clone();
+        let (s, cg) = (spec.clone(), self.cgroups().cloned());
         blocking(move || {
-            launch::stop(&s);
+            launch::stop(&s, cg.as_ref());
             Ok(())
         })
         .await
@@ -234,11 +244,13 @@ pub struct VmInstance {
     process: VmProcess,
     /// Most bytes the root overlay may take ([`crate::rootcap`]).
     root_cap: Option<u64>,
+    /// Where QEMU runs with its size class's limits, if the host has them.
+    cgroups: Option<Cgroups>,
 }
 
 impl VmInstance {
-    fn new(spec: LaunchSpec, process: VmProcess) -> Self {
-        Self { layout: VmLayout::new(&spec.paths.dir), root_cap: crate::rootcap::cap_bytes(&spec), spec, process }
+    fn new(spec: LaunchSpec, process: VmProcess, cgroups: Option<Cgroups>) -> Self {
+        Self { layout: VmLayout::new(&spec.paths.dir), root_cap: crate::rootcap::cap_bytes(&spec), spec, process, cgroups }
     }
 }
 
@@ -259,9 +271,9 @@ impl Instance for VmInstance {
     }
 
     async fn kill(&self) -> BackendResult<()> {
-        let s = self.spec.clone();
+        let (s, cg) = (self.spec.clone(), self.cgroups.clone());
         blocking(move || {
-            launch::stop(&s);
+            launch::stop(&s, cg.as_ref());
             Ok(())
         })
         .await
@@ -273,10 +285,16 @@ impl Instance for VmInstance {
         Usage { cpu_ns, memory_bytes, pids: 0, oom_kills: crate::oom::count(&self.layout.console_log()) }
     }
 
+    /// The CPU quota and pids limit change live (the host cgroup); vCPUs
+    /// and guest RAM are fixed while the VM runs.
     fn set_limits(&self, limits: &Limits) -> BackendResult<()> {
         if launch::vcpus(limits.millicpu) == launch::vcpus(self.spec.limits.millicpu)
             && launch::memory_mib(limits.memory_bytes) == launch::memory_mib(self.spec.limits.memory_bytes)
         {
+            if let Some(cg) = &self.cgroups {
+                cg.set_limits(&self.spec.id, &crate::cgroup::host_limits(limits))
+                    .map_err(|e| BackendError::io("updating the VM's cgroup limits", e))?;
+            }
             return Ok(());
         }
         Err(BackendError::Unsupported { backend: NAME, what: "changing vCPUs or memory of a running VM (stop and start it)" })

@@ -24,6 +24,9 @@ pub struct HostSetup {
     pub accel_reason: String,
     pub initrd: PathBuf,
     pub image: String,
+    /// The host's cgroups, where QEMU gets its size class's limits
+    /// ([`crate::cgroup`]); None without root or usable controllers.
+    pub cgroups: Option<heyvm_backends::cgroups::Cgroups>,
 }
 
 /// The read-only base disk a VM's root overlay sits on: the image's (built
@@ -235,15 +238,24 @@ pub fn start(spec: &LaunchSpec, host: &HostSetup) -> VmResult<VmProcess> {
     // Each boot starts a fresh console log; the previous one is kept once.
     let _ = std::fs::rename(layout.console_log(), layout.dir.join("console.prev.log"));
     let _ = std::fs::remove_file(layout.qemu_log());
-    let process = vmproc::spawn(&vm, &layout, net.as_ref().map(|n| n.netns_path.as_path())).map_err(|e| {
+    let undo = |e: VmError| {
         heyvm_backends::net::teardown(spec);
-        VmError::Spawn(e)
-    })?;
+        if let Some(cg) = &host.cgroups {
+            cg.remove(&spec.id);
+        }
+        e
+    };
+    let join = match &host.cgroups {
+        Some(cg) => Some(crate::cgroup::create(cg, spec).map_err(|e| undo(VmError::io("setting up the VM's cgroups", e)))?),
+        None => None,
+    };
+    let process =
+        vmproc::spawn(&vm, &layout, net.as_ref().map(|n| n.netns_path.as_path()), join.as_ref()).map_err(|e| undo(VmError::Spawn(e)))?;
     if vm.incoming.is_some() {
         if let Err(e) = resume_incoming(&layout, &process) {
             process.kill();
-            heyvm_backends::net::teardown(spec);
-            return Err(VmError::Restore(e));
+            wait_gone(&process, std::time::Duration::from_secs(5));
+            return Err(undo(VmError::Restore(e)));
         }
     }
     Ok(process)
@@ -264,11 +276,16 @@ fn resume_incoming(layout: &VmLayout, process: &VmProcess) -> crate::error::QmpR
     qmp.execute("cont", serde_json::json!({})).map(|_| ())
 }
 
-/// Stops the VM's QEMU and removes its network. Files stay.
-pub fn stop(spec: &LaunchSpec) {
+/// Stops the VM's QEMU and removes its network and cgroups. Files stay.
+pub fn stop(spec: &LaunchSpec, cgroups: Option<&heyvm_backends::cgroups::Cgroups>) {
     if let Some(p) = vmproc::find(&VmLayout::new(&spec.paths.dir)) {
         p.kill();
         wait_gone(&p, std::time::Duration::from_secs(5));
+    }
+    if let Some(cg) = cgroups {
+        // Whatever is left in there (QEMU's threads on their way out).
+        cg.kill_all(&spec.id);
+        cg.remove(&spec.id);
     }
     heyvm_backends::net::teardown(spec);
 }

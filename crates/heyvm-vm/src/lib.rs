@@ -5,6 +5,7 @@
 
 pub mod assets;
 pub mod backend;
+pub mod cgroup;
 pub mod cpio;
 pub mod disk;
 pub mod error;

@@ -67,8 +67,9 @@ pub struct VmProcess {
 }
 
 /// Starts QEMU for `spec`, detached from the daemon's session, inside
-/// `netns` if given; its stderr goes to the layout's `qemu.log`.
-pub fn spawn(spec: &VmSpec, layout: &VmLayout, netns: Option<&Path>) -> io::Result<VmProcess> {
+/// `netns` and the cgroups of `cgroup` if given; its stderr goes to the
+/// layout's `qemu.log`.
+pub fn spawn(spec: &VmSpec, layout: &VmLayout, netns: Option<&Path>, cgroup: Option<&crate::cgroup::Join>) -> io::Result<VmProcess> {
     fs::create_dir_all(layout.run_dir())?;
     set_mode(&layout.run_dir(), 0o700)?;
     for stale in [layout.agent_socket(), layout.qmp_socket(), layout.pid_file()] {
@@ -78,11 +79,15 @@ pub fn spawn(spec: &VmSpec, layout: &VmLayout, netns: Option<&Path>) -> io::Resu
     let netns_fd =
         netns.map(fs::File::open).transpose().map_err(|e| io::Error::new(e.kind(), format!("opening the network namespace: {e}")))?;
     let raw_netns = netns_fd.as_ref().map(|f| f.as_raw_fd());
+    let cgroup_fds = cgroup.map(|j| j.fds()).unwrap_or_default();
     let mut cmd = Command::new(qemu_binary());
     cmd.args(spec.args()).stdin(Stdio::null()).stdout(log.try_clone()?).stderr(log);
-    // SAFETY: only async-signal-safe syscalls (setsid, setns) between fork and exec.
+    // SAFETY: only async-signal-safe syscalls (write, setsid, setns)
+    // between fork and exec; the descriptors outlive the spawn.
     unsafe {
         cmd.pre_exec(move || {
+            // First, so everything QEMU allocates is charged to its cgroup.
+            crate::cgroup::join_self(&cgroup_fds)?;
             if libc::setsid() < 0 {
                 return Err(io::Error::last_os_error());
             }

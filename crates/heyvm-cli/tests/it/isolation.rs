@@ -1,6 +1,7 @@
 //! What a sandbox cannot do: see the host's processes, write outside its
 //! own layers and mounts, exceed its size class (memory, pids), read host
-//! secrets. And that size classes really are cgroup limits.
+//! secrets. And that size classes really are cgroup limits (for a VM: the
+//! host cgroup its QEMU runs in, and the guest's own pids cgroup).
 
 use std::path::PathBuf;
 
@@ -195,12 +196,42 @@ impl Cgroup {
     }
 }
 
+/// A VM's QEMU runs in the sandbox's host cgroup: the size class's CPU
+/// quota and pids, and its guest RAM plus QEMU's own overhead (256 MiB,
+/// `heyvm_vm::cgroup::QEMU_OVERHEAD`) as the memory limit. Stop and
+/// delete remove the cgroup; a start makes it with the class of then.
+fn vm_size_class_is_a_host_cgroup(d: &Daemon) {
+    const MIB: u64 = 1 << 20;
+    const OVERHEAD: u64 = 256 * MIB;
+    let id = d.create(json!({"name": "sized", "size_class": "micro"}))["id"].as_str().unwrap().to_string();
+    let cg = Cgroup::find(&id);
+    assert_eq!(cg.limits(), (512 * MIB + OVERHEAD, 25_000, 256), "micro");
+    let qemu = d.qemu_pid(&id).expect("QEMU's pid file");
+    for c in ["memory", "cpu", "pids"] {
+        let procs = cg.read(c, "cgroup.procs");
+        assert!(procs.lines().any(|p| p == qemu.to_string()), "QEMU ({qemu}) is not in the {c} cgroup: {procs}");
+    }
+    // Guest RAM is fixed while the VM runs; the class changes at the next start.
+    assert_eq!(d.post(&format!("/sandboxes/{id}/stop"), &json!({})).0, 200);
+    assert!(!cg.dir("memory").exists(), "stop removes the cgroup");
+    let (s, v) = d.patch(&format!("/sandboxes/{id}"), &json!({"size_class": "mini"}));
+    assert_eq!(s, 200, "{v}");
+    let (s, v) = d.post(&format!("/sandboxes/{id}/start"), &json!({}));
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(cg.limits(), (1024 * MIB + OVERHEAD, 50_000, 512), "mini after start");
+    assert_eq!(d.sh(&id, "echo still-running")["stdout"], "still-running\n");
+    d.delete(&format!("/sandboxes/{id}"));
+    for c in ["memory", "cpu", "pids"] {
+        assert!(!cg.dir(c).exists(), "{c} cgroup left behind");
+    }
+}
+
 #[test]
 fn size_classes_are_cgroup_limits() {
-    if not_on_vm("a VM's size class is its vCPUs and guest RAM (vm.rs checks micro's 512 MiB), fixed while it runs") {
-        return;
-    }
     let Some(d) = Daemon::start() else { return };
+    if crate::support::on_vm() {
+        return vm_size_class_is_a_host_cgroup(&d);
+    }
     let info = d.create(json!({"name": "sized", "size_class": "micro"}));
     let id = info["id"].as_str().unwrap().to_string();
     assert_eq!(info["size_class"], "micro");
@@ -243,11 +274,9 @@ fn size_classes_are_cgroup_limits() {
     }
 }
 
+/// On a VM the quota throttles QEMU, whose vCPU thread runs the loop.
 #[test]
 fn cpu_quota_throttles_a_busy_loop() {
-    if not_on_vm("a VM's CPU limit is its vCPU count (micro: 1), not a host cgroup quota") {
-        return;
-    }
     let Some(d) = Daemon::start() else { return };
     let id = d.create(json!({"name": "busy", "size_class": "micro"}))["id"].as_str().unwrap().to_string();
     let cg = Cgroup::find(&id);

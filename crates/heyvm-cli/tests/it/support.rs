@@ -472,6 +472,12 @@ impl Daemon {
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(|c| c.id())
     }
+
+    /// The host pid of a VM sandbox's QEMU (from its pid file).
+    pub fn qemu_pid(&self, id: &str) -> Option<u32> {
+        let file = self.data.path().join("sandboxes").join(id).join("vm/run/qemu.pid");
+        std::fs::read_to_string(file).ok()?.trim().parse().ok()
+    }
 }
 
 /// Percent-encodes a string for a query parameter value.
