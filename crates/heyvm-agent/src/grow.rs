@@ -1,8 +1,9 @@
-//! Online growth of a mounted ext4 file system: a VM's `/workspace` after
-//! the host made its disk larger (QMP `block_resize`). The agent waits
-//! until the guest kernel sees the block device's new size, then asks ext4
-//! to fill it (`EXT4_IOC_RESIZE_FS`, what `resize2fs` does on a mounted file
-//! system), so an image needs no e2fsprogs of its own.
+//! A VM's mounted disks, seen from inside: online growth of a mounted ext4
+//! file system (a VM's `/workspace` after the host made its disk larger
+//! with QMP `block_resize`), and how full one is. For growth the agent
+//! waits until the guest kernel sees the block device's new size, then asks
+//! ext4 to fill it (`EXT4_IOC_RESIZE_FS`, what `resize2fs` does on a mounted
+//! file system), so an image needs no e2fsprogs of its own.
 
 use std::fs::File;
 use std::io;
@@ -49,15 +50,39 @@ pub fn grow(path: &str, bytes: u64) -> io::Result<()> {
     Ok(())
 }
 
-/// Block size and block count of the ext4 file system `dir` is on.
-fn ext4_geometry(dir: &File, path: &str) -> io::Result<(u64, u64)> {
+/// Used and total bytes of the file system mounted at `path` (`statfs`:
+/// blocks not free, so ext4's metadata counts as used, as on the host).
+pub fn usage(path: &str) -> io::Result<(u64, u64)> {
+    let st = statfs(&File::open(path)?)?;
+    let unit = st.f_frsize as u64;
+    let (blocks, free) = (st.f_blocks as u64, st.f_bfree as u64);
+    Ok((blocks.saturating_sub(free) * unit, blocks * unit))
+}
+
+fn statfs(f: &File) -> io::Result<libc::statfs> {
     // SAFETY: fstatfs fills the zeroed struct we own.
     let mut st: libc::statfs = unsafe { std::mem::zeroed() };
-    if unsafe { libc::fstatfs(dir.as_raw_fd(), &mut st) } != 0 {
+    if unsafe { libc::fstatfs(f.as_raw_fd(), &mut st) } != 0 {
         return Err(io::Error::last_os_error());
     }
+    Ok(st)
+}
+
+/// Block size and block count of the ext4 file system `dir` is on.
+fn ext4_geometry(dir: &File, path: &str) -> io::Result<(u64, u64)> {
+    let st = statfs(dir)?;
     if st.f_type as i64 != EXT4_SUPER_MAGIC {
         return Err(io::Error::other(format!("{path} is not an ext4 file system")));
     }
     Ok((st.f_bsize as u64, st.f_blocks as u64))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn usage_of_a_mounted_file_system() {
+        let (used, total) = super::usage("/").unwrap();
+        assert!(total > 0 && used <= total, "{used} of {total}");
+        assert!(super::usage("/no/such/dir").is_err());
+    }
 }

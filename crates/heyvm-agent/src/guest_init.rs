@@ -310,6 +310,13 @@ pub fn console(msg: &str) {
 }
 
 fn power_off() -> ! {
+    // Read-only remounts write each file system's superblock with its
+    // current free-space counts, so the host reads exact disk usage off a
+    // stopped VM's disks (only a busy file system, when something still
+    // runs, stays as it is).
+    for m in ["/workspace", "/"] {
+        let _ = mount("", m, "", libc::MS_REMOUNT | libc::MS_RDONLY, "");
+    }
     // SAFETY: sync and reboot(2) have no memory-safety preconditions.
     unsafe {
         libc::sync();

@@ -138,6 +138,10 @@ fn handle(mut conn: UnixStream, shared: &Shared) -> io::Result<()> {
             Ok(()) => write_json(&mut conn, &Event::Done),
             Err(e) => write_json(&mut conn, &Event::Error { message: format!("growing {path}: {e}") }),
         },
+        Request::FsUsage { path } => match grow::usage(&path) {
+            Ok((used_bytes, total_bytes)) => write_json(&mut conn, &Event::FsUsage { used_bytes, total_bytes }),
+            Err(e) => write_json(&mut conn, &Event::Error { message: format!("measuring {path}: {e}") }),
+        },
         Request::Shutdown { .. } if !shared.owns_sandbox => write_json(&mut conn, &Event::Done),
         Request::Shutdown { grace_ms } => {
             shared.log.system("sandbox stopping");

@@ -245,10 +245,24 @@ pub trait Backend: Send + Sync + 'static {
         Ok(())
     }
 
-    /// The sandbox disk's use and enforced size; None when its disk is not
-    /// limited.
+    /// The sandbox disk's use and enforced size, as the host sees it; None
+    /// when its disk is not limited.
     fn disk_usage(&self, _spec: &LaunchSpec) -> Option<DiskUsage> {
         None
+    }
+
+    /// The sandbox path of a disk whose use only the sandbox's own kernel
+    /// knows while it runs (a VM's `/workspace`: the host's copy of the
+    /// disk lags the guest's caches and journal). The manager then asks the
+    /// agent and hands its figure to [`Backend::disk_usage_measured`].
+    fn disk_measured_inside(&self) -> Option<&'static str> {
+        None
+    }
+
+    /// [`Backend::disk_usage`] of a running sandbox whose agent found
+    /// `used_bytes` in use on [`Backend::disk_measured_inside`].
+    fn disk_usage_measured(&self, spec: &LaunchSpec, _used_bytes: u64) -> Option<DiskUsage> {
+        self.disk_usage(spec)
     }
 
     /// Grows the sandbox's disk to `spec.limits.disk_bytes`.

@@ -22,9 +22,11 @@ use serde::{Deserialize, Serialize};
 /// Compatible additions are announced as features in the hello instead.
 pub const PROTOCOL_VERSION: u32 = 2;
 /// What this agent announces in its hello (see `mux::Hello::features`).
-pub const FEATURES: &[&str] = &[files::FEATURE_FILES, FEATURE_GROW_FS];
+pub const FEATURES: &[&str] = &[files::FEATURE_FILES, FEATURE_GROW_FS, FEATURE_FS_USAGE];
 /// The agent grows a mounted ext4 file system online ([`Request::GrowFs`]).
 pub const FEATURE_GROW_FS: &str = "grow_fs";
+/// The agent measures a mounted file system ([`Request::FsUsage`]).
+pub const FEATURE_FS_USAGE: &str = "fs_usage";
 /// Upper bound on one inner frame's payload, so a corrupt or hostile header
 /// cannot make either side allocate without bound.
 pub const MAX_FRAME: usize = 1024 * 1024;
@@ -120,6 +122,13 @@ pub enum Request {
         path: String,
         bytes: u64,
     },
+    /// (Feature [`FEATURE_FS_USAGE`]) how full the file system mounted at
+    /// `path` is, as the sandbox's kernel sees it (`statfs`): answered with
+    /// [`Event::FsUsage`] or [`Event::Error`]. The host needs it for a VM's
+    /// disks, whose state on the host lags the guest's caches and journal.
+    FsUsage {
+        path: String,
+    },
     /// File requests (feature `files`; see [`files`] for the exchanges).
     FileStat(files::FilePath),
     FileList(files::FilePath),
@@ -201,6 +210,12 @@ pub enum Event {
     FileError {
         code: files::FileErrorCode,
         message: String,
+    },
+    /// Answer to [`Request::FsUsage`]: bytes in use (blocks not free,
+    /// ext4's own metadata included) and the file system's size.
+    FsUsage {
+        used_bytes: u64,
+        total_bytes: u64,
     },
 }
 
@@ -365,6 +380,10 @@ mod tests {
         );
         let grow = Request::GrowFs { path: "/workspace".into(), bytes: 2 << 30 };
         assert_eq!(serde_json::to_string(&grow).unwrap(), r#"{"type":"grow_fs","path":"/workspace","bytes":2147483648}"#);
+        let usage = Request::FsUsage { path: "/workspace".into() };
+        assert_eq!(serde_json::to_string(&usage).unwrap(), r#"{"type":"fs_usage","path":"/workspace"}"#);
+        let used = Event::FsUsage { used_bytes: 4096, total_bytes: 1 << 30 };
+        assert_eq!(serde_json::to_string(&used).unwrap(), r#"{"type":"fs_usage","used_bytes":4096,"total_bytes":1073741824}"#);
     }
 }
 

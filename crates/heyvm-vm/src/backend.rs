@@ -187,9 +187,26 @@ impl Backend for KvmBackend {
         crate::image_prune::prune(dir, &keep)
     }
 
+    /// `/workspace` as its ext4 superblock says (exact once the guest
+    /// unmounted it: a stopped VM) plus the root overlay's host bytes
+    /// (everything written outside `/workspace`, as [`crate::rootcap`]
+    /// counts it). The limit is `/workspace`'s size.
     fn disk_usage(&self, spec: &LaunchSpec) -> Option<heyvm_core::backend::DiskUsage> {
-        let (used_bytes, limit_bytes) = crate::disk::ext4_usage(&VmLayout::new(&spec.paths.dir).workspace_disk())?;
-        Some(heyvm_core::backend::DiskUsage { used_bytes, limit_bytes })
+        let layout = VmLayout::new(&spec.paths.dir);
+        let (used, limit_bytes) = crate::disk::ext4_usage(&layout.workspace_disk())?;
+        Some(heyvm_core::backend::DiskUsage { used_bytes: used + crate::rootcap::used_bytes(&layout), limit_bytes })
+    }
+
+    /// While the VM runs its superblock on the host is stale (the guest
+    /// writes it back rarely): the agent measures `/workspace` instead.
+    fn disk_measured_inside(&self) -> Option<&'static str> {
+        Some(heyvm_types::WORKSPACE_PATH)
+    }
+
+    fn disk_usage_measured(&self, spec: &LaunchSpec, used_bytes: u64) -> Option<heyvm_core::backend::DiskUsage> {
+        let layout = VmLayout::new(&spec.paths.dir);
+        let (_, limit_bytes) = crate::disk::ext4_usage(&layout.workspace_disk())?;
+        Some(heyvm_core::backend::DiskUsage { used_bytes: used_bytes + crate::rootcap::used_bytes(&layout), limit_bytes })
     }
 
     /// A running VM's disk grows live (QMP, then the guest agent grows its

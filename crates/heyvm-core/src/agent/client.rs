@@ -130,6 +130,21 @@ impl AgentClient {
         }
     }
 
+    /// Used and total bytes of the file system mounted at `path`, as the
+    /// sandbox's kernel sees it. `Unsupported` from an agent without the
+    /// feature.
+    pub async fn fs_usage(&self, path: &str) -> io::Result<(u64, u64)> {
+        if !self.session.supports(heyvm_protocol::FEATURE_FS_USAGE) {
+            return Err(io::Error::new(io::ErrorKind::Unsupported, "the agent cannot measure a file system (an older agent)"));
+        }
+        let (mut r, _w) = self.request(&Request::FsUsage { path: path.into() }).await?;
+        match read_event(&mut r).await? {
+            Event::FsUsage { used_bytes, total_bytes } => Ok((used_bytes, total_bytes)),
+            Event::Error { message } => Err(io::Error::other(message)),
+            other => Err(unexpected(&other)),
+        }
+    }
+
     /// Opens a byte stream to `127.0.0.1:port` inside the sandbox. The
     /// answer is read byte-exactly (no buffering) because the sandbox
     /// program's bytes may follow it immediately. The inner `Err` is the

@@ -3,12 +3,19 @@
 //! sandbox's files through its backend (which may have a disk to unmount
 //! first). The backend enforces the limit; see `docs/security.md`.
 
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
 use heyvm_types::{SandboxStatus, MAX_DISK_GB};
 
 use super::SandboxManager;
 use crate::backend::{remove_tree, DiskGrowth, DiskUsage};
 use crate::error::{CoreError, Result};
 use crate::record::SandboxRecord;
+
+/// How long [`SandboxManager::measure_disks`] waits for agents, together.
+const MEASURE_WAIT: Duration = Duration::from_secs(2);
 
 /// A `disk_size_gb` a user asked for.
 pub fn valid_size(gb: u64) -> Result<u64> {
@@ -61,8 +68,38 @@ impl SandboxManager {
         }
     }
 
+    /// What `SandboxInfo` reports: the agent's last measurement for a
+    /// running sandbox whose disk only its guest can measure, else the
+    /// host's view.
     pub(super) fn disk_usage(&self, rec: &SandboxRecord) -> Option<DiskUsage> {
-        self.backend_for(rec).ok()?.disk_usage(&self.spec(rec))
+        let backend = self.backend_for(rec).ok()?;
+        let measured = self
+            .running(&rec.id)
+            .filter(|_| rec.status == SandboxStatus::Running)
+            .map(|r| r.disk_used_inside.load(Ordering::Relaxed))
+            .filter(|&used| used != u64::MAX);
+        match measured {
+            Some(used) => backend.disk_usage_measured(&self.spec(rec), used),
+            None => backend.disk_usage(&self.spec(rec)),
+        }
+    }
+
+    /// Asks the agents of these sandboxes (those running, on a backend
+    /// whose disk only the guest can measure) how full that disk is, all at
+    /// once and for at most [`MEASURE_WAIT`]; [`Self::disk_usage`] reports
+    /// the answers. One that does not answer keeps its previous figure.
+    pub async fn measure_disks(self: &Arc<Self>, recs: &[SandboxRecord]) {
+        let asks = recs.iter().filter(|r| r.status == SandboxStatus::Running).filter_map(|rec| {
+            let mount = self.backend_for(rec).ok()?.disk_measured_inside()?;
+            let (me, rec) = (self.clone(), rec.clone());
+            Some(async move {
+                let running = me.running(&rec.id)?;
+                let (used, _) = me.agent(&rec).await.ok()?.fs_usage(mount).await.ok()?;
+                running.disk_used_inside.store(used, Ordering::Relaxed);
+                Some(())
+            })
+        });
+        let _ = tokio::time::timeout(MEASURE_WAIT, futures_util::future::join_all(asks)).await;
     }
 
     /// Grows the disk to the size now recorded (the caller holds the

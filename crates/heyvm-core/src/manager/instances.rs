@@ -25,6 +25,10 @@ const DEAD_FOR: Duration = Duration::from_millis(50);
 pub(crate) struct Running {
     pub instance: Arc<dyn Instance>,
     session: tokio::sync::Mutex<Option<Arc<AgentSession>>>,
+    /// Bytes in use on the disk the agent measures
+    /// ([`Backend::disk_measured_inside`]), as it last answered; `u64::MAX`
+    /// until it has.
+    pub(crate) disk_used_inside: std::sync::atomic::AtomicU64,
 }
 
 impl SandboxManager {
@@ -44,7 +48,11 @@ impl SandboxManager {
     }
 
     fn remember(&self, id: &str, instance: Arc<dyn Instance>) -> Arc<Running> {
-        let r = Arc::new(Running { instance, session: tokio::sync::Mutex::new(None) });
+        let r = Arc::new(Running {
+            instance,
+            session: tokio::sync::Mutex::new(None),
+            disk_used_inside: std::sync::atomic::AtomicU64::new(u64::MAX),
+        });
         self.instances.lock().unwrap_or_else(|e| e.into_inner()).insert(id.to_string(), r.clone());
         r
     }

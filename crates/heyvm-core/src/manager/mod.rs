@@ -298,6 +298,21 @@ impl SandboxManager {
         Ok(self.store.list()?.iter().filter(|r| status.is_none_or(|s| r.status == s)).map(|r| self.info(r)).collect())
     }
 
+    /// [`Self::get`] after asking the agent how full a disk only the guest
+    /// can measure is (a running VM's; see [`Self::measure_disks`]).
+    pub async fn get_measured(self: &Arc<Self>, key: &str) -> Result<SandboxInfo> {
+        let rec = self.store.resolve(key)?;
+        self.measure_disks(std::slice::from_ref(&rec)).await;
+        self.get(&rec.id)
+    }
+
+    /// [`Self::list`] after [`Self::measure_disks`] of the listed sandboxes.
+    pub async fn list_measured(self: &Arc<Self>, status: Option<SandboxStatus>) -> Result<Vec<SandboxInfo>> {
+        let recs: Vec<_> = self.store.list()?.into_iter().filter(|r| status.is_none_or(|s| r.status == s)).collect();
+        self.measure_disks(&recs).await;
+        self.list(status)
+    }
+
     pub fn set_urls(&self, id: &str, urls: Vec<UrlInfo>) {
         self.urls.lock().unwrap_or_else(|e| e.into_inner()).insert(id.to_string(), urls);
     }

@@ -19,7 +19,7 @@ pub async fn list(State(s): State<AppState>, ApiQuery(q): ApiQuery<ListQuery>) -
         None | Some("") | Some("all") => None,
         Some(v) => Some(v.parse::<SandboxStatus>().map_err(|e| AppError::bad_request("invalid_query", e))?),
     };
-    Ok(Json(s.mgr.list(status)?))
+    Ok(Json(s.mgr.list_measured(status).await?))
 }
 
 pub async fn create(
@@ -48,7 +48,7 @@ fn bind_open_ports(s: &AppState, info: &SandboxInfo) -> ApiResult<()> {
 }
 
 pub async fn get(State(s): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<SandboxInfo>> {
-    Ok(Json(s.mgr.get(&id)?))
+    Ok(Json(s.mgr.get_measured(&id).await?))
 }
 
 pub async fn update(
