@@ -291,14 +291,16 @@ fn tagged_pids(needle: &[u8]) -> Vec<i32> {
 }
 
 /// Puts the child in its own session (so its whole tree can be signalled
-/// as one group) and gives it a normal OOM score: the agent itself runs
-/// protected so the OOM killer picks the command, not the agent.
+/// as one group), in a VM's process-limited cgroup ([`crate::guest_pids`])
+/// and gives it a normal OOM score: the agent itself runs protected so the
+/// OOM killer picks the command, not the agent.
 pub fn isolate_child(cmd: &mut Command) {
     // SAFETY: the closure runs between fork and exec and only calls
     // async-signal-safe functions (setsid, open, write, close).
     unsafe {
         cmd.pre_exec(|| {
             libc::setsid();
+            crate::guest_pids::join();
             let fd = libc::open(c"/proc/self/oom_score_adj".as_ptr(), libc::O_WRONLY);
             if fd >= 0 {
                 libc::write(fd, b"0".as_ptr().cast(), 1);

@@ -156,6 +156,15 @@ fn boot() -> io::Result<()> {
     if let Some(name) = &args.hostname {
         set_hostname(name);
     }
+    if let Some(max) = args.other.get("pids").and_then(|n| n.parse().ok()) {
+        // Without it the VM still runs, bounded by its RAM only.
+        if let Err(e) = crate::guest_pids::setup(max) {
+            console(&format!("heyvm-init: no process limit: {e}"));
+        }
+    }
+    // Inherited by the agent: the OOM killer picks a command (they reset it
+    // to 0), never the agent the host needs to reach the VM.
+    let _ = fs::write("/proc/self/oom_score_adj", "-1000");
     crate::guest_net::configure(&args.other);
     Ok(())
 }
@@ -254,7 +263,7 @@ fn disk_by_serial(serial: &str) -> Option<String> {
     })
 }
 
-fn mount(src: &str, target: &str, fstype: &str, flags: libc::c_ulong, data: &str) -> io::Result<()> {
+pub(crate) fn mount(src: &str, target: &str, fstype: &str, flags: libc::c_ulong, data: &str) -> io::Result<()> {
     let c = |s: &str| CString::new(s).map_err(|_| io::Error::other("NUL in a mount argument"));
     let (src_c, target_c, fs_c, data_c) = (c(src)?, c(target)?, c(fstype)?, c(data)?);
     let fs_ptr = if fstype.is_empty() { std::ptr::null() } else { fs_c.as_ptr() };

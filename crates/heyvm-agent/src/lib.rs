@@ -18,6 +18,7 @@ mod files_write;
 mod grow;
 pub mod guest_init;
 mod guest_net;
+mod guest_pids;
 mod logfile;
 pub mod mux;
 mod pty;

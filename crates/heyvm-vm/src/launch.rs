@@ -130,7 +130,10 @@ fn check_guest_path(p: &str) -> VmResult<()> {
 pub fn vm_spec(spec: &LaunchSpec, host: &HostSetup, net: Option<&GuestNet>) -> VmResult<VmSpec> {
     let layout = VmLayout::new(&spec.paths.dir);
     let now_ms = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
-    let mut cmdline = format!("heyvm.root=serial:root heyvm.ws=serial:workspace heyvm.hostname={} heyvm.time={now_ms}", spec.hostname);
+    let mut cmdline = format!(
+        "heyvm.root=serial:root heyvm.ws=serial:workspace heyvm.hostname={} heyvm.time={now_ms} heyvm.pids={}",
+        spec.hostname, spec.limits.pids
+    );
     let mut shares = Vec::new();
     for (i, m) in spec.mounts.iter().enumerate() {
         check_guest_path(&m.sandbox_path)?;
