@@ -199,6 +199,7 @@ pub fn setup_network(spec: &LaunchSpec) -> VmResult<Option<GuestNet>> {
         let ip = heyvm_backends::net::guest_ip(spec).ok_or(VmError::NetShape("has no address"))?;
         let gateway = crate::net::gateway_for(&ip).ok_or(VmError::NetShape("has a bad address"))?;
         crate::net::route_tap(&netns, &ip, &gateway)?;
+        crate::net::guard_source(&netns, &ip)?;
         // The egress policy, in the namespace's forward hook: loaded before
         // QEMU starts, so the guest never sends a packet without it.
         if let Some(script) = &owner_net.nft_script {

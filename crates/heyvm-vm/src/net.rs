@@ -50,6 +50,19 @@ pub fn route_tap(netns: &str, guest: &str, gateway: &str) -> VmResult<()> {
     sysctls_in(netns, &sysctls)
 }
 
+/// The namespace forwards only packets from the guest's own address: the
+/// guest's root may give itself any address (it owns its kernel), but
+/// packets from it would leave masqueraded like the sandbox's own, and the
+/// answers to an address of another sandbox's subnet would go to that
+/// sandbox. Loaded with the routes, before QEMU starts.
+pub fn guard_source(netns: &str, guest: &str) -> VmResult<()> {
+    let script = format!(
+        "table ip heyvm_vm_source {{\n chain forward {{\n  type filter hook forward priority filter - 10; policy accept;\n  \
+         iifname \"{TAP}\" ip saddr != {guest} drop\n }}\n}}\n"
+    );
+    apply_policy(netns, &script)
+}
+
 /// Loads the egress policy's nftables script (filtering the namespace's
 /// `forward` hook) into the namespace.
 pub fn apply_policy(netns: &str, script: &str) -> VmResult<()> {
