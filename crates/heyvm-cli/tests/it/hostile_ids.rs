@@ -10,7 +10,10 @@ use std::path::{Path, PathBuf};
 
 use serde_json::json;
 
-use crate::support::Daemon;
+use crate::support::{not_on_vm, on_vm, Daemon};
+
+/// Why host id ranges do not apply to a VM.
+const VM_IDS: &str = "a VM's uids and gids are its own kernel's (no host user namespace maps them) and the files its guest writes live inside its disk images, not as host files carrying host ids";
 
 /// A small pool of our own, so the test also checks that `HEYVM_SUBIDS`
 /// is honoured (4 ranges).
@@ -79,6 +82,9 @@ fn range_of(d: &Daemon, id: &str) -> u32 {
 
 #[test]
 fn each_sandbox_runs_in_its_own_recorded_uid_range() {
+    if not_on_vm(VM_IDS) {
+        return;
+    }
     let Some(mut d) = daemon() else { return };
     let a = start(&d, "ids-a");
     let b = start(&d, "ids-b");
@@ -129,6 +135,9 @@ fn each_sandbox_runs_in_its_own_recorded_uid_range() {
 
 #[test]
 fn pool_exhaustion_is_a_clear_error_not_host_root() {
+    if not_on_vm(VM_IDS) {
+        return;
+    }
     // One range only: the second sandbox has none and must not start.
     let Some(d) = Daemon::start_with(&[("HEYVM_SUBIDS", "1600000000:65536")]) else { return };
     let a = start(&d, "only");
@@ -140,6 +149,9 @@ fn pool_exhaustion_is_a_clear_error_not_host_root() {
 
 #[test]
 fn a_sandbox_from_before_ranges_is_shifted_into_one_once() {
+    if not_on_vm(VM_IDS) {
+        return;
+    }
     let Some(mut d) = daemon() else { return };
     let id = start(&d, "legacy");
     let v = d.sh(&id, "echo hi > /workspace/mine && mkdir -p /var/lib/legacy && touch /var/lib/legacy/f");
@@ -189,9 +201,12 @@ fn apt_get_install_works_and_stays_inside() {
     let out = v["stdout"].as_str().unwrap_or("");
     assert!(out.contains("INSTALLED"), "apt-get failed inside: {}\n{}", &out[out.len().saturating_sub(2000)..], v["stderr"]);
     assert!(!Path::new("/usr/games/sl").exists(), "the install reached the host");
-    let base = range_of(&d, &id);
-    let layer = sandbox_dir(&d, &id).join("upper/usr/games/sl");
-    assert_eq!(owner(&layer), (base, base), "the installed file belongs to the sandbox's range");
+    if !on_vm() {
+        // (A VM's install is inside its root overlay, in its guest's ids.)
+        let base = range_of(&d, &id);
+        let layer = sandbox_dir(&d, &id).join("upper/usr/games/sl");
+        assert_eq!(owner(&layer), (base, base), "the installed file belongs to the sandbox's range");
+    }
     let other = start(&d, "apt-other");
     assert_eq!(d.sh(&other, "test -e /usr/games/sl && echo LEAK; true")["stdout"], "", "another sandbox sees the install");
 }
@@ -207,11 +222,18 @@ fn image_layers_are_idmapped_not_chowned() {
     let info = d.heyvm_json(&["create", "--name", "img-ids", "--image", &image, "--size-class", "micro"]);
     assert_eq!(info["status"], "running", "{info}");
     let id = info["id"].as_str().unwrap().to_string();
-    let base = range_of(&d, &id);
     let v = d.sh(&id, "stat -c '%u %g' /bin; echo x > /etc/mine && stat -c '%u' /etc/mine");
     assert_eq!(v["stdout"], "0 0\n0\n", "{v}");
-    assert_eq!(owner(&sandbox_dir(&d, &id).join("upper/rootfs/etc/mine")), (base, base));
     let layers = d.data.path().join("images/layers");
+    if on_vm() {
+        // A VM boots a qcow2 overlay of a base disk made from the layers:
+        // its writes stay in the overlay, the shared layers are untouched.
+        let out = std::process::Command::new("find").arg(&layers).args(["-name", "mine", "-print", "-quit"]).output().unwrap();
+        assert!(out.stdout.is_empty(), "the guest's write reached a shared layer: {}", String::from_utf8_lossy(&out.stdout));
+        return;
+    }
+    let base = range_of(&d, &id);
+    assert_eq!(owner(&sandbox_dir(&d, &id).join("upper/rootfs/etc/mine")), (base, base));
     let out = std::process::Command::new("find").arg(&layers).args(["-uid", &base.to_string(), "-print", "-quit"]).output().unwrap();
     assert!(out.stdout.is_empty(), "an image layer was chowned: {}", String::from_utf8_lossy(&out.stdout));
     assert_eq!(owner(&layers).0, 0);
