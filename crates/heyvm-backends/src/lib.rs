@@ -7,6 +7,7 @@
 
 pub mod bubblewrap;
 pub mod cgroups;
+mod data_view;
 mod disk;
 mod handoff;
 mod hardening;

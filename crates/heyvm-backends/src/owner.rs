@@ -126,6 +126,8 @@ fn become_bwrap(plan: &OwnerPlan) -> io::Result<()> {
         Some(path) => Some(std::fs::File::open(path).map_err(|e| io::Error::new(e.kind(), format!("opening {}: {e}", path.display())))?),
         None => None,
     };
+    // Where bwrap, as the sandbox's mapped root, finds the data directory.
+    let mut data_view = None;
     if !plan.overlays.is_empty() || userns.is_some() {
         // SAFETY: plain syscalls on this single-threaded process.
         unsafe {
@@ -153,6 +155,10 @@ fn become_bwrap(plan: &OwnerPlan) -> io::Result<()> {
             mount_overlay(o, plan.data_dir.as_deref())?;
         }
         std::env::set_current_dir("/")?;
+        if let (Some(d), Some(_)) = (&plan.data_dir, &userns) {
+            crate::data_view::mount(d)?;
+            data_view = Some(d.as_path());
+        }
     }
     enter_network(&plan.net, netns)?;
     if plan.net.netns.is_some() {
@@ -161,6 +167,9 @@ fn become_bwrap(plan: &OwnerPlan) -> io::Result<()> {
 
     log(plan, "starting bwrap; the agent becomes the sandbox's first process");
     let mut bwrap = plan.bwrap.clone();
+    if let Some(d) = data_view {
+        crate::data_view::rewrite(&mut bwrap, d);
+    }
     if plan.seccomp {
         if let Some(fd) = crate::seccomp::filter_fd()? {
             // Inherited by bwrap, which reads and installs it.

@@ -29,6 +29,23 @@ fn cannot_see_host_processes() {
     }
 }
 
+/// A root daemon's default data dir is `~/.heyo`, i.e. under `/root`
+/// (mode 0700), which a sandbox's mapped root cannot traverse: sandboxes
+/// there must still come up, and nothing in the sandbox names the data dir.
+#[test]
+fn a_data_dir_under_a_private_directory_works() {
+    let home = tempfile::Builder::new().prefix("heyvm-private-home-").tempdir_in("/tmp").unwrap();
+    std::fs::set_permissions(home.path(), std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
+    let Some(d) = Daemon::start_in(home.path(), &[]) else { return };
+    let sb = d.create(json!({"name": "private-home", "size_class": "micro"}));
+    assert_eq!(sb["status"], "running", "{sb}");
+    let id = sb["id"].as_str().unwrap().to_string();
+    assert_eq!(d.sh(&id, "echo ok > /workspace/f && cat /workspace/f")["stdout"], "ok\n");
+    let mounts = d.sh(&id, "cat /proc/self/mountinfo")["stdout"].as_str().unwrap().to_string();
+    let home_name = home.path().file_name().unwrap().to_str().unwrap();
+    assert!(!mounts.contains(home_name), "the sandbox's mount table names the data dir:\n{mounts}");
+}
+
 #[test]
 fn writes_stay_inside_the_sandbox() {
     let Some(d) = Daemon::start() else { return };

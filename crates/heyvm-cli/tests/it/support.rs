@@ -95,13 +95,18 @@ impl Daemon {
     }
 
     pub fn start_with(env: &[(&str, &str)]) -> Option<Daemon> {
+        Self::start_in("/tmp", env)
+    }
+
+    /// [`Daemon::start_with`], its data dir made inside `parent`.
+    pub fn start_in(parent: impl AsRef<std::path::Path>, env: &[(&str, &str)]) -> Option<Daemon> {
         if !sandbox_support() {
             return None;
         }
         if test_backend().as_deref() == Some("kvm") && !vm_support() {
             return None;
         }
-        let data = tempfile::Builder::new().prefix("heyvm-test-").tempdir_in("/tmp").expect("tempdir");
+        let data = tempfile::Builder::new().prefix("heyvm-test-").tempdir_in(parent).expect("tempdir");
         let mut d = Daemon {
             url: String::new(),
             port: 0,
