@@ -79,7 +79,7 @@ pub fn run(plan_path: &std::path::Path) -> io::Result<()> {
 pub fn run_parked() -> io::Result<()> {
     match crate::handoff::receive_plan(AGENT_FD)? {
         Some(plan) => {
-            // Parked by a background (nice 19) thread; the sandbox runs at
+            // Parked by a background (niced) thread; the sandbox runs at
             // the normal priority.
             crate::procs::normal_priority();
             run(&plan)

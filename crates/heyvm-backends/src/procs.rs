@@ -97,13 +97,19 @@ pub fn find_in_path(prog: &str) -> Option<std::path::PathBuf> {
 }
 
 /// Makes the calling thread (and what it spawns) a background one: nice
-/// 19. Spares are refilled by such threads, so on a small host the create
-/// that just took a spare (and every other request) gets the CPU first.
+/// [`BACKGROUND_NICE`]. Spares are refilled by such threads, so on a small
+/// host the create that just took a spare (and every other request) gets
+/// the CPU first.
 pub fn background_thread() {
     // SAFETY: setpriority on the calling thread (PRIO_PROCESS with the
     // thread id is per thread on Linux); no memory is involved.
-    unsafe { libc::setpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t, 19) };
+    unsafe { libc::setpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t, BACKGROUND_NICE) };
 }
+
+/// Nice 10: about a tenth of a normal thread's CPU share when both want
+/// it. Not 19 (a seventieth): beside busy guests (a TCG VM's vCPUs at nice
+/// 0) spares then starved for minutes and every create paid the full cost.
+const BACKGROUND_NICE: libc::c_int = 10;
 
 /// Back to the normal priority (nice 0): a parked owner, started by a
 /// background thread, becomes a sandbox. Needs root (lowering nice).

@@ -81,7 +81,7 @@ impl<T: Send + 'static> Stock<T> {
             s.filling = true;
         }
         std::thread::spawn(move || loop {
-            // Nice 19 (inherited by what it spawns): on a small host the
+            // Low priority (inherited by what it spawns): on a small host the
             // create that took a resource, and every other request, get
             // the CPU first.
             crate::procs::background_thread();

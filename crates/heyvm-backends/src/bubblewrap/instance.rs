@@ -46,9 +46,14 @@ pub struct BwrapInstance {
     pidfd: Option<OwnedFd>,
 }
 
-/// The bwrap command line's marker: the sandbox directory.
+/// The owner's and bwrap's command line marker: `/sandboxes/<id>/`, the
+/// tail of the sandbox directory's path. Not the whole path: with a uid
+/// range bwrap is handed the data directory's view (`data_view`), so its
+/// paths start `/run/heyvm-data/` rather than with the data directory.
 fn marker(spec: &LaunchSpec) -> String {
-    spec.paths.dir.display().to_string()
+    let dir = &spec.paths.dir;
+    let name = |p: Option<&std::path::Path>| p.and_then(|p| p.file_name()).map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    format!("/{}/{}/", name(dir.parent()), name(Some(dir)))
 }
 
 fn failed(what: &str, e: impl std::fmt::Display) -> BackendError {

@@ -234,6 +234,11 @@ fn spare_networks_never_carry_one_sandboxs_state_into_another() {
     clean(&bid);
 }
 
+/// How long a test waits for spares (and parked owners) to be made: they
+/// are made at low priority, one at a time, and beside busy guests on a
+/// 2-core host that takes a while.
+const SPARES_PATIENCE: Duration = Duration::from_secs(90);
+
 /// The spare network namespaces of the daemon on data dir `data`: named
 /// `heyvm-s<8 hex>-<key>`, the key from its sandboxes directory (FNV-1a,
 /// low 16 bits), and not yet taken. A sandbox that takes a spare keeps its
@@ -265,10 +270,10 @@ fn spares_are_cleaned_after_a_crash_and_at_shutdown() {
     let Some(mut d) = Daemon::start() else { return };
     let data = d.data.path().to_path_buf();
     let spares = || spare_namespaces(&data);
-    d.wait_until("spares", Duration::from_secs(20), || spares().len() == 4);
+    d.wait_until("spares", SPARES_PATIENCE, || spares().len() == 4);
     let old = spares();
     d.restart();
-    d.wait_until("the old spares to go and new ones to come", Duration::from_secs(20), || {
+    d.wait_until("the old spares to go and new ones to come", SPARES_PATIENCE, || {
         let now = spares();
         now.len() == 4 && old.iter().all(|n| !now.contains(n))
     });
@@ -315,10 +320,10 @@ fn a_daemon_starting_leaves_other_daemons_parked_owners_alone() {
         println!("skipping: parked owners exist on cgroup v1 hosts only");
         return;
     }
-    a.wait_until("A's parked owners", Duration::from_secs(20), || parked_owners(a_pid).len() == 4);
+    a.wait_until("A's parked owners", SPARES_PATIENCE, || parked_owners(a_pid).len() == 4);
     let before = parked_owners(a_pid);
     let b = Daemon::start().expect("a second daemon");
-    b.wait_until("B's parked owners", Duration::from_secs(20), || parked_owners(b.pid().unwrap()).len() == 4);
+    b.wait_until("B's parked owners", SPARES_PATIENCE, || parked_owners(b.pid().unwrap()).len() == 4);
     let after = parked_owners(a_pid);
     assert_eq!(after, before, "daemon B's start killed daemon A's parked owners");
     // And A's first starts still go through them.
@@ -342,11 +347,11 @@ fn spares_never_take_a_stopped_sandboxs_address() {
     // than the pool's last free subnet (spares refill in the background, at
     // low priority).
     let spares = || spare_namespaces(d.data.path()).len();
-    d.wait_until("three spares", Duration::from_secs(20), || spares() == 3);
+    d.wait_until("three spares", SPARES_PATIENCE, || spares() == 3);
     let a = d.create(json!({"name": "keeps-address"}));
     let (aid, ip) = (id(&a), a["guest_ip"].as_str().expect("a nat address").to_string());
     assert!(ip.starts_with("10.88.7."), "{ip}");
-    d.wait_until("three spares again", Duration::from_secs(20), || spares() == 3);
+    d.wait_until("three spares again", SPARES_PATIENCE, || spares() == 3);
     let (s, v) = d.post(&format!("/sandboxes/{aid}/stop"), &json!({}));
     assert_eq!(s, 200, "{v}");
     let b = d.create(json!({"name": "takes-a-spare"}));
