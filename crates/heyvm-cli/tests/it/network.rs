@@ -234,6 +234,19 @@ fn spare_networks_never_carry_one_sandboxs_state_into_another() {
     clean(&bid);
 }
 
+/// A pool of four /30s (`10.88.N.0/28`) no host interface has an address
+/// in: a daemon that crashed in an earlier run may have left a spare in
+/// any fixed one, and this test needs all four.
+fn free_small_pool() -> String {
+    let used = ip_out(&["-4", "-o", "addr"]);
+    let start = std::process::id() % 256;
+    (0..256)
+        .map(|k| format!("10.88.{}.", (start + k) % 256))
+        .find(|p| !used.contains(&format!(" {p}")))
+        .map(|p| format!("{p}0/28"))
+        .expect("a free 10.88.N.0/28")
+}
+
 /// How long a test waits for spares (and parked owners) to be made: they
 /// are made at low priority, one at a time, and beside busy guests on a
 /// 2-core host that takes a while.
@@ -340,9 +353,11 @@ fn a_daemon_starting_leaves_other_daemons_parked_owners_alone() {
 /// stopped one's subnet free).
 #[test]
 fn spares_never_take_a_stopped_sandboxs_address() {
-    let Some(d) = Daemon::start_with(&[("HEYVM_NET_POOL", "10.88.7.0/28"), ("HEYVM_SPARES", "3"), ("HEYVM_POOL_SIZE", "0")]) else {
+    let pool = free_small_pool();
+    let Some(d) = Daemon::start_with(&[("HEYVM_NET_POOL", &pool), ("HEYVM_SPARES", "3"), ("HEYVM_POOL_SIZE", "0")]) else {
         return;
     };
+    let prefix = pool.trim_end_matches("0/28");
     // Each create below waits for all three spares, so it takes one rather
     // than the pool's last free subnet (spares refill in the background, at
     // low priority).
@@ -350,7 +365,7 @@ fn spares_never_take_a_stopped_sandboxs_address() {
     d.wait_until("three spares", SPARES_PATIENCE, || spares() == 3);
     let a = d.create(json!({"name": "keeps-address"}));
     let (aid, ip) = (id(&a), a["guest_ip"].as_str().expect("a nat address").to_string());
-    assert!(ip.starts_with("10.88.7."), "{ip}");
+    assert!(ip.starts_with(prefix), "{ip} not in {pool}");
     d.wait_until("three spares again", SPARES_PATIENCE, || spares() == 3);
     let (s, v) = d.post(&format!("/sandboxes/{aid}/stop"), &json!({}));
     assert_eq!(s, 200, "{v}");
