@@ -6,9 +6,10 @@
 #   scripts/vm-assets.sh kernel   kernel/vmlinux + kernel/modules/ from Debian's
 #                                 linux-image package (apt-get download + dpkg -x;
 #                                 nothing is installed into the host's /boot)
-#   scripts/vm-assets.sh image    images/debian.ext4: the default VM image, a
-#                                 Debian minbase (+ python3) built with mmdebstrap
-#                                 and turned into a read-only base disk (mkfs.ext4 -d)
+#   scripts/vm-assets.sh image    images/debian.current -> debian-<recipe>.ext4: the
+#                                 default VM image, a Debian minbase (+ python3,
+#                                 curl, Node and npm) built with mmdebstrap and
+#                                 turned into a read-only base disk (mkfs.ext4 -d)
 #   scripts/vm-assets.sh          both
 #
 # Needs: apt-get, dpkg, xz-utils, mmdebstrap, e2fsprogs; root for the image.
@@ -70,23 +71,43 @@ kernel() {
   rm -rf "$dir/kernel"; mv "$dir/kernel.new" "$dir/kernel"
 }
 
+# The default image's packages. Changing this list (or the suite) changes
+# the recipe's hash, so the next run builds a new base disk beside the old
+# one instead of replacing it: qcow2 overlays of existing VMs name their
+# base disk's file (resolved), which must never change under them.
+# curl: scripts and tests fetch with it inside sandboxes; nodejs + npm: seed
+# 001's Bash automation runs `npm start` / `npm test` in a deployed sandbox.
+suite=bookworm
+image_packages=(python3 procps iproute2 ca-certificates curl nodejs npm)
+# Documentation, manual pages and translations are not needed in a sandbox.
+image_dpkg_excludes=('/usr/share/doc/*' '/usr/share/man/*' '/usr/share/info/*' '/usr/share/locale/*')
+
 image() {
-  local img="$dir/images/debian.ext4"
-  if [ -s "$img" ]; then echo "==> VM image: $img (cached)"; return; fi
-  echo "==> VM image: mmdebstrap bookworm minbase + python3"
-  local tmp t0; tmp=$(mktemp -d); trap 'rm -rf "$tmp"' RETURN
+  local recipe; recipe=$(printf '%s\n' "$suite" "${image_packages[@]}" "${image_dpkg_excludes[@]}" | sha256sum | cut -c1-12)
+  local name="debian-$recipe.ext4" link="$dir/images/debian.current"
+  if [ -s "$dir/images/$name" ] && [ "$(readlink "$link" 2>/dev/null)" = "$name" ]; then
+    echo "==> VM image: $dir/images/$name (cached)"; return
+  fi
+  echo "==> VM image: mmdebstrap $suite minbase + ${image_packages[*]}"
+  local tmp t0 opts=(); tmp=$(mktemp -d); trap 'rm -rf "$tmp"' RETURN
+  for x in "${image_dpkg_excludes[@]}"; do opts+=(--dpkgopt="path-exclude=$x"); done
   t0=$(date +%s)
-  mmdebstrap --quiet --variant=minbase --include=python3,procps,iproute2,ca-certificates \
+  # No Recommends: what is listed and its dependencies only.
+  mmdebstrap --quiet --variant=minbase --aptopt='APT::Install-Recommends "false"' "${opts[@]}" \
+    --include="$(IFS=,; echo "${image_packages[*]}")" \
     --customize-hook='rm -rf "$1"/var/cache/apt/archives/*.deb "$1"/var/lib/apt/lists/*' \
-    bookworm "$tmp/root"
+    "$suite" "$tmp/root" </dev/null
   mkdir -p "$tmp/root/workspace"
   mkdir -p "$dir/images"
+  local used; used=$(du -sm "$tmp/root" | cut -f1)
   # A sparse 4 GiB file system: the guest's root, of which a VM's overlay
   # only stores what it changes.
-  mkfs.ext4 -q -F -L heyvm-root -d "$tmp/root" "$tmp/debian.ext4" 4G
-  mv "$tmp/debian.ext4" "$img"
-  chmod 0444 "$img"
-  echo "==> VM image built in $(( $(date +%s) - t0 )) s ($(du -h "$img" | cut -f1) used)"
+  mkfs.ext4 -q -F -L heyvm-root -d "$tmp/root" "$tmp/image.ext4" 4G
+  chmod 0444 "$tmp/image.ext4"
+  mv "$tmp/image.ext4" "$dir/images/$name"
+  # Switch the default atomically; older base disks stay for the VMs on them.
+  ln -sfn "$name" "$link.new" && mv -T "$link.new" "$link"
+  echo "==> VM image built in $(( $(date +%s) - t0 )) s: $name, ${used} MiB of files"
 }
 
 case "$what" in

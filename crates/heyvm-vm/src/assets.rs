@@ -6,7 +6,10 @@
 //! kernel/vmlinux           uncompressed kernel (Debian's linux-image package)
 //! kernel/modules/**.ko     the modules the guest loads
 //! kernel/version
-//! images/debian.ext4       default VM image (read-only base disk)
+//! images/debian.current    the default VM image: a link to its base disk,
+//! images/debian-<recipe>.ext4  one per package list (read-only; older ones
+//!                          stay for the VMs whose overlays name them)
+//! images/debian.ext4       the default image of assets made before recipes
 //! initramfs-<hash>.cpio    built on demand from the agent + modules
 //! ```
 
@@ -43,8 +46,15 @@ impl VmAssets {
         std::fs::read_to_string(self.dir.join("kernel/version")).ok().map(|s| s.trim().to_string())
     }
 
-    /// The base disk of a built-in image.
+    /// The base disk of a built-in image: the one `<name>.current` links to
+    /// (the newest recipe), else `<name>.ext4` (assets made before recipes).
+    /// Overlays name the resolved file, so a newer recipe never changes the
+    /// base disk under an existing VM.
     pub fn image(&self, name: &str) -> PathBuf {
+        let current = self.dir.join("images").join(format!("{name}.current"));
+        if current.exists() {
+            return current;
+        }
         self.dir.join("images").join(format!("{name}.ext4"))
     }
 

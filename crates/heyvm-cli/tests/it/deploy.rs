@@ -453,11 +453,6 @@ fn seed_python_agent_script() {
 
 #[test]
 fn seed_bash_automation() {
-    if crate::support::not_on_vm(
-        "the seed's app runs `npm start`/`npm test`: the default VM image has python3, not Node (scripts/vm-assets.sh)",
-    ) {
-        return;
-    }
     let Some(d) = Daemon::start() else { return };
     let w = workdir();
     let out = stdout_ok(&run_script(&d, w.path(), "bash", "automation.sh"));

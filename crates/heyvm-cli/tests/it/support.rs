@@ -62,7 +62,9 @@ pub fn vm_support() -> bool {
     let agent = std::path::Path::new(BIN).with_file_name("heyvm-agent");
     let why = if !on_path("qemu-system-x86_64") || !on_path("qemu-img") {
         "QEMU is not installed (qemu-system-x86, qemu-utils)".to_string()
-    } else if !dir.join("kernel/vmlinux").is_file() || !dir.join("images/debian.ext4").is_file() {
+    } else if !dir.join("kernel/vmlinux").is_file()
+        || !["debian.current", "debian.ext4"].iter().any(|i| dir.join("images").join(i).is_file())
+    {
         format!("no VM assets in {} (run scripts/vm-assets.sh)", dir.display())
     } else if !agent.is_file() {
         format!("no static agent at {} (run scripts/build-agent.sh)", agent.display())
