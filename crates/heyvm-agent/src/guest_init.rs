@@ -134,6 +134,11 @@ fn boot() -> io::Result<()> {
         let ws = wait_for_disk(ws, Duration::from_secs(10))?;
         fs::create_dir_all("/newroot/workspace")?;
         mount(&ws, "/newroot/workspace", "ext4", 0, "")?;
+        // `/workspace` is this file system's root: without this, its
+        // `lost+found` would show in every listing, unlike a bubblewrap
+        // sandbox's. Only an empty one goes (e2fsck makes it again when it
+        // has something to put there, and then it stays).
+        let _ = fs::remove_dir("/newroot/workspace/lost+found");
     }
     for (tag, path, ro) in &args.shares {
         let target = PathBuf::from("/newroot").join(path.trim_start_matches('/'));
@@ -155,6 +160,7 @@ fn boot() -> io::Result<()> {
     mount("tmpfs", "/run", "tmpfs", libc::MS_NOSUID | libc::MS_NODEV, "mode=0755")?;
     if let Some(name) = &args.hostname {
         set_hostname(name);
+        crate::guest_names::write(name);
     }
     if let Some(max) = args.other.get("pids").and_then(|n| n.parse().ok()) {
         // Without it the VM still runs, bounded by its RAM only.
@@ -305,6 +311,7 @@ pub fn reset_identity(time_ms: u64, hostname: &str, seed_hex: &str, net: Option<
     // a reseed needs here; virtio-rng keeps feeding the pool afterwards.)
     OpenOptions::new().write(true).open("/dev/urandom").and_then(|mut f| std::io::Write::write_all(&mut f, &seed))?;
     set_hostname(hostname);
+    crate::guest_names::write(hostname);
     if let Some((cidr, gw)) = net {
         crate::guest_net::configure_eth0(cidr, gw)?;
     }

@@ -17,6 +17,7 @@ mod files;
 mod files_write;
 mod grow;
 pub mod guest_init;
+mod guest_names;
 mod guest_net;
 mod guest_pids;
 mod logfile;
