@@ -132,6 +132,13 @@ pub trait Backend: Send + Sync + 'static {
     /// Whether resource limits are actually enforced on this host.
     fn limits_enforced(&self) -> bool;
 
+    /// Whether a running sandbox launched with `running` limits can take
+    /// `wanted` ones (what adopting a warm sandbox does). Cgroups change
+    /// at any time; a VM's vCPUs and RAM are fixed at boot.
+    fn can_adopt_limits(&self, _running: &Limits, _wanted: &Limits) -> bool {
+        true
+    }
+
     /// Whether the host reaches the sandbox's mounts as host directories
     /// (bubblewrap); otherwise the file routes go through the agent and
     /// need the sandbox running (a VM's disks).
@@ -333,6 +340,13 @@ pub trait Instance: Send + Sync + 'static {
     }
 
     fn supports_rename(&self) -> bool {
+        false
+    }
+
+    /// Whether the guest agent renames the running sandbox instead
+    /// ([`crate::agent::AgentClient::reset_identity`]: a VM's own kernel
+    /// holds its hostname, out of the host's reach).
+    fn renames_in_guest(&self) -> bool {
         false
     }
 }

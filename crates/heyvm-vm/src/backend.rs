@@ -135,6 +135,12 @@ impl Backend for KvmBackend {
         true
     }
 
+    /// A warm VM serves only creates that boot the same vCPUs and RAM.
+    fn can_adopt_limits(&self, running: &Limits, wanted: &Limits) -> bool {
+        launch::vcpus(running.millicpu) == launch::vcpus(wanted.millicpu)
+            && launch::memory_mib(running.memory_bytes) == launch::memory_mib(wanted.memory_bytes)
+    }
+
     fn start_timeout(&self) -> Option<Duration> {
         Some(Duration::from_secs(heyvm_core::config::parse(heyvm_core::config::VM_BOOT_TIMEOUT).unwrap_or(120)))
     }
@@ -348,5 +354,10 @@ impl Instance for VmInstance {
 
     fn guest_ip(&self) -> Option<String> {
         heyvm_backends::net::guest_ip(&self.spec)
+    }
+
+    /// The guest's hostname is its kernel's: the agent sets it.
+    fn renames_in_guest(&self) -> bool {
+        true
     }
 }

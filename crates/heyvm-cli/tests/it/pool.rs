@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use crate::support::Daemon;
+use crate::support::{on_vm, Daemon};
 
 /// Warm sandbox directories (no record) under the daemon's data dir.
 fn warm_dirs(d: &Daemon) -> Vec<String> {
@@ -32,16 +32,24 @@ fn creates_adopt_warm_sandboxes_that_behave_like_any_other() {
     assert_eq!(d.get(&format!("/sandboxes/{warm}")).0, 404);
 
     // Warm sandboxes have the default disk (10 GiB); a disk cannot shrink.
-    let info = d.create(json!({"name": "Pooled.One", "size_class": "micro", "disk_size_gb": 10, "env_vars": {"A": "1"}, "start_command": "echo started; sleep 1000", "setup_hooks": ["echo hooked"]}));
+    // A warm VM keeps the vCPUs and RAM it booted with (the default size
+    // class's); a bubblewrap sandbox takes the create's limits.
+    let size = if on_vm() { "small" } else { "micro" };
+    let info = d.create(json!({"name": "Pooled.One", "size_class": size, "disk_size_gb": 10, "env_vars": {"A": "1"}, "start_command": "echo started; sleep 1000", "setup_hooks": ["echo hooked"]}));
     assert_eq!(info["id"], warm.as_str(), "the create adopted the warm sandbox");
     assert_eq!(info["status"], "running");
-    // It took the new identity: hostname, limits, env, hooks, start command.
-    let v = d.sh("pooled-one", "hostname; echo $A");
-    assert_eq!(v["stdout"], "pooled-one\n1\n");
-    let mem = std::fs::read_to_string(format!("/sys/fs/cgroup/memory/heyvm/{warm}/memory.limit_in_bytes"))
-        .or_else(|_| std::fs::read_to_string(format!("/sys/fs/cgroup/heyvm/{warm}/memory.max")))
-        .unwrap();
-    assert_eq!(mem.trim(), (512u64 << 20).to_string());
+    // It took the new identity: hostname (also what it resolves), limits, env, hooks, start command.
+    let v = d.sh("pooled-one", "hostname; echo $A; getent hosts pooled-one | wc -l");
+    assert_eq!(v["stdout"], "pooled-one\n1\n1\n");
+    if on_vm() {
+        let kib = d.sh("pooled-one", "awk '/MemTotal/{print $2}' /proc/meminfo")["stdout"].as_str().unwrap().trim().parse::<u64>().unwrap();
+        assert!(kib > (3 << 20) / 2 && kib <= 2 << 20, "a small VM has 2 GiB of guest RAM: {kib} KiB");
+    } else {
+        let mem = std::fs::read_to_string(format!("/sys/fs/cgroup/memory/heyvm/{warm}/memory.limit_in_bytes"))
+            .or_else(|_| std::fs::read_to_string(format!("/sys/fs/cgroup/heyvm/{warm}/memory.max")))
+            .unwrap();
+        assert_eq!(mem.trim(), (512u64 << 20).to_string());
+    }
     d.wait_until("start command output", Duration::from_secs(10), || {
         let (_, logs) = d.get("/sandboxes/pooled-one/logs?limit=100");
         let msgs: Vec<String> = logs["logs"].as_array().unwrap().iter().map(|l| l["message"].as_str().unwrap().to_string()).collect();
@@ -64,10 +72,15 @@ fn creates_adopt_warm_sandboxes_that_behave_like_any_other() {
     let next_warm = warm_dirs(&d).remove(0);
     let other = d.create(json!({"name": "nonet", "network": "none"}));
     assert_ne!(other["id"], next_warm.as_str());
-    // Nor does one whose disk differs from the warm sandbox's 10 GiB.
+    // Nor does one whose disk differs from the warm sandbox's 10 GiB (nor,
+    // on a VM, whose vCPUs and RAM do).
     let micro = d.create(json!({"name": "micro-disk", "size_class": "micro"}));
     assert_ne!(micro["id"], next_warm.as_str());
     assert_eq!(micro["disk_size_gb"], 2);
+    if on_vm() {
+        let other = d.create(json!({"name": "vm-mini", "size_class": "mini", "disk_size_gb": 10}));
+        assert_ne!(other["id"], next_warm.as_str(), "a warm VM cannot change its RAM");
+    }
     assert_eq!(warm_dirs(&d), vec![next_warm.clone()]);
 
     // A daemon killed with its pool is cleaned up by the next one.

@@ -118,6 +118,14 @@ impl SandboxManager {
                 tracing::debug!(sandbox = %rec.id, launch_us = launched.as_micros() as u64, up_us = launched_at.elapsed().as_micros() as u64, "agent answered");
                 self.start_log_feed(rec, &s);
                 *running.session.lock().await = Some(s);
+                if instance.renames_in_guest() {
+                    // A VM's clock was set from its kernel command line when
+                    // QEMU started: the boot since (seconds under TCG) left
+                    // it that far behind. It takes the host's time now.
+                    if let Err(e) = self.rename_running(rec, &instance).await {
+                        tracing::warn!(sandbox = %rec.id, error = %e, "could not set the guest's clock");
+                    }
+                }
                 Ok(())
             }
             Err(e) => {
@@ -142,6 +150,24 @@ impl SandboxManager {
     }
 
     /// A client for the sandbox's agent, (re)connecting the session if needed.
+    /// Gives a running sandbox its record's hostname: the backend's way,
+    /// or the guest agent's for a VM, which also takes the host's time and
+    /// fresh randomness then (its address stays).
+    pub(crate) async fn rename_running(&self, rec: &SandboxRecord, instance: &Arc<dyn Instance>) -> Result<()> {
+        if !instance.renames_in_guest() {
+            return Ok(instance.set_hostname(&rec.slug)?);
+        }
+        let mut seed = [0u8; 32];
+        getrandom::getrandom(&mut seed).map_err(|e| CoreError::Corrupt(format!("no randomness for the guest: {e}")))?;
+        let seed: String = seed.iter().map(|b| format!("{b:02x}")).collect();
+        let now_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
+        let agent = self.agent(rec).await?;
+        agent
+            .reset_identity(now_ms, &rec.slug, seed, None, None)
+            .await
+            .map_err(|e| CoreError::Backend(crate::backend::BackendError::io("renaming the guest", e)))
+    }
+
     pub(crate) async fn agent(&self, rec: &SandboxRecord) -> Result<AgentClient> {
         let running = self.instance_of(rec).await?;
         let mut slot = running.session.lock().await;

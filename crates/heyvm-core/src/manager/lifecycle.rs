@@ -183,7 +183,10 @@ impl SandboxManager {
     /// Gives a running warm sandbox `rec`'s identity and finishes its boot.
     async fn adopt_warm(self: &Arc<Self>, mut rec: SandboxRecord) -> Result<SandboxRecord> {
         let renamed = match self.running(&rec.id) {
-            Some(r) => r.instance.set_hostname(&rec.slug).and_then(|()| r.instance.set_limits(&rec.limits())).map_err(|e| e.to_string()),
+            Some(r) => match self.rename_running(&rec, &r.instance).await {
+                Ok(()) => r.instance.set_limits(&rec.limits()).map_err(|e| e.to_string()),
+                Err(e) => Err(e.to_string()),
+            },
             None => Err("the warm sandbox is gone".to_string()),
         };
         match renamed {
@@ -332,8 +335,8 @@ impl SandboxManager {
         self.store.update(&rec)?;
         if let Some(r) = self.running(&rec.id).filter(|_| rec.status == SandboxStatus::Running) {
             // The hostname follows the name (otherwise from the next start).
-            if rec.slug != old_slug && r.instance.supports_rename() {
-                r.instance.set_hostname(&rec.slug)?;
+            if rec.slug != old_slug && (r.instance.supports_rename() || r.instance.renames_in_guest()) {
+                self.rename_running(&rec, &r.instance).await?;
             }
             if resized {
                 r.instance.set_limits(&rec.limits())?;

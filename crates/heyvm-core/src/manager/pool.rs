@@ -103,10 +103,20 @@ impl SandboxManager {
         }
     }
 
+    /// The backend warm sandboxes are made on: the one creates without a
+    /// `backend_type` get (`HEYVM_DEFAULT_BACKEND`, else the first), so a
+    /// daemon defaulting to VMs keeps VMs warm.
+    fn pool_backend(&self) -> Arc<dyn Backend> {
+        self.backend_for_request(None).unwrap_or_else(|_| self.backends[0].clone())
+    }
+
     /// Whether a new sandbox can be a warm one renamed.
     pub(super) fn pool_fits(&self, rec: &SandboxRecord) -> bool {
+        let backend = self.pool_backend();
         self.config.pool_size > 0
-            && rec.backend_type == self.backends[0].name()
+            && rec.backend_type == backend.name()
+            // A VM keeps the vCPUs and RAM it booted with.
+            && backend.can_adopt_limits(&blank(ids::new_sandbox_id()).limits(), &rec.limits())
             && self.pool_can_rename()
             && rec.mounts.is_empty()
             && rec.network == NetworkMode::Nat
@@ -150,7 +160,7 @@ impl SandboxManager {
     /// only network a create can adopt it for), on the default backend.
     fn blank(&self, id: String) -> SandboxRecord {
         let mut rec = blank(id);
-        rec.backend_type = self.backends[0].name().to_string();
+        rec.backend_type = self.pool_backend().name().to_string();
         rec
     }
 
@@ -186,7 +196,7 @@ impl SandboxManager {
             self.discard_warm(&rec).await;
             return Err(CoreError::Backend(BackendError::Failed(format!("warm sandbox did not come up: {e}"))));
         }
-        if !self.running(&rec.id).is_some_and(|r| r.instance.supports_rename()) {
+        if !self.running(&rec.id).is_some_and(|r| r.instance.supports_rename() || r.instance.renames_in_guest()) {
             // This backend cannot rename a running sandbox here: no pool.
             self.pool_rename_ok.store(false, Ordering::SeqCst);
             self.discard_warm(&rec).await;
