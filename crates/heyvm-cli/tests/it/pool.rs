@@ -16,9 +16,16 @@ fn warm_dirs(d: &Daemon) -> Vec<String> {
         .unwrap_or_default()
 }
 
+/// Whether the sandbox's host process runs: its owner (bubblewrap) or its QEMU (a VM).
 fn owner_alive(d: &Daemon, id: &str) -> bool {
-    let Ok(owner) = std::fs::read_to_string(d.data.path().join("sandboxes").join(id).join("owner.json")) else { return false };
-    let pid = serde_json::from_str::<Value>(&owner).unwrap()["pid"].as_i64().unwrap();
+    let dir = d.data.path().join("sandboxes").join(id);
+    let pid = match std::fs::read_to_string(dir.join("owner.json")) {
+        Ok(owner) => serde_json::from_str::<Value>(&owner).unwrap()["pid"].as_i64().unwrap(),
+        Err(_) => match std::fs::read_to_string(dir.join("vm/run/qemu.pid")) {
+            Ok(p) => p.trim().parse().unwrap(),
+            Err(_) => return false,
+        },
+    };
     std::path::Path::new(&format!("/proc/{pid}")).exists()
 }
 
