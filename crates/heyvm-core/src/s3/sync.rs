@@ -95,6 +95,18 @@ fn walk(c: &Confined) -> Result<Vec<(String, bool)>> {
     Ok(out)
 }
 
+/// Whether a host file is a VM guest's symlink, device or FIFO: a VM sees
+/// its host mounts through 9p with QEMU's `mapped-xattr` model, which
+/// stores what the guest makes as a regular host file and the guest's file
+/// type and mode in its `user.virtfs.mode` xattr (a little-endian u32).
+fn vm_special(file: &std::fs::File) -> bool {
+    use std::os::fd::AsRawFd;
+    let mut mode = [0u8; 4];
+    // SAFETY: fgetxattr with a valid fd, a NUL-terminated name and a 4-byte buffer.
+    let n = unsafe { libc::fgetxattr(file.as_raw_fd(), c"user.virtfs.mode".as_ptr(), mode.as_mut_ptr().cast(), mode.len()) };
+    n == 4 && u32::from_le_bytes(mode) & libc::S_IFMT != libc::S_IFREG
+}
+
 impl Volume<'_> {
     fn confined(&self) -> Result<Confined> {
         std::fs::create_dir_all(self.dir)?;
@@ -195,6 +207,9 @@ impl Volume<'_> {
             }
             // Symlinks, FIFOs and devices are refused here: only regular files are saved.
             let Ok((file, _)) = c.open_read(Path::new(&rel)) else { continue };
+            if vm_special(&file) {
+                continue;
+            }
             let (size, mtime) = stamp(&file.metadata()?);
             present.insert(rel.clone());
             if manifest.files.get(&rel).is_some_and(|e| e.size == size && e.mtime == mtime) {
@@ -261,4 +276,29 @@ fn hash(mut file: std::fs::File) -> Result<(std::fs::File, String)> {
     }
     file.rewind()?;
     Ok((file, super::sign::hex(&hasher.finalize())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::vm_special;
+
+    fn with_mode(mode: Option<u32>) -> bool {
+        // Not /tmp: a tmpfs before Linux 6.6 has no user xattrs.
+        let f = tempfile::NamedTempFile::new_in("/var/tmp").unwrap();
+        if let Some(m) = mode {
+            let c = std::ffi::CString::new(f.path().as_os_str().as_encoded_bytes()).unwrap();
+            let v = m.to_le_bytes();
+            // SAFETY: setxattr with valid C strings and a 4-byte buffer.
+            assert_eq!(unsafe { libc::setxattr(c.as_ptr(), c"user.virtfs.mode".as_ptr(), v.as_ptr().cast(), 4, 0) }, 0);
+        }
+        vm_special(f.as_file())
+    }
+
+    #[test]
+    fn a_guests_links_and_devices_on_a_9p_share_are_told_apart() {
+        assert!(with_mode(Some(libc::S_IFLNK | 0o777)));
+        assert!(with_mode(Some(libc::S_IFCHR | 0o600)));
+        assert!(!with_mode(Some(libc::S_IFREG | 0o644)));
+        assert!(!with_mode(None), "a host file without the xattr is what it is");
+    }
 }
