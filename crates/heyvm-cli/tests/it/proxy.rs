@@ -75,6 +75,10 @@ class H(BaseHTTPRequestHandler):
             reply = b"echo:" + data
             self.wfile.write(bytes([0x81, len(reply)]) + reply)
             self.wfile.flush()
+# A listen backlog for the test's 16 concurrent connections (the default
+# is 5: on a slow guest, a micro VM's quarter core under TCG, the kernel
+# dropped the excess SYNs and the agent's connect timed out).
+ThreadingHTTPServer.request_queue_size = 128
 ThreadingHTTPServer(("0.0.0.0", int(sys.argv[1])), H).serve_forever()
 "#;
 
