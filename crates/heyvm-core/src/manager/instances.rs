@@ -149,7 +149,6 @@ impl SandboxManager {
         }
     }
 
-    /// A client for the sandbox's agent, (re)connecting the session if needed.
     /// Gives a running sandbox its record's hostname: the backend's way,
     /// or the guest agent's for a VM, which also takes the host's time and
     /// fresh randomness then (its address stays).
@@ -168,6 +167,7 @@ impl SandboxManager {
             .map_err(|e| CoreError::Backend(crate::backend::BackendError::io("renaming the guest", e)))
     }
 
+    /// A client for the sandbox's agent, (re)connecting the session if needed.
     pub(crate) async fn agent(&self, rec: &SandboxRecord) -> Result<AgentClient> {
         let running = self.instance_of(rec).await?;
         let mut slot = running.session.lock().await;

@@ -37,6 +37,10 @@ fn blank(id: String) -> SandboxRecord {
     rec
 }
 
+/// An id for [`blank`] when only a warm sandbox's limits are wanted (they
+/// do not depend on the id; a fresh random one per create was wasted).
+const WARM_PLACEHOLDER_ID: &str = "sb-warm";
+
 /// How far back creates count towards the pool's size.
 pub const DEMAND_WINDOW: Duration = Duration::from_secs(120);
 
@@ -116,7 +120,7 @@ impl SandboxManager {
         self.config.pool_size > 0
             && rec.backend_type == backend.name()
             // A VM keeps the vCPUs and RAM it booted with.
-            && backend.can_adopt_limits(&blank(ids::new_sandbox_id()).limits(), &rec.limits())
+            && backend.can_adopt_limits(&blank(WARM_PLACEHOLDER_ID.into()).limits(), &rec.limits())
             && self.pool_can_rename()
             && rec.mounts.is_empty()
             && rec.network == NetworkMode::Nat
