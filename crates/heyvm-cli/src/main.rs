@@ -7,6 +7,7 @@ mod cmd;
 mod credentials;
 mod daemon;
 mod localtime;
+mod malloc_tuning;
 mod output;
 mod tui;
 
@@ -17,6 +18,7 @@ use clap::Parser;
 use args::{Cli, Command};
 
 fn main() -> ExitCode {
+    malloc_tuning::apply();
     let cli = Cli::parse_from(hoist_trailing_format(std::env::args().collect()));
     let format = cli.format;
     if !cli.api
