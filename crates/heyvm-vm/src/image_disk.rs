@@ -21,7 +21,7 @@ use sha2::{Digest, Sha256};
 use crate::error::{VmError, VmResult};
 
 /// Bumped when the way base disks are made changes (gives new keys).
-const FORMAT: &str = "heyvm-oci-ext4-v1";
+const FORMAT: &str = "heyvm-oci-ext4-v2";
 /// Overlay mount options must fit in one page.
 const MAX_OVERLAY_OPTS: usize = 4000;
 /// The smallest root file system a VM on an image gets (sparse: only the
@@ -85,8 +85,12 @@ fn build(layers: &[PathBuf], out: &Path) -> io::Result<()> {
             return Err(io::Error::other(format!("image has too many layers ({}) for one overlay mount", layers.len())));
         }
         // A private mount namespace: the merged view vanishes with the
-        // process, whatever happens to this daemon.
-        let script = "mount -t overlay heyvm-image -o \"$1\" \"$2\" && exec mkfs.ext4 -q -F -L heyvm-root -d \"$2\" \"$3\"";
+        // process, whatever happens to this daemon. `mkfs.ext4` always
+        // makes a `/lost+found`; an image without one must not gain it (a
+        // VM's root would list a directory the image and a bubblewrap
+        // sandbox on it do not have), so the empty one goes again.
+        let script = "mount -t overlay heyvm-image -o \"$1\" \"$2\" && mkfs.ext4 -q -F -L heyvm-root -d \"$2\" \"$3\" && \
+                      { [ -e \"$2/lost+found\" ] || debugfs -w -R 'rmdir /lost+found' \"$3\"; }";
         let o = Command::new("unshare")
             .args(["--mount", "--propagation", "private", "sh", "-c", script, "sh"])
             .arg(&opts)
@@ -177,5 +181,6 @@ mod tests {
         let list = Command::new("debugfs").args(["-R", "ls -l /"]).arg(&disk).output().unwrap();
         let text = String::from_utf8_lossy(&list.stdout);
         assert!(text.contains("etc") && !text.contains("gone"), "{text}");
+        assert!(!text.contains("lost+found"), "mkfs's lost+found is not in the image: {text}");
     }
 }
