@@ -24,6 +24,9 @@ pub(crate) fn fail(code: FileErrorCode, message: impl Into<String>) -> Failure {
 /// An OS error on `path`, with its stable code and a readable message.
 pub(crate) fn os(path: &Path, e: io::Error) -> Failure {
     let code = e.raw_os_error().map(FileErrorCode::from_errno).unwrap_or(FileErrorCode::Io);
+    if e.raw_os_error() == Some(libc::ENOTDIR) {
+        return fail(code, format!("'{}' or one of its parents is not a directory", path.display()));
+    }
     let text = e.to_string();
     // "No such file or directory (os error 2)" -> "no such file or directory"
     let text = text.split(" (os error").next().unwrap_or(&text).to_lowercase();

@@ -2,24 +2,23 @@
 //! in the sandbox's own filesystem view; writes are in `files_write`.
 //!
 //! The agent runs inside the sandbox, so following a symlink here can only
-//! lead to another sandbox path. What still needs care is what the sandbox
-//! may have planted: a FIFO or a device where a file is read (opened
-//! non-blocking and refused unless regular, so a read never hangs or
-//! streams `/dev/zero` forever), and paths with `..` (refused, so removing
-//! `/a/..` can never mean `/`).
+//! lead to another sandbox path; a request confined `beneath` a directory
+//! (a mount) never leaves it (see `beneath`). What else needs care is what
+//! the sandbox may have planted: a FIFO or a device where a file is read
+//! (opened non-blocking and refused unless regular, so a read never hangs
+//! or streams `/dev/zero` forever), and paths with `..` (refused, so
+//! removing `/a/..` can never mean `/`).
 
-use std::ffi::CString;
-use std::fs::{File, Metadata};
+use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom};
-use std::os::fd::FromRawFd;
-use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::MetadataExt;
+use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
 use std::path::{Component, Path, PathBuf};
 
 use heyvm_protocol::files::{FileErrorCode, FileKind, FilePath, FileRead, FileRemove, FileStat, LIST_BATCH};
 use heyvm_protocol::{encode, write_json, Event, FrameKind};
 
+use crate::beneath::{is_type, lstat_at, remove_tree, Dir, Target};
 use crate::file_error::{fail, os, send_failure, FResult};
 use crate::user;
 
@@ -57,27 +56,28 @@ pub(crate) fn check_path(path: &str) -> FResult<PathBuf> {
     Ok(out)
 }
 
-pub(crate) fn file_stat(path: &Path, meta: &Metadata) -> FileStat {
-    let ft = meta.file_type();
-    let kind = if ft.is_symlink() {
-        FileKind::Symlink
-    } else if ft.is_dir() {
-        FileKind::Dir
-    } else if ft.is_file() {
-        FileKind::File
-    } else {
-        FileKind::Other
+/// What `st` says about the file called `name`.
+pub(crate) fn file_stat(name: String, st: &libc::stat) -> FileStat {
+    let kind = match st.st_mode & libc::S_IFMT {
+        libc::S_IFLNK => FileKind::Symlink,
+        libc::S_IFDIR => FileKind::Dir,
+        libc::S_IFREG => FileKind::File,
+        _ => FileKind::Other,
     };
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "/".into());
-    FileStat { name, kind, size: meta.len(), mode: meta.mode() & 0o7777, mtime: meta.mtime(), uid: meta.uid(), gid: meta.gid() }
+    FileStat { name, kind, size: st.st_size as u64, mode: st.st_mode & 0o7777, mtime: st.st_mtime, uid: st.st_uid, gid: st.st_gid }
+}
+
+fn name_of(p: &Path) -> String {
+    p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "/".into())
 }
 
 pub fn stat(mut conn: UnixStream, r: FilePath) -> io::Result<()> {
     let res = (|| {
         user::act_as(r.user.as_deref())?;
-        let p = check_path(&r.path)?;
-        let meta = std::fs::metadata(&p).map_err(|e| os(&p, e))?;
-        Ok(Event::FileInfo(file_stat(&p, &meta)))
+        let t = Target::new(&r.path, r.beneath.as_deref())?;
+        let fd = t.open(libc::O_PATH)?;
+        let st = lstat_at(fd.as_raw_fd(), c"").map_err(|e| os(&t.display, e))?;
+        Ok(Event::FileInfo(file_stat(name_of(&t.abs), &st)))
     })();
     answer(&mut conn, res)
 }
@@ -85,23 +85,25 @@ pub fn stat(mut conn: UnixStream, r: FilePath) -> io::Result<()> {
 pub fn list(mut conn: UnixStream, r: FilePath) -> io::Result<()> {
     let dir = (|| {
         user::act_as(r.user.as_deref())?;
-        let p = check_path(&r.path)?;
-        let dir = std::fs::read_dir(&p).map_err(|e| os(&p, e))?;
-        Ok((p, dir))
+        let t = Target::new(&r.path, r.beneath.as_deref())?;
+        let fd = t.open(libc::O_RDONLY | libc::O_DIRECTORY)?;
+        let dir = Dir::new(fd).map_err(|e| os(&t.display, e))?;
+        Ok((t.display, dir))
     })();
     let (p, dir) = match dir {
         Ok(d) => d,
         Err(f) => return send_failure(&mut conn, f),
     };
+    let dfd = dir.fd();
     let mut batch = Vec::with_capacity(LIST_BATCH);
-    for entry in dir {
-        let entry = match entry {
-            Ok(e) => e,
+    for name in dir {
+        let name = match name {
+            Ok(n) => n,
             Err(e) => return send_failure(&mut conn, os(&p, e)),
         };
         // An entry removed since the directory was read is skipped.
-        let Ok(meta) = entry.path().symlink_metadata() else { continue };
-        batch.push(file_stat(&entry.path(), &meta));
+        let Ok(st) = lstat_at(dfd, &name) else { continue };
+        batch.push(file_stat(name.to_string_lossy().into_owned(), &st));
         if batch.len() == LIST_BATCH {
             write_json(&mut conn, &Event::FileEntries { entries: std::mem::take(&mut batch) })?;
         }
@@ -114,41 +116,38 @@ pub fn list(mut conn: UnixStream, r: FilePath) -> io::Result<()> {
 
 /// Opens a regular file for reading without ever blocking in open(2): a
 /// FIFO opens at once with `O_NONBLOCK` and is then refused by its type.
-fn open_regular(p: &Path) -> FResult<(File, Metadata)> {
-    let c = CString::new(p.as_os_str().as_bytes()).map_err(|_| fail(FileErrorCode::InvalidPath, "path contains a NUL byte"))?;
-    // SAFETY: a valid NUL-terminated path; the descriptor is checked, then owned.
-    let fd = unsafe { libc::open(c.as_ptr(), libc::O_RDONLY | libc::O_NONBLOCK | libc::O_NOCTTY | libc::O_CLOEXEC) };
-    if fd < 0 {
-        let e = io::Error::last_os_error();
-        if e.raw_os_error() == Some(libc::ENXIO) {
+fn open_regular(t: &Target) -> FResult<(File, libc::stat)> {
+    let p = &t.display;
+    let fd = match t.open(libc::O_RDONLY | libc::O_NONBLOCK | libc::O_NOCTTY) {
+        Ok(fd) => fd,
+        Err(f) if f.code == FileErrorCode::NotRegularFile => {
             return Err(fail(FileErrorCode::NotRegularFile, format!("'{}' is a socket, not a regular file", p.display())));
         }
-        return Err(os(p, e));
-    }
-    // SAFETY: a fresh descriptor we own.
-    let file = unsafe { File::from_raw_fd(fd) };
-    let meta = file.metadata().map_err(|e| os(p, e))?;
-    if meta.is_dir() {
+        Err(f) => return Err(f),
+    };
+    let st = lstat_at(fd.as_raw_fd(), c"").map_err(|e| os(p, e))?;
+    if is_type(&st, libc::S_IFDIR) {
         return Err(fail(FileErrorCode::IsDirectory, format!("'{}' is a directory; list it instead", p.display())));
     }
-    if !meta.is_file() {
+    if !is_type(&st, libc::S_IFREG) {
         return Err(fail(FileErrorCode::NotRegularFile, format!("'{}' is not a regular file", p.display())));
     }
-    Ok((file, meta))
+    Ok((File::from(fd), st))
 }
 
 pub fn read(mut conn: UnixStream, r: FileRead) -> io::Result<()> {
     let opened = (|| {
         user::act_as(r.user.as_deref())?;
-        let p = check_path(&r.path)?;
-        let (file, meta) = open_regular(&p)?;
-        Ok((p, file, meta))
+        let t = Target::new(&r.path, r.beneath.as_deref())?;
+        let (file, st) = open_regular(&t)?;
+        Ok((t, file, st))
     })();
-    let (p, mut file, meta) = match opened {
+    let (t, mut file, st) = match opened {
         Ok(o) => o,
         Err(f) => return send_failure(&mut conn, f),
     };
-    write_json(&mut conn, &Event::FileInfo(file_stat(&p, &meta)))?;
+    let p = t.display;
+    write_json(&mut conn, &Event::FileInfo(file_stat(name_of(&t.abs), &st)))?;
     if r.offset > 0 {
         if let Err(e) = file.seek(SeekFrom::Start(r.offset)) {
             return send_failure(&mut conn, os(&p, e));
@@ -175,24 +174,30 @@ pub fn read(mut conn: UnixStream, r: FileRead) -> io::Result<()> {
 pub fn remove(mut conn: UnixStream, r: FileRemove) -> io::Result<()> {
     let res = (|| {
         user::act_as(r.user.as_deref())?;
-        let p = check_path(&r.path)?;
-        if p == Path::new("/") {
-            return Err(fail(FileErrorCode::InvalidPath, "refusing to remove '/'"));
-        }
-        let meta = p.symlink_metadata().map_err(|e| os(&p, e))?;
-        if !meta.is_dir() {
+        let t = Target::new(&r.path, r.beneath.as_deref())?;
+        let p = &t.display;
+        let Some((dir, name)) = t.parent(false)? else {
+            return Err(fail(FileErrorCode::InvalidPath, format!("refusing to remove '{}'", p.display())));
+        };
+        let st = lstat_at(dir.as_raw_fd(), &name).map_err(|e| os(p, e))?;
+        if !is_type(&st, libc::S_IFDIR) {
             // A symlink is removed itself, never its target.
-            std::fs::remove_file(&p).map_err(|e| os(&p, e))?;
+            // SAFETY: valid descriptor and name.
+            if unsafe { libc::unlinkat(dir.as_raw_fd(), name.as_ptr(), 0) } != 0 {
+                return Err(os(p, io::Error::last_os_error()));
+            }
         } else if r.recursive {
-            // std's remove_dir_all never follows symlinks inside the tree.
-            std::fs::remove_dir_all(&p).map_err(|e| os(&p, e))?;
-        } else {
-            std::fs::remove_dir(&p).map_err(|e| match e.raw_os_error() {
+            // Never follows a symlink inside the tree.
+            remove_tree(dir.as_raw_fd(), &name).map_err(|e| os(p, e))?;
+        // SAFETY: valid descriptor and name.
+        } else if unsafe { libc::unlinkat(dir.as_raw_fd(), name.as_ptr(), libc::AT_REMOVEDIR) } != 0 {
+            let e = io::Error::last_os_error();
+            return Err(match e.raw_os_error() {
                 Some(libc::ENOTEMPTY) | Some(libc::EEXIST) => {
                     fail(FileErrorCode::NotEmpty, format!("directory '{}' is not empty (remove it recursively)", p.display()))
                 }
-                _ => os(&p, e),
-            })?;
+                _ => os(p, e),
+            });
         }
         Ok(Event::Done)
     })();

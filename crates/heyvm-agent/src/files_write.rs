@@ -7,17 +7,14 @@ use std::ffi::CString;
 use std::fs::File;
 use std::io::{self, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::DirBuilderExt;
 use std::os::unix::net::UnixStream;
-use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use heyvm_protocol::files::{FileErrorCode, FileWrite};
 use heyvm_protocol::{read_frame, write_json, Event, Frame};
 
+use crate::beneath::{is_type, lstat_at, Target};
 use crate::file_error::{fail, os, send_failure, FResult};
-use crate::files::check_path;
 use crate::user;
 
 /// Makes temporary names unique within the agent.
@@ -26,8 +23,8 @@ static COUNTER: AtomicU64 = AtomicU64::new(0);
 pub fn write(mut conn: UnixStream, w: FileWrite) -> io::Result<()> {
     let target = (|| {
         user::act_as(w.user.as_deref())?;
-        let p = check_path(&w.path)?;
-        Pending::create(&p, w.mode, w.parents)
+        let t = Target::new(&w.path, w.beneath.as_deref())?;
+        Pending::create(&t, w.mode, w.parents)
     })();
     let mut pending = match target {
         Ok(t) => t,
@@ -73,37 +70,22 @@ fn cstring(p: &[u8]) -> FResult<CString> {
 }
 
 impl Pending {
-    fn create(p: &Path, mode: Option<u32>, parents: bool) -> FResult<Pending> {
-        let (Some(parent), Some(name)) = (p.parent(), p.file_name()) else {
-            return Err(fail(FileErrorCode::InvalidPath, "'/' is a directory, not a file path"));
+    fn create(t: &Target, mode: Option<u32>, parents: bool) -> FResult<Pending> {
+        let p = &t.display;
+        let Some((dir, name)) = t.parent(parents)? else {
+            return Err(fail(FileErrorCode::InvalidPath, format!("'{}' is a directory, not a file path", p.display())));
         };
-        if parents {
-            std::fs::DirBuilder::new().recursive(true).mode(0o755).create(parent).map_err(|e| os(parent, e))?;
-        }
-        let cparent = cstring(parent.as_os_str().as_bytes())?;
-        // SAFETY: a valid path; the descriptor is checked, then owned.
-        let dfd = unsafe { libc::open(cparent.as_ptr(), libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC) };
-        if dfd < 0 {
-            let e = io::Error::last_os_error();
-            if e.raw_os_error() == Some(libc::ENOENT) {
-                let msg = format!("the directory '{}' does not exist (ask for parent directories to create it)", parent.display());
-                return Err(fail(FileErrorCode::NotFound, msg));
-            }
-            return Err(os(parent, e));
-        }
-        // SAFETY: a fresh descriptor we own.
-        let dir = unsafe { OwnedFd::from_raw_fd(dfd) };
-        let name = cstring(name.as_bytes())?;
-        // SAFETY: zeroed stat is a valid out-buffer.
-        let mut st: libc::stat = unsafe { std::mem::zeroed() };
-        // SAFETY: valid dirfd, name and buffer; never follows a final symlink.
-        let exists = unsafe { libc::fstatat(dir.as_raw_fd(), name.as_ptr(), &mut st, libc::AT_SYMLINK_NOFOLLOW) } == 0;
-        let existing_file = exists && (st.st_mode & libc::S_IFMT) == libc::S_IFREG;
-        if exists && (st.st_mode & libc::S_IFMT) == libc::S_IFDIR {
+        let st = match lstat_at(dir.as_raw_fd(), &name) {
+            Ok(st) => Some(st),
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => None,
+            Err(e) => return Err(os(p, e)),
+        };
+        if st.is_some_and(|st| is_type(&st, libc::S_IFDIR)) {
             return Err(fail(FileErrorCode::IsDirectory, format!("'{}' is a directory", p.display())));
         }
-        let mode = mode.map(|m| m & 0o7777).unwrap_or(if existing_file { st.st_mode & 0o7777 } else { 0o644 });
-        let owner = existing_file.then_some((st.st_uid, st.st_gid));
+        let existing = st.filter(|st| is_type(st, libc::S_IFREG));
+        let mode = mode.map(|m| m & 0o7777).unwrap_or(existing.map_or(0o644, |st| st.st_mode & 0o7777));
+        let owner = existing.map(|st| (st.st_uid, st.st_gid));
         let n = COUNTER.fetch_add(1, Ordering::Relaxed);
         let tmp = cstring(format!(".heyvm-write-{}-{n}", std::process::id()).as_bytes())?;
         // O_EXCL|O_NOFOLLOW: a name the sandbox planted (a symlink, a FIFO)
@@ -116,7 +98,7 @@ impl Pending {
         }
         // SAFETY: a fresh descriptor we own.
         let file = unsafe { File::from_raw_fd(fd) };
-        Ok(Pending { dir, tmp, name, file, mode, owner, size: 0, display: p.to_path_buf(), done: false })
+        Ok(Pending { dir, tmp, name, file, mode, owner, size: 0, display: p.clone(), done: false })
     }
 
     fn commit(mut self) -> FResult<u64> {

@@ -10,6 +10,7 @@
 //! small static binary that runs in any root filesystem; it has no async
 //! runtime, and a thread per stream keeps concurrent execs independent.
 
+mod beneath;
 mod connect;
 mod exec;
 mod file_error;

@@ -4,6 +4,13 @@
 //!
 //! Paths are absolute sandbox paths; the agent refuses `..` components
 //! rather than guess what the caller meant. Every request may name a
+//! directory to stay `beneath` (feature [`FEATURE_FILES_BENEATH`]): the
+//! path must lie under it, and the agent resolves the rest relative to it
+//! the way `openat2(RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS)` does, so a
+//! symlink the sandbox planted (`/workspace/etc -> /etc`), an absolute
+//! symlink or a magic link fails with `invalid_path` instead of leading
+//! out of it. The host sends it for requests scoped to a mount; without
+//! it (files anywhere in the sandbox) symlinks are followed. Every request may name a
 //! `user` (a name from the sandbox's `/etc/passwd` or a numeric uid): the
 //! agent then acts with that user's file permissions; without one it acts
 //! as the sandbox's root.
@@ -26,6 +33,10 @@ use serde::{Deserialize, Serialize};
 
 /// The feature an agent announces in its hello when it serves these.
 pub const FEATURE_FILES: &str = "files";
+/// The agent honours `beneath` on file requests. An older agent ignores
+/// the field (and would follow symlinks out of it), so the host must not
+/// send a confined request to an agent without this feature.
+pub const FEATURE_FILES_BENEATH: &str = "files_beneath";
 
 /// Entries per [`crate::Event::FileEntries`] frame: small enough that a
 /// frame of 255-byte names stays far below [`crate::MAX_FRAME`].
@@ -36,6 +47,9 @@ pub struct FilePath {
     pub path: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user: Option<String>,
+    /// Stay beneath this absolute directory (see the module docs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub beneath: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -48,6 +62,9 @@ pub struct FileRead {
     pub limit: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user: Option<String>,
+    /// Stay beneath this absolute directory (see the module docs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub beneath: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -61,6 +78,9 @@ pub struct FileWrite {
     pub parents: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user: Option<String>,
+    /// Stay beneath this absolute directory (see the module docs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub beneath: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -71,6 +91,9 @@ pub struct FileRemove {
     pub recursive: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user: Option<String>,
+    /// Stay beneath this absolute directory (see the module docs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub beneath: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -160,17 +183,30 @@ mod tests {
     /// The JSON shape is the protocol: a change here breaks deployed agents.
     #[test]
     fn schema_snapshot() {
-        let read = Request::FileRead(FileRead { path: "/etc/hosts".into(), offset: 0, limit: Some(10), user: None });
+        let read = Request::FileRead(FileRead { path: "/etc/hosts".into(), offset: 0, limit: Some(10), user: None, beneath: None });
         assert_eq!(serde_json::to_string(&read).unwrap(), r#"{"type":"file_read","path":"/etc/hosts","offset":0,"limit":10}"#);
-        let write = Request::FileWrite(FileWrite { path: "/tmp/x".into(), mode: Some(0o755), parents: true, user: Some("app".into()) });
+        let write = Request::FileWrite(FileWrite {
+            path: "/tmp/x".into(),
+            mode: Some(0o755),
+            parents: true,
+            user: Some("app".into()),
+            beneath: None,
+        });
         assert_eq!(
             serde_json::to_string(&write).unwrap(),
             r#"{"type":"file_write","path":"/tmp/x","mode":493,"parents":true,"user":"app"}"#
         );
-        let list = Request::FileList(FilePath { path: "/".into(), user: None });
+        let list = Request::FileList(FilePath { path: "/".into(), user: None, beneath: None });
         assert_eq!(serde_json::to_string(&list).unwrap(), r#"{"type":"file_list","path":"/"}"#);
-        let rm = Request::FileRemove(FileRemove { path: "/tmp/d".into(), recursive: true, user: None });
+        let rm = Request::FileRemove(FileRemove { path: "/tmp/d".into(), recursive: true, user: None, beneath: None });
         assert_eq!(serde_json::to_string(&rm).unwrap(), r#"{"type":"file_remove","path":"/tmp/d","recursive":true}"#);
+        // Confined to a mount: the field appears only when set, so an
+        // unconfined request is byte-identical to what older hosts sent.
+        let scoped = Request::FileStat(FilePath { path: "/workspace/a".into(), user: None, beneath: Some("/workspace".into()) });
+        assert_eq!(serde_json::to_string(&scoped).unwrap(), r#"{"type":"file_stat","path":"/workspace/a","beneath":"/workspace"}"#);
+        let old: Request = serde_json::from_str(r#"{"type":"file_read","path":"/x"}"#).unwrap();
+        assert_eq!(old, Request::FileRead(FileRead { path: "/x".into(), offset: 0, limit: None, user: None, beneath: None }));
+        assert!(crate::FEATURES.contains(&FEATURE_FILES_BENEATH));
         let stat = FileStat { name: "x".into(), kind: FileKind::File, size: 3, mode: 0o644, mtime: 5, uid: 0, gid: 0 };
         assert_eq!(
             serde_json::to_string(&Event::FileInfo(stat)).unwrap(),

@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 /// Compatible additions are announced as features in the hello instead.
 pub const PROTOCOL_VERSION: u32 = 2;
 /// What this agent announces in its hello (see `mux::Hello::features`).
-pub const FEATURES: &[&str] = &[files::FEATURE_FILES, FEATURE_GROW_FS, FEATURE_FS_USAGE];
+pub const FEATURES: &[&str] = &[files::FEATURE_FILES, files::FEATURE_FILES_BENEATH, FEATURE_GROW_FS, FEATURE_FS_USAGE];
 /// The agent grows a mounted ext4 file system online ([`Request::GrowFs`]).
 pub const FEATURE_GROW_FS: &str = "grow_fs";
 /// The agent measures a mounted file system ([`Request::FsUsage`]).

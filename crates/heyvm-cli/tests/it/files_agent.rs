@@ -42,11 +42,34 @@ fn round_trip(d: &Daemon, id: &str) {
     assert_eq!(d.sh(id, "test -e /workspace/deep && echo left || echo gone")["stdout"], "gone\n");
 }
 
+/// Symlinks planted in the mount: a request scoped to it (`mount_path`)
+/// never follows one out (the agent resolves beneath the mount; on
+/// bubblewrap without openat2, which its seccomp profile refuses, by
+/// hand), while links that stay inside still work.
+fn planted_links(d: &Daemon, id: &str) {
+    let plant = "cd /workspace && mkdir -p in/d && echo inside > in/d/f && ln -sfn /etc etc && ln -sfn ../../.. up && ln -sfn in/d ok";
+    assert_eq!(d.sh(id, plant)["exit_code"], 0);
+    let err = |r: (u16, Value)| (r.0, r.1["error"].as_str().unwrap_or_default().to_string());
+    let bad = (400, "invalid_path".to_string());
+    for path in ["etc/passwd", "up/etc/passwd"] {
+        let (s, body) = d.get_bytes(&format!("/sandboxes/{id}/files/{path}?mount_path=/workspace"));
+        assert_eq!(s, 400, "download {path}: {}", String::from_utf8_lossy(&body));
+        assert_eq!(err(d.upload_json(id, "/workspace", &format!("{path}.new"), b"x")), bad, "upload {path}");
+        assert_eq!(err(d.delete(&format!("/sandboxes/{id}/files/{path}?mount_path=/workspace"))), bad, "delete {path}");
+    }
+    assert_eq!(err(d.get(&format!("/sandboxes/{id}/files?mount_path=/workspace&path=etc"))), bad, "list etc");
+    assert_eq!(d.sh(id, "test -e /etc/passwd.new && echo written || echo no")["stdout"], "no\n");
+    let (s, body) = d.get_bytes(&format!("/sandboxes/{id}/files/ok/f"));
+    assert_eq!((s, body.as_slice()), (200, b"inside\n".as_slice()));
+    assert_eq!(d.sh(id, "rm -rf /workspace/in /workspace/etc /workspace/up /workspace/ok")["exit_code"], 0);
+}
+
 #[test]
 fn bubblewrap_files_through_the_agent_match_the_host_route_and_resist_planted_files() {
     let Some(d) = Daemon::start_with(&[("HEYVM_FILES_VIA_AGENT", "1")]) else { return };
     let id = d.create(json!({"name": "fa", "size_class": "micro"}))["id"].as_str().unwrap().to_string();
     round_trip(&d, &id);
+    planted_links(&d, &id);
 
     // A FIFO nobody writes: refused at once, the daemon stays responsive.
     d.sh(&id, "mkfifo /workspace/p");
@@ -96,6 +119,7 @@ fn vm_files_go_through_the_agent() {
     let sb = d.create(json!({"name": "vmfiles", "backend_type": "kvm", "size_class": "micro"}));
     let id = sb["id"].as_str().unwrap().to_string();
     round_trip(&d, &id);
+    planted_links(&d, &id);
     // Only the guest can see its disks: a stopped VM's files answer 409.
     let (s, _) = d.post(&format!("/sandboxes/{id}/stop"), &json!({}));
     assert_eq!(s, 200);

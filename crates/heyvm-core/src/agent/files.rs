@@ -8,7 +8,7 @@
 
 use std::time::Duration;
 
-use heyvm_protocol::files::{FileErrorCode, FilePath, FileRead, FileRemove, FileStat, FileWrite, FEATURE_FILES};
+use heyvm_protocol::files::{FileErrorCode, FilePath, FileRead, FileRemove, FileStat, FileWrite, FEATURE_FILES, FEATURE_FILES_BENEATH};
 use heyvm_protocol::{encode, encode_json, Event, Frame, FrameKind, Request};
 use tokio::io::{AsyncWriteExt, BufReader, ReadHalf, WriteHalf};
 
@@ -55,14 +55,24 @@ impl AgentClient {
 
     async fn file_request(&self, req: &Request) -> Result<(Reader, WriteHalf<MuxStream>)> {
         self.require_files()?;
+        // An older agent would ignore `beneath` and follow symlinks out of
+        // the mount: never send it a confined request.
+        if confined(req) && !self.session().supports(FEATURE_FILES_BENEATH) {
+            return Err(CoreError::AgentOutdated(
+                "this sandbox runs an older agent that cannot keep file access inside a mount; restart the sandbox to update it".into(),
+            ));
+        }
         let mut stream = self.session().open().map_err(unreachable)?;
         stream.write_all(&encode_json(req)).await.map_err(unreachable)?;
         let (r, w) = tokio::io::split(stream);
         Ok((BufReader::with_capacity(64 * 1024, r), w))
     }
 
-    pub async fn file_stat(&self, path: &str, user: Option<&str>) -> Result<FileStat> {
-        let (mut r, _w) = self.file_request(&Request::FileStat(FilePath { path: path.into(), user: user.map(Into::into) })).await?;
+    /// Metadata of `path` (symlinks followed; with `beneath`, never out of
+    /// that directory: see `heyvm_protocol::files`).
+    pub async fn file_stat(&self, path: &str, beneath: Option<&str>, user: Option<&str>) -> Result<FileStat> {
+        let req = Request::FileStat(FilePath { path: path.into(), user: user.map(Into::into), beneath: beneath.map(Into::into) });
+        let (mut r, _w) = self.file_request(&req).await?;
         match next_event(&mut r, path).await? {
             Event::FileInfo(stat) => Ok(stat),
             other => Err(unexpected(&other)),
@@ -70,8 +80,9 @@ impl AgentClient {
     }
 
     /// The directory's entries (lstat of each), unsorted.
-    pub async fn file_list(&self, path: &str, user: Option<&str>) -> Result<Vec<FileStat>> {
-        let (mut r, _w) = self.file_request(&Request::FileList(FilePath { path: path.into(), user: user.map(Into::into) })).await?;
+    pub async fn file_list(&self, path: &str, beneath: Option<&str>, user: Option<&str>) -> Result<Vec<FileStat>> {
+        let req = Request::FileList(FilePath { path: path.into(), user: user.map(Into::into), beneath: beneath.map(Into::into) });
+        let (mut r, _w) = self.file_request(&req).await?;
         let mut out = Vec::new();
         loop {
             match next_event(&mut r, path).await? {
@@ -112,8 +123,9 @@ impl AgentClient {
         }
     }
 
-    pub async fn file_remove(&self, path: &str, recursive: bool, user: Option<&str>) -> Result<()> {
-        let req = Request::FileRemove(FileRemove { path: path.into(), recursive, user: user.map(Into::into) });
+    pub async fn file_remove(&self, path: &str, beneath: Option<&str>, recursive: bool, user: Option<&str>) -> Result<()> {
+        let req =
+            Request::FileRemove(FileRemove { path: path.into(), recursive, user: user.map(Into::into), beneath: beneath.map(Into::into) });
         let (mut r, _w) = self.file_request(&req).await?;
         match next_event(&mut r, path).await? {
             Event::Done => Ok(()),
@@ -187,6 +199,17 @@ impl AgentFileWriter {
             }
             other => Err(unexpected(&other)),
         }
+    }
+}
+
+/// Whether a file request is confined `beneath` a directory.
+fn confined(req: &Request) -> bool {
+    match req {
+        Request::FileStat(r) | Request::FileList(r) => r.beneath.is_some(),
+        Request::FileRead(r) => r.beneath.is_some(),
+        Request::FileWrite(r) => r.beneath.is_some(),
+        Request::FileRemove(r) => r.beneath.is_some(),
+        _ => false,
     }
 }
 

@@ -25,7 +25,7 @@ fn p(dir: &Path, rel: &str) -> String {
 }
 
 fn write_req(path: String, parents: bool) -> FileWrite {
-    FileWrite { path, mode: None, parents, user: None }
+    FileWrite { path, mode: None, parents, user: None, beneath: None }
 }
 
 async fn write(c: &AgentClient, path: String, data: &[u8]) -> crate::Result<u64> {
@@ -35,7 +35,7 @@ async fn write(c: &AgentClient, path: String, data: &[u8]) -> crate::Result<u64>
 }
 
 async fn read_all(c: &AgentClient, path: String, limit: Option<u64>) -> crate::Result<Vec<u8>> {
-    let mut r = c.file_read(FileRead { path, offset: 0, limit, user: None }).await?;
+    let mut r = c.file_read(FileRead { path, offset: 0, limit, user: None, beneath: None }).await?;
     let mut out = Vec::new();
     while let Some(chunk) = r.next_chunk().await? {
         out.extend(chunk);
@@ -53,18 +53,21 @@ async fn write_read_list_stat_remove_through_the_agent() {
     assert_eq!(write(&c, p(d, "a/b/big.bin"), &data).await.unwrap(), 3_000_000);
     assert_eq!(read_all(&c, p(d, "a/b/big.bin"), None).await.unwrap(), data);
     assert_eq!(read_all(&c, p(d, "a/b/big.bin"), Some(10)).await.unwrap(), &data[..10]);
-    let mut r = c.file_read(FileRead { path: p(d, "a/b/big.bin"), offset: 2_999_995, limit: None, user: None }).await.unwrap();
+    let mut r =
+        c.file_read(FileRead { path: p(d, "a/b/big.bin"), offset: 2_999_995, limit: None, user: None, beneath: None }).await.unwrap();
     assert_eq!((r.stat.size, r.next_chunk().await.unwrap().unwrap()), (3_000_000, data[2_999_995..].to_vec()));
 
     // Mode: given, kept on replace, else 0644.
-    let mut w = c.file_write(FileWrite { path: p(d, "run.sh"), mode: Some(0o750), parents: false, user: None }).await.unwrap();
+    let mut w =
+        c.file_write(FileWrite { path: p(d, "run.sh"), mode: Some(0o750), parents: false, user: None, beneath: None }).await.unwrap();
     w.send(b"#!/bin/sh\n").await.unwrap();
     w.finish().await.unwrap();
     write(&c, p(d, "run.sh"), b"#!/bin/sh\necho 2\n").await.unwrap();
     assert_eq!(std::fs::metadata(d.join("run.sh")).unwrap().permissions().mode() & 0o7777, 0o750);
-    assert_eq!(c.file_stat(&p(d, "a/b/big.bin"), None).await.unwrap().mode, 0o644);
+    assert_eq!(c.file_stat(&p(d, "a/b/big.bin"), None, None).await.unwrap().mode, 0o644);
 
-    let mut names: Vec<(String, FileKind)> = c.file_list(&p(d, ""), None).await.unwrap().into_iter().map(|e| (e.name, e.kind)).collect();
+    let mut names: Vec<(String, FileKind)> =
+        c.file_list(&p(d, ""), None, None).await.unwrap().into_iter().map(|e| (e.name, e.kind)).collect();
     names.sort_by(|a, b| a.0.cmp(&b.0));
     assert_eq!(names, vec![("a".to_string(), FileKind::Dir), ("run.sh".to_string(), FileKind::File)], "no temporary files left");
 
@@ -72,16 +75,16 @@ async fn write_read_list_stat_remove_through_the_agent() {
     let code = |e: crate::CoreError| (e.code(), e.status());
     assert_eq!(code(read_all(&c, p(d, "nope"), None).await.unwrap_err()), ("file_not_found", 404));
     assert_eq!(code(read_all(&c, p(d, "a"), None).await.unwrap_err()), ("invalid_path", 400));
-    assert_eq!(code(c.file_list(&p(d, "run.sh"), None).await.unwrap_err()), ("invalid_path", 400));
-    assert_eq!(code(c.file_stat("relative/x", None).await.unwrap_err()), ("invalid_path", 400));
-    assert_eq!(code(c.file_stat(&format!("{}/a/../run.sh", d.display()), None).await.unwrap_err()), ("invalid_path", 400));
+    assert_eq!(code(c.file_list(&p(d, "run.sh"), None, None).await.unwrap_err()), ("invalid_path", 400));
+    assert_eq!(code(c.file_stat("relative/x", None, None).await.unwrap_err()), ("invalid_path", 400));
+    assert_eq!(code(c.file_stat(&format!("{}/a/../run.sh", d.display()), None, None).await.unwrap_err()), ("invalid_path", 400));
     assert_eq!(code(c.file_write(write_req(p(d, "missing/x"), false)).await.err().unwrap()), ("file_not_found", 404));
     assert_eq!(code(c.file_write(write_req(p(d, "a"), true)).await.err().unwrap()), ("invalid_path", 400));
-    assert_eq!(code(c.file_remove("/", true, None).await.unwrap_err()), ("invalid_path", 400));
-    assert_eq!(code(c.file_remove(&p(d, "a"), false, None).await.unwrap_err()), ("conflict", 409));
-    assert_eq!(code(c.file_stat("/x", Some("no-such-user-heyvm")).await.unwrap_err()), ("invalid_request", 400));
-    c.file_remove(&p(d, "a"), true, None).await.unwrap();
-    c.file_remove(&p(d, "run.sh"), false, None).await.unwrap();
+    assert_eq!(code(c.file_remove("/", None, true, None).await.unwrap_err()), ("invalid_path", 400));
+    assert_eq!(code(c.file_remove(&p(d, "a"), None, false, None).await.unwrap_err()), ("conflict", 409));
+    assert_eq!(code(c.file_stat("/x", None, Some("no-such-user-heyvm")).await.unwrap_err()), ("invalid_request", 400));
+    c.file_remove(&p(d, "a"), None, true, None).await.unwrap();
+    c.file_remove(&p(d, "run.sh"), None, false, None).await.unwrap();
     assert_eq!(std::fs::read_dir(d).unwrap().count(), 0);
 }
 
@@ -109,7 +112,7 @@ async fn hostile_files_cannot_hang_redirect_or_flood_the_host() {
     std::fs::create_dir(d.join("keep")).unwrap();
     std::fs::write(d.join("keep/f"), "k").unwrap();
     std::os::unix::fs::symlink(d.join("keep"), d.join("dirlink")).unwrap();
-    c.file_remove(&p(d, "dirlink"), true, None).await.unwrap();
+    c.file_remove(&p(d, "dirlink"), None, true, None).await.unwrap();
     assert!(d.join("keep/f").exists());
     // An abandoned write leaves neither the file nor its temporary.
     let mut w = c.file_write(write_req(p(d, "partial"), false)).await.unwrap();
@@ -138,10 +141,96 @@ async fn hostile_files_cannot_hang_redirect_or_flood_the_host() {
     if unsafe { libc::geteuid() } == 0 {
         std::fs::write(d.join("private"), "p").unwrap();
         std::fs::set_permissions(d.join("private"), std::fs::Permissions::from_mode(0o600)).unwrap();
-        let e = c.file_read(FileRead { path: p(d, "private"), offset: 0, limit: None, user: Some("65534".into()) }).await.err().unwrap();
+        let e = c
+            .file_read(FileRead { path: p(d, "private"), offset: 0, limit: None, user: Some("65534".into()), beneath: None })
+            .await
+            .err()
+            .unwrap();
         assert_eq!((e.code(), e.status()), ("permission_denied", 403));
         assert_eq!(read_all(&c, p(d, "private"), None).await.unwrap(), b"p", "other threads keep root's identity");
     }
+}
+
+/// The symlink attack of the file routes with a `mount_path` scope (the
+/// bug fixed by `beneath`): links planted in the mount that lead out of it,
+/// absolutely or by `..`, are refused by every request confined beneath
+/// it; the same path unconfined (files anywhere) still follows them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn confined_requests_never_follow_a_symlink_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (mnt, outside) = (d.join("mnt"), d.join("outside"));
+    std::fs::create_dir_all(mnt.join("sub")).unwrap();
+    std::fs::create_dir(&outside).unwrap();
+    std::fs::write(outside.join("secret"), "s").unwrap();
+    std::fs::write(mnt.join("sub/f"), "inside").unwrap();
+    std::os::unix::fs::symlink(&outside, mnt.join("etc")).unwrap();
+    std::os::unix::fs::symlink("../outside", mnt.join("up")).unwrap();
+    std::os::unix::fs::symlink(outside.join("secret"), mnt.join("leak")).unwrap();
+    std::os::unix::fs::symlink("sub", mnt.join("ok")).unwrap();
+    let c = client().await;
+    let b = mnt.display().to_string();
+    let under = |rel: &str| p(&mnt, rel);
+    let bad = |e: crate::CoreError, what: &str| {
+        assert_eq!((e.code(), e.status()), ("invalid_path", 400), "{what}: {e}");
+    };
+    let confined_read = |path: String| {
+        let c = &c;
+        let b = b.clone();
+        async move {
+            let mut r = c.file_read(FileRead { path, offset: 0, limit: None, user: None, beneath: Some(b) }).await?;
+            let mut out = Vec::new();
+            while let Some(chunk) = r.next_chunk().await? {
+                out.extend(chunk);
+            }
+            crate::Result::Ok(out)
+        }
+    };
+    let confined_write = |path: String| {
+        let c = &c;
+        let b = b.clone();
+        async move {
+            let mut w = c.file_write(FileWrite { path, mode: None, parents: true, user: None, beneath: Some(b) }).await?;
+            w.send(b"pwned").await?;
+            w.finish().await
+        }
+    };
+    for rel in ["etc/secret", "up/secret", "leak", "etc/nope", "up/../up/secret"] {
+        bad(confined_read(under(rel)).await.unwrap_err(), &format!("read {rel}"));
+        bad(c.file_stat(&under(rel), Some(&b), None).await.unwrap_err(), &format!("stat {rel}"));
+    }
+    for rel in ["etc", "up"] {
+        bad(c.file_list(&under(rel), Some(&b), None).await.unwrap_err(), &format!("list {rel}"));
+    }
+    for rel in ["etc/x", "up/x", "up/new/x", "etc/secret"] {
+        bad(confined_write(under(rel)).await.unwrap_err(), &format!("write {rel}"));
+    }
+    for rel in ["etc/secret", "up/secret"] {
+        bad(c.file_remove(&under(rel), Some(&b), false, None).await.unwrap_err(), &format!("remove {rel}"));
+    }
+    bad(c.file_stat(&p(d, "outside/secret"), Some(&b), None).await.unwrap_err(), "a path not under beneath");
+    // Messages name paths relative to the mount, as the host route does.
+    let e = c.file_list(&under("sub/f"), Some(&b), None).await.unwrap_err();
+    assert!(e.to_string().contains("'sub/f' or one of its parents is not a directory"), "{e}");
+    let e = c.file_stat(&under("etc/secret"), Some(&b), None).await.unwrap_err();
+    assert!(e.to_string().contains("'etc/secret' resolves outside"), "{e}");
+    assert_eq!(std::fs::read_to_string(outside.join("secret")).unwrap(), "s");
+    assert_eq!(std::fs::read_dir(&outside).unwrap().count(), 1, "nothing was created outside the mount");
+
+    // Inside the mount everything works, links that stay inside included.
+    assert_eq!(confined_read(under("ok/f")).await.unwrap(), b"inside");
+    assert_eq!(c.file_list(&b, Some(&b), None).await.unwrap().len(), 5);
+    assert_eq!(confined_write(under("new/dir/x")).await.unwrap(), 5);
+    assert_eq!(c.file_stat(&under("new/dir/x"), Some(&b), None).await.unwrap().size, 5);
+    c.file_remove(&under("new"), Some(&b), true, None).await.unwrap();
+    assert!(!mnt.join("new").exists());
+    // The link itself may go or be replaced; its target stays.
+    assert_eq!(confined_write(under("leak")).await.unwrap(), 5);
+    assert!(!std::fs::symlink_metadata(mnt.join("leak")).unwrap().file_type().is_symlink());
+    c.file_remove(&under("etc"), Some(&b), true, None).await.unwrap();
+    assert_eq!(std::fs::read_to_string(outside.join("secret")).unwrap(), "s");
+    // Files anywhere in the sandbox (no scope) follow links as before.
+    assert_eq!(read_all(&c, under("up/secret"), None).await.unwrap(), b"s");
 }
 
 /// An agent from before file operations: its hello announces no features,
@@ -160,7 +249,38 @@ async fn an_older_agent_gets_a_clear_error() {
     host.set_nonblocking(true).unwrap();
     let t = tokio::net::UnixStream::from_std(host).unwrap();
     let c = AgentClient::new(Arc::clone(&AgentSession::handshake(Box::new(t), Duration::from_secs(5)).await.unwrap()));
-    let e = c.file_stat("/etc/hosts", None).await.unwrap_err();
+    let e = c.file_stat("/etc/hosts", None, None).await.unwrap_err();
     assert_eq!((e.code(), e.status()), ("agent_outdated", 409));
     assert!(e.to_string().contains("restart the sandbox"), "{e}");
+}
+
+/// An agent with file operations but from before `beneath` would ignore
+/// it and follow the links out: the host refuses to send it a confined
+/// request (an unconfined one still goes).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_without_beneath_gets_no_confined_request() {
+    use heyvm_protocol::mux::{self, Hello};
+    use std::io::{Read, Write};
+    let (host, mut agent) = UnixStream::pair().unwrap();
+    let (sent_tx, sent_rx) = std::sync::mpsc::channel::<usize>();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 256];
+        let _ = agent.read(&mut buf);
+        let hello = Hello { version: heyvm_protocol::PROTOCOL_VERSION, pid: 9, features: vec!["files".into()], ..Hello::default() };
+        agent.write_all(&mux::hello_frame(&hello)).unwrap();
+        while let Ok(n) = agent.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            let _ = sent_tx.send(n);
+        }
+    });
+    host.set_nonblocking(true).unwrap();
+    let t = tokio::net::UnixStream::from_std(host).unwrap();
+    let c = AgentClient::new(Arc::clone(&AgentSession::handshake(Box::new(t), Duration::from_secs(5)).await.unwrap()));
+    let e = c.file_stat("/workspace/etc/passwd", Some("/workspace"), None).await.unwrap_err();
+    assert_eq!((e.code(), e.status()), ("agent_outdated", 409));
+    assert!(e.to_string().contains("inside a mount"), "{e}");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(sent_rx.try_recv().is_err(), "nothing was sent to the agent");
 }

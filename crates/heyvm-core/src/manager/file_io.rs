@@ -10,7 +10,10 @@
 //!   files (a VM's disks), chosen for every running sandbox with
 //!   `HEYVM_FILES_VIA_AGENT=1`, and for absolute paths (files anywhere in
 //!   the sandbox: a path starting with `/` and no `mount_path`), which
-//!   need the sandbox running.
+//!   need the sandbox running. A request scoped to a mount names it as the
+//!   directory the agent must stay `beneath`, so a symlink planted in the
+//!   mount is refused on this route as on the host's; absolute paths
+//!   anywhere in the sandbox follow symlinks like any program there.
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -75,6 +78,9 @@ struct AgentTarget {
     client: AgentClient,
     path: String,
     mount_path: String,
+    /// The mount a scoped request must stay in: the agent refuses symlinks
+    /// that lead out of it, as `safe_fs` does on the host route.
+    beneath: Option<String>,
     read_only: bool,
 }
 
@@ -103,18 +109,18 @@ impl SandboxManager {
     }
 
     async fn agent_target(&self, rec: &SandboxRecord, mount_path: Option<&str>, place: &Place) -> Result<AgentTarget> {
-        let (path, mount_path, read_only) = match place {
+        let (path, mount_path, beneath, read_only) = match place {
             Place::Mount(rel) => {
                 let m = self.choose_mount(rec, mount_path)?;
                 let path = if rel.as_os_str().is_empty() { m.mount_path.clone() } else { format!("{}/{}", m.mount_path, rel.display()) };
-                (path, m.mount_path, m.read_only)
+                (path, m.mount_path.clone(), Some(m.mount_path), m.read_only)
             }
-            Place::Anywhere(path) => (path.clone(), "/".to_string(), false),
+            Place::Anywhere(path) => (path.clone(), "/".to_string(), None, false),
         };
         let what = if matches!(place, Place::Anywhere(_)) { "access files outside its mounts" } else { "file access" };
         super::transitions::check(rec, super::transitions::Action::Use(what))?;
         let client = self.agent(rec).await?;
-        Ok(AgentTarget { client, path, mount_path, read_only })
+        Ok(AgentTarget { client, path, mount_path, beneath, read_only })
     }
 
     pub async fn list_files(self: &Arc<Self>, key: &str, mount_path: Option<&str>, path: &str) -> Result<FileList> {
@@ -131,7 +137,8 @@ impl SandboxManager {
             Place::Anywhere(p) => PathBuf::from(p),
         };
         let t = self.agent_target(&rec, mount_path, &place).await?;
-        let mut files: Vec<FileEntry> = t.client.file_list(&t.path, None).await?.into_iter().map(|s| entry(&shown, s)).collect();
+        let mut files: Vec<FileEntry> =
+            t.client.file_list(&t.path, t.beneath.as_deref(), None).await?.into_iter().map(|s| entry(&shown, s)).collect();
         files.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(FileList { mount_path: t.mount_path, path: shown.display().to_string(), files })
     }
@@ -168,7 +175,7 @@ impl SandboxManager {
             }
         }
         let t = self.agent_target(&rec, mount_path, &place).await?;
-        let mut reader = t.client.file_read(FileRead { path: t.path, offset, limit, user: None }).await?;
+        let mut reader = t.client.file_read(FileRead { path: t.path, offset, limit, user: None, beneath: t.beneath }).await?;
         // The length announced to the client comes from the size at open;
         // a file the sandbox grows meanwhile is cut there.
         let total = reader.stat.size;
@@ -198,7 +205,7 @@ impl SandboxManager {
         if t.read_only {
             return Err(CoreError::ReadOnlyMount(t.mount_path));
         }
-        let w = t.client.file_write(FileWrite { path: t.path, mode: None, parents: true, user: None }).await?;
+        let w = t.client.file_write(FileWrite { path: t.path, mode: None, parents: true, user: None, beneath: t.beneath }).await?;
         Ok((UploadSink::Agent(w), t.mount_path))
     }
 
@@ -224,7 +231,7 @@ impl SandboxManager {
             return Err(CoreError::ReadOnlyMount(t.mount_path));
         }
         let shown = path.to_string();
-        t.client.file_remove(&t.path, recursive, None).await.map_err(|e| match e {
+        t.client.file_remove(&t.path, t.beneath.as_deref(), recursive, None).await.map_err(|e| match e {
             CoreError::Conflict(_) => CoreError::Conflict(format!("directory '{shown}' is not empty (use recursive=true)")),
             e => e,
         })?;
