@@ -44,6 +44,7 @@ fn main() {
             Disk { path: dir.join("ws.ext4"), format: "raw", serial: "workspace".into(), read_only: false },
         ],
         shares: vec![],
+        read_only_binds: vec![],
         agent_socket: dir.join("agent.sock"),
         qmp_socket: dir.join("qmp.sock"),
         console_log: dir.join("console.log"),

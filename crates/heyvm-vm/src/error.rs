@@ -58,6 +58,10 @@ pub enum VmError {
     ImageDisk(#[source] io::Error),
     #[error("mount path {0:?} cannot be shared into a VM (absolute, no spaces, ':' or '..')")]
     GuestPath(String),
+    #[error(
+        "host mount {0} is a file: a VM's host mounts are 9p shares, which share directories (mount its directory, or a directory mount that holds it)"
+    )]
+    FileMount(String),
     #[error("network 'nat' for a VM needs a root daemon (use --network none)")]
     NatNeedsRoot,
     /// The shared sandbox network (namespace, veth, address pool).

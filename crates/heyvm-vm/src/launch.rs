@@ -126,6 +126,50 @@ fn check_guest_path(p: &str) -> VmResult<()> {
     Ok(())
 }
 
+/// How a sandbox's host mounts reach its guest.
+#[derive(Debug, PartialEq)]
+struct MountPlan {
+    /// Per mount: whether it is a 9p share of its own.
+    shared: Vec<bool>,
+    /// See [`VmSpec::read_only_binds`].
+    read_only_binds: Vec<PathBuf>,
+}
+
+/// 9p shares directories only. A file mount is served by a directory mount
+/// that already shows it at the same guest path (`heyvm wt`'s worktree
+/// `.git` inside the worktree at `/workspace`); any other file mount is
+/// refused with a reason, not left to QEMU's "Not a directory". A read-only
+/// mount that a writable share also shows (that `.git` again: host git
+/// trusts it, so the sandbox must not rewrite it) is made read-only on the
+/// host side, for QEMU itself: a guest's own read-only mount is the guest
+/// kernel's to undo.
+fn plan_mounts(mounts: &[heyvm_types::MountSpec]) -> VmResult<MountPlan> {
+    let real = |p: &str| std::fs::canonicalize(p).unwrap_or_else(|_| PathBuf::from(p));
+    let hosts: Vec<PathBuf> = mounts.iter().map(|m| real(&m.host_path)).collect();
+    let dirs: Vec<bool> = hosts.iter().map(|h| h.is_dir()).collect();
+    let mut plan = MountPlan { shared: vec![true; mounts.len()], read_only_binds: Vec::new() };
+    for (i, m) in mounts.iter().enumerate() {
+        let inside = |j: usize| j != i && dirs[j] && hosts[i] != hosts[j] && hosts[i].starts_with(&hosts[j]);
+        if m.read_only && (0..mounts.len()).any(|j| inside(j) && !mounts[j].read_only) {
+            plan.read_only_binds.push(hosts[i].clone());
+        }
+        if !hosts[i].is_file() {
+            continue;
+        }
+        let shown = (0..mounts.len()).any(|j| {
+            inside(j)
+                && hosts[i]
+                    .strip_prefix(&hosts[j])
+                    .is_ok_and(|rel| Path::new(&mounts[j].sandbox_path).join(rel) == Path::new(&m.sandbox_path))
+        });
+        if !shown {
+            return Err(VmError::FileMount(m.host_path.clone()));
+        }
+        plan.shared[i] = false;
+    }
+    Ok(plan)
+}
+
 /// Everything but the process: the QEMU spec for this sandbox.
 pub fn vm_spec(spec: &LaunchSpec, host: &HostSetup, net: Option<&GuestNet>) -> VmResult<VmSpec> {
     let layout = VmLayout::new(&spec.paths.dir);
@@ -135,8 +179,12 @@ pub fn vm_spec(spec: &LaunchSpec, host: &HostSetup, net: Option<&GuestNet>) -> V
         spec.hostname, spec.limits.pids
     );
     let mut shares = Vec::new();
+    let plan = plan_mounts(&spec.mounts)?;
     for (i, m) in spec.mounts.iter().enumerate() {
         check_guest_path(&m.sandbox_path)?;
+        if !plan.shared[i] {
+            continue;
+        }
         let tag = format!("m{i}");
         cmdline.push_str(&format!(" heyvm.share={tag}:{}{}", m.sandbox_path, if m.read_only { ":ro" } else { "" }));
         shares.push(Share { tag, host_path: PathBuf::from(&m.host_path), read_only: m.read_only });
@@ -163,6 +211,7 @@ pub fn vm_spec(spec: &LaunchSpec, host: &HostSetup, net: Option<&GuestNet>) -> V
             Disk { path: layout.workspace_disk(), format: "raw", serial: "workspace".into(), read_only: false },
         ],
         shares,
+        read_only_binds: plan.read_only_binds,
         agent_socket: layout.agent_socket(),
         qmp_socket: layout.qmp_socket(),
         console_log: layout.console_log(),
@@ -309,6 +358,31 @@ pub fn is_vm_dir(dir: &Path) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn file_mounts_ride_on_a_directory_share_and_read_only_ones_are_bound_read_only() {
+        let t = tempfile::tempdir().unwrap();
+        let (wt, other) = (t.path().join("wt"), t.path().join("other"));
+        std::fs::create_dir_all(&wt).unwrap();
+        std::fs::create_dir_all(&other).unwrap();
+        std::fs::write(wt.join(".git"), "gitdir: /r/.git/worktrees/wt\n").unwrap();
+        std::fs::write(other.join("f"), "").unwrap();
+        let m = |h: &Path, at: &str, ro: bool| heyvm_types::MountSpec::host(h.display().to_string(), at, ro);
+        // `heyvm wt`: the worktree at /workspace, its .git read-only over it.
+        let plan = plan_mounts(&[m(&wt, "/workspace", false), m(&wt.join(".git"), "/workspace/.git", true)]).unwrap();
+        assert_eq!(plan, MountPlan { shared: vec![true, false], read_only_binds: vec![wt.join(".git")] });
+        // A read-only directory inside a writable share is bound read-only too, and still shared.
+        let plan = plan_mounts(&[m(t.path(), "/all", false), m(&other, "/ro", true)]).unwrap();
+        assert_eq!(plan, MountPlan { shared: vec![true, true], read_only_binds: vec![other.clone()] });
+        // Inside a read-only share only: nothing to bind.
+        let plan = plan_mounts(&[m(t.path(), "/all", true), m(&other, "/ro", true)]).unwrap();
+        assert!(plan.read_only_binds.is_empty(), "{plan:?}");
+        // A file no directory share shows at its path: refused, naming it.
+        for mounts in [vec![m(&other.join("f"), "/f", true)], vec![m(&other, "/o", false), m(&other.join("f"), "/elsewhere/f", false)]] {
+            let e = plan_mounts(&mounts).unwrap_err().to_string();
+            assert!(e.contains("is a file") && e.contains("other/f"), "{e}");
+        }
+    }
 
     #[test]
     fn sizes_and_paths() {

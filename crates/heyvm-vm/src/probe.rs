@@ -79,6 +79,7 @@ fn probe(vm_dir: &Path, kernel: &Path, initrd: &Path) -> AccelVerdict {
         cmdline: "heyvm.probe=1".into(),
         disks: vec![],
         shares: vec![],
+        read_only_binds: vec![],
         agent_socket: dir.join("agent.sock"),
         qmp_socket: dir.join("qmp.sock"),
         console_log: dir.join("console.log"),

@@ -68,6 +68,10 @@ pub struct VmSpec {
     pub cmdline: String,
     pub disks: Vec<Disk>,
     pub shares: Vec<Share>,
+    /// Host paths QEMU sees read-only (bound read-only over themselves in
+    /// its own mount namespace): read-only mounts that a writable share
+    /// also shows, which the guest could otherwise write through it.
+    pub read_only_binds: Vec<PathBuf>,
     /// Host end of the agent's virtio-serial port: a listening unix socket
     /// QEMU creates (in a directory only the host can reach).
     pub agent_socket: PathBuf,
@@ -185,6 +189,7 @@ mod tests {
             cmdline: "heyvm.root=serial:root".into(),
             disks: vec![Disk { path: "/s/a,b.qcow2".into(), format: "qcow2", serial: "root".into(), read_only: false }],
             shares: vec![Share { tag: "m0".into(), host_path: "/data".into(), read_only: true }],
+            read_only_binds: vec![],
             agent_socket: "/s/run/agent".into(),
             qmp_socket: "/s/run/qmp".into(),
             console_log: "/s/console.log".into(),

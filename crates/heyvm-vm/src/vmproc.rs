@@ -80,9 +80,16 @@ pub fn spawn(spec: &VmSpec, layout: &VmLayout, netns: Option<&Path>, cgroup: Opt
         netns.map(fs::File::open).transpose().map_err(|e| io::Error::new(e.kind(), format!("opening the network namespace: {e}")))?;
     let raw_netns = netns_fd.as_ref().map(|f| f.as_raw_fd());
     let cgroup_fds = cgroup.map(|j| j.fds()).unwrap_or_default();
+    let read_only: Vec<std::ffi::CString> = spec
+        .read_only_binds
+        .iter()
+        .map(|p| std::ffi::CString::new(p.as_os_str().as_encoded_bytes()).map_err(|_| io::Error::other("a NUL byte in a mount path")))
+        .collect::<io::Result<_>>()?;
+    let root = std::ffi::CString::new("/").expect("no NUL");
     let mut cmd = Command::new(qemu_binary());
     cmd.args(spec.args()).stdin(Stdio::null()).stdout(log.try_clone()?).stderr(log);
-    // SAFETY: only async-signal-safe syscalls (write, setsid, setns)
+    // SAFETY: only async-signal-safe syscalls (write, setsid, setns,
+    // unshare, mount on strings made before the fork)
     // between fork and exec; the descriptors outlive the spawn.
     unsafe {
         cmd.pre_exec(move || {
@@ -94,6 +101,24 @@ pub fn spawn(spec: &VmSpec, layout: &VmLayout, netns: Option<&Path>, cgroup: Opt
             if let Some(fd) = raw_netns {
                 if libc::setns(fd, libc::CLONE_NEWNET) != 0 {
                     return Err(io::Error::last_os_error());
+                }
+            }
+            if !read_only.is_empty() {
+                // QEMU's own mount namespace (a slave of the host's, so
+                // nothing made here shows outside), where these paths are
+                // read-only whichever share shows them to the guest.
+                let null = std::ptr::null();
+                if libc::unshare(libc::CLONE_NEWNS) != 0
+                    || libc::mount(null, root.as_ptr(), null, libc::MS_REC | libc::MS_SLAVE, std::ptr::null()) != 0
+                {
+                    return Err(io::Error::last_os_error());
+                }
+                for p in &read_only {
+                    if libc::mount(p.as_ptr(), p.as_ptr(), null, libc::MS_BIND, std::ptr::null()) != 0
+                        || libc::mount(null, p.as_ptr(), null, libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY, std::ptr::null()) != 0
+                    {
+                        return Err(io::Error::last_os_error());
+                    }
                 }
             }
             Ok(())

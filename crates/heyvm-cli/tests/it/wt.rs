@@ -10,7 +10,7 @@ use std::process::{Command, Output, Stdio};
 use serde_json::{json, Value};
 
 use crate::shell::Tmux;
-use crate::support::{Daemon, BIN};
+use crate::support::{vm_support, Daemon, BIN};
 
 /// A temporary directory holding `repo/` (a git repository with one
 /// commit); worktrees appear beside it.
@@ -165,6 +165,52 @@ fn detach_is_idempotent_lists_and_reattaches() {
     let logs = d.heyvm(&["logs", &id]);
     let logs = String::from_utf8_lossy(&logs.stdout);
     assert!(logs.contains("[owner]"), "{logs}");
+}
+
+/// `heyvm wt --backend kvm`: the worktree is a 9p share at `/workspace`;
+/// its `.git` (a file, which 9p cannot share by itself) is seen through
+/// that share and is read-only on the host side, for QEMU, so the guest's
+/// root cannot rewrite or replace it either. Git itself does not work
+/// inside (on bubblewrap neither): `.git` names the main repository's git
+/// directory by its host path, which no sandbox sees; commit on the host.
+#[test]
+fn wt_on_a_vm_shares_the_worktree_and_keeps_its_dot_git_read_only() {
+    if !vm_support() {
+        return;
+    }
+    let Some(d) = Daemon::start() else { return };
+    let r = TempRepo::new();
+    let v = wt_json(&d, &r.repo(), &["vm/branch", "--backend", "kvm", "--detach", "--size-class", "micro"]);
+    assert_shape(&v);
+    assert_eq!((v["status"].as_str(), v["backend_type"].as_str()), (Some("running"), Some("kvm")), "{v}");
+    let id = v["id"].as_str().unwrap().to_string();
+    let worktree = r.path("vm-branch").canonicalize().unwrap();
+    let dot_git = std::fs::read_to_string(worktree.join(".git")).unwrap();
+    assert!(dot_git.starts_with("gitdir: "), "a linked worktree's .git is a file: {dot_git}");
+    let guard = "echo 'gitdir: /tmp/evil' > /workspace/.git; rm -f /workspace/.git; mv /workspace/.git /workspace/x; cat /workspace/.git";
+    for round in ["first boot", "after stop and wt again"] {
+        let out = d.sh(&id, &format!("pwd; cat /workspace/README; echo {round} > /workspace/inside.txt; echo $HEYVM_WT_BRANCH"));
+        assert_eq!(out["stdout"], "/workspace\nhello from main\nvm/branch\n", "{round}: {out}");
+        assert_eq!(std::fs::read_to_string(worktree.join("inside.txt")).unwrap(), format!("{round}\n"));
+        let out = d.sh(&id, guard);
+        assert_eq!(out["stdout"], dot_git.as_str(), "{round}: {out}");
+        let err = out["stderr"].as_str().unwrap_or_default();
+        assert!(err.contains("Read-only file system") && err.contains("busy"), "{round}: {out}");
+        assert_eq!(std::fs::read_to_string(worktree.join(".git")).unwrap(), dot_git, "{round}");
+        assert!(!worktree.join("x").exists(), "{round}");
+        d.heyvm_json(&["stop", &id]);
+        let again = wt_json(&d, &r.repo(), &["vm/branch", "--detach"]);
+        assert_eq!((again["id"].as_str(), again["status"].as_str()), (Some(id.as_str()), Some("running")), "{again}");
+    }
+    // The host-side binds live in QEMU's own mount namespace only.
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(!mounts.contains(&worktree.join(".git").display().to_string()), "a bind leaked to the host:\n{mounts}");
+    // Any other file mount has no directory share to ride on: refused, saying why.
+    let file = r.path("lone-file");
+    std::fs::write(&file, "x").unwrap();
+    let mount = json!([{"host_path": file, "sandbox_path": "/data/lone", "read_only": true}]);
+    let (s, e) = d.post("/sandboxes", &json!({"name": "lone", "backend_type": "kvm", "size_class": "micro", "mounts": mount}));
+    assert!(s >= 400 && e["message"].as_str().unwrap_or_default().contains("is a file"), "{s} {e}");
 }
 
 fn piped(d: &Daemon, dir: &Path, args: &[&str], input: &str) -> Output {
