@@ -250,9 +250,11 @@ pub(super) async fn release(inner: &Inner, spec: &LaunchSpec, pid: Option<i32>) 
     let cgroups = inner.cgroups.clone();
     let spec2 = spec.clone();
     tokio::task::spawn_blocking(move || {
+        let t0 = std::time::Instant::now();
         if let Some(cg) = &cgroups {
             cg.kill_all(&spec2.id);
         }
+        let killed = t0.elapsed().as_micros() as u64;
         // Wait for the owner to be reaped so liveness turns Dead.
         for _ in 0..500 {
             if !owner.is_some_and(|p| procs::alive_with(p, &marker)) {
@@ -260,10 +262,14 @@ pub(super) async fn release(inner: &Inner, spec: &LaunchSpec, pid: Option<i32>) 
             }
             std::thread::sleep(Duration::from_millis(2));
         }
+        let reaped = t0.elapsed().as_micros() as u64;
         if let Some(cg) = &cgroups {
             cg.remove(&spec2.id);
         }
+        let removed = t0.elapsed().as_micros() as u64;
         net::teardown(&spec2);
+        let torn = t0.elapsed().as_micros() as u64;
+        tracing::debug!(sandbox = %spec2.id, killed, reaped, removed, torn, "release phases (µs)");
     })
     .await
     .map_err(|e| failed("releasing the sandbox", e))?;

@@ -243,9 +243,12 @@ pub fn ready(p: &SandboxPaths, bytes: u64) -> io::Result<()> {
 
 /// In a sandbox owner's private mount namespace (a copy of the host's):
 /// detaches every sandbox disk but `own`, so that deleting another sandbox
-/// really releases its disk.
-pub fn detach_foreign(own: &Path) {
-    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else { return };
+/// really releases its disk. Returns how many it detached: each costs an
+/// RCU grace period, so this is the one part of a create that grows with
+/// the number of sandboxes on the host.
+pub fn detach_foreign(own: &Path) -> usize {
+    let mut n = 0;
+    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else { return 0 };
     for target in info.lines().filter_map(|l| l.split(' ').nth(4)).map(unescape) {
         let t = Path::new(&target);
         let is_disk = t.file_name().is_some_and(|n| n == "disk")
@@ -254,10 +257,13 @@ pub fn detach_foreign(own: &Path) {
         if is_disk && t != own {
             if let Ok(ct) = c(t) {
                 // SAFETY: a valid C string.
-                unsafe { libc::umount2(ct.as_ptr(), libc::MNT_DETACH) };
+                if unsafe { libc::umount2(ct.as_ptr(), libc::MNT_DETACH) } == 0 {
+                    n += 1;
+                }
             }
         }
     }
+    n
 }
 
 /// Undoes mountinfo's octal escapes (`\040` for a space).

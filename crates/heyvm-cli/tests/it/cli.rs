@@ -284,9 +284,21 @@ fn cli_starts_the_local_daemon() {
                 run(&["rm", "-y", i["id"].as_str().unwrap_or("")]);
             }
         }
+        // SIGTERM first: the daemon stops its warm sandboxes on the way out.
+        let daemons = pids_with_data_dir(data.path());
+        for &p in &daemons {
+            unsafe { libc::kill(p, libc::SIGTERM) };
+        }
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline && daemons.iter().any(|p| std::path::Path::new(&format!("/proc/{p}")).exists()) {
+            std::thread::sleep(Duration::from_millis(20));
+        }
         for p in pids_with_data_dir(data.path()) {
             unsafe { libc::kill(p, libc::SIGKILL) };
         }
+        // Its spare disks stay mounted on the host otherwise, and every
+        // later sandbox owner on this machine has to detach them.
+        crate::support::unmount_under(data.path());
     };
     let out = run(&["list", "--format", "json"]);
     let ok = out.status.success() && serde_json::from_slice::<Value>(&out.stdout).ok() == Some(json!([]));
