@@ -4,10 +4,12 @@
 //! anything but the sandbox's own files, and it resolves every bind source
 //! by path. The default data directory of a root daemon is `~/.heyo`, i.e.
 //! `/root/.heyo`, and `/root` is mode 0700: the mapped root cannot even
-//! traverse it ("Can't find source path …: Permission denied"). So the
-//! owner, in its private mount namespace, binds the data directory (with
-//! everything it mounted under it) onto [`VIEW`], a root-owned 0755 path,
-//! and hands bwrap sources under that instead. Nothing about the host's
+//! traverse it ("Can't find source path …: Permission denied"). A data
+//! directory made by `mktemp -d` is itself 0700, with the same effect. So
+//! the owner, in its private mount namespace, mounts a small root-owned
+//! 0755 tmpfs on [`VIEW`], binds each of the data directory's
+//! subdirectories (with everything it mounted under them) into it, and
+//! hands bwrap sources under that instead. Nothing about the host's
 //! directories changes, and the sandbox's mount table no longer names the
 //! data directory either.
 
@@ -21,17 +23,45 @@ pub(crate) const VIEW: &str = "/run/heyvm-data";
 /// bwrap options whose first operand is a host path (the source).
 const SOURCE_OPTIONS: &[&str] = &["--bind", "--ro-bind", "--dev-bind", "--bind-try", "--ro-bind-try", "--dev-bind-try"];
 
-/// Binds `data_dir` (recursively: overlays and idmapped views made under
-/// it come along) onto [`VIEW`]. Call in the owner's private mount
-/// namespace, after its mounts and before it gives up root.
+/// Mounts the view: a 0755 tmpfs on [`VIEW`] holding a recursive bind
+/// (overlays and idmapped views made under them come along) of each
+/// subdirectory of `data_dir`; the data directory's own mode no longer
+/// matters. Call in the owner's private mount namespace, after its mounts
+/// and before it gives up root.
 pub(crate) fn mount(data_dir: &Path) -> io::Result<()> {
     std::fs::create_dir_all(VIEW)?;
-    let c = |p: &str| CString::new(p).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL in path"));
-    let (src, dst) = (c(&data_dir.display().to_string())?, c(VIEW)?);
+    let c =
+        |p: &Path| CString::new(p.as_os_str().as_encoded_bytes()).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL in path"));
+    let view = c(Path::new(VIEW))?;
     // SAFETY: mount(2) with valid C strings; the namespace is the owner's own.
-    if unsafe { libc::mount(src.as_ptr(), dst.as_ptr(), std::ptr::null(), libc::MS_BIND | libc::MS_REC, std::ptr::null()) } != 0 {
+    let r = unsafe {
+        libc::mount(
+            c"heyvm-data".as_ptr(),
+            view.as_ptr(),
+            c"tmpfs".as_ptr(),
+            libc::MS_NOSUID | libc::MS_NODEV,
+            c"mode=0755,size=1m".as_ptr().cast(),
+        )
+    };
+    if r != 0 {
         let e = io::Error::last_os_error();
-        return Err(io::Error::new(e.kind(), format!("binding {} onto {VIEW}: {e}", data_dir.display())));
+        return Err(io::Error::new(e.kind(), format!("mounting a tmpfs on {VIEW}: {e}")));
+    }
+    for entry in std::fs::read_dir(data_dir)? {
+        let entry = entry?;
+        // Files (the database, logs) are never bind sources; symlinks are
+        // not followed.
+        if !entry.file_type()?.is_dir() {
+            continue;
+        }
+        let target = Path::new(VIEW).join(entry.file_name());
+        std::fs::create_dir(&target)?;
+        let (src, dst) = (c(&entry.path())?, c(&target)?);
+        // SAFETY: as above.
+        if unsafe { libc::mount(src.as_ptr(), dst.as_ptr(), std::ptr::null(), libc::MS_BIND | libc::MS_REC, std::ptr::null()) } != 0 {
+            let e = io::Error::last_os_error();
+            return Err(io::Error::new(e.kind(), format!("binding {} onto {}: {e}", entry.path().display(), target.display())));
+        }
     }
     Ok(())
 }

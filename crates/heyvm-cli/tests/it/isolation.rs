@@ -30,13 +30,17 @@ fn cannot_see_host_processes() {
 }
 
 /// A root daemon's default data dir is `~/.heyo`, i.e. under `/root`
-/// (mode 0700), which a sandbox's mapped root cannot traverse: sandboxes
-/// there must still come up, and nothing in the sandbox names the data dir.
+/// (mode 0700), which a sandbox's mapped root cannot traverse, and a data
+/// dir made by `mktemp -d` is 0700 itself: sandboxes there must still come
+/// up, and nothing in the sandbox names the data dir.
 #[test]
 fn a_data_dir_under_a_private_directory_works() {
     let home = tempfile::Builder::new().prefix("heyvm-private-home-").tempdir_in("/tmp").unwrap();
     std::fs::set_permissions(home.path(), std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
-    let Some(d) = Daemon::start_in(home.path(), &[]) else { return };
+    // No warm sandbox: it would have started before the chmod below.
+    let Some(d) = Daemon::start_in(home.path(), &[("HEYVM_POOL_SIZE", "0")]) else { return };
+    // The data dir itself private too, as `mktemp -d` makes it.
+    std::fs::set_permissions(d.data.path(), std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
     let sb = d.create(json!({"name": "private-home", "size_class": "micro"}));
     assert_eq!(sb["status"], "running", "{sb}");
     let id = sb["id"].as_str().unwrap().to_string();
