@@ -48,10 +48,10 @@ fn native(d: &mut Doc) {
         .add();
     d.op("DELETE", "/api-keys/{id}", "Revoke an API key").ok_schema(200, json!({"type": "object"})).add();
     d.op("GET", "/sandboxes/{id}", "One sandbox").ok::<SandboxInfo>(200).add();
-    d.op("PATCH", "/sandboxes/{id}", "Change a sandbox's settings; new `open_ports` are bound")
+    d.op("PATCH", "/sandboxes/{id}", "Change a sandbox's settings; new `open_ports` are bound (501: a running VM's size class)")
         .body::<UpdateSandboxRequest>()
         .ok::<SandboxInfo>(200)
-        .errors(&[409, 415])
+        .errors(&[409, 415, 501])
         .add();
     d.op("DELETE", "/sandboxes/{id}", "Delete a sandbox with all its files")
         .ok_schema(
@@ -288,7 +288,7 @@ fn files_and_streams(d: &mut Doc) {
         .query("mount_path", "string", "a mount's sandbox path (default /workspace)")
         .query("path", "string", "relative to the mount, or absolute")
         .ok::<FileList>(200)
-        .errors(&[403])
+        .errors(&[403, 409])
         .add();
     d.op("POST", "/sandboxes/{id}/files", "Upload a file (multipart: mount_path, file_path, file)")
         .raw_body(json!({"multipart/form-data": {"schema": {"type": "object", "properties": {
@@ -307,7 +307,7 @@ fn files_and_streams(d: &mut Doc) {
         .query("limit", "integer", "most bytes to send (default: to the end)")
         .ok_other(200, "the file's bytes (the range asked for)", Some("application/octet-stream"))
         .response_header(200, "x-file-size", "integer", "the whole file's size, beside the Content-Length of a range")
-        .errors(&[403])
+        .errors(&[403, 409])
         .add();
     d.op("DELETE", "/sandboxes/{id}/files/{*path}", "Delete a file (a directory with recursive=true)")
         .query("mount_path", "string", "a mount's sandbox path (default /workspace)")
@@ -365,10 +365,10 @@ fn compat(d: &mut Doc) {
         .ok::<DeployedSandbox>(200)
         .errors(&[415])
         .add();
-    d.op("POST", "/deployed-sandboxes/{id}/resize", "Change the size class (cloud dialect)")
+    d.op("POST", "/deployed-sandboxes/{id}/resize", "Change the size class (cloud dialect; 501: a running VM's size class)")
         .body::<ResizeRequest>()
         .ok::<DeployedSandbox>(200)
-        .errors(&[409, 415])
+        .errors(&[409, 415, 501])
         .add();
     d.op("POST", "/sandbox/{id}/exec", "Run a command (cloud dialect)")
         .body::<CompatExecRequest>()
@@ -380,7 +380,7 @@ fn compat(d: &mut Doc) {
     d.op("POST", "/sandbox/{id}/read-file", "Read a file as base64 (cloud dialect)")
         .body::<ReadFileRequest>()
         .ok::<ReadFileResponse>(200)
-        .errors(&[403, 415])
+        .errors(&[403, 409, 415])
         .add();
     d.op("POST", "/sandbox/{id}/write-file", "Write a base64 file (cloud dialect)")
         .body::<WriteFileRequest>()
