@@ -194,6 +194,13 @@ pub trait Backend: Send + Sync + 'static {
         false
     }
 
+    /// What a sandbox created without an OCI image boots here, as
+    /// `SandboxInfo::image` names it (and a create may name it back);
+    /// `None`: the host's own system directories, reported as `host`.
+    fn default_image(&self) -> Option<&'static str> {
+        None
+    }
+
     /// Makes whatever this backend needs to boot an image with these
     /// unpacked layers (bottom first) ahead of the first sandbox on it
     /// (`heyvm images build --backend-type`). Blocking.

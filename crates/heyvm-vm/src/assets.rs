@@ -18,6 +18,9 @@ use std::path::{Path, PathBuf};
 pub const DEFAULT_VM_DIR: &str = "/var/cache/heyvm/vm";
 /// The image a VM boots when the request names none.
 pub const DEFAULT_IMAGE: &str = "debian";
+/// How the API names [`DEFAULT_IMAGE`] (`SandboxInfo::image` of a VM
+/// created without one): a plain `debian` would read as Docker Hub's.
+pub const DEFAULT_IMAGE_NAME: &str = "debian-vm";
 
 #[derive(Debug, Clone)]
 pub struct VmAssets {

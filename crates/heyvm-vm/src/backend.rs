@@ -181,6 +181,10 @@ impl Backend for KvmBackend {
         true
     }
 
+    fn default_image(&self) -> Option<&'static str> {
+        Some(crate::assets::DEFAULT_IMAGE_NAME)
+    }
+
     fn prepare_image(&self, layers: &[std::path::PathBuf]) -> BackendResult<()> {
         let host = self.host()?;
         Ok(crate::image_disk::ensure(&host.assets.dir, layers).map(|_| ())?)

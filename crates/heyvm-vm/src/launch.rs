@@ -311,7 +311,24 @@ pub fn start(spec: &LaunchSpec, host: &HostSetup) -> VmResult<VmProcess> {
             return Err(undo(VmError::Restore(e)));
         }
     }
+    write_owner(spec, process.pid, net.as_ref().map(|n| n.ip.as_str()));
     Ok(process)
+}
+
+/// `owner.json` in the sandbox's directory, as a bubblewrap sandbox's
+/// owner writes it (`{pid, guest_ip}`): the process that holds the VM
+/// (QEMU, in a session of its own) and the guest's address (none with
+/// `network: none`). For people and tools; the daemon itself finds a VM
+/// by `vm/run/qemu.pid` and QEMU's command line. Best effort: the VM runs
+/// without it.
+fn write_owner(spec: &LaunchSpec, pid: i32, guest_ip: Option<&str>) {
+    let mut owner = serde_json::json!({ "pid": pid });
+    if let Some(ip) = guest_ip {
+        owner["guest_ip"] = ip.into();
+    }
+    if let Err(e) = std::fs::write(spec.paths.owner_json(), owner.to_string()) {
+        tracing::warn!(sandbox = %spec.id, "writing owner.json: {e}");
+    }
 }
 
 /// Waits for QEMU to load the checkpoint's memory, then lets the vCPUs run.
@@ -335,6 +352,7 @@ pub fn stop(spec: &LaunchSpec, cgroups: Option<&heyvm_backends::cgroups::Cgroups
         p.kill();
         wait_gone(&p, std::time::Duration::from_secs(5));
     }
+    let _ = std::fs::remove_file(spec.paths.owner_json());
     if let Some(cg) = cgroups {
         // Whatever is left in there (QEMU's threads on their way out).
         cg.kill_all(&spec.id);

@@ -49,6 +49,19 @@ fn vm_boots_its_own_kernel_and_runs_commands_files_and_restarts() {
     assert_eq!(sb["backend_type"], "kvm");
     assert_eq!(sb["status"], "running");
     assert_eq!(sb["accel"], kvm["accel"]);
+    // owner.json as bubblewrap sandboxes have it: QEMU's pid (it holds the
+    // VM) and the guest's address.
+    let dir = d.data.path().join("sandboxes").join(&id);
+    let owner = || -> Option<Value> { serde_json::from_slice(&std::fs::read(dir.join("owner.json")).ok()?).ok() };
+    let qemu_pid = || std::fs::read_to_string(dir.join("vm/run/qemu.pid")).unwrap().trim().parse::<i64>().unwrap();
+    let o = owner().expect("owner.json of a running VM");
+    assert_eq!(o["pid"].as_i64(), Some(qemu_pid()), "{o}");
+    assert!(o["guest_ip"].is_string() && o["guest_ip"] == sb["guest_ip"], "{o} vs {sb}");
+    // It names the image it boots (the default VM image), not the host's.
+    assert_eq!(sb["image"], "debian-vm", "{sb}");
+    let (_, list) = d.get("/sandboxes");
+    let listed = list.as_array().unwrap().iter().find(|s| s["id"] == id.as_str()).cloned().unwrap_or_default();
+    assert_eq!(listed["image"], "debian-vm", "{list}");
 
     // Its own kernel, not the host's.
     let host_kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap();
@@ -99,11 +112,13 @@ fn vm_boots_its_own_kernel_and_runs_commands_files_and_restarts() {
     let (s, v) = d.post(&format!("/sandboxes/{id}/stop"), &json!({}));
     assert_eq!(s, 200, "{v}");
     assert_eq!(v["status"], "stopped");
+    assert!(owner().is_none(), "a stopped VM keeps no owner.json");
     let (s, v) = d.patch(&format!("/sandboxes/{id}"), &json!({"disk_size_gb": 2}));
     assert_eq!((s, v["disk_limit"].as_u64()), (200, Some(2 << 30)), "{v}");
     let (s, v) = d.post(&format!("/sandboxes/{id}/start"), &json!({}));
     assert_eq!(s, 200, "{v}");
     assert_eq!(stdout(&d.sh(&id, "cat /root/keep /workspace/keep")), "root-file\nws-file");
+    assert_eq!(owner().expect("owner.json after a start")["pid"].as_i64(), Some(qemu_pid()));
     assert_eq!(workspace_kib(&d, &id), 2 << 20);
     let (s, _) = d.delete(&format!("/sandboxes/{id}"));
     assert_eq!(s, 200);
@@ -182,8 +197,10 @@ fn vm_with_a_host_mount_shares_it_over_9p_and_refuses_checkpoints() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("hello.txt"), "from the host").unwrap();
     let m = json!([{"host_path": dir.path().to_str().unwrap(), "sandbox_path": "/data", "read_only": true}]);
-    let sb = create_vm(&d, "vm4", json!({"mounts": m}));
+    // The default image by the name VMs report: no OCI pull of it.
+    let sb = create_vm(&d, "vm4", json!({"mounts": m, "image": "debian-vm"}));
     let id = sb["id"].as_str().unwrap().to_string();
+    assert_eq!(sb["image"], "debian-vm", "{sb}");
     assert_eq!(stdout(&d.sh(&id, "cat /data/hello.txt")), "from the host", "virtio-9p share");
     let v = d.sh(&id, "touch /data/x 2>&1; echo $?");
     assert_ne!(stdout(&v).lines().last(), Some("0"), "read-only share: {v}");

@@ -57,6 +57,16 @@ impl SandboxManager {
     pub(crate) fn accel_of(&self, rec: &SandboxRecord) -> Option<String> {
         self.find_backend(&rec.backend_type)?.status().accel
     }
+
+    /// The image a sandbox reports: its OCI reference, else what its
+    /// backend boots without one (a VM's default image; `host` on
+    /// bubblewrap). The record keeps `host` either way.
+    pub(crate) fn image_of(&self, rec: &SandboxRecord) -> String {
+        if !super::is_host_image(Some(&rec.image)) {
+            return rec.image.clone();
+        }
+        self.find_backend(&rec.backend_type).and_then(|b| b.default_image()).unwrap_or(super::HOST_IMAGE).to_string()
+    }
 }
 
 fn note_alias_once(alias: &str, name: &str) {

@@ -28,8 +28,11 @@ impl SandboxManager {
         validate::env(&env_vars)?;
         // Pulled before anything is recorded: an image that cannot be had
         // leaves no sandbox behind.
+        // The backend's own default (`host`, or a VM's image by the name
+        // its sandboxes report) is no OCI reference.
+        let default_image = |i: &str| super::is_host_image(Some(i)) || backend.default_image() == Some(i);
         let image = match req.image.as_deref() {
-            Some(i) if !super::is_host_image(Some(i)) => {
+            Some(i) if !default_image(i) => {
                 if !backend.supports_images() {
                     return Err(CoreError::Backend(crate::backend::BackendError::Unsupported {
                         backend: backend.name(),
@@ -81,7 +84,7 @@ impl SandboxManager {
             name,
             status: SandboxStatus::Provisioning,
             sandbox_type: validate::sandbox_type(req.sandbox_type.as_deref())?,
-            image: req.image.filter(|i| !super::is_host_image(Some(i))).unwrap_or_else(|| super::HOST_IMAGE.into()),
+            image: req.image.filter(|i| !default_image(i)).unwrap_or_else(|| super::HOST_IMAGE.into()),
             backend_type: backend.name().to_string(),
             size_class: req.size_class.unwrap_or_default(),
             ttl_seconds: req.ttl_seconds,

@@ -330,7 +330,7 @@ impl SandboxManager {
             slug: r.slug.clone(),
             status: r.status,
             sandbox_type: r.sandbox_type.clone(),
-            image: r.image.clone(),
+            image: self.image_of(r),
             backend_type: r.backend_type.clone(),
             size_class: r.size_class,
             uptime: Uptime { secs: uptime_secs, nanos: 0 },
