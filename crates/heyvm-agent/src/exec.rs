@@ -300,14 +300,28 @@ pub fn isolate_child(cmd: &mut Command) {
     unsafe {
         cmd.pre_exec(|| {
             libc::setsid();
-            crate::guest_pids::join();
-            let fd = libc::open(c"/proc/self/oom_score_adj".as_ptr(), libc::O_WRONLY);
-            if fd >= 0 {
-                libc::write(fd, b"0".as_ptr().cast(), 1);
-                libc::close(fd);
-            }
+            prepare_command_process();
             Ok(())
         });
+    }
+}
+
+/// What every command, shell and start command gets between fork and exec,
+/// after its own session: the VM's process-limited cgroup
+/// ([`crate::guest_pids`]) and a normal OOM score (the agent itself runs
+/// protected, so the OOM killer picks the command, not the agent).
+///
+/// Only async-signal-safe calls (open, write, close on prebuilt paths): it
+/// runs in the child of a multi-threaded process.
+pub fn prepare_command_process() {
+    crate::guest_pids::join();
+    // SAFETY: open/write/close with a static C string and buffer.
+    unsafe {
+        let fd = libc::open(c"/proc/self/oom_score_adj".as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
+        if fd >= 0 {
+            libc::write(fd, b"0".as_ptr().cast(), 1);
+            libc::close(fd);
+        }
     }
 }
 

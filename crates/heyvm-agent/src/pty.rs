@@ -72,12 +72,7 @@ pub fn run(mut conn: UnixStream, spec: ShellSpec) -> io::Result<()> {
             if libc::ioctl(0, libc::TIOCSCTTY as _, 0) < 0 {
                 return Err(io::Error::last_os_error());
             }
-            crate::guest_pids::join();
-            let fd = libc::open(c"/proc/self/oom_score_adj".as_ptr(), libc::O_WRONLY);
-            if fd >= 0 {
-                libc::write(fd, b"0".as_ptr().cast(), 1);
-                libc::close(fd);
-            }
+            crate::exec::prepare_command_process();
             Ok(())
         });
     }

@@ -323,3 +323,29 @@ fn cpu_quota_throttles_a_busy_loop() {
     assert_eq!(v["stdout"], "done\n");
     assert!(throttled() > before, "the micro sandbox was never throttled: {}", cg.read("cpu", "cpu.stat"));
 }
+
+/// The agent runs protected from the OOM killer where the host lets it
+/// (`oom_score_adj` -1000 needs CAP_SYS_RESOURCE), so a sandbox that runs
+/// out of memory loses the command that used it, not the agent; every
+/// command it starts gets the normal score back.
+#[test]
+fn commands_are_oom_killable_and_the_agent_is_not() {
+    let Some(d) = Daemon::start() else { return };
+    let id = d.create(json!({"name": "oom-score", "size_class": "micro"}))["id"].as_str().unwrap().to_string();
+    let scores = d.sh(
+        &id,
+        "for p in /proc/[0-9]*; do echo \"$(cat $p/comm 2>/dev/null) $(cat $p/oom_score_adj 2>/dev/null) ${p#/proc/}\"; done; echo self $$",
+    );
+    let out = scores["stdout"].as_str().unwrap_or("").to_string();
+    // A VM's agent is its init (pid 1, `init`).
+    let agent = out
+        .lines()
+        .find(|l| l.starts_with("heyvm-agent ") || l.starts_with("init ") && l.ends_with(" 1"))
+        .unwrap_or_else(|| panic!("no agent among the processes:\n{out}"));
+    if agent.split(' ').nth(1) != Some("-1000") {
+        eprintln!("SKIP: the agent is not OOM-protected here (the daemon lacks CAP_SYS_RESOURCE): {agent}");
+        return;
+    }
+    let v = d.sh(&id, "cat /proc/self/oom_score_adj");
+    assert_eq!(v["stdout"], "0\n", "a command kept the agent's protection: {v}\n{out}");
+}
