@@ -242,10 +242,13 @@ fn wait_healthy(c: &Client, id: &str, probe: Probe, timeout: Duration) -> Result
 
 /// Whether the start command has died with a failure: its last lifecycle
 /// line (written by the agent) is a non-zero exit or a signal. An exit with
-/// code 0 is not a failure: the command may have daemonised.
+/// code 0 is not a failure: the command may have daemonised. Other system
+/// lines can follow that one (a command that dies at once exits before the
+/// daemon logs "sandbox running"), so it is looked for among the last few.
 fn start_command_failed(c: &Client, id: &str) -> Option<String> {
-    let q = [("source", "system".to_string()), ("tail", "true".to_string()), ("limit", "1".to_string())];
-    let last = c.logs(id, &q).ok()?.logs.pop()?.message;
+    let q = [("source", "system".to_string()), ("tail", "true".to_string()), ("limit", "20".to_string())];
+    let logs = c.logs(id, &q).ok()?.logs;
+    let last = logs.into_iter().rev().map(|l| l.message).find(|m| m.starts_with("start command "))?;
     let failed = last.starts_with("start command killed by signal")
         || last.strip_prefix("start command exited with code ").is_some_and(|code| code.trim() != "0");
     failed.then_some(last)

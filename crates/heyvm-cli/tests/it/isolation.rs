@@ -164,10 +164,27 @@ fn fork_bomb_stops_at_the_pids_limit() {
     // the sandbox and the daemon still work. (A VM's own kernel threads,
     // children of kthreadd, pid 2, aside.)
     let ps = if vm { "ps --ppid 2 -p 2 --deselect --no-headers | wc -l" } else { "ps -e --no-headers | wc -l" };
-    d.wait_until("the bomb's processes to die", std::time::Duration::from_secs(60), || {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
         let (s, v) = d.post(&format!("/sandboxes/{id}/execute"), &json!({"command": "/bin/sh", "args": ["-c", ps]}));
-        s == 200 && v["stdout"].as_str().unwrap().trim().parse::<u32>().unwrap_or(999) < 10
-    });
+        if s == 200 && v["stdout"].as_str().unwrap_or("").trim().parse::<u32>().unwrap_or(999) < 10 {
+            break;
+        }
+        if std::time::Instant::now() > deadline {
+            // What survived, seen from the host (an exec may not fork).
+            let procs = if vm { String::new() } else { Cgroup::find(&id).read("pids", "cgroup.procs") };
+            let states: Vec<String> = procs
+                .split_whitespace()
+                .take(40)
+                .map(|p| {
+                    std::fs::read_to_string(format!("/proc/{p}/stat")).unwrap_or_default().split(' ').take(5).collect::<Vec<_>>().join(" ")
+                })
+                .collect();
+            let events = if vm { String::new() } else { Cgroup::find(&id).read("pids", "pids.events") };
+            panic!("the bomb's processes did not die within 60 s: last exec {s} {v}; pids.events {events}; processes (pid comm state ppid pgid):\n{}", states.join("\n"));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
     assert_eq!(d.sh(&id, "echo fine")["stdout"], "fine\n");
     assert_eq!(d.get("/health").0, 200);
     // The host can still fork.
