@@ -50,6 +50,13 @@ where
     let _busy = hub.mgr.busy_guard(&ep.sandbox_id);
     let mut upstream = match hub.mgr.connect_port(&ep.sandbox_id, ep.port).await {
         Ok(s) => s,
+        // The sandbox was deleted and the listeners have not caught up
+        // yet (they follow the endpoint table asynchronously): its
+        // endpoints are gone, as they will be a moment later.
+        Err(e) if e.code() == "sandbox_not_found" => {
+            let msg = format!("no proxy endpoint '{}': its sandbox was deleted", ep.subdomain);
+            return respond_error(&mut client, 404, "endpoint_not_found", &msg).await;
+        }
         Err(e) => {
             let msg = format!("cannot reach port {} of sandbox {}: {e}", ep.port, ep.sandbox_id);
             return respond_error(&mut client, 502, e.code(), &msg).await;
