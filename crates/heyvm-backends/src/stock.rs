@@ -39,9 +39,19 @@ impl<T: Send + 'static> Stock<T> {
     /// Closes the stock: nothing more is handed out or kept. Returns the
     /// ready resources for the caller to remove.
     pub fn close(&self) -> Vec<T> {
-        let mut s = self.lock();
-        s.closed = true;
-        std::mem::take(&mut s.ready)
+        let ready = {
+            let mut s = self.lock();
+            s.closed = true;
+            std::mem::take(&mut s.ready)
+        };
+        // A resource being made right now is discarded by its refill thread
+        // once it sees the stock closed: wait for that (bounded), or a
+        // daemon exiting next would leave it behind.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while self.lock().filling && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        ready
     }
 
     /// A ready resource, if the stock is open and has one.
