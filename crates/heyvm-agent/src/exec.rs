@@ -7,7 +7,7 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::sync::Arc;
@@ -38,17 +38,13 @@ pub fn run(mut conn: UnixStream, spec: ExecSpec) -> io::Result<()> {
         Ok(u) => u,
         Err(message) => return write_json(&mut conn, &Event::Error { message }),
     };
-    let mut cmd = Command::new(&spec.argv[0]);
     let tag = exec_tag();
-    cmd.args(&spec.argv[1..]).env_clear().envs(&spec.env).env(TAG_VAR, &tag).current_dir(&spec.cwd);
-    cmd.stdin(if spec.stdin { Stdio::piped() } else { Stdio::null() });
-    cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
-    isolate_child(&mut cmd);
-    // After the closures above: they write /proc/self files, which a
-    // process that changed its uid can no longer open.
+    let mut env: std::collections::BTreeMap<String, String> = spec.env.clone();
     if let Some(id) = &user {
-        crate::user::run_as(&mut cmd, id, &spec.env);
+        env.extend(crate::user::env_for(id, &spec.env));
     }
+    env.insert(TAG_VAR.into(), tag.clone());
+    let env: Vec<(String, String)> = env.into_iter().collect();
     let started = Instant::now();
     // The timeout guard thread is created before the command starts: once a
     // fork bomb is running, the sandbox's pids limit leaves no room for it.
@@ -57,26 +53,23 @@ pub fn run(mut conn: UnixStream, spec: ExecSpec) -> io::Result<()> {
         Some(ms) => Some(timeout_guard(Duration::from_millis(ms), timed_out.clone())?),
         None => None,
     };
-    let mut child = match cmd.spawn() {
+    let mut child = match start(&spec, &env, user.as_ref()) {
         Ok(c) => c,
         Err(e) => return report_spawn_failure(&mut conn, &spec.argv[0], e),
     };
-    let tree = Tree { pgid: child.id() as i32, tag: Arc::new(tag) };
+    let tree = Tree { pgid: child.pid, tag: Arc::new(tag) };
     if let Some(t) = &timer {
         let _ = t.send(tree.clone());
     }
     // One thread per exec: poll() over the output pipes, the host
     // connection and a pidfd for the exit. (Thread-per-pipe cost ~0.3 ms per
     // exec in wake-ups and thread creation.)
-    let pidfd = pidfd_open(child.id() as i32)?;
-    conn.write_all(&encode_json(&Event::Started { pid: child.id() }))?;
-    let mut pipes: [Option<(File, FrameKind)>; 2] = [
-        child.stdout.take().map(|p| (File::from(OwnedFd::from(p)), FrameKind::Stdout)),
-        child.stderr.take().map(|p| (File::from(OwnedFd::from(p)), FrameKind::Stderr)),
-    ];
+    let pidfd = pidfd_open(child.pid)?;
+    conn.write_all(&encode_json(&Event::Started { pid: child.pid as u32 }))?;
+    let mut pipes: [Option<(File, FrameKind)>; 2] = [Some((child.stdout, FrameKind::Stdout)), Some((child.stderr, FrameKind::Stderr))];
     // Stdin is written without blocking: a command that never reads it
     // must not stall this loop (its output, its exit, the host going away).
-    let mut stdin = child.stdin.take().map(|s| StdinPipe::new(File::from(OwnedFd::from(s))));
+    let mut stdin = child.stdin.take().map(StdinPipe::new);
     let mut host_gone = false;
     let mut status = None;
     let mut drain_until: Option<Instant> = None;
@@ -126,7 +119,7 @@ pub fn run(mut conn: UnixStream, spec: ExecSpec) -> io::Result<()> {
             return Err(e);
         }
         if pid_slot.is_some_and(|i| fds[i].revents != 0) {
-            status = Some(child.wait()?);
+            status = Some(wait_for(child.pid)?);
             // A background child that inherited the pipes must not hold the
             // exec open: forward what comes within the drain window.
             drain_until = Some(Instant::now() + DRAIN_AFTER_EXIT);
@@ -220,6 +213,59 @@ fn timeout_guard(after: Duration, flag: Arc<AtomicBool>) -> io::Result<mpsc::Sen
         }
     })?;
     Ok(tx)
+}
+
+/// A started command: its pid and the host ends of its pipes.
+struct Started {
+    pid: i32,
+    stdin: Option<File>,
+    stdout: File,
+    stderr: File,
+}
+
+/// Starts `spec` (see [`crate::spawn`]) with piped output, stdin piped or
+/// `/dev/null`, in its own session, as `user` if given.
+fn start(spec: &ExecSpec, env: &[(String, String)], user: Option<&crate::user::Ident>) -> io::Result<Started> {
+    let mut launch = crate::spawn::Spawn::new(&spec.argv, env, &spec.cwd)?;
+    launch.identity = user.map(|id| crate::spawn::Identity { uid: id.uid, gid: id.gid, groups: id.groups.clone() });
+    let (stdin_read, stdin_write) = if spec.stdin {
+        let (r, w) = pipe()?;
+        (r, Some(w))
+    } else {
+        (OwnedFd::from(File::open("/dev/null")?), None)
+    };
+    let (stdout_read, stdout_write) = pipe()?;
+    let (stderr_read, stderr_write) = pipe()?;
+    launch.stdio = [stdin_read.as_raw_fd(), stdout_write.as_raw_fd(), stderr_write.as_raw_fd()];
+    let pid = launch.start()?;
+    // The child's ends close here, so end of output is seen when it exits.
+    Ok(Started { pid, stdin: stdin_write.map(File::from), stdout: File::from(stdout_read), stderr: File::from(stderr_read) })
+}
+
+/// A close-on-exec pipe: (read end, write end).
+fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [0; 2];
+    // SAFETY: pipe2 fills the two-element array; the result is checked.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: two fresh descriptors we own.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
+/// Reaps `pid` (the pidfd said it exited).
+fn wait_for(pid: i32) -> io::Result<std::process::ExitStatus> {
+    let mut status = 0;
+    loop {
+        // SAFETY: waitpid on our own child with a valid status pointer.
+        if unsafe { libc::waitpid(pid, &mut status, 0) } >= 0 {
+            return Ok(std::process::ExitStatus::from_raw(status));
+        }
+        let e = io::Error::last_os_error();
+        if e.kind() != ErrorKind::Interrupted {
+            return Err(e);
+        }
+    }
 }
 
 fn pidfd_open(pid: i32) -> io::Result<OwnedFd> {

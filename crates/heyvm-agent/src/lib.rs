@@ -25,6 +25,7 @@ mod logfile;
 pub mod mux;
 mod pty;
 mod service;
+mod spawn;
 mod user;
 
 use std::io;
@@ -40,6 +41,10 @@ pub use mux::Source;
 /// Parses the agent's command line and runs it; returns the exit code.
 /// Shared by the `heyvm-agent` binary and `heyvm __agent`.
 pub fn main_with_args(args: &[String]) -> i32 {
+    // Everything the agent inherited stays its own: the listening socket
+    // (a command holding it could accept the host's connections and speak
+    // for the agent) and whatever the daemon's own parent left open.
+    close_on_exec_from(3);
     let source = match args {
         [flag, fd] if flag == "--listen-fd" => match fd.parse::<i32>() {
             // SAFETY: the launcher handed us this descriptor for our own use.
@@ -58,6 +63,23 @@ pub fn main_with_args(args: &[String]) -> i32 {
             eprintln!("heyvm-agent: {e}");
             1
         }
+    }
+}
+
+/// Marks every descriptor from `first` up close-on-exec: `close_range`
+/// where the kernel (and heyvm's seccomp profile) allow it, else one by one
+/// from `/proc/self/fd`.
+fn close_on_exec_from(first: u32) {
+    const CLOSE_RANGE_CLOEXEC: libc::c_uint = 1 << 2;
+    // SAFETY: close_range only changes descriptor flags here.
+    if unsafe { libc::syscall(libc::SYS_close_range, first, u32::MAX, CLOSE_RANGE_CLOEXEC) } == 0 {
+        return;
+    }
+    let Ok(dir) = std::fs::read_dir("/proc/self/fd") else { return };
+    let fds: Vec<i32> = dir.flatten().filter_map(|e| e.file_name().to_str()?.parse().ok()).filter(|&fd| fd >= first as i32).collect();
+    for fd in fds {
+        // SAFETY: F_SETFD on a descriptor number; a stale one (the read_dir's own) fails harmlessly.
+        unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
     }
 }
 

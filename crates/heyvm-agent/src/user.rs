@@ -95,19 +95,26 @@ pub fn resolve(user: Option<&str>) -> Result<Option<Ident>, String> {
     Ok(id.filter(|i| !current(i)))
 }
 
+/// `HOME` and `USER` for a command run as `id` when the request left the
+/// host's defaults (root's) in place; a request's own values stay.
+pub fn env_for(id: &Ident, env: &std::collections::BTreeMap<String, String>) -> Vec<(String, String)> {
+    let mut extra = Vec::new();
+    if id.uid != 0 {
+        if env.get("HOME").is_none_or(|h| h == "/root") {
+            extra.push(("HOME".into(), id.home.clone().unwrap_or_else(|| "/".into())));
+        }
+        if env.get("USER").is_none_or(|u| u == "root") {
+            extra.push(("USER".into(), id.name.clone().unwrap_or_else(|| id.uid.to_string())));
+        }
+    }
+    extra
+}
+
 /// Makes `cmd` run as `id`: supplementary groups, gid, then uid, in the
 /// child between fork and exec. Also points `HOME` and `USER` at the
 /// user's when the request did not set them to something else.
 pub fn run_as(cmd: &mut Command, id: &Ident, env: &std::collections::BTreeMap<String, String>) {
-    if id.uid != 0 {
-        // The host's defaults are root's; a request's own values stay.
-        if env.get("HOME").is_none_or(|h| h == "/root") {
-            cmd.env("HOME", id.home.as_deref().unwrap_or("/"));
-        }
-        if env.get("USER").is_none_or(|u| u == "root") {
-            cmd.env("USER", id.name.clone().unwrap_or_else(|| id.uid.to_string()));
-        }
-    }
+    cmd.envs(env_for(id, env));
     let (uid, gid, groups) = (id.uid, id.gid, id.groups.clone());
     // SAFETY: runs between fork and exec; only the raw setgroups, setgid
     // and setuid syscalls on data prepared before the fork.

@@ -50,6 +50,28 @@ fn a_data_dir_under_a_private_directory_works() {
     assert!(!mounts.contains(home_name), "the sandbox's mount table names the data dir:\n{mounts}");
 }
 
+/// A command holds only its own stdin, stdout and stderr. The agent's
+/// listening socket, were it inherited, would let any command (even one
+/// run as another user) accept the host's next connection and answer in
+/// the agent's name; descriptors the daemon itself inherited must not
+/// reach a sandbox either. Tried from a shell, which reports its own open
+/// descriptors, as root and as `nobody`, and with stdin open.
+#[test]
+fn commands_inherit_no_descriptors_but_their_own() {
+    let Some(d) = Daemon::start() else { return };
+    let id = d.create(json!({"name": "fds", "size_class": "micro"}))["id"].as_str().unwrap().to_string();
+    // `ls` lists the shell's descriptors (a glob would hold one open).
+    let list = "ls /proc/$$/fd";
+    assert_eq!(d.sh(&id, list)["stdout"], "0\n1\n2\n", "a command inherited the agent's descriptors");
+    let (s, v) = d.post(&format!("/sandboxes/{id}/execute"), &json!({"command": "/bin/sh", "args": ["-c", list], "user": "nobody"}));
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["stdout"], "0\n1\n2\n", "a command run as nobody inherited the agent's descriptors: {v}");
+    // The listening socket is the agent's fd 3 on bubblewrap: a command
+    // that tries to accept on it finds nothing there.
+    let v = d.sh(&id, "python3 -c 'import socket; s = socket.socket(fileno=3); print(s)' 2>&1 | tail -1");
+    assert!(v["stdout"].as_str().unwrap().contains("Bad file descriptor"), "fd 3 is open in a command: {v}");
+}
+
 #[test]
 fn writes_stay_inside_the_sandbox() {
     let Some(d) = Daemon::start() else { return };
