@@ -386,11 +386,7 @@ fn concurrent_on(client: &Client, daemon: &daemon::BenchDaemon, id: &str, size: 
     ));
     table.row("  daemon CPU per burst", cpu_per_round);
     table.line(&format!("  (the sandbox's size class is {size}; the bare baseline may use every host core)"));
-    table.line(&format!(
-        "  failures: {} of {} (bare: {bare_failures})",
-        failures.len(),
-        CONCURRENT * CONCURRENT_ROUNDS
-    ));
+    table.line(&format!("  failures: {} of {} (bare: {bare_failures})", failures.len(), CONCURRENT * CONCURRENT_ROUNDS));
     for f in failures.iter().take(3) {
         table.line(&format!("    e.g. {f}"));
     }

@@ -66,10 +66,11 @@ pub fn main_with_args(args: &[String]) -> i32 {
     }
 }
 
-/// Marks every descriptor from `first` up close-on-exec: `close_range`
+/// Marks every descriptor from `first` up close-on-exec (the daemon uses
+/// it too, so nothing its own parent left open reaches a sandbox): `close_range`
 /// where the kernel (and heyvm's seccomp profile) allow it, else one by one
 /// from `/proc/self/fd`.
-fn close_on_exec_from(first: u32) {
+pub fn close_on_exec_from(first: u32) {
     const CLOSE_RANGE_CLOEXEC: libc::c_uint = 1 << 2;
     // SAFETY: close_range only changes descriptor flags here.
     if unsafe { libc::syscall(libc::SYS_close_range, first, u32::MAX, CLOSE_RANGE_CLOEXEC) } == 0 {

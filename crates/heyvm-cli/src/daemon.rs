@@ -15,6 +15,9 @@ use crate::args::Cli;
 use crate::output::Format;
 
 pub fn run_api(cli: &Cli) -> anyhow::Result<ExitCode> {
+    // Descriptors this process inherited (a shell's, a CI runner's) would
+    // otherwise pass to every owner, bwrap and QEMU it starts.
+    heyvm_agent::close_on_exec_from(3);
     init_tracing(cli.debug);
     let mut backends = heyvm_backends::available().map_err(|e| anyhow::anyhow!(e))?;
     // The microVM tier is always listed; `heyvm backends` says whether it works here.

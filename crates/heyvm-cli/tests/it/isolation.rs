@@ -72,6 +72,33 @@ fn commands_inherit_no_descriptors_but_their_own() {
     assert!(v["stdout"].as_str().unwrap().contains("Bad file descriptor"), "fd 3 is open in a command: {v}");
 }
 
+/// A descriptor the daemon inherited from its parent (a shell's, a CI
+/// runner's) reaches nothing the daemon starts: not the sandbox's owner,
+/// bwrap or agent, not QEMU, not a command.
+#[test]
+fn descriptors_the_daemon_inherited_reach_no_sandbox() {
+    let marker = tempfile::NamedTempFile::new_in("/tmp").unwrap();
+    let file = std::fs::File::open(marker.path()).unwrap();
+    let fd = std::os::fd::AsRawFd::as_raw_fd(&file);
+    let Some(d) = Daemon::start_leaking(fd) else { return };
+    let id = d.create(json!({"name": "leak", "size_class": "micro"}))["id"].as_str().unwrap().to_string();
+    assert_eq!(d.sh(&id, "ls /proc/$$/fd")["stdout"], "0\n1\n2\n");
+    let daemon = d.pid().expect("the daemon's pid");
+    let mut holders = vec![];
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else { continue };
+        if pid == std::process::id() || pid == daemon {
+            continue;
+        }
+        let Ok(fds) = std::fs::read_dir(entry.path().join("fd")) else { continue };
+        if fds.flatten().any(|f| std::fs::read_link(f.path()).is_ok_and(|t| t == marker.path())) {
+            let comm = std::fs::read_to_string(entry.path().join("comm")).unwrap_or_default();
+            holders.push(format!("{pid} {}", comm.trim()));
+        }
+    }
+    assert!(holders.is_empty(), "processes the daemon started hold its inherited descriptor: {holders:?}");
+}
+
 #[test]
 fn writes_stay_inside_the_sandbox() {
     let Some(d) = Daemon::start() else { return };

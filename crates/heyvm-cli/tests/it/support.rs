@@ -88,6 +88,8 @@ pub struct Daemon {
     run_as: Option<(u32, String)>,
     /// `--host`: the address to listen on (loopback when unset).
     host: Option<String>,
+    /// A descriptor the daemon inherits without close-on-exec.
+    leaked_fd: Option<i32>,
 }
 
 impl Daemon {
@@ -117,7 +119,20 @@ impl Daemon {
             extra_env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
             run_as: None,
             host: None,
+            leaked_fd: None,
         };
+        d.spawn(0);
+        Some(d)
+    }
+
+    /// A daemon that inherits `fd` (as from a careless parent).
+    pub fn start_leaking(fd: i32) -> Option<Daemon> {
+        if !sandbox_support() || (test_backend().as_deref() == Some("kvm") && !vm_support()) {
+            return None;
+        }
+        let data = tempfile::Builder::new().prefix("heyvm-test-").tempdir_in("/tmp").expect("tempdir");
+        let mut d =
+            Daemon { url: String::new(), port: 0, data, child: None, extra_env: vec![], run_as: None, host: None, leaked_fd: Some(fd) };
         d.spawn(0);
         Some(d)
     }
@@ -130,7 +145,8 @@ impl Daemon {
         }
         let data = tempfile::Builder::new().prefix("heyvm-test-").tempdir_in("/tmp").expect("tempdir");
         let extra_env = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-        let mut d = Daemon { url: String::new(), port: 0, data, child: None, extra_env, run_as: None, host: Some(host.into()) };
+        let mut d =
+            Daemon { url: String::new(), port: 0, data, child: None, extra_env, run_as: None, host: Some(host.into()), leaked_fd: None };
         d.spawn(0);
         Some(d)
     }
@@ -143,8 +159,16 @@ impl Daemon {
         }
         let data = tempfile::Builder::new().prefix("heyvm-test-").tempdir_in("/tmp").expect("tempdir");
         std::os::unix::fs::chown(data.path(), Some(uid), Some(uid)).expect("chown data dir");
-        let mut d =
-            Daemon { url: String::new(), port: 0, data, child: None, extra_env: Vec::new(), run_as: Some((uid, bin.into())), host: None };
+        let mut d = Daemon {
+            url: String::new(),
+            port: 0,
+            data,
+            child: None,
+            extra_env: Vec::new(),
+            run_as: Some((uid, bin.into())),
+            host: None,
+            leaked_fd: None,
+        };
         d.spawn(0);
         Some(d)
     }
@@ -196,6 +220,16 @@ impl Daemon {
         }
         for (k, v) in &self.extra_env {
             cmd.env(k, v);
+        }
+        if let Some(fd) = self.leaked_fd {
+            use std::os::unix::process::CommandExt;
+            // SAFETY: fcntl on a descriptor number, between fork and exec.
+            unsafe {
+                cmd.pre_exec(move || {
+                    libc::fcntl(fd, libc::F_SETFD, 0);
+                    Ok(())
+                });
+            }
         }
         let mut child = cmd.spawn().expect("spawn daemon");
         let stdout = child.stdout.take().unwrap();
