@@ -46,6 +46,8 @@ impl BenchDaemon {
             // where a launch's time goes, in bench-daemon.log.
             .env("HEYVM_LOG", std::env::var("HEYVM_BENCH_DAEMON_LOG").unwrap_or_else(|_| "warn".into()))
             .env("HEYVM_POOL_SIZE", pool_size.to_string())
+            // Density sections make hundreds of sandboxes on any host.
+            .env("HEYVM_MAX_SANDBOXES", "100000")
             .envs(env.iter().copied())
             .env_remove("JWT_SECRET")
             .env_remove("HEYVM_API_URL")

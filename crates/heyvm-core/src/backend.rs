@@ -139,6 +139,12 @@ pub trait Backend: Send + Sync + 'static {
         true
     }
 
+    /// Whether each sandbox is a virtual machine with its own guest RAM,
+    /// counted against the running-VM quota (`HEYVM_MAX_RUNNING_VMS`).
+    fn is_vm(&self) -> bool {
+        false
+    }
+
     /// Whether the host reaches the sandbox's mounts as host directories
     /// (bubblewrap); otherwise the file routes go through the agent and
     /// need the sandbox running (a VM's disks).

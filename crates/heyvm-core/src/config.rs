@@ -40,6 +40,8 @@ env_vars! {
     SHELL_IDLE_SECS = "HEYVM_SHELL_IDLE_SECS", "300", "A shell session with no client for this long is hung up.";
     POOL_SIZE = "HEYVM_POOL_SIZE", "1", "Warm sandboxes kept launched for fast creates at least; 0 turns the pool off.";
     POOL_MAX = "HEYVM_POOL_MAX", "1/16 of RAM at 12 MiB each (4–256)", "Most warm sandboxes kept when creates come fast (the pool holds as many as creates in the last 2 minutes, within POOL_SIZE..POOL_MAX): the pool's memory budget.";
+    MAX_SANDBOXES = "HEYVM_MAX_SANDBOXES", "1 per 16 MiB of RAM (256–4096)", "Most sandboxes (any state, warm ones aside) one daemon holds; a create past it answers 429 `quota_exceeded`.";
+    MAX_RUNNING_VMS = "HEYVM_MAX_RUNNING_VMS", "1 per 2 GiB of RAM, at most 4 per core (at least 2)", "Most microVMs running or starting at once (warm ones included, stopped ones not); a create, start, restore or fork past it answers 429 `quota_exceeded`.";
     ARCHIVE_TTL_SECS = "HEYVM_ARCHIVE_TTL_SECS", "86400", "Uploaded deploy archives older than this are deleted.";
     NET_POOL = "HEYVM_NET_POOL", "10.89.0.0/16", "Address pool for `nat` sandboxes (/30 each).";
     SPARES = "HEYVM_SPARES", "4", "Launch resources a root daemon keeps ready for sandboxes' first starts, this many of each: network namespaces (veth, address, guard table), cgroups with a parked owner process (cgroup v1), default-size disks; 0 = make each on demand.";

@@ -65,6 +65,9 @@ pub enum CoreError {
     /// gives it the daemon's agent.
     #[error("{0}")]
     AgentOutdated(String),
+    /// A per-daemon quota (sandboxes, running VMs) is full.
+    #[error("{0}")]
+    QuotaExceeded(String),
     #[error(transparent)]
     S3(#[from] crate::s3::S3Error),
 }
@@ -99,6 +102,7 @@ impl CoreError {
             Self::PermissionDenied(_) => "permission_denied",
             Self::NoSpace(_) => "no_space",
             Self::AgentOutdated(_) => "agent_outdated",
+            Self::QuotaExceeded(_) => "quota_exceeded",
             Self::S3(e) => e.code(),
         }
     }
@@ -112,6 +116,7 @@ impl CoreError {
             Self::ReadOnlyMount(_) | Self::PermissionDenied(_) => 403,
             Self::NoSpace(_) => 507,
             Self::AgentOutdated(_) => 409,
+            Self::QuotaExceeded(_) => 429,
             Self::NameTaken(_) | Self::InvalidState { .. } | Self::Conflict(_) => 409,
             Self::PayloadTooLarge(_) => 413,
             Self::AgentUnreachable(_) | Self::PortUnreachable(_) => 502,

@@ -148,6 +148,12 @@ impl Store {
         Err(CoreError::NotFound(key.to_string()))
     }
 
+    /// How many sandboxes there are (what the sandbox quota counts).
+    pub fn count(&self) -> Result<usize> {
+        let n: i64 = self.conn().query_row("SELECT COUNT(*) FROM sandboxes", [], |row| row.get(0))?;
+        Ok(n.max(0) as usize)
+    }
+
     pub fn list(&self) -> Result<Vec<SandboxRecord>> {
         let conn = self.conn();
         let mut stmt = conn.prepare("SELECT record FROM sandboxes ORDER BY created_at, id")?;

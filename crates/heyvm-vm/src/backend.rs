@@ -114,6 +114,10 @@ impl Backend for KvmBackend {
         ALIASES
     }
 
+    fn is_vm(&self) -> bool {
+        true
+    }
+
     /// The guest's disks are not the host's to open: files go through the agent.
     fn files_on_host(&self) -> bool {
         false

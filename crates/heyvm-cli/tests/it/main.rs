@@ -38,6 +38,7 @@ mod polish;
 mod pool;
 mod proxy;
 mod python_sdk;
+mod quota;
 mod s3_volumes;
 mod shell;
 mod smoke;

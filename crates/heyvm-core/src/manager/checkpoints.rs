@@ -99,6 +99,9 @@ impl SandboxManager {
     /// and none exists), with the same settings.
     pub async fn fork(self: &Arc<Self>, key: &str, req: ForkRequest) -> Result<RestoreResponse> {
         let src = self.store.resolve(key)?;
+        // Checked again by the create; first so that a fork with no room
+        // takes no checkpoint.
+        drop(self.reserve_sandbox()?);
         let checkpoint = match (req.checkpoint.as_deref(), self.pick_checkpoint(&src, None)) {
             (Some(n), _) => self.pick_checkpoint(&src, Some(n))?,
             (None, Ok(latest)) => latest,
@@ -126,6 +129,16 @@ impl SandboxManager {
         let _guard = lock.lock().await;
         let mut rec = self.store.resolve(&created.id)?;
         let backend = self.backend_for(&rec)?;
+        // Checked before the checkpoint is copied: a fork with no room to
+        // run leaves nothing behind.
+        let _vm_slot = match self.reserve_vm(backend.as_ref(), &rec.id, true).await {
+            Ok(s) => s,
+            Err(e) => {
+                drop(_guard);
+                let _ = self.delete(&created.id).await;
+                return Err(e);
+            }
+        };
         let staged = backend.stage_checkpoint(&self.spec(&src), &checkpoint.name, &self.spec(&rec)).await.map_err(unsupported);
         let processes = match staged {
             Ok(p) => p,
@@ -150,6 +163,7 @@ impl SandboxManager {
         if processes == ProcessFate::Restarted {
             return self.start_locked(rec).await;
         }
+        let _vm_slot = self.reserve_vm(self.backend_for(&rec)?.as_ref(), &rec.id, true).await?;
         rec.status = SandboxStatus::Provisioning;
         rec.error_message = None;
         self.store.update(&rec)?;

@@ -29,6 +29,8 @@ pub(crate) struct Running {
     /// ([`Backend::disk_measured_inside`]), as it last answered; `u64::MAX`
     /// until it has.
     pub(crate) disk_used_inside: std::sync::atomic::AtomicU64,
+    /// A VM (counts against the running-VM quota, see `quota.rs`).
+    pub(crate) vm: bool,
 }
 
 impl SandboxManager {
@@ -47,8 +49,9 @@ impl SandboxManager {
         self.instances.lock().unwrap_or_else(|e| e.into_inner()).get(id).cloned()
     }
 
-    fn remember(&self, id: &str, instance: Arc<dyn Instance>) -> Arc<Running> {
+    fn remember(&self, id: &str, instance: Arc<dyn Instance>, backend: &dyn Backend) -> Arc<Running> {
         let r = Arc::new(Running {
+            vm: backend.is_vm(),
             instance,
             session: tokio::sync::Mutex::new(None),
             disk_used_inside: std::sync::atomic::AtomicU64::new(u64::MAX),
@@ -87,7 +90,7 @@ impl SandboxManager {
         let instance = backend.launch(&spec).await?;
         let launched = launched_at.elapsed();
         ph.mark("launched");
-        let running = self.remember(&rec.id, instance.clone());
+        let running = self.remember(&rec.id, instance.clone(), backend.as_ref());
         let connect = async {
             let transport = instance.connect_agent().await?;
             let timeout = backend.start_timeout().unwrap_or(self.config.start_timeout).max(self.config.start_timeout);
@@ -144,7 +147,7 @@ impl SandboxManager {
         }
         let backend = self.backend_for(rec)?;
         match backend.attach(&self.spec(rec)).await? {
-            Some(instance) => Ok(self.remember(&rec.id, instance)),
+            Some(instance) => Ok(self.remember(&rec.id, instance, backend.as_ref())),
             None => Err(CoreError::AgentUnreachable("the sandbox's processes are gone".into())),
         }
     }

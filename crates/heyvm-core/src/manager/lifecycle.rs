@@ -24,6 +24,8 @@ impl SandboxManager {
             None => format!("sandbox-{}", &id[3..]),
         };
         let backend = self.backend_for_request(req.backend_type.as_deref())?;
+        // Held from here (an image pull may take a while) to the insert.
+        let slot = self.reserve_sandbox()?;
         let mut env_vars = req.env_vars.unwrap_or_default();
         validate::env(&env_vars)?;
         // Pulled before anything is recorded: an image that cannot be had
@@ -119,12 +121,26 @@ impl SandboxManager {
         if let Some(id) = &warm {
             rec.id = id.clone();
         }
+        // A VM about to boot needs room among the running ones (a warm one
+        // already has it); held until it runs.
+        let _vm_slot = match req.no_start {
+            Some(true) => None,
+            _ => match self.reserve_vm(backend.as_ref(), &rec.id, true).await {
+                Ok(s) => Some(s),
+                Err(e) => {
+                    if warm.is_some() {
+                        self.discard_warm_id(rec.id.clone()).await;
+                    }
+                    return Err(e);
+                }
+            },
+        };
         ph.mark("validated");
         let lock = self.lock_for(&rec.id);
         let _guard = lock.lock().await;
         // S3 mounts: 409 when another sandbox has a prefix, before anything is recorded.
         self.s3_lease_all(&rec).await?;
-        let inserted = self.store.insert(&rec);
+        let inserted = self.insert_reserved(slot, &rec);
         ph.mark("inserted");
         if let Err(e) = inserted {
             self.s3_release_all(&rec).await;
@@ -354,6 +370,8 @@ impl SandboxManager {
     /// Launches the sandbox, runs pending setup hooks and the start command.
     /// On failure the sandbox is left `failed` with the reason.
     pub(super) async fn start_locked(self: &Arc<Self>, mut rec: SandboxRecord) -> Result<SandboxRecord> {
+        // Past the running-VM quota the sandbox stays as it was (429).
+        let _vm_slot = self.reserve_vm(self.backend_for(&rec)?.as_ref(), &rec.id, true).await?;
         // S3 mounts: lease and files before anything runs (a 409 or an
         // unreachable bucket leaves the sandbox as it was).
         self.s3_attach(&rec).await?;

@@ -25,6 +25,9 @@ mod operations;
 mod phases;
 mod pool;
 mod proxy;
+mod quota;
+#[cfg(test)]
+mod quota_tests;
 mod reaper;
 mod s3_volumes;
 mod shell;
@@ -51,6 +54,7 @@ pub use images::{is_host_image, HOST_IMAGE};
 pub use logs::LogQuery;
 pub use pool::{default_pool_max, DEMAND_WINDOW};
 pub use proxy::{is_subdomain, Endpoint};
+pub use quota::{default_max_running_vms, default_max_sandboxes};
 pub use shell::{terminal_size, ShellRequest};
 pub use usage::{HostStats, SandboxStats, UsageReport};
 
@@ -94,6 +98,11 @@ pub struct ManagerConfig {
     /// backend (`HEYVM_FILES_VIA_AGENT`), not only where the host cannot
     /// reach the files. See `file_io.rs`.
     pub files_via_agent: bool,
+    /// Most sandboxes (any state) this daemon holds (`HEYVM_MAX_SANDBOXES`;
+    /// see `quota.rs`).
+    pub max_sandboxes: usize,
+    /// Most VMs running or starting at once (`HEYVM_MAX_RUNNING_VMS`).
+    pub max_running_vms: usize,
 }
 
 impl Default for ManagerConfig {
@@ -111,6 +120,8 @@ impl Default for ManagerConfig {
             idle_timeout_secs: None,
             id_pool: Ok(crate::id_ranges::DEFAULT_POOL),
             files_via_agent: false,
+            max_sandboxes: 1024,
+            max_running_vms: 8,
         }
     }
 }
@@ -130,6 +141,8 @@ impl ManagerConfig {
             idle_timeout_secs: parse::<u64>(config::IDLE_TIMEOUT_SECS).filter(|&t| t > 0),
             id_pool: crate::id_ranges::IdPool::from_env(),
             files_via_agent: config::string(config::FILES_VIA_AGENT).is_some_and(|v| v == "1" || v == "true"),
+            max_sandboxes: parse(config::MAX_SANDBOXES).unwrap_or_else(quota::default_max_sandboxes),
+            max_running_vms: parse(config::MAX_RUNNING_VMS).unwrap_or_else(quota::default_max_running_vms),
             ..d
         }
     }
@@ -167,6 +180,8 @@ pub struct SandboxManager {
     idle: idle::IdleTracker,
     /// OCI images and their shared layers (`MVM_DATA_DIR/images`).
     images: Arc<heyvm_images::ImageStore>,
+    /// Reservations of creates and VM launches (see `quota.rs`).
+    quota: Arc<Mutex<quota::State>>,
 }
 
 impl SandboxManager {
@@ -208,6 +223,7 @@ impl SandboxManager {
             last_archive_sweep: Mutex::new(Instant::now()),
             idle: idle::IdleTracker::default(),
             images,
+            quota: Arc::default(),
         });
         mgr.open_storage_all()?;
         mgr.reconcile().await?;

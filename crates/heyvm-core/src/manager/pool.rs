@@ -54,14 +54,7 @@ const WARM_SANDBOX_BUDGET: u64 = 12 << 20;
 /// The default `HEYVM_POOL_MAX`: warm sandboxes may use up to 1/16 of the
 /// host's memory, between 4 and 256 of them (125 on a 24 GiB host).
 pub fn default_pool_max() -> usize {
-    let mem = std::fs::read_to_string("/proc/meminfo")
-        .ok()
-        .and_then(|m| {
-            m.lines().find_map(|l| l.strip_prefix("MemTotal:").and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok()))
-        })
-        .map(|kb| kb * 1024)
-        .unwrap_or(2 << 30);
-    ((mem / 16 / WARM_SANDBOX_BUDGET) as usize).clamp(4, 256)
+    ((super::quota::host_memory() / 16 / WARM_SANDBOX_BUDGET) as usize).clamp(4, 256)
 }
 
 impl SandboxManager {
@@ -146,6 +139,20 @@ impl SandboxManager {
         }
     }
 
+    /// The oldest warm sandbox, out of the pool, if the pool keeps VMs
+    /// (to make room under the running-VM quota, see `quota.rs`).
+    pub(super) fn take_warm_vm(&self) -> Option<String> {
+        if !self.pool_backend().is_vm() {
+            return None;
+        }
+        let mut p = self.pool.lock().unwrap_or_else(|e| e.into_inner());
+        (!p.is_empty()).then(|| p.remove(0))
+    }
+
+    pub(super) async fn discard_warm_id(&self, id: String) {
+        self.discard_warm(&self.blank(id)).await
+    }
+
     async fn discard_warm(&self, rec: &SandboxRecord) {
         let _ = self.kill_instance(rec).await;
         self.remove_files(rec);
@@ -182,6 +189,10 @@ impl SandboxManager {
                 match me.launch_warm().await {
                     Ok(id) if me.pool_closed.load(Ordering::SeqCst) => me.discard_warm(&me.blank(id)).await,
                     Ok(id) => me.pool.lock().unwrap_or_else(|e| e.into_inner()).push(id),
+                    Err(e @ CoreError::QuotaExceeded(_)) => {
+                        tracing::debug!(error = %e, "no room for a warm sandbox; pool paused");
+                        break;
+                    }
                     Err(e) => {
                         tracing::warn!(error = %e, "could not launch a warm sandbox; pool paused");
                         break;
@@ -195,6 +206,8 @@ impl SandboxManager {
     async fn launch_warm(self: &Arc<Self>) -> Result<String> {
         let rec = self.blank(ids::new_sandbox_id());
         let backend = self.backend_for(&rec)?;
+        // A warm VM takes a running VM's place; it never pushes another out.
+        let _vm = self.reserve_vm(backend.as_ref(), &rec.id, false).await?;
         prepare_off_thread(&backend, &self.spec(&rec)).await?;
         if let Err(e) = self.launch_instance(&rec).await {
             self.discard_warm(&rec).await;

@@ -118,6 +118,7 @@ fn error_codes(status: u16) -> &'static str {
         413 => "payload_too_large",
         415 => "unsupported_media_type",
         426 => "websocket_required",
+        429 => "quota_exceeded",
         500 => "sandbox_failed, backend_error, store_error, io_error",
         501 => "unsupported",
         502 => "agent_unreachable, port_unreachable, s3_unreachable, s3_error, s3_checksum_mismatch",
@@ -229,6 +230,13 @@ impl Op<'_> {
         let p = json!({"name": name, "in": "query", "required": false, "description": description, "schema": {"type": ty}});
         self.params().push(p);
         self
+    }
+
+    /// The operation may create or start a sandbox (also by resuming an
+    /// idle-stopped one on use), so it answers 429 `quota_exceeded` when the
+    /// daemon's sandbox or running-VM quota is full.
+    pub fn may_start_sandboxes(self) -> Self {
+        self.errors(&[429])
     }
 
     /// Error statuses beyond [`COMMON_ERRORS`].

@@ -34,6 +34,7 @@ fn native(d: &mut Doc) {
         .body::<CreateSandboxRequest>()
         .ok::<SandboxInfo>(201)
         .errors(&[403, 409, 413, 415, 502])
+        .may_start_sandboxes()
         .add();
     d.op("POST", "/archives", "Upload a tar.gz for `archive_id` on create (kept HEYVM_ARCHIVE_TTL_SECS)")
         .raw_body(json!({"application/gzip": {"schema": {"type": "string", "format": "binary"}}}))
@@ -66,12 +67,15 @@ fn native(d: &mut Doc) {
         ("restart", "Stop and start again"),
         ("force-stop", "Kill every process at once"),
     ] {
-        d.op("POST", &format!("/sandboxes/{{id}}/{verb}"), what).ok::<SandboxInfo>(200).errors(&[409, 502]).add();
+        let op = d.op("POST", &format!("/sandboxes/{{id}}/{verb}"), what).ok::<SandboxInfo>(200).errors(&[409, 502]);
+        // Starting needs room under the quotas (see heyvm-core's quota.rs).
+        if verb == "start" || verb == "restart" { op.may_start_sandboxes() } else { op }.add();
     }
     d.op("POST", "/sandboxes/{id}/execute", "Run a command and wait for it; a non-zero exit is a 200 with its exit_code")
         .body::<ExecRequest>()
         .ok::<ExecResponse>(200)
         .errors(&[409, 415, 502])
+        .may_start_sandboxes()
         .add();
     d.op("POST", "/sandboxes/{id}/exec-operations", "Start an idempotent exec operation (by operationId)")
         .body::<ExecOperationRequest>()
@@ -203,11 +207,13 @@ fn checkpoints(d: &mut Doc) {
         .optional_body::<RestoreRequest>()
         .ok::<RestoreResponse>(200)
         .errors(&[409, 501])
+        .may_start_sandboxes()
         .add();
     d.op("POST", "/sandboxes/{id}/fork", "Create a new sandbox from a checkpoint (taken now if there is none; body optional)")
         .optional_body::<ForkRequest>()
         .ok::<RestoreResponse>(201)
         .errors(&[409, 501])
+        .may_start_sandboxes()
         .add();
 }
 
@@ -254,11 +260,13 @@ fn computers(d: &mut Doc) {
     .raw_body(json_body(run.clone()))
     .ok_other(200, "server-sent events: stdout, stderr, exit", Some("text/event-stream"))
     .errors(&[409, 415, 502])
+    .may_start_sandboxes()
     .add();
     d.op("POST", "/api/agents/{id}/threads/{thread}/computer/run", "Run a command on the thread's computer")
         .raw_body(json_body(run))
         .ok_schema(200, any.clone())
         .errors(&[409, 415, 502])
+        .may_start_sandboxes()
         .add();
     d.op("POST", "/api/agents/{id}/threads/{thread}/computer/read-file", "Read a file on the thread's computer")
         .raw_body(json_body(obj(
@@ -267,6 +275,7 @@ fn computers(d: &mut Doc) {
         )))
         .ok_schema(200, any.clone())
         .errors(&[403, 409, 415])
+        .may_start_sandboxes()
         .add();
     d.op(
         "POST",
@@ -279,6 +288,7 @@ fn computers(d: &mut Doc) {
     )))
     .ok_schema(200, any.clone())
     .errors(&[403, 409, 413, 415])
+    .may_start_sandboxes()
     .add();
     d.op("DELETE", "/api/agents/{id}/threads/{thread}", "End a thread: its ephemeral computer is deleted").ok_schema(200, any).add();
 }
@@ -289,17 +299,20 @@ fn files_and_streams(d: &mut Doc) {
         .query("path", "string", "relative to the mount, or absolute")
         .ok::<FileList>(200)
         .errors(&[403, 409])
+        .may_start_sandboxes()
         .add();
     d.op("POST", "/sandboxes/{id}/files", "Upload a file (multipart: mount_path, file_path, file)")
         .raw_body(json!({"multipart/form-data": {"schema": {"type": "object", "properties": {
             "mount_path": {"type": "string"}, "file_path": {"type": "string"}, "file": {"type": "string", "format": "binary"}}}}}))
         .ok::<UploadResponse>(201)
         .errors(&[403, 409, 413, 415])
+        .may_start_sandboxes()
         .add();
     d.op("POST", "/sandboxes/{id}/files/upload", "Upload a file as base64 JSON")
         .body::<UploadJsonRequest>()
         .ok::<UploadResponse>(201)
         .errors(&[403, 409, 413, 415])
+        .may_start_sandboxes()
         .add();
     d.op("GET", "/sandboxes/{id}/files/{*path}", "Download a file (all of it, or `limit` bytes from `offset`)")
         .query("mount_path", "string", "a mount's sandbox path (default /workspace); omit it for an absolute path")
@@ -308,17 +321,20 @@ fn files_and_streams(d: &mut Doc) {
         .ok_other(200, "the file's bytes (the range asked for)", Some("application/octet-stream"))
         .response_header(200, "x-file-size", "integer", "the whole file's size, beside the Content-Length of a range")
         .errors(&[403, 409])
+        .may_start_sandboxes()
         .add();
     d.op("DELETE", "/sandboxes/{id}/files/{*path}", "Delete a file (a directory with recursive=true)")
         .query("mount_path", "string", "a mount's sandbox path (default /workspace)")
         .query("recursive", "boolean", "delete a directory with its contents")
         .ok::<DeleteFileResponse>(200)
         .errors(&[403, 409])
+        .may_start_sandboxes()
         .add();
     d.op("POST", "/sandboxes/{id}/exec/stream", "Run a command, streaming its output as server-sent events")
         .body::<ExecRequest>()
         .ok_other(200, "events: exec_started, stdout, stderr, exit", Some("text/event-stream"))
         .errors(&[409, 415, 502])
+        .may_start_sandboxes()
         .add();
     d.op("GET", "/sandboxes/{id}/logs/stream", "Follow the log: backlog, then new entries (SSE, or a WebSocket on upgrade)")
         .query("backlog", "integer", "entries sent first (default 100)")
@@ -348,6 +364,7 @@ fn compat(d: &mut Doc) {
         .body::<DeployRequest>()
         .ok::<DeployedSandbox>(201)
         .errors(&[403, 409, 415])
+        .may_start_sandboxes()
         .add();
     d.op("GET", "/deployed-sandboxes", "List sandboxes (cloud dialect; stopped ones too)")
         .query("name", "string", "exact name")
@@ -359,7 +376,11 @@ fn compat(d: &mut Doc) {
         .ok_schema(200, json!({"type": "object"}))
         .errors(&[409])
         .add();
-    d.op("POST", "/deployed-sandboxes/{id}/restart", "Restart (cloud dialect)").ok::<DeployedSandbox>(200).errors(&[409, 502]).add();
+    d.op("POST", "/deployed-sandboxes/{id}/restart", "Restart (cloud dialect)")
+        .ok::<DeployedSandbox>(200)
+        .errors(&[409, 502])
+        .may_start_sandboxes()
+        .add();
     d.op("POST", "/deployed-sandboxes/{id}/ttl", "Set the TTL (cloud dialect)")
         .body::<TtlRequest>()
         .ok::<DeployedSandbox>(200)
@@ -374,18 +395,21 @@ fn compat(d: &mut Doc) {
         .body::<CompatExecRequest>()
         .ok::<ExecResponse>(200)
         .errors(&[409, 415, 502])
+        .may_start_sandboxes()
         .add();
-    d.op("POST", "/sandbox/{id}/start", "Start (cloud dialect)").ok::<DeployedSandbox>(200).errors(&[409, 502]).add();
+    d.op("POST", "/sandbox/{id}/start", "Start (cloud dialect)").ok::<DeployedSandbox>(200).errors(&[409, 502]).may_start_sandboxes().add();
     d.op("POST", "/sandbox/{id}/stop", "Stop (cloud dialect)").ok::<DeployedSandbox>(200).errors(&[409, 502]).add();
     d.op("POST", "/sandbox/{id}/read-file", "Read a file as base64 (cloud dialect)")
         .body::<ReadFileRequest>()
         .ok::<ReadFileResponse>(200)
         .errors(&[403, 409, 415])
+        .may_start_sandboxes()
         .add();
     d.op("POST", "/sandbox/{id}/write-file", "Write a base64 file (cloud dialect)")
         .body::<WriteFileRequest>()
         .ok::<UploadResponse>(200)
         .errors(&[403, 409, 413, 415])
+        .may_start_sandboxes()
         .add();
     d.op("GET", "/sandboxes/inactive", "Stopped and failed sandboxes, paged")
         .query("count", "integer", "page size")
@@ -411,6 +435,7 @@ fn compat(d: &mut Doc) {
         .optional_body::<RestoreRequest>()
         .ok::<RestoreResponse>(200)
         .errors(&[409, 501])
+        .may_start_sandboxes()
         .add();
     for path in ["/deployed-sandboxes/{id}/replace-mount", "/sandboxes/{id}/tcp-tunnel"] {
         d.op("POST", path, "Not available on this daemon (501)").errors(&[501]).add();

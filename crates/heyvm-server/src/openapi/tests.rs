@@ -151,3 +151,27 @@ fn the_vm_tiers_answers_are_documented() {
         assert!(op["responses"][status].is_object(), "{method} {path} does not document {status}");
     }
 }
+
+/// Every operation that can create or start a sandbox documents the
+/// quota's 429 (`quota_exceeded`), and no read-only one does.
+#[test]
+fn the_quota_answer_is_documented_where_sandboxes_start() {
+    let doc = super::document();
+    for (method, path) in [
+        ("post", "/sandboxes"),
+        ("post", "/sandboxes/{id}/start"),
+        ("post", "/sandboxes/{id}/restart"),
+        ("post", "/sandboxes/{id}/restore"),
+        ("post", "/sandboxes/{id}/fork"),
+        ("post", "/sandboxes/{id}/execute"),
+        ("post", "/sandbox-deploy"),
+        ("post", "/sandbox/{id}/start"),
+        ("post", "/api/agents/{id}/threads/{thread}/computer/run"),
+    ] {
+        let answer = &doc["paths"][path][method]["responses"]["429"];
+        assert!(answer["description"].as_str().is_some_and(|d| d.contains("quota_exceeded")), "{method} {path}: {answer}");
+    }
+    for (method, path) in [("get", "/sandboxes"), ("post", "/sandboxes/{id}/stop"), ("delete", "/sandboxes/{id}")] {
+        assert!(doc["paths"][path][method]["responses"]["429"].is_null(), "{method} {path} documents 429");
+    }
+}
