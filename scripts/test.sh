@@ -29,6 +29,9 @@ vm_subset=(
   vm::vm_boots_an_oci_image_built_for_kvm_through_a_qcow2_overlay
   # The one attack on a VM's host mount (9p): setuid/capability plants.
   hostile_kernel::setuid_and_capability_plants_never_reach_a_host_mount
+  # QEMU is no host root: the sandbox's uid, no capabilities, seccomp;
+  # files written into a mount are its host owner's.
+  vm_confine::qemu_runs_unprivileged_in_the_sandbox_range_and_mounts_keep_their_owner
   # The guest's root configures IPv6 in its own kernel; its namespace
   # forwards none (about 10 s).
   net_ipv6::attack_ipv6_is_no_way_around_the_egress_policy

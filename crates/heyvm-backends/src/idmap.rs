@@ -120,19 +120,29 @@ pub fn new_userns(map: &IdMap) -> io::Result<OwnedFd> {
 /// Clones `m.source` as a detached mount, idmaps it through `userns` and
 /// attaches it at `m.target` (created if missing, as a file for a file).
 pub fn mount_idmapped(m: &IdmappedMount, userns: &OwnedFd) -> io::Result<()> {
-    let src = cstr(&m.source)?;
+    let tree = idmapped_tree(&m.source, userns, m.read_only, m.host_dir)?;
+    make_target(m)?;
+    attach(tree.as_raw_fd(), &cstr(&m.target)?)
+        .map_err(|e| ctx(e, &format!("attaching the idmapped {} at {}", m.source.display(), m.target.display())))
+}
+
+/// A detached clone of the mount at `source`, idmapped through `userns`
+/// (and read-only, and `nosuid,nodev` for `host_dir`). Nothing shows until
+/// [`attach`] puts it somewhere, possibly in another mount namespace.
+pub fn idmapped_tree(source: &Path, userns: &OwnedFd, read_only: bool, host_dir: bool) -> io::Result<OwnedFd> {
+    let src = cstr(source)?;
     // SAFETY: open_tree on a valid path; the result is checked and owned.
     let tree = unsafe { libc::syscall(libc::SYS_open_tree, libc::AT_FDCWD, src.as_ptr(), OPEN_TREE_CLONE | libc::O_CLOEXEC as u32) };
     if tree < 0 {
-        return Err(err(&format!("open_tree {}", m.source.display())));
+        return Err(err(&format!("open_tree {}", source.display())));
     }
     // SAFETY: a fresh descriptor we own.
     let tree = unsafe { OwnedFd::from_raw_fd(tree as i32) };
     let mut set = MOUNT_ATTR_IDMAP;
-    if m.read_only {
+    if read_only {
         set |= MOUNT_ATTR_RDONLY;
     }
-    if m.host_dir {
+    if host_dir {
         set |= MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV;
     }
     let attr = MountAttr { attr_set: set, attr_clr: 0, propagation: 0, userns_fd: userns.as_raw_fd() as u64 };
@@ -148,16 +158,18 @@ pub fn mount_idmapped(m: &IdmappedMount, userns: &OwnedFd) -> io::Result<()> {
         )
     };
     if r != 0 {
-        return Err(err(&format!("idmapping {} (does its filesystem support idmapped mounts?)", m.source.display())));
+        return Err(err(&format!("idmapping {} (does its filesystem support idmapped mounts?)", source.display())));
     }
-    make_target(m)?;
-    let dst = cstr(&m.target)?;
-    // SAFETY: move_mount of our detached tree onto a valid path.
-    let r = unsafe {
-        libc::syscall(libc::SYS_move_mount, tree.as_raw_fd(), c"".as_ptr(), libc::AT_FDCWD, dst.as_ptr(), MOVE_MOUNT_F_EMPTY_PATH)
-    };
+    Ok(tree)
+}
+
+/// Attaches a detached tree ([`idmapped_tree`]) over the existing path
+/// `target`. Only raw syscalls: safe between fork and exec.
+pub fn attach(tree: std::os::fd::RawFd, target: &std::ffi::CStr) -> io::Result<()> {
+    // SAFETY: move_mount of a detached tree onto a valid C string path.
+    let r = unsafe { libc::syscall(libc::SYS_move_mount, tree, c"".as_ptr(), libc::AT_FDCWD, target.as_ptr(), MOVE_MOUNT_F_EMPTY_PATH) };
     if r != 0 {
-        return Err(err(&format!("attaching the idmapped {} at {}", m.source.display(), m.target.display())));
+        return Err(io::Error::last_os_error());
     }
     Ok(())
 }

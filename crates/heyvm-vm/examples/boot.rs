@@ -50,7 +50,9 @@ fn main() {
         console_log: dir.join("console.log"),
         tap: None,
         mac: None,
-        incoming: None,
+        incoming_fd: None,
+        runas: None,
+        seccomp: false,
     };
     let t = Instant::now();
     let mut child = std::process::Command::new("qemu-system-x86_64").args(spec.args()).spawn().unwrap();
@@ -98,7 +100,8 @@ fn launch_nat(assets: &heyvm_vm::assets::VmAssets, initrd: std::path::PathBuf, s
         mounts: vec![],
         network: NetworkSpec { mode: heyvm_types::NetworkMode::Nat, ..Default::default() },
         image_layers: vec![],
-        ids: None,
+        // A root caller's QEMU drops to the range's first id.
+        ids: Some(heyvm_core::id_ranges::IdRange { base: 2_000_000_000, size: 65_536 }),
     };
     let host = heyvm_vm::launch::HostSetup {
         assets: assets.clone(),
@@ -107,6 +110,7 @@ fn launch_nat(assets: &heyvm_vm::assets::VmAssets, initrd: std::path::PathBuf, s
         initrd,
         image: "debian".into(),
         cgroups: None,
+        seccomp: heyvm_vm::confine::qemu_has_seccomp("qemu-system-x86_64"),
     };
     let t = Instant::now();
     heyvm_vm::launch::prepare_disks(&spec).unwrap();

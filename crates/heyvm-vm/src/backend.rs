@@ -66,6 +66,10 @@ impl KvmBackend {
             crate::qemu::Accel::Kvm => tracing::info!("kvm backend: accelerator KVM ({})", verdict.reason),
             crate::qemu::Accel::Tcg => tracing::warn!("kvm backend: accelerator TCG, software emulation ({})", verdict.reason),
         }
+        let seccomp = crate::confine::qemu_has_seccomp(&vmproc::qemu_binary());
+        if !seccomp {
+            tracing::warn!("kvm backend: this QEMU has no seccomp (-sandbox); QEMU runs without a syscall filter");
+        }
         Ok(HostSetup {
             assets: self.assets.clone(),
             accel: verdict.accel,
@@ -73,6 +77,7 @@ impl KvmBackend {
             initrd,
             image: DEFAULT_IMAGE.into(),
             cgroups: self.cgroups().cloned(),
+            seccomp,
         })
     }
 }

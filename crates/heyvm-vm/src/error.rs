@@ -76,6 +76,9 @@ pub enum VmError {
     Policy(#[source] NetError),
     #[error("network settings of the sandbox: {0}")]
     Sysctl(#[source] NetError),
+    /// A root daemon runs QEMU as the sandbox's own ids, never as root.
+    #[error("the sandbox has no uid/gid range recorded, and QEMU must not run as host root")]
+    NoIdRange,
     #[error("starting QEMU: {0}")]
     Spawn(#[source] io::Error),
     #[error(transparent)]

@@ -27,6 +27,8 @@ pub struct HostSetup {
     /// The host's cgroups, where QEMU gets its size class's limits
     /// ([`crate::cgroup`]); None without root or usable controllers.
     pub cgroups: Option<heyvm_backends::cgroups::Cgroups>,
+    /// Whether this QEMU has seccomp (`-sandbox`, [`crate::confine`]).
+    pub seccomp: bool,
 }
 
 /// The read-only base disk a VM's root overlay sits on: the image's (built
@@ -217,7 +219,9 @@ pub fn vm_spec(spec: &LaunchSpec, host: &HostSetup, net: Option<&GuestNet>) -> V
         console_log: layout.console_log(),
         tap: net.map(|_| crate::net::TAP.to_string()),
         mac: net.map(|_| crate::net::mac_for(&spec.id)),
-        incoming: None,
+        incoming_fd: None,
+        runas: crate::confine::user_for(spec)?,
+        seccomp: host.seccomp,
     })
 }
 
@@ -283,10 +287,18 @@ pub fn start(spec: &LaunchSpec, host: &HostSetup) -> VmResult<VmProcess> {
     crate::rootcap::admit(spec, &layout)?;
     let net = setup_network(spec)?;
     let mut vm = vm_spec(spec, host, net.as_ref())?;
+    let mut handover = crate::confine::Handover::default();
     // A restore or fork staged a checkpoint: load its memory instead of booting.
-    vm.incoming = crate::snapshot::take_restore_marker(&layout);
-    if vm.incoming.is_some() && !vm.shares.is_empty() {
-        return Err(VmError::RestoreWithMounts);
+    if let Some(memory) = crate::snapshot::take_restore_marker(&layout) {
+        if !vm.shares.is_empty() {
+            return Err(VmError::RestoreWithMounts);
+        }
+        let file = std::fs::File::open(&memory).map_err(|e| VmError::io(format!("opening {}", memory.display()), e))?;
+        vm.incoming_fd = Some(std::os::fd::AsRawFd::as_raw_fd(&file));
+        handover.incoming = Some(file);
+    }
+    if let Some(user) = vm.runas {
+        handover.trees = crate::confine::share_trees(&spec.id, &vm.shares, &user);
     }
     // Each boot starts a fresh console log; the previous one is kept once.
     let _ = std::fs::rename(layout.console_log(), layout.dir.join("console.prev.log"));
@@ -302,9 +314,10 @@ pub fn start(spec: &LaunchSpec, host: &HostSetup) -> VmResult<VmProcess> {
         Some(cg) => Some(crate::cgroup::create(cg, spec).map_err(|e| undo(VmError::io("setting up the VM's cgroups", e)))?),
         None => None,
     };
-    let process =
-        vmproc::spawn(&vm, &layout, net.as_ref().map(|n| n.netns_path.as_path()), join.as_ref()).map_err(|e| undo(VmError::Spawn(e)))?;
-    if vm.incoming.is_some() {
+    let process = vmproc::spawn(&vm, &layout, net.as_ref().map(|n| n.netns_path.as_path()), join.as_ref(), &handover)
+        .map_err(|e| undo(VmError::Spawn(e)))?;
+    drop(handover);
+    if vm.incoming_fd.is_some() {
         if let Err(e) = resume_incoming(&layout, &process) {
             process.kill();
             wait_gone(&process, std::time::Duration::from_secs(5));

@@ -6,6 +6,7 @@
 pub mod assets;
 pub mod backend;
 pub mod cgroup;
+pub mod confine;
 pub mod cpio;
 pub mod disk;
 pub mod error;

@@ -85,7 +85,9 @@ fn probe(vm_dir: &Path, kernel: &Path, initrd: &Path) -> AccelVerdict {
         console_log: dir.join("console.log"),
         tap: None,
         mac: None,
-        incoming: None,
+        incoming_fd: None,
+        runas: None,
+        seccomp: false,
     };
     let started = Instant::now();
     let child =

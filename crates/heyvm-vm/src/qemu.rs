@@ -81,8 +81,13 @@ pub struct VmSpec {
     /// A tap device (already created in the VM's network namespace).
     pub tap: Option<String>,
     pub mac: Option<String>,
-    /// Start paused, waiting for a migration stream from this file (restore).
-    pub incoming: Option<PathBuf>,
+    /// Start paused, loading a migration stream (a restore) from this
+    /// inherited descriptor: QEMU may no longer be able to open the file.
+    pub incoming_fd: Option<i32>,
+    /// Drop to these ids once started ([`crate::confine`]).
+    pub runas: Option<crate::confine::QemuUser>,
+    /// Turn on QEMU's seccomp filter ([`crate::confine::SECCOMP`]).
+    pub seccomp: bool,
 }
 
 /// The host's TSC frequency in kHz, for `tsc_early_khz=`: without it a TCG
@@ -138,7 +143,13 @@ impl VmSpec {
         for (i, d) in self.disks.iter().enumerate() {
             let ro = if d.read_only { ",read-only=on" } else { "" };
             let id = drive_id(i);
-            let drive = format!("id={id},file={},format={},if=none,cache=writeback,discard=unmap{ro}", path(&d.path), d.format);
+            // auto-read-only=off: -drive's default (on) opens an image
+            // read-only while it has no writer (an incoming migration,
+            // the end of an outgoing one) and reopens it by path when
+            // writers come back, which QEMU, dropped to the sandbox's uid,
+            // may not do ([`crate::confine`]).
+            let drive =
+                format!("id={id},file={},format={},if=none,cache=writeback,discard=unmap,auto-read-only=off{ro}", path(&d.path), d.format);
             push(&["-drive", &drive, "-device", &format!("{},drive={id},serial={}", dev("blk"), d.serial)]);
         }
         for (i, s) in self.shares.iter().enumerate() {
@@ -155,9 +166,15 @@ impl VmSpec {
             let mac = self.mac.as_deref().map(|m| format!(",mac={m}")).unwrap_or_default();
             push(&["-device", &format!("{},netdev=n0{mac}", dev("net"))]);
         }
-        if let Some(file) = &self.incoming {
-            // QEMU 7.2 has no `file:` migration URI; `exec:` runs via /bin/sh.
-            push(&["-incoming", &format!("exec:cat {}", shell_quote(&file.to_string_lossy()))]);
+        if let Some(fd) = self.incoming_fd {
+            // Not `exec:cat FILE`: seccomp forbids QEMU to spawn.
+            push(&["-incoming", &format!("fd:{fd}")]);
+        }
+        if let Some(u) = self.runas {
+            push(&["-runas", &format!("{}:{}", u.uid, u.gid)]);
+        }
+        if self.seccomp {
+            push(&["-sandbox", crate::confine::SECCOMP]);
         }
         a
     }
@@ -167,11 +184,6 @@ impl VmSpec {
 /// must double it.
 fn path(p: &std::path::Path) -> String {
     p.to_string_lossy().replace(',', ",,")
-}
-
-/// Single-quotes a word for /bin/sh.
-pub fn shell_quote(s: &str) -> String {
-    format!("'{}'", s.replace('\'', "'\\''"))
 }
 
 #[cfg(test)]
@@ -195,7 +207,9 @@ mod tests {
             console_log: "/s/console.log".into(),
             tap: None,
             mac: None,
-            incoming: None,
+            incoming_fd: None,
+            runas: None,
+            seccomp: false,
         }
     }
 
@@ -210,7 +224,7 @@ mod tests {
         assert!(a.contains("virtio-9p-device,fsdev=f0,mount_tag=m0"));
         assert!(a.contains("readonly=on"));
         assert!(a.contains("virtserialport,chardev=agent,name=heyvm.agent"));
-        assert!(!a.contains("-incoming"));
+        assert!(!a.contains("-incoming") && !a.contains("-runas") && !a.contains("-sandbox"));
     }
 
     #[test]
@@ -218,11 +232,14 @@ mod tests {
         let mut s = spec();
         s.machine = Machine::Q35;
         s.accel = Accel::Kvm;
-        s.incoming = Some("/s/ck/mem".into());
+        s.incoming_fd = Some(7);
+        s.runas = Some(crate::confine::QemuUser { uid: 1_000_065_536, gid: 1_000_065_536 });
+        s.seccomp = true;
         let a = s.args().join(" ");
         assert!(a.contains("-M q35") && a.contains("virtio-blk-pci") && a.contains("-cpu host"));
-        assert!(a.contains("-incoming exec:cat '/s/ck/mem'"));
-        assert_eq!(shell_quote("a'b"), "'a'\\''b'");
+        assert!(a.contains("-incoming fd:7"));
+        assert!(a.contains("-runas 1000065536:1000065536"), "{a}");
+        assert!(a.contains("-sandbox on,obsolete=deny,elevateprivileges=allow,spawn=deny,resourcecontrol=deny"), "{a}");
         assert!(!s.kernel_cmdline().contains("tsc_early_khz"));
     }
 }

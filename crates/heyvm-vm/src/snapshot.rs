@@ -1,10 +1,11 @@
 //! VM checkpoints: memory and disks, taken while the VM is paused so they
 //! agree. Memory is QEMU's migration stream written to a file (QMP
-//! `migrate` to `exec:cat`); the disks are sparse copies of the root overlay
-//! and the `/workspace` disk. A restore (or a fork, into another sandbox's
-//! directory) puts the disk copies in place and marks the next launch to
-//! start QEMU with `-incoming` from the memory file, so processes keep
-//! running with the same pids.
+//! `migrate` to a descriptor the daemon opened: QEMU runs unprivileged and
+//! may not spawn, [`crate::confine`]); the disks are sparse copies of the
+//! root overlay and the `/workspace` disk. A restore (or a fork, into
+//! another sandbox's directory) puts the disk copies in place and marks the
+//! next launch to start QEMU with `-incoming` from the memory file (an
+//! inherited descriptor), so processes keep running with the same pids.
 //!
 //! Layout: `vm/checkpoints/<name>/{memory,root.qcow2,workspace.ext4,meta.json}`.
 
@@ -63,7 +64,9 @@ pub fn take(layout: &VmLayout, name: &str) -> VmResult<CheckpointMeta> {
         // Pausing flushes the block layer, so disk copies match memory.
         qmp.execute("stop", serde_json::json!({}))?;
         let saved = (|| -> VmResult<()> {
-            qmp.migrate_to_file(&tmp.join("memory"), Duration::from_secs(120))?;
+            let memory = fs::File::create(tmp.join("memory")).map_err(|e| VmError::io("creating the memory file", e))?;
+            qmp.migrate_to_file(&memory, Duration::from_secs(120))?;
+            drop(memory);
             sparse_copy(&layout.overlay(), &tmp.join("root.qcow2"))?;
             sparse_copy(&layout.workspace_disk(), &tmp.join("workspace.ext4"))
         })();

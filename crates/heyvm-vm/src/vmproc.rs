@@ -67,9 +67,16 @@ pub struct VmProcess {
 }
 
 /// Starts QEMU for `spec`, detached from the daemon's session, inside
-/// `netns` and the cgroups of `cgroup` if given; its stderr goes to the
-/// layout's `qemu.log`.
-pub fn spawn(spec: &VmSpec, layout: &VmLayout, netns: Option<&Path>, cgroup: Option<&crate::cgroup::Join>) -> io::Result<VmProcess> {
+/// `netns` and the cgroups of `cgroup` if given, with what `handover`
+/// holds (see [`crate::confine`]); its stderr goes to the layout's
+/// `qemu.log`.
+pub fn spawn(
+    spec: &VmSpec,
+    layout: &VmLayout,
+    netns: Option<&Path>,
+    cgroup: Option<&crate::cgroup::Join>,
+    handover: &crate::confine::Handover,
+) -> io::Result<VmProcess> {
     fs::create_dir_all(layout.run_dir())?;
     set_mode(&layout.run_dir(), 0o700)?;
     for stale in [layout.agent_socket(), layout.qmp_socket(), layout.pid_file()] {
@@ -86,11 +93,14 @@ pub fn spawn(spec: &VmSpec, layout: &VmLayout, netns: Option<&Path>, cgroup: Opt
         .map(|p| std::ffi::CString::new(p.as_os_str().as_encoded_bytes()).map_err(|_| io::Error::other("a NUL byte in a mount path")))
         .collect::<io::Result<_>>()?;
     let root = std::ffi::CString::new("/").expect("no NUL");
+    let trees = handover.raw_trees();
+    let incoming = spec.incoming_fd;
     let mut cmd = Command::new(qemu_binary());
     cmd.args(spec.args()).stdin(Stdio::null()).stdout(log.try_clone()?).stderr(log);
     // SAFETY: only async-signal-safe syscalls (write, setsid, setns,
-    // unshare, mount on strings made before the fork)
-    // between fork and exec; the descriptors outlive the spawn.
+    // unshare, mount, move_mount, fcntl on strings and descriptors made
+    // before the fork) between fork and exec; the descriptors outlive the
+    // spawn.
     unsafe {
         cmd.pre_exec(move || {
             // First, so everything QEMU allocates is charged to its cgroup.
@@ -103,9 +113,16 @@ pub fn spawn(spec: &VmSpec, layout: &VmLayout, netns: Option<&Path>, cgroup: Opt
                     return Err(io::Error::last_os_error());
                 }
             }
-            if !read_only.is_empty() {
+            if let Some(fd) = incoming {
+                // The checkpoint's memory, inherited across exec.
+                if libc::fcntl(fd, libc::F_SETFD, 0) != 0 {
+                    return Err(io::Error::last_os_error());
+                }
+            }
+            if !read_only.is_empty() || !trees.is_empty() {
                 // QEMU's own mount namespace (a slave of the host's, so
-                // nothing made here shows outside), where these paths are
+                // nothing made here shows outside): the shares' idmapped
+                // clones over their paths, then the read-only paths,
                 // read-only whichever share shows them to the guest.
                 let null = std::ptr::null();
                 if libc::unshare(libc::CLONE_NEWNS) != 0
@@ -113,6 +130,7 @@ pub fn spawn(spec: &VmSpec, layout: &VmLayout, netns: Option<&Path>, cgroup: Opt
                 {
                     return Err(io::Error::last_os_error());
                 }
+                crate::confine::attach_trees(&trees)?;
                 for p in &read_only {
                     if libc::mount(p.as_ptr(), p.as_ptr(), null, libc::MS_BIND, std::ptr::null()) != 0
                         || libc::mount(null, p.as_ptr(), null, libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY, std::ptr::null()) != 0

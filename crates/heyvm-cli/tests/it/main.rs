@@ -45,6 +45,7 @@ mod smoke;
 mod streams;
 mod tui;
 mod vm;
+mod vm_confine;
 mod vm_disks;
 mod vm_faults;
 mod walkthrough;
