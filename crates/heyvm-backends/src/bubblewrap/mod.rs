@@ -330,6 +330,7 @@ impl Backend for BubblewrapBackend {
             net::spare::close();
             parked::close(cg.as_ref());
             crate::disk::spare::close();
+            crate::disk::parent::release();
         })
         .await;
     }
