@@ -78,20 +78,25 @@ fn uplink_mtu() -> Option<u32> {
 
 /// Deletes the veth pair and the namespace, skipping what is already gone.
 pub fn destroy(names: &NetNames) {
+    let t0 = std::time::Instant::now();
+    let mut guard_us = 0;
     if Path::new("/sys/class/net").join(&names.veth).exists() {
         // Its guard table lives exactly as long as the veth (a leftover
         // one is replaced when the veth is created again).
         super::hostguard::remove(&names.veth);
+        guard_us = t0.elapsed().as_micros();
         let deleted = Netlink::open().and_then(|mut n| n.del_link(&names.veth));
         if let Err(e) = deleted.or_else(|e| if e.raw_os_error() == Some(libc::ENODEV) { Ok(()) } else { Err(e) }) {
             tracing::warn!(veth = %names.veth, error = %e, "could not delete veth");
         }
     }
+    let veth_us = t0.elapsed().as_micros();
     if names.netns_path().exists() {
         if let Err(e) = netns::delete(&names.netns) {
             tracing::warn!(netns = %names.netns, error = %e, "could not delete network namespace");
         }
     }
+    tracing::debug!(netns = %names.netns, guard_us, veth_us, total_us = t0.elapsed().as_micros() as u64, "network destroyed (µs since start)");
 }
 
 /// The sandbox sees the host's /etc through an overlay, so its resolver

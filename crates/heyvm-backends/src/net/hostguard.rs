@@ -70,9 +70,7 @@ pub fn install_script(veth: &str) -> String {
 
 /// Removes the sandbox's table if present.
 pub fn remove(veth: &str) {
-    let t = table(veth);
-    let script = format!("table inet {t} {{}}\ndelete table inet {t}\n");
-    if let Err(e) = super::nft::run(&script) {
+    if let Err(e) = super::nft_delete::delete_table(super::nft_delete::INET, &table(veth)) {
         tracing::warn!(veth, error = %e, "could not remove the host guard table");
     }
 }

@@ -22,6 +22,7 @@ pub mod hostguard;
 pub mod netlink;
 pub mod netns;
 pub mod nft;
+mod nft_delete;
 pub mod policy;
 pub mod pool;
 pub mod slirp;
