@@ -375,22 +375,42 @@ impl SandboxManager {
         // S3 mounts: lease and files before anything runs (a 409 or an
         // unreachable bucket leaves the sandbox as it was).
         self.s3_attach(&rec).await?;
+        // The leases are renewed through the boot and the hooks, which can
+        // take longer than a lease lasts; the running sandbox's task takes over.
+        let keep = self.s3_keepalive(&rec);
         rec.status = SandboxStatus::Provisioning;
         rec.error_message = None;
         self.store.update(&rec)?;
         if let Err(reason) = self.launch_instance(&rec).await {
             let reason = reason.to_string();
             let _ = self.kill_instance(&rec).await;
+            if let Some(k) = keep {
+                k.stop().await;
+            }
             self.s3_release_all(&rec).await;
             self.mark_failed(&mut rec, &reason)?;
             return Err(CoreError::SandboxFailed { id: rec.id.clone(), reason });
         }
-        self.finish_start(rec).await
+        self.finish_start_keeping(rec, keep).await
     }
 
     /// Setup hooks and start command on a launched sandbox, then `running`.
-    pub(super) async fn finish_start(self: &Arc<Self>, mut rec: SandboxRecord) -> Result<SandboxRecord> {
-        match self.run_hooks_and_service(&mut rec).await {
+    pub(super) async fn finish_start(self: &Arc<Self>, rec: SandboxRecord) -> Result<SandboxRecord> {
+        self.finish_start_keeping(rec, None).await
+    }
+
+    /// [`Self::finish_start`] with the launch's S3 lease renewal, stopped
+    /// once the hooks are over (before the leases are handed on or given back).
+    async fn finish_start_keeping(
+        self: &Arc<Self>,
+        mut rec: SandboxRecord,
+        keep: Option<super::s3_volumes::S3Keepalive>,
+    ) -> Result<SandboxRecord> {
+        let hooks = self.run_hooks_and_service(&mut rec).await;
+        if let Some(k) = keep {
+            k.stop().await;
+        }
+        match hooks {
             Ok(()) => {
                 rec.status = SandboxStatus::Running;
                 rec.running_since = Some(now_secs());
