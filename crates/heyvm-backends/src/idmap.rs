@@ -89,6 +89,10 @@ pub fn new_userns(map: &IdMap) -> io::Result<OwnedFd> {
     if pid == 0 {
         // SAFETY: raw syscalls in the forked child, which never returns.
         unsafe {
+            // Only the parent keeps the go pipe's write end: if it dies
+            // first, the read below sees EOF instead of blocking forever
+            // (holding a copy of every descriptor the parent had).
+            libc::close(go_w.as_raw_fd());
             let ok = libc::unshare(libc::CLONE_NEWUSER) == 0;
             libc::write(ready_w.as_raw_fd(), [u8::from(ok)].as_ptr().cast(), 1);
             let mut b = [0u8; 1];
@@ -109,8 +113,7 @@ pub fn new_userns(map: &IdMap) -> io::Result<OwnedFd> {
         let f = std::fs::File::open(format!("/proc/{pid}/ns/user")).map_err(|e| ctx(e, "opening the user namespace"))?;
         Ok(OwnedFd::from(f))
     })();
-    // A byte, not EOF: the child holds its own copy of the write end.
-    // SAFETY: writing one byte from a valid buffer; reaping our own child.
+    // SAFETY: writing one byte from a valid buffer.
     unsafe { libc::write(go_w.as_raw_fd(), [1u8].as_ptr().cast(), 1) };
     // SAFETY: reaping our own child.
     unsafe { libc::waitpid(pid, std::ptr::null_mut(), 0) };

@@ -27,6 +27,25 @@ pub fn sandbox_support() -> bool {
     false
 }
 
+/// Forwards a daemon's stderr to the test's (uncaptured, as if inherited),
+/// keeping its last lines to show when the daemon dies at start.
+fn stderr_tail(err: std::process::ChildStderr) -> std::sync::Arc<std::sync::Mutex<std::collections::VecDeque<String>>> {
+    let tail = std::sync::Arc::<std::sync::Mutex<std::collections::VecDeque<String>>>::default();
+    let keep = tail.clone();
+    std::thread::spawn(move || {
+        use std::io::Write;
+        for line in BufReader::new(err).lines().map_while(Result::ok) {
+            let _ = writeln!(std::io::stderr(), "{line}");
+            let mut t = keep.lock().unwrap_or_else(|e| e.into_inner());
+            if t.len() == 30 {
+                t.pop_front();
+            }
+            t.push_back(line);
+        }
+    });
+    tail
+}
+
 /// The backend every test daemon uses for sandboxes created without
 /// `backend_type`: `HEYVM_TEST_BACKEND` (e.g. `kvm`), else the daemon's default.
 pub fn test_backend() -> Option<String> {
@@ -214,7 +233,7 @@ impl Daemon {
             // No hidden warm sandbox per test daemon; pool.rs tests turn it on.
             .env("HEYVM_POOL_SIZE", "0")
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit());
+            .stderr(Stdio::piped());
         if let Some(b) = test_backend() {
             cmd.env("HEYVM_DEFAULT_BACKEND", b);
         }
@@ -232,14 +251,29 @@ impl Daemon {
             }
         }
         let mut child = cmd.spawn().expect("spawn daemon");
+        let stderr = stderr_tail(child.stderr.take().unwrap());
         let stdout = child.stdout.take().unwrap();
         let mut line = String::new();
         BufReader::new(stdout).read_line(&mut line).expect("daemon banner");
-        let addr = line
-            .split("http://")
-            .nth(1)
-            .and_then(|r| r.split_whitespace().next())
-            .unwrap_or_else(|| panic!("unexpected daemon banner: {line:?}"));
+        let Some(addr) = line.split("http://").nth(1).and_then(|r| r.split_whitespace().next()) else {
+            // Say why: a daemon with no banner has usually exited at start.
+            let deadline = Instant::now() + Duration::from_secs(5);
+            let status = loop {
+                match child.try_wait() {
+                    Ok(Some(st)) => break format!("{st}"),
+                    _ if Instant::now() > deadline => {
+                        let _ = child.kill();
+                        let _ = child.wait();
+                        break "still running after 5 s (killed)".into();
+                    }
+                    _ => std::thread::sleep(Duration::from_millis(20)),
+                }
+            };
+            // Let the forwarder read what the daemon wrote last.
+            std::thread::sleep(Duration::from_millis(200));
+            let tail = Vec::from(stderr.lock().unwrap_or_else(|e| e.into_inner()).clone()).join("\n");
+            panic!("unexpected daemon banner: {line:?} (daemon: {status}); its stderr ended with:\n{tail}");
+        };
         self.url = format!("http://{addr}");
         self.port = addr.rsplit(':').next().unwrap().parse().unwrap();
         self.child = Some(child);
