@@ -28,6 +28,9 @@ pub enum BackendError {
     NotRunning,
     #[error("{0}")]
     Failed(String),
+    /// The request conflicts with the sandbox's state (409 `conflict`).
+    #[error("{0}")]
+    Conflict(String),
     #[error("{context}: {source}")]
     Io { context: String, source: std::io::Error },
 }
@@ -143,6 +146,15 @@ pub trait Backend: Send + Sync + 'static {
     /// counted against the running-VM quota (`HEYVM_MAX_RUNNING_VMS`).
     fn is_vm(&self) -> bool {
         false
+    }
+
+    /// Whether a sandbox of this backend can have these host mounts (all
+    /// of a sandbox's, S3-backed ones aside, validated and canonical):
+    /// asked at create and whenever the mounts change, so a mount the
+    /// backend cannot set up is refused (400 `invalid_mount`, with this
+    /// reason) before anything is made rather than failing its start.
+    fn check_mounts(&self, _mounts: &[MountSpec]) -> std::result::Result<(), String> {
+        Ok(())
     }
 
     /// Whether the host reaches the sandbox's mounts as host directories

@@ -12,6 +12,9 @@ pub enum CoreError {
     InvalidRequest(String),
     #[error("{0}")]
     InvalidPath(String),
+    /// A mount the sandbox's backend cannot set up (`Backend::check_mounts`).
+    #[error("{0}")]
+    InvalidMount(String),
     #[error("a sandbox named '{0}' already exists")]
     NameTaken(String),
     #[error("sandbox '{id}' is {status}; {action} needs it {needs}")]
@@ -78,6 +81,7 @@ impl CoreError {
             Self::NotFound(_) => "sandbox_not_found",
             Self::InvalidRequest(_) => "invalid_request",
             Self::InvalidPath(_) => "invalid_path",
+            Self::InvalidMount(_) => "invalid_mount",
             Self::NameTaken(_) => "name_taken",
             Self::InvalidState { .. } => "invalid_state",
             Self::Conflict(_) => "conflict",
@@ -87,6 +91,7 @@ impl CoreError {
             Self::BackendUnavailable(..) => "backend_unavailable",
             Self::SandboxFailed { .. } => "sandbox_failed",
             Self::Backend(crate::backend::BackendError::Unsupported { .. }) => "unsupported",
+            Self::Backend(crate::backend::BackendError::Conflict(_)) => "conflict",
             Self::Backend(_) => "backend_error",
             Self::Corrupt(_) => "store_error",
             Self::AgentUnreachable(_) => "agent_unreachable",
@@ -110,7 +115,11 @@ impl CoreError {
     pub fn status(&self) -> u16 {
         match self {
             Self::NotFound(_) | Self::FileNotFound(_) | Self::EndpointNotFound(_) => 404,
-            Self::InvalidRequest(_) | Self::InvalidPath(_) | Self::BackendUnavailable(..) | Self::InvalidArchive(_) => 400,
+            Self::InvalidRequest(_)
+            | Self::InvalidPath(_)
+            | Self::InvalidMount(_)
+            | Self::BackendUnavailable(..)
+            | Self::InvalidArchive(_) => 400,
             Self::ArchiveNotFound(_) | Self::CheckpointNotFound(_) => 404,
             Self::CheckpointUnsupported(_) => 409,
             Self::ReadOnlyMount(_) | Self::PermissionDenied(_) => 403,
@@ -121,6 +130,7 @@ impl CoreError {
             Self::PayloadTooLarge(_) => 413,
             Self::AgentUnreachable(_) | Self::PortUnreachable(_) => 502,
             Self::Backend(crate::backend::BackendError::Unsupported { .. }) => 501,
+            Self::Backend(crate::backend::BackendError::Conflict(_)) => 409,
             Self::SandboxFailed { .. } | Self::Backend(_) | Self::Corrupt(_) | Self::Store(_) | Self::Io(_) => 500,
             Self::Image(e) => e.status(),
             Self::S3(e) => e.status(),

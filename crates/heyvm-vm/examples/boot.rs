@@ -8,6 +8,9 @@ use std::time::{Duration, Instant};
 
 use heyvm_vm::qemu::{Accel, Disk, Machine, VmSpec};
 
+/// The shape the checkpoint section boots (1 vCPU, 512 MiB, as below).
+const MACHINE: heyvm_vm::snapshot::Machine = heyvm_vm::snapshot::Machine { vcpus: 1, memory_mib: 512 };
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let agent = args.get(1).expect("usage: boot AGENT_BIN [microvm|q35|probe]");
@@ -135,11 +138,11 @@ fn launch_nat(assets: &heyvm_vm::assets::VmAssets, initrd: std::path::PathBuf, s
     if snap {
         drop(sock);
         let t = Instant::now();
-        let meta = heyvm_vm::snapshot::take(&layout, "one").unwrap();
+        let meta = heyvm_vm::snapshot::take(&layout, "one", MACHINE).unwrap();
         println!("checkpoint in {:?}: {meta:?}", t.elapsed());
         heyvm_vm::launch::stop(&spec, None);
         let t = Instant::now();
-        heyvm_vm::snapshot::stage(&layout, "one", &layout).unwrap();
+        heyvm_vm::snapshot::stage(&layout, "one", &layout, MACHINE).unwrap();
         heyvm_vm::launch::start(&spec, &host).unwrap();
         println!("restored (QEMU running, memory loaded) in {:?}", t.elapsed());
         let mut sock = UnixStream::connect(layout.agent_socket()).unwrap();

@@ -89,6 +89,11 @@ fn which(prog: &str) -> Option<std::path::PathBuf> {
     std::env::var_os("PATH").and_then(|p| std::env::split_paths(&p).map(|d| d.join(prog)).find(|p| p.is_file()))
 }
 
+/// The vCPUs and RAM QEMU gets for this sandbox (as `launch` sizes it).
+fn machine_of(spec: &LaunchSpec) -> snapshot::Machine {
+    snapshot::Machine { vcpus: launch::vcpus(spec.limits.millicpu), memory_mib: launch::memory_mib(spec.limits.memory_bytes) }
+}
+
 fn info(m: CheckpointMeta) -> CheckpointInfo {
     CheckpointInfo { name: m.name, created_at: m.created_at, size_bytes: m.size_bytes, memory: m.memory }
 }
@@ -121,6 +126,12 @@ impl Backend for KvmBackend {
 
     fn is_vm(&self) -> bool {
         true
+    }
+
+    /// 9p shares directories only, and guest paths travel on the kernel
+    /// command line: what `launch` would refuse at boot, refused now.
+    fn check_mounts(&self, mounts: &[heyvm_types::MountSpec]) -> Result<(), String> {
+        crate::launch::check_mounts(mounts).map_err(|e| e.to_string())
     }
 
     /// The guest's disks are not the host's to open: files go through the agent.
@@ -169,7 +180,8 @@ impl Backend for KvmBackend {
         }
         let layout = VmLayout::new(&spec.paths.dir);
         let n = name.to_string();
-        Ok(info(blocking(move || snapshot::take(&layout, &n)).await?))
+        let machine = machine_of(spec);
+        Ok(info(blocking(move || snapshot::take(&layout, &n, machine)).await?))
     }
 
     fn checkpoints(&self, spec: &LaunchSpec) -> Vec<CheckpointInfo> {
@@ -182,7 +194,8 @@ impl Backend for KvmBackend {
 
     async fn stage_checkpoint(&self, from: &LaunchSpec, name: &str, to: &LaunchSpec) -> BackendResult<ProcessFate> {
         let (src, dst, n) = (VmLayout::new(&from.paths.dir), VmLayout::new(&to.paths.dir), name.to_string());
-        blocking(move || snapshot::stage(&src, &n, &dst)).await?;
+        let machine = machine_of(to);
+        blocking(move || snapshot::stage(&src, &n, &dst, machine)).await?;
         Ok(ProcessFate::Kept)
     }
 

@@ -93,6 +93,11 @@ pub enum VmError {
     CheckpointNotFound(String),
     #[error("checkpoint {0} already exists")]
     CheckpointExists(String),
+    /// The sandbox's size class changed since the checkpoint.
+    #[error(
+        "checkpoint '{name}' holds a VM of {was}, and this sandbox boots with {now} (its size class changed since): set the size class back to restore it"
+    )]
+    CheckpointMachine { name: String, was: crate::snapshot::Machine, now: crate::snapshot::Machine },
     /// The root overlay is past its cap ([`crate::rootcap`]).
     #[error("{0}")]
     RootDiskFull(String),
@@ -117,7 +122,10 @@ impl From<tokio::task::JoinError> for VmError {
 
 impl From<VmError> for BackendError {
     fn from(e: VmError) -> Self {
-        BackendError::Failed(e.to_string())
+        match e {
+            VmError::CheckpointMachine { .. } => BackendError::Conflict(e.to_string()),
+            e => BackendError::Failed(e.to_string()),
+        }
     }
 }
 

@@ -172,6 +172,15 @@ fn plan_mounts(mounts: &[heyvm_types::MountSpec]) -> VmResult<MountPlan> {
     Ok(plan)
 }
 
+/// Whether these host mounts can reach a guest at all (guest paths, file
+/// mounts), without making anything: the backend's `check_mounts`.
+pub fn check_mounts(mounts: &[heyvm_types::MountSpec]) -> VmResult<()> {
+    for m in mounts {
+        check_guest_path(&m.sandbox_path)?;
+    }
+    plan_mounts(mounts).map(drop)
+}
+
 /// Everything but the process: the QEMU spec for this sandbox.
 pub fn vm_spec(spec: &LaunchSpec, host: &HostSetup, net: Option<&GuestNet>) -> VmResult<VmSpec> {
     let layout = VmLayout::new(&spec.paths.dir);
@@ -412,7 +421,13 @@ mod tests {
         for mounts in [vec![m(&other.join("f"), "/f", true)], vec![m(&other, "/o", false), m(&other.join("f"), "/elsewhere/f", false)]] {
             let e = plan_mounts(&mounts).unwrap_err().to_string();
             assert!(e.contains("is a file") && e.contains("other/f"), "{e}");
+            // The check a create or `POST /mounts` gets says the same, beforehand.
+            assert_eq!(check_mounts(&mounts).unwrap_err().to_string(), e);
         }
+        assert!(check_mounts(&[m(&wt, "/workspace", false), m(&wt.join(".git"), "/workspace/.git", true)]).is_ok());
+        // A guest path the kernel command line cannot carry.
+        let e = check_mounts(&[m(&other, "/a:b", false)]).unwrap_err().to_string();
+        assert!(e.contains("/a:b"), "{e}");
     }
 
     #[test]

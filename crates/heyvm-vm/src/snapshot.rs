@@ -30,6 +30,24 @@ pub struct CheckpointMeta {
     pub size_bytes: u64,
     /// Whether memory (running processes) is included.
     pub memory: bool,
+    /// The machine the memory belongs to; absent in checkpoints taken
+    /// before it was recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub machine: Option<Machine>,
+}
+
+/// A VM's shape, as QEMU was started: a migration stream only loads into
+/// the same vCPUs and RAM.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Machine {
+    pub vcpus: u32,
+    pub memory_mib: u64,
+}
+
+impl std::fmt::Display for Machine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} vCPU, {} MiB", self.vcpus, self.memory_mib)
+    }
 }
 
 /// Checkpoint names become directory names (one rule for every backend).
@@ -48,7 +66,7 @@ fn restore_marker(layout: &VmLayout) -> PathBuf {
 
 /// Takes a checkpoint of a running VM. The VM is paused for the memory
 /// write and the disk copies, then resumed.
-pub fn take(layout: &VmLayout, name: &str) -> VmResult<CheckpointMeta> {
+pub fn take(layout: &VmLayout, name: &str, machine: Machine) -> VmResult<CheckpointMeta> {
     if !valid_name(name) {
         return Err(VmError::CheckpointName(name.to_string()));
     }
@@ -78,7 +96,13 @@ pub fn take(layout: &VmLayout, name: &str) -> VmResult<CheckpointMeta> {
         let _ = fs::remove_dir_all(&tmp);
         return Err(e);
     }
-    let meta = CheckpointMeta { name: name.to_string(), created_at: rfc3339_now(), size_bytes: disk_usage(&tmp), memory: true };
+    let meta = CheckpointMeta {
+        name: name.to_string(),
+        created_at: rfc3339_now(),
+        size_bytes: disk_usage(&tmp),
+        memory: true,
+        machine: Some(machine),
+    };
     fs::write(tmp.join("meta.json"), serde_json::to_vec_pretty(&meta).unwrap_or_default())
         .and_then(|()| fs::rename(&tmp, &dir))
         // The copy of the root overlay keeps the image's base disk alive.
@@ -108,11 +132,17 @@ pub fn remove(layout: &VmLayout, name: &str) -> VmResult<()> {
 
 /// Puts checkpoint `name` of `from` in place as `to`'s disks and marks
 /// `to`'s next launch to load its memory. `from == to` is a restore; the VM
-/// must be stopped. For a fork, `to` is a new sandbox's layout.
-pub fn stage(from: &VmLayout, name: &str, to: &VmLayout) -> VmResult<()> {
+/// must be stopped. For a fork, `to` is a new sandbox's layout. `to`
+/// boots as `machine`, which must be the checkpoint's (a resized sandbox
+/// could not load the memory: QEMU quits mid-restore).
+pub fn stage(from: &VmLayout, name: &str, to: &VmLayout, machine: Machine) -> VmResult<()> {
     let src = dir_of(from, name);
     if !valid_name(name) || !src.join("meta.json").exists() {
         return Err(VmError::CheckpointNotFound(name.to_string()));
+    }
+    let meta: Option<CheckpointMeta> = fs::read(src.join("meta.json")).ok().and_then(|b| serde_json::from_slice(&b).ok());
+    if let Some(was) = meta.and_then(|m| m.machine).filter(|was| *was != machine) {
+        return Err(VmError::CheckpointMachine { name: name.to_string(), was, now: machine });
     }
     fs::create_dir_all(&to.dir).map_err(|e| VmError::io(format!("creating {}", to.dir.display()), e))?;
     sparse_copy(&src.join("root.qcow2"), &to.overlay())?;
@@ -170,12 +200,22 @@ mod tests {
         for f in ["memory", "root.qcow2", "workspace.ext4"] {
             fs::write(ck.join(f), f).unwrap();
         }
-        let meta = CheckpointMeta { name: "one".into(), created_at: rfc3339_now(), size_bytes: 1, memory: true };
+        let meta = CheckpointMeta { name: "one".into(), created_at: rfc3339_now(), size_bytes: 1, memory: true, machine: None };
         fs::write(ck.join("meta.json"), serde_json::to_vec(&meta).unwrap()).unwrap();
-        assert_eq!(list(&from), vec![meta]);
+        assert_eq!(list(&from), vec![meta.clone()]);
         let to = VmLayout::new(&t.path().join("b"));
-        assert!(stage(&from, "nope", &to).is_err());
-        stage(&from, "one", &to).unwrap();
+        let micro = Machine { vcpus: 1, memory_mib: 512 };
+        assert!(stage(&from, "nope", &to, micro).is_err());
+        // Taken before machines were recorded: staged whatever the shape.
+        stage(&from, "one", &to, Machine { vcpus: 2, memory_mib: 4096 }).unwrap();
+        let _ = take_restore_marker(&to);
+        // A recorded machine must match the one `to` boots.
+        let meta = CheckpointMeta { machine: Some(micro), ..meta };
+        fs::write(ck.join("meta.json"), serde_json::to_vec(&meta).unwrap()).unwrap();
+        let e = stage(&from, "one", &to, Machine { vcpus: 1, memory_mib: 2048 }).unwrap_err();
+        assert!(matches!(e, VmError::CheckpointMachine { .. }) && e.to_string().contains("512 MiB"), "{e}");
+        assert_eq!(take_restore_marker(&to), None, "nothing staged");
+        stage(&from, "one", &to, micro).unwrap();
         assert_eq!(fs::read_to_string(to.overlay()).unwrap(), "root.qcow2");
         assert_eq!(take_restore_marker(&to), Some(ck.join("memory")));
         assert_eq!(take_restore_marker(&to), None);

@@ -191,9 +191,23 @@ fn compat_deploy_refuses_what_it_cannot_honour() {
     let (s, r) = d.post("/deployed-sandboxes/ok/restore", &json!({}));
     assert_eq!((s, r["processes"].as_str()), (200, Some("restarted")), "{r}");
     assert_eq!(r["checkpoint"]["name"], ck["name"], "{r}");
+    // What each working backend boots, the default backend's first.
     let (s, imgs) = d.get("/public-images");
-    assert_eq!((s, imgs["images"][0]["id"].as_str()), (200, Some("host")));
+    assert_eq!(s, 200, "{imgs}");
+    let listed: Vec<(&str, &str)> =
+        imgs["images"].as_array().unwrap().iter().map(|i| (i["backend_type"].as_str().unwrap(), i["id"].as_str().unwrap())).collect();
+    let default = crate::support::test_backend().unwrap_or_else(|| "bubblewrap".into());
+    assert_eq!(listed.first().map(|l| l.0), Some(default.as_str()), "{imgs}");
+    assert!(listed.contains(&("bubblewrap", "host")), "{imgs}");
+    let (_, backends) = d.get("/system/backends");
+    let kvm = backends.as_array().unwrap().iter().any(|b| b["name"] == "kvm" && b["available"] == true);
+    assert_eq!(listed.contains(&("kvm", "debian-vm")), kvm, "the VM image is listed where VMs boot: {imgs} {backends}");
+    // One backend, by an alias: only its images.
     let (_, imgs) = d.get("/public-images?backend=firecracker");
+    let only: Vec<&Value> = imgs["images"].as_array().unwrap().iter().collect();
+    assert_eq!(only.first().map(|i| &i["id"]), kvm.then(|| json!("debian-vm")).as_ref(), "{imgs}");
+    assert!(only.iter().all(|i| i["backend_type"] == "kvm"), "{imgs}");
+    let (_, imgs) = d.get("/public-images?backend=docker");
     assert_eq!(imgs["images"], json!([]));
     let (s, e) = d.get("/deployed-sandboxes?status=bogus");
     assert_eq!((s, e["error"].as_str()), (400, Some("invalid_query")));

@@ -37,6 +37,10 @@ fn pull_list_inspect_create_exec_on_busybox() {
     assert!(entry["size_bytes"].as_u64().unwrap() > 500_000, "busybox is in there: {entry}");
     assert!(std::path::Path::new(entry["path"].as_str().unwrap()).is_file());
     assert_eq!(entry["in_use_by"], json!([]));
+    // A pulled image is one a deploy can name, on each backend that boots OCI images.
+    let (s, public) = d.get("/public-images");
+    let listed = public["images"].as_array().unwrap().iter().find(|i| i["id"] == image.as_str() && i["format"] == "oci");
+    assert!(s == 200 && listed.is_some_and(|i| i["size_bytes"] == entry["size_bytes"]), "{public}");
 
     let inspect = d.heyvm_json(&["images", "inspect", &image]);
     assert_eq!(inspect["config"]["WorkingDir"], "/app");

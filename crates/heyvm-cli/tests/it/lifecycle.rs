@@ -166,6 +166,44 @@ fn mounts_api_adds_and_removes_mounts() {
     assert!(host.path().join("in.txt").exists(), "removing a mount keeps the host files");
 }
 
+/// A mount the backend cannot set up is refused when it is asked for (at
+/// create, on `POST /mounts`, and removing the mount another one needs),
+/// naming it, with nothing made: a VM shares directories only (9p), so a
+/// file mount needs a directory mount that shows it at the same path. On
+/// bubblewrap, which binds files, the same requests succeed. No boot: the
+/// sandboxes are created stopped.
+#[test]
+fn mounts_the_backend_cannot_set_up_are_refused_up_front() {
+    let Some(d) = Daemon::start() else { return };
+    let vm = crate::support::on_vm();
+    let host = tempfile::tempdir().unwrap();
+    let (dir, lone) = (host.path().join("dir"), host.path().join("lone.txt"));
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::write(dir.join("f"), "f").unwrap();
+    std::fs::write(&lone, "lone").unwrap();
+    let refused = |what: &str, (s, v): (u16, Value), file: &std::path::Path| {
+        if vm {
+            assert_eq!((s, v["error"].as_str()), (400, Some("invalid_mount")), "{what}: {v}");
+            let m = v["message"].as_str().unwrap_or_default();
+            assert!(m.contains(&file.display().to_string()) && m.contains("is a file"), "{what}: {v}");
+        } else {
+            assert!(s == 200 || s == 201, "{what} on bubblewrap: {s} {v}");
+        }
+    };
+    let file_mount = json!([{"host_path": lone, "sandbox_path": "/data/lone", "read_only": true}]);
+    refused("create", d.post("/sandboxes", &json!({"name": "m1", "no_start": true, "mounts": file_mount})), &lone);
+    assert_eq!(d.get("/sandboxes/m1").0, if vm { 404 } else { 200 }, "a refused create leaves no sandbox");
+    d.create(json!({"name": "m2", "no_start": true, "mounts": [{"host_path": dir, "sandbox_path": "/d"}]}));
+    refused("POST /mounts", d.post("/sandboxes/m2/mounts", &json!({"host_path": lone, "sandbox_path": "/lone"})), &lone);
+    let count = |d: &Daemon| d.get("/sandboxes/m2/mounts").1.as_array().map(Vec::len);
+    assert_eq!(count(&d), Some(if vm { 2 } else { 3 }), "a refused mount is not recorded (the workspace is one)");
+    // A file the directory mount shows at that very path rides on its share.
+    let (s, v) = d.post("/sandboxes/m2/mounts", &json!({"host_path": dir.join("f"), "sandbox_path": "/d/f", "read_only": true}));
+    assert_eq!(s, 201, "{v}");
+    // ...so that directory mount cannot go while it does.
+    refused("removing the carrying mount", d.delete("/sandboxes/m2/mounts/d"), &dir.join("f"));
+}
+
 #[test]
 fn stop_ends_processes_that_ignore_sigterm() {
     let Some(d) = Daemon::start() else { return };

@@ -185,6 +185,20 @@ fn vm_checkpoint_restore_and_fork_keep_a_running_process() {
     d.sh(&fid, "echo forked > /root/mine");
     assert_eq!(stdout(&d.sh(&id, "test -e /root/mine && echo yes || echo no")), "no");
 
+    // Resized since: the memory cannot load into another machine, so a
+    // restore or fork is refused before anything boots (QEMU used to quit
+    // mid-restore, leaving the sandbox failed; found by fuzz:: on kvm).
+    assert_eq!(d.post(&format!("/sandboxes/{id}/stop"), &json!({})).0, 200);
+    let (s, v) = d.patch(&format!("/sandboxes/{id}"), &json!({"size_class": "small"}));
+    assert_eq!(s, 200, "{v}");
+    let (s, v) = d.post(&format!("/sandboxes/{id}/restore"), &json!({"name": "one"}));
+    assert_eq!((s, v["error"].as_str()), (409, Some("conflict")), "{v}");
+    assert!(v["message"].as_str().unwrap().contains("size class"), "{v}");
+    let (s, v) = d.post(&format!("/sandboxes/{id}/fork"), &json!({"checkpoint": "one", "name": "vm3-f2"}));
+    assert_eq!((s, v["error"].as_str()), (409, Some("conflict")), "{v}");
+    assert_eq!(d.get("/sandboxes/vm3-f2").0, 404, "a refused fork leaves no sandbox");
+    assert_eq!(d.get(&format!("/sandboxes/{id}")).1["status"], "stopped");
+
     let r = d.heyvm(&["checkpoint", "rm", &id, "one"]);
     assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
     let (s, v) = d.post(&format!("/sandboxes/{id}/restore"), &json!({"name": "one"}));

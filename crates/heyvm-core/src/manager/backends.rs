@@ -53,6 +53,22 @@ impl SandboxManager {
             .collect()
     }
 
+    /// What each available backend boots for a sandbox created without an
+    /// OCI image, default backend first (`GET /public-images`); only the
+    /// backend `named` (a name or alias) when given.
+    pub fn base_images(&self, named: Option<&str>) -> Vec<BaseImage> {
+        let default = self.backend_for_request(None).map(|b| b.name()).unwrap_or(self.backends[0].name());
+        let wanted = named.map(|n| self.find_backend(n).map(|b| b.name()));
+        let mut out: Vec<BaseImage> = self
+            .backends
+            .iter()
+            .filter(|b| wanted.is_none_or(|w| w == Some(b.name())) && b.status().available)
+            .map(|b| BaseImage { backend: b.name(), image: b.default_image().unwrap_or(super::HOST_IMAGE), oci: b.supports_images() })
+            .collect();
+        out.sort_by_key(|i| i.backend != default);
+        out
+    }
+
     /// The accelerator of a VM sandbox's backend.
     pub(crate) fn accel_of(&self, rec: &SandboxRecord) -> Option<String> {
         self.find_backend(&rec.backend_type)?.status().accel
@@ -67,6 +83,16 @@ impl SandboxManager {
         }
         self.find_backend(&rec.backend_type).and_then(|b| b.default_image()).unwrap_or(super::HOST_IMAGE).to_string()
     }
+}
+
+/// One backend's image-less sandbox ([`SandboxManager::base_images`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BaseImage {
+    pub backend: &'static str,
+    /// `host` (the host's own system) or the backend's default image.
+    pub image: &'static str,
+    /// Whether it also boots OCI images from the store.
+    pub oci: bool,
 }
 
 fn note_alias_once(alias: &str, name: &str) {

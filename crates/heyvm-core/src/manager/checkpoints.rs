@@ -21,6 +21,7 @@ fn unsupported(e: BackendError) -> CoreError {
             CoreError::CheckpointUnsupported(format!("the {backend} backend cannot do this: {what}"))
         }
         BackendError::NotRunning => CoreError::Conflict("the sandbox must be running: a VM checkpoint includes its memory".into()),
+        BackendError::Conflict(why) => CoreError::Conflict(why),
         other => CoreError::Backend(other),
     }
 }

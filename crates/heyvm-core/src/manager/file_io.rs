@@ -82,6 +82,8 @@ struct AgentTarget {
     /// that lead out of it, as `safe_fs` does on the host route.
     beneath: Option<String>,
     read_only: bool,
+    /// The instance the client talks to (see [`SandboxManager::settle`]).
+    used: Option<Arc<super::instances::Running>>,
 }
 
 impl SandboxManager {
@@ -120,7 +122,29 @@ impl SandboxManager {
         let what = if matches!(place, Place::Anywhere(_)) { "access files outside its mounts" } else { "file access" };
         super::transitions::check(rec, super::transitions::Action::Use(what))?;
         let client = self.agent(rec).await?;
-        Ok(AgentTarget { client, path, mount_path, beneath, read_only })
+        Ok(AgentTarget { client, path, mount_path, beneath, read_only, used: self.running(&rec.id) })
+    }
+
+    /// An agent request that failed because a stop, restart, restore or
+    /// delete of its sandbox ended the instance it went to (that operation
+    /// still holds the sandbox's lock, or the instance is gone or replaced)
+    /// conflicts with that operation: 409, not an unreachable agent's 502.
+    fn settle<T>(&self, id: &str, t: &AgentTarget, r: Result<T>) -> Result<T> {
+        match r {
+            Err(CoreError::AgentUnreachable(why)) => {
+                let replaced = match (&t.used, self.running(id)) {
+                    (Some(used), Some(now)) => !Arc::ptr_eq(used, &now),
+                    _ => true,
+                };
+                let busy = self.locks.lock().unwrap_or_else(|e| e.into_inner()).get(id).is_some_and(|l| l.try_lock().is_err());
+                Err(if replaced || busy {
+                    CoreError::Conflict(format!("sandbox '{id}' was stopped or restarted during the request ({why}); retry once it runs"))
+                } else {
+                    CoreError::AgentUnreachable(why)
+                })
+            }
+            other => other,
+        }
     }
 
     pub async fn list_files(self: &Arc<Self>, key: &str, mount_path: Option<&str>, path: &str) -> Result<FileList> {
@@ -137,8 +161,8 @@ impl SandboxManager {
             Place::Anywhere(p) => PathBuf::from(p),
         };
         let t = self.agent_target(&rec, mount_path, &place).await?;
-        let mut files: Vec<FileEntry> =
-            t.client.file_list(&t.path, t.beneath.as_deref(), None).await?.into_iter().map(|s| entry(&shown, s)).collect();
+        let listed = t.client.file_list(&t.path, t.beneath.as_deref(), None).await;
+        let mut files: Vec<FileEntry> = self.settle(&rec.id, &t, listed)?.into_iter().map(|s| entry(&shown, s)).collect();
         files.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(FileList { mount_path: t.mount_path, path: shown.display().to_string(), files })
     }
@@ -175,7 +199,8 @@ impl SandboxManager {
             }
         }
         let t = self.agent_target(&rec, mount_path, &place).await?;
-        let mut reader = t.client.file_read(FileRead { path: t.path, offset, limit, user: None, beneath: t.beneath }).await?;
+        let read = FileRead { path: t.path.clone(), offset, limit, user: None, beneath: t.beneath.clone() };
+        let mut reader = self.settle(&rec.id, &t, t.client.file_read(read).await)?;
         // The length announced to the client comes from the size at open;
         // a file the sandbox grows meanwhile is cut there.
         let total = reader.stat.size;
@@ -205,7 +230,8 @@ impl SandboxManager {
         if t.read_only {
             return Err(CoreError::ReadOnlyMount(t.mount_path));
         }
-        let w = t.client.file_write(FileWrite { path: t.path, mode: None, parents: true, user: None, beneath: t.beneath }).await?;
+        let write = FileWrite { path: t.path.clone(), mode: None, parents: true, user: None, beneath: t.beneath.clone() };
+        let w = self.settle(&rec.id, &t, t.client.file_write(write).await)?;
         Ok((UploadSink::Agent(w), t.mount_path))
     }
 
@@ -231,10 +257,11 @@ impl SandboxManager {
             return Err(CoreError::ReadOnlyMount(t.mount_path));
         }
         let shown = path.to_string();
-        t.client.file_remove(&t.path, t.beneath.as_deref(), recursive, None).await.map_err(|e| match e {
+        let removed = t.client.file_remove(&t.path, t.beneath.as_deref(), recursive, None).await.map_err(|e| match e {
             CoreError::Conflict(_) => CoreError::Conflict(format!("directory '{shown}' is not empty (use recursive=true)")),
             e => e,
-        })?;
+        });
+        self.settle(&rec.id, &t, removed)?;
         Ok(t.mount_path)
     }
 }

@@ -83,6 +83,7 @@ impl SandboxManager {
             return Err(CoreError::Conflict(format!("a mount at '{}' already exists", m.sandbox_path)));
         }
         rec.mounts.push(m);
+        validate::backend_mounts(self.backend_for(&rec)?.as_ref(), &rec.mounts)?;
         self.store.update(&rec)?;
         Ok(self.mounts_of(&rec))
     }
@@ -101,6 +102,8 @@ impl SandboxManager {
         if rec.mounts.len() == before {
             return Err(CoreError::FileNotFound(format!("mount {p}")));
         }
+        // A file mount may ride on the directory mount being removed.
+        validate::backend_mounts(self.backend_for(&rec)?.as_ref(), &rec.mounts)?;
         self.store.update(&rec)?;
         Ok(self.mounts_of(&rec))
     }

@@ -77,6 +77,7 @@ impl SandboxManager {
         for m in &mounts {
             validate::outside_data_dir(m, self.data.root())?;
         }
+        validate::backend_mounts(backend.as_ref(), &mounts)?;
         if req.archive_id.is_some() && mounts.iter().any(|m| m.sandbox_path == WORKSPACE_PATH) {
             return Err(CoreError::invalid("archive_id cannot be combined with a mount at /workspace (the archive is unpacked there)"));
         }

@@ -43,6 +43,7 @@ use std::time::{Duration, Instant};
 use heyvm_types::{SandboxInfo, SandboxStatus, Uptime, UrlInfo};
 
 pub use archives::{valid_archive_id, ArchiveUpload};
+pub use backends::BaseImage;
 pub use build::{ArchiveBuild, BuildEvent, BuildLog, BuildOutcome, BuildRequest, SIDE_DOCKERFILE};
 pub use disk::valid_size as valid_disk_size;
 pub use exec::RunningExec;

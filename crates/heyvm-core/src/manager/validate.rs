@@ -93,6 +93,13 @@ pub fn mount(m: &MountSpec) -> Result<MountSpec> {
     Ok(MountSpec::host(host_path, sandbox_path, m.read_only))
 }
 
+/// The backend's own say on a sandbox's mounts ([`Backend::check_mounts`]);
+/// S3-backed ones are directories of the daemon's, made at start.
+pub fn backend_mounts(backend: &dyn crate::backend::Backend, mounts: &[MountSpec]) -> Result<()> {
+    let host: Vec<MountSpec> = mounts.iter().filter(|m| m.s3_prefix.is_none()).cloned().collect();
+    backend.check_mounts(&host).map_err(CoreError::InvalidMount)
+}
+
 /// A mount must neither cover nor lie inside heyvm's data directory: a
 /// sandbox that could write there could rewrite another sandbox's launch
 /// plan (which its owner runs as root), and one that could read it would

@@ -107,7 +107,7 @@ pub fn document() -> Value {
 fn error_codes(status: u16) -> &'static str {
     match status {
         400 => {
-            "invalid_request, invalid_json, invalid_query, invalid_path, invalid_multipart, invalid_archive, backend_unavailable, \
+            "invalid_request, invalid_json, invalid_query, invalid_path, invalid_mount, invalid_multipart, invalid_archive, backend_unavailable, \
             websocket_required, s3_disabled"
         }
         401 => "missing_token, invalid_token, invalid_signature, token_expired, token_not_yet_valid, wrong_audience",

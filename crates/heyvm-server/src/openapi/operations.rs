@@ -422,10 +422,14 @@ fn compat(d: &mut Doc) {
         .ok::<ProxyEndpoint>(201)
         .errors(&[409, 415])
         .add();
-    d.op("GET", "/public-images", "Images a deploy may name")
-        .query("backend", "string", "backend name")
-        .ok_schema(200, json!({"type": "object"}))
-        .add();
+    d.op(
+        "GET",
+        "/public-images",
+        "Images a deploy may name, per backend that works here (default first): host or the VM image, then the store's OCI images",
+    )
+    .query("backend", "string", "backend name")
+    .ok_schema(200, json!({"type": "object"}))
+    .add();
     d.op("POST", "/deployed-sandboxes/{id}/checkpoint", "Checkpoint a sandbox (cloud dialect of POST /sandboxes/{id}/checkpoints)")
         .optional_body::<CheckpointRequest>()
         .ok::<CheckpointInfo>(201)

@@ -5,6 +5,7 @@ use axum::Json;
 use heyvm_types::compat::{HostUsage, InactivePage, SandboxUsage, SystemUsage, UsageSnapshot};
 use heyvm_types::SandboxStatus;
 use serde::Deserialize;
+use serde_json::json;
 
 use super::convert::deployed;
 use crate::error::{ApiResult, AppError};
@@ -16,21 +17,34 @@ pub struct ImagesQuery {
     backend: Option<String>,
 }
 
-/// The images a deploy body's `image` can name. The bubblewrap backend runs
-/// the host's own system (other names are recorded only), so that is the
-/// one image; asking for another backend's images gets none.
+/// The images a deploy body's `image` can name, per backend that works
+/// here (default backend first; `?backend=` one, by name or alias): what
+/// it boots without an OCI image (`host` on bubblewrap, the VM image on
+/// kvm), then the store's tagged images on the backends that boot them.
+/// heyo-sdk's `list_public_images` reads `{images: [{id, name, …}]}`.
 pub async fn public_images(State(s): State<AppState>, ApiQuery(q): ApiQuery<ImagesQuery>) -> Json<serde_json::Value> {
-    let backend = s.mgr.backend_name();
-    let matches = q.backend.as_deref().is_none_or(|b| s.mgr.backend_named(b) == Some(backend));
-    let images: Vec<serde_json::Value> = if matches {
-        vec![serde_json::json!({
-            "id": "host", "name": "host", "description": "the host's /usr, /etc, /var and /opt, copy-on-write per sandbox",
-            "backend_type": backend, "format": "host", "size_bytes": 0, "created_at": "",
-        })]
-    } else {
-        Vec::new()
-    };
-    Json(serde_json::json!({ "images": images }))
+    let bases = s.mgr.base_images(q.backend.as_deref().filter(|b| !b.is_empty()));
+    let stored = if bases.iter().any(|b| b.oci) { s.mgr.list_images() } else { Vec::new() };
+    let mut images = Vec::new();
+    for b in &bases {
+        let (description, format) = if b.image == heyvm_core::manager::HOST_IMAGE {
+            ("the host's /usr, /etc, /var and /opt, copy-on-write per sandbox", "host")
+        } else {
+            ("the microVM's default Debian image (scripts/vm-assets.sh), copy-on-write per VM", "vm")
+        };
+        images.push(json!({
+            "id": b.image, "name": b.image, "description": description,
+            "backend_type": b.backend, "format": format, "size_bytes": 0, "created_at": "",
+        }));
+        for i in stored.iter().filter(|_| b.oci) {
+            images.push(json!({
+                "id": i.reference, "name": i.name, "description": format!("OCI image {} from this daemon's store", i.digest),
+                "backend_type": b.backend, "format": "oci", "size_bytes": i.size_bytes,
+                "created_at": heyvm_types::compat::rfc3339(i.modified_at as i64),
+            }));
+        }
+    }
+    Json(json!({ "images": images }))
 }
 
 const DEFAULT_PAGE: usize = 100;
