@@ -47,7 +47,19 @@ pub async fn serve(opts: ServeOptions, backends: Vec<Arc<dyn Backend>>) -> anyho
     let mgr = SandboxManager::open(opts.data.clone(), backends, opts.config).await?;
     mgr.spawn_reaper();
     let addr = SocketAddr::new(host, opts.port);
-    let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+    // Like the lock: a killed predecessor's children can hold its listener
+    // until they reach exec, so a port in use is tried again for a moment.
+    let listener = {
+        let deadline = std::time::Instant::now() + PREDECESSOR_GRACE;
+        loop {
+            match tokio::net::TcpListener::bind(addr).await {
+                Err(e) if e.kind() == std::io::ErrorKind::AddrInUse && std::time::Instant::now() < deadline => {
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                }
+                r => break r.map_err(|e| format!("cannot listen on {addr}: {e}"))?,
+            }
+        }
+    };
     let local = listener.local_addr()?;
     startup_warnings();
     let note = if auth_on { "JWT auth enabled" } else { "no JWT_SECRET: loopback only, unauthenticated" };
@@ -125,12 +137,23 @@ fn raise_fd_limit() {
     }
 }
 
+/// How long a daemon waits for its data directory's lock and its port.
+/// A daemon killed (-9) while it was starting a process leaves that child,
+/// between fork and exec, holding a copy of every descriptor it had (the
+/// lock, the listener) until the child reaches exec; on a loaded host that
+/// outlasted a restart's start-up, which then exited at once.
+const PREDECESSOR_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// One daemon per data directory: a second one would fight over sandboxes.
 fn lock_data_dir(data: &DataDir) -> anyhow_like::Result<std::fs::File> {
     let f = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(data.daemon_lock())?;
+    let deadline = std::time::Instant::now() + PREDECESSOR_GRACE;
     // SAFETY: flock on a descriptor we own.
-    if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
-        return Err(format!("another heyvm daemon is already using {}", data.root().display()).into());
+    while unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        if std::time::Instant::now() >= deadline {
+            return Err(format!("another heyvm daemon is already using {}", data.root().display()).into());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
     }
     Ok(f)
 }
