@@ -121,23 +121,22 @@ impl SandboxManager {
         };
         let what = if matches!(place, Place::Anywhere(_)) { "access files outside its mounts" } else { "file access" };
         super::transitions::check(rec, super::transitions::Action::Use(what))?;
-        let client = self.agent(rec).await?;
+        let client = self.settle(&rec.id, None, self.agent(rec).await)?;
         Ok(AgentTarget { client, path, mount_path, beneath, read_only, used: self.running(&rec.id) })
     }
 
     /// An agent request that failed because a stop, restart, restore or
     /// delete of its sandbox ended the instance it went to (that operation
-    /// still holds the sandbox's lock, or the instance is gone or replaced)
-    /// conflicts with that operation: 409, not an unreachable agent's 502.
-    fn settle<T>(&self, id: &str, t: &AgentTarget, r: Result<T>) -> Result<T> {
+    /// still holds the sandbox's lock, the record is no longer running, or
+    /// the instance `used` is gone or replaced) conflicts with that
+    /// operation: 409 (404 once deleted), not an unreachable agent's 502.
+    fn settle<T>(&self, id: &str, used: Option<&Arc<super::instances::Running>>, r: Result<T>) -> Result<T> {
         match r {
             Err(CoreError::AgentUnreachable(why)) => {
-                let replaced = match (&t.used, self.running(id)) {
-                    (Some(used), Some(now)) => !Arc::ptr_eq(used, &now),
-                    _ => true,
-                };
+                let replaced = used.is_some_and(|u| !self.running(id).is_some_and(|now| Arc::ptr_eq(u, &now)));
                 let busy = self.locks.lock().unwrap_or_else(|e| e.into_inner()).get(id).is_some_and(|l| l.try_lock().is_err());
-                Err(if replaced || busy {
+                let stopped = self.store.resolve(id)?.status != heyvm_types::SandboxStatus::Running;
+                Err(if replaced || busy || stopped {
                     CoreError::Conflict(format!("sandbox '{id}' was stopped or restarted during the request ({why}); retry once it runs"))
                 } else {
                     CoreError::AgentUnreachable(why)
@@ -162,7 +161,7 @@ impl SandboxManager {
         };
         let t = self.agent_target(&rec, mount_path, &place).await?;
         let listed = t.client.file_list(&t.path, t.beneath.as_deref(), None).await;
-        let mut files: Vec<FileEntry> = self.settle(&rec.id, &t, listed)?.into_iter().map(|s| entry(&shown, s)).collect();
+        let mut files: Vec<FileEntry> = self.settle(&rec.id, t.used.as_ref(), listed)?.into_iter().map(|s| entry(&shown, s)).collect();
         files.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(FileList { mount_path: t.mount_path, path: shown.display().to_string(), files })
     }
@@ -200,7 +199,7 @@ impl SandboxManager {
         }
         let t = self.agent_target(&rec, mount_path, &place).await?;
         let read = FileRead { path: t.path.clone(), offset, limit, user: None, beneath: t.beneath.clone() };
-        let mut reader = self.settle(&rec.id, &t, t.client.file_read(read).await)?;
+        let mut reader = self.settle(&rec.id, t.used.as_ref(), t.client.file_read(read).await)?;
         // The length announced to the client comes from the size at open;
         // a file the sandbox grows meanwhile is cut there.
         let total = reader.stat.size;
@@ -231,7 +230,7 @@ impl SandboxManager {
             return Err(CoreError::ReadOnlyMount(t.mount_path));
         }
         let write = FileWrite { path: t.path.clone(), mode: None, parents: true, user: None, beneath: t.beneath.clone() };
-        let w = self.settle(&rec.id, &t, t.client.file_write(write).await)?;
+        let w = self.settle(&rec.id, t.used.as_ref(), t.client.file_write(write).await)?;
         Ok((UploadSink::Agent(w), t.mount_path))
     }
 
@@ -261,7 +260,7 @@ impl SandboxManager {
             CoreError::Conflict(_) => CoreError::Conflict(format!("directory '{shown}' is not empty (use recursive=true)")),
             e => e,
         });
-        self.settle(&rec.id, &t, removed)?;
+        self.settle(&rec.id, t.used.as_ref(), removed)?;
         Ok(t.mount_path)
     }
 }
