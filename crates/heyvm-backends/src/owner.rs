@@ -170,8 +170,8 @@ fn become_bwrap(plan: &OwnerPlan) -> io::Result<()> {
         }
         steps.mark("mount namespace");
         if let Some(own) = &plan.own_disk {
-            let (n, calls) = crate::disk::detach_foreign(own)?;
-            steps.mark(format!("detaching {n} other sandboxes' disks in {calls} calls"));
+            let n = crate::disk::detach_foreign(own);
+            steps.mark(format!("detaching {n} other sandboxes' disks"));
         }
         // A copy of every pinned network namespace would keep each alive
         // for as long as this sandbox runs, long after its own is deleted.

@@ -330,7 +330,6 @@ impl Backend for BubblewrapBackend {
             net::spare::close();
             parked::close(cg.as_ref());
             crate::disk::spare::close();
-            crate::disk::parent::release();
         })
         .await;
     }

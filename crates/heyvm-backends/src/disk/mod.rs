@@ -13,12 +13,10 @@
 //! it is stopped, and it survives daemon restarts and `kill -9`); deleting
 //! the sandbox unmounts it and the loop device frees itself (autoclear).
 //! Each sandbox owner copies the host's mounts into its private namespace
-//! and detaches every other sandbox's disk there (`detach_foreign`, in one
-//! call per data dir: see [`parent`]), so a deleted sandbox's disk is
-//! really released.
+//! and detaches every other sandbox's disk there (`detach_foreign`), so a
+//! deleted sandbox's disk is really released.
 
 mod loopdev;
-pub mod parent;
 pub mod spare;
 mod template;
 
@@ -106,9 +104,6 @@ pub fn is_mounted(p: &SandboxPaths) -> bool {
 pub fn mount(p: &SandboxPaths) -> io::Result<()> {
     if is_mounted(p) {
         return Ok(());
-    }
-    if let Some(sandboxes) = p.dir.parent() {
-        parent::ensure(sandboxes)?;
     }
     std::fs::create_dir_all(p.disk_mount())?;
     // A device that already carries the image (a running sandbox's
@@ -248,18 +243,27 @@ pub fn ready(p: &SandboxPaths, bytes: u64) -> io::Result<()> {
 
 /// In a sandbox owner's private mount namespace (a copy of the host's):
 /// detaches every sandbox disk but `own`, so that deleting another sandbox
-/// really releases its disk (see [`parent`]). Returns how many foreign
-/// disks went and in how many umount calls: each call costs an RCU grace
-/// period.
-pub fn detach_foreign(own: &Path) -> io::Result<(usize, usize)> {
-    parent::detach_foreign(own)
-}
-
-/// Whether `target` is where a sandbox disk mounts: `…/sandboxes/<id>/disk`.
-fn is_disk_mount(target: &Path) -> bool {
-    target.file_name().is_some_and(|n| n == "disk")
-        && target.parent().and_then(|s| s.file_name()).is_some_and(|id| heyvm_core::ids::looks_like_id(&id.to_string_lossy()))
-        && target.parent().and_then(Path::parent).and_then(|s| s.file_name()).is_some_and(|n| n == "sandboxes")
+/// really releases its disk. Returns how many it detached: each costs an
+/// RCU grace period, so this is the one part of a create that grows with
+/// the number of sandboxes on the host.
+pub fn detach_foreign(own: &Path) -> usize {
+    let mut n = 0;
+    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else { return 0 };
+    for target in info.lines().filter_map(|l| l.split(' ').nth(4)).map(unescape) {
+        let t = Path::new(&target);
+        let is_disk = t.file_name().is_some_and(|n| n == "disk")
+            && t.parent().and_then(|s| s.file_name()).is_some_and(|id| heyvm_core::ids::looks_like_id(&id.to_string_lossy()))
+            && t.parent().and_then(Path::parent).and_then(|s| s.file_name()).is_some_and(|n| n == "sandboxes");
+        if is_disk && t != own {
+            if let Ok(ct) = c(t) {
+                // SAFETY: a valid C string.
+                if unsafe { libc::umount2(ct.as_ptr(), libc::MNT_DETACH) } == 0 {
+                    n += 1;
+                }
+            }
+        }
+    }
+    n
 }
 
 /// Undoes mountinfo's octal escapes (`\040` for a space).
