@@ -237,3 +237,52 @@ fn mounts_never_expose_the_data_dir() {
         assert_eq!(s, 400, "added a mount of {}: {v}", host.display());
     }
 }
+
+/// The loop devices whose backing file lies under `dir`.
+fn loop_devices_under(dir: &std::path::Path) -> Vec<String> {
+    let prefix = dir.to_string_lossy().into_owned();
+    std::fs::read_dir("/sys/block")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| {
+            let backing = std::fs::read_to_string(e.path().join("loop/backing_file")).ok()?;
+            backing.starts_with(&prefix).then(|| format!("{} {}", e.file_name().to_string_lossy(), backing.trim()))
+        })
+        .collect()
+}
+
+/// Every sandbox owner starts from a copy of the host's mounts, which holds
+/// every other sandbox's disk. A copy left there keeps that disk mounted
+/// (its loop device busy) for as long as the later sandbox runs, so a
+/// stopped sandbox's disk could not be grown offline: the grow waits for
+/// the disk to be unmounted everywhere. Owners drop every other disk (one
+/// call per data dir) and keep their own, which must stay usable.
+#[test]
+fn a_stopped_sandboxs_disk_is_free_while_later_sandboxes_run() {
+    let Some(d) = Daemon::start() else { return };
+    if not_on_vm("loop-mounted sandbox disks are a bubblewrap feature") {
+        return;
+    }
+    let first = start(&d, json!({"name": "first", "size_class": "micro", "disk_size_gb": 3}));
+    let first_dir = d.data.path().join("sandboxes").join(&first);
+    if loop_devices_under(&first_dir).is_empty() {
+        eprintln!("SKIP: sandbox disks are not loop devices here (not root?)");
+        return;
+    }
+    assert_eq!(d.post(&format!("/sandboxes/{first}/stop"), &json!({})).0, 200);
+    // Created while the stopped sandbox's disk is still mounted on the host.
+    let later = start(&d, json!({"name": "later", "size_class": "micro"}));
+    let (s, v) = d.patch(&format!("/sandboxes/{first}"), &json!({"disk_size_gb": 4}));
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(d.post(&format!("/sandboxes/{first}/start"), &json!({})).0, 200);
+    let size = df_size(&d, &first, "/workspace");
+    assert!(size > 3 * GIB, "the disk did not grow while a later sandbox ran: df says {size}");
+    // The later sandbox still has its own disk, writable and persistent.
+    let v = d.sh(&later, "echo kept > /workspace/f && sync && cat /workspace/f");
+    assert_eq!(v["stdout"], "kept\n", "{v}");
+    for action in ["stop", "start"] {
+        let (s, v) = d.post(&format!("/sandboxes/{later}/{action}"), &json!({}));
+        assert_eq!(s, 200, "{action}: {v}");
+    }
+    assert_eq!(d.sh(&later, "cat /workspace/f")["stdout"], "kept\n");
+}
