@@ -84,13 +84,13 @@ pub fn destroy(names: &NetNames) {
         // Its guard table lives exactly as long as the veth (a leftover
         // one is replaced when the veth is created again).
         super::hostguard::remove(&names.veth);
-        guard_us = t0.elapsed().as_micros();
+        guard_us = t0.elapsed().as_micros() as u64;
         let deleted = Netlink::open().and_then(|mut n| n.del_link(&names.veth));
         if let Err(e) = deleted.or_else(|e| if e.raw_os_error() == Some(libc::ENODEV) { Ok(()) } else { Err(e) }) {
             tracing::warn!(veth = %names.veth, error = %e, "could not delete veth");
         }
     }
-    let veth_us = t0.elapsed().as_micros();
+    let veth_us = t0.elapsed().as_micros() as u64;
     if names.netns_path().exists() {
         if let Err(e) = netns::delete(&names.netns) {
             tracing::warn!(netns = %names.netns, error = %e, "could not delete network namespace");

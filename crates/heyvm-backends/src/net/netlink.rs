@@ -1,6 +1,7 @@
 //! A small rtnetlink client over plain `libc` sockets: just what a
 //! sandbox's network needs (veth pairs, IPv4 addresses, links up, a default
-//! route, deleting links, listing addresses). Each `ip` process it replaces
+//! route, deleting links, listing addresses). The same framing carries
+//! nfnetlink batches ([`Netlink::open_netfilter`], used by `nft_delete`). Each `ip` process it replaces
 //! cost a fork, an exec and iproute2's own start-up (~3–8 ms each on the
 //! reference machine); a request here is one syscall pair.
 //!
@@ -13,6 +14,7 @@ use std::io;
 use std::net::Ipv4Addr;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 
+const NETLINK_NETFILTER: libc::c_int = 12;
 const NLMSG_ERROR: u16 = 2;
 const NLMSG_DONE: u16 = 3;
 const RTM_NEWLINK: u16 = 16;
@@ -38,21 +40,21 @@ const IFADDRMSG_LEN: usize = 8;
 const RTMSG_LEN: usize = 12;
 const NLMSGHDR_LEN: usize = 16;
 
-/// An open `NETLINK_ROUTE` socket.
+/// An open `NETLINK_ROUTE` (or `NETLINK_NETFILTER`) socket.
 pub struct Netlink {
     fd: OwnedFd,
     seq: u32,
 }
 
 /// One request being built: header, fixed part, attributes.
-struct Msg {
+pub(super) struct Msg {
     buf: Vec<u8>,
     /// Start offsets of open nested attributes.
     nests: Vec<usize>,
 }
 
 impl Msg {
-    fn new(kind: u16, flags: u16) -> Msg {
+    pub(super) fn new(kind: u16, flags: u16) -> Msg {
         let mut buf = Vec::with_capacity(256);
         buf.extend_from_slice(&0u32.to_ne_bytes()); // length, set in finish
         buf.extend_from_slice(&kind.to_ne_bytes());
@@ -62,7 +64,7 @@ impl Msg {
         Msg { buf, nests: Vec::new() }
     }
 
-    fn bytes(&mut self, b: &[u8]) -> &mut Self {
+    pub(super) fn bytes(&mut self, b: &[u8]) -> &mut Self {
         self.buf.extend_from_slice(b);
         self.align();
         self
@@ -80,7 +82,7 @@ impl Msg {
         self.bytes(data)
     }
 
-    fn attr_str(&mut self, kind: u16, s: &str) -> &mut Self {
+    pub(super) fn attr_str(&mut self, kind: u16, s: &str) -> &mut Self {
         let mut v = s.as_bytes().to_vec();
         v.push(0);
         self.attr(kind, &v)
@@ -99,6 +101,20 @@ impl Msg {
         self.buf[start..start + 2].copy_from_slice(&len.to_ne_bytes());
         self
     }
+
+    /// Asks the kernel to acknowledge this message.
+    fn ack(&mut self) {
+        let flags = u16::from_ne_bytes([self.buf[6], self.buf[7]]) | libc::NLM_F_ACK as u16;
+        self.buf[6..8].copy_from_slice(&flags.to_ne_bytes());
+    }
+
+    /// Sets the length and sequence number; the finished message.
+    pub(super) fn finish(&mut self, seq: u32) -> &[u8] {
+        let len = self.buf.len() as u32;
+        self.buf[0..4].copy_from_slice(&len.to_ne_bytes());
+        self.buf[8..12].copy_from_slice(&seq.to_ne_bytes());
+        &self.buf
+    }
 }
 
 /// `struct ifinfomsg` for link `index` with `flags` under `change`.
@@ -114,8 +130,17 @@ fn ifinfomsg(index: i32, flags: u32, change: u32) -> [u8; IFINFOMSG_LEN] {
 impl Netlink {
     /// A socket in the calling thread's network namespace.
     pub fn open() -> io::Result<Netlink> {
+        Self::open_protocol(libc::NETLINK_ROUTE)
+    }
+
+    /// An nfnetlink socket (nftables) in the calling thread's network namespace.
+    pub(super) fn open_netfilter() -> io::Result<Netlink> {
+        Self::open_protocol(NETLINK_NETFILTER)
+    }
+
+    fn open_protocol(protocol: libc::c_int) -> io::Result<Netlink> {
         // SAFETY: plain socket(2); owned right away.
-        let fd = unsafe { libc::socket(libc::AF_NETLINK, libc::SOCK_RAW | libc::SOCK_CLOEXEC, libc::NETLINK_ROUTE) };
+        let fd = unsafe { libc::socket(libc::AF_NETLINK, libc::SOCK_RAW | libc::SOCK_CLOEXEC, protocol) };
         if fd < 0 {
             return Err(io::Error::last_os_error());
         }
@@ -148,19 +173,26 @@ impl Netlink {
         in_netns(raw, Netlink::open)
     }
 
-    fn send(&mut self, msg: &mut Msg) -> io::Result<u32> {
+    fn next_seq(&mut self) -> u32 {
         self.seq = self.seq.wrapping_add(1);
-        let len = msg.buf.len() as u32;
-        msg.buf[0..4].copy_from_slice(&len.to_ne_bytes());
-        msg.buf[8..12].copy_from_slice(&self.seq.to_ne_bytes());
+        self.seq
+    }
+
+    fn send(&mut self, msg: &mut Msg) -> io::Result<u32> {
+        let seq = self.next_seq();
+        self.send_bytes(msg.finish(seq))?;
+        Ok(seq)
+    }
+
+    fn send_bytes(&self, bytes: &[u8]) -> io::Result<()> {
         // SAFETY: sending a buffer we own; the kernel is the default peer.
         let n = unsafe {
             let mut sa: libc::sockaddr_nl = std::mem::zeroed();
             sa.nl_family = libc::AF_NETLINK as u16;
             libc::sendto(
                 self.fd.as_raw_fd(),
-                msg.buf.as_ptr().cast(),
-                msg.buf.len(),
+                bytes.as_ptr().cast(),
+                bytes.len(),
                 0,
                 (&sa as *const libc::sockaddr_nl).cast(),
                 std::mem::size_of::<libc::sockaddr_nl>() as u32,
@@ -169,14 +201,34 @@ impl Netlink {
         if n < 0 {
             return Err(io::Error::last_os_error());
         }
-        Ok(self.seq)
+        Ok(())
     }
 
     /// Sends a request with `NLM_F_ACK` and waits for its acknowledgement.
     fn request(&mut self, msg: &mut Msg) -> io::Result<()> {
-        let flags = u16::from_ne_bytes([msg.buf[6], msg.buf[7]]) | libc::NLM_F_ACK as u16;
-        msg.buf[6..8].copy_from_slice(&flags.to_ne_bytes());
+        msg.ack();
         let seq = self.send(msg)?;
+        self.acknowledged(seq)
+    }
+
+    /// Sends `msgs` in one datagram (an nfnetlink batch: begin, requests,
+    /// end) and waits for the acknowledgement of `msgs[acked]`.
+    pub(super) fn request_batch(&mut self, msgs: &mut [Msg], acked: usize) -> io::Result<()> {
+        msgs[acked].ack();
+        let (mut bytes, mut seq) = (Vec::new(), 0);
+        for (i, m) in msgs.iter_mut().enumerate() {
+            let s = self.next_seq();
+            bytes.extend_from_slice(m.finish(s));
+            if i == acked {
+                seq = s;
+            }
+        }
+        self.send_bytes(&bytes)?;
+        self.acknowledged(seq)
+    }
+
+    /// Waits for the kernel's acknowledgement of `seq`: Ok, or its error.
+    fn acknowledged(&mut self, seq: u32) -> io::Result<()> {
         let mut done = None;
         self.receive(seq, |kind, payload| {
             if kind == NLMSG_ERROR {
