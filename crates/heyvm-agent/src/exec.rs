@@ -227,7 +227,7 @@ struct Started {
 /// `/dev/null`, in its own session, as `user` if given.
 fn start(spec: &ExecSpec, env: &[(String, String)], user: Option<&crate::user::Ident>) -> io::Result<Started> {
     let mut launch = crate::spawn::Spawn::new(&spec.argv, env, &spec.cwd)?;
-    launch.identity = user.map(|id| crate::spawn::Identity { uid: id.uid, gid: id.gid, groups: id.groups.clone() });
+    launch.identity = user.cloned();
     let (stdin_read, stdin_write) = if spec.stdin {
         let (r, w) = pipe()?;
         (r, Some(w))

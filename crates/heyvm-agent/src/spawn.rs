@@ -26,12 +26,7 @@ use std::os::fd::RawFd;
 use std::os::unix::ffi::OsStrExt;
 use std::sync::atomic::{AtomicI32, Ordering};
 
-/// Who the command runs as, when not the agent's own identity.
-pub struct Identity {
-    pub uid: u32,
-    pub gid: u32,
-    pub groups: Vec<u32>,
-}
+use crate::user::Ident;
 
 /// One command to start.
 pub struct Spawn {
@@ -41,7 +36,8 @@ pub struct Spawn {
     cwd: CString,
     /// Descriptors that become the child's 0, 1 and 2.
     pub stdio: [RawFd; 3],
-    pub identity: Option<Identity>,
+    /// Who the command runs as, when not the agent's own identity.
+    pub identity: Option<Ident>,
 }
 
 const STACK_BYTES: usize = 64 * 1024;
@@ -73,7 +69,7 @@ impl Spawn {
         let script_argv: Vec<CString> =
             [c"/bin/sh".to_owned(), self.program.clone()].into_iter().chain(self.argv.iter().skip(1).cloned()).collect();
         let script_argv = null_terminated(&script_argv);
-        let groups = self.identity.as_ref().map(|i| i.groups.clone()).unwrap_or_default();
+        let groups: &[u32] = self.identity.as_ref().map_or(&[], |i| &i.groups);
         let child = Child {
             program: self.program.as_ptr(),
             argv: argv.as_ptr(),
