@@ -123,6 +123,22 @@ impl Daemon {
 
     /// [`Daemon::start_with`], its data dir made inside `parent`.
     pub fn start_in(parent: impl AsRef<std::path::Path>, env: &[(&str, &str)]) -> Option<Daemon> {
+        let mut d = Self::unstarted(parent, env)?;
+        d.spawn(0);
+        Some(d)
+    }
+
+    /// A daemon that inherits `fd` (as from a careless parent).
+    pub fn start_leaking(fd: i32) -> Option<Daemon> {
+        let mut d = Self::unstarted("/tmp", &[])?;
+        d.leaked_fd = Some(fd);
+        d.spawn(0);
+        Some(d)
+    }
+
+    /// A daemon not yet spawned, its data dir made inside `parent`; None
+    /// (test skipped) without sandbox support.
+    fn unstarted(parent: impl AsRef<std::path::Path>, env: &[(&str, &str)]) -> Option<Daemon> {
         if !sandbox_support() {
             return None;
         }
@@ -130,7 +146,7 @@ impl Daemon {
             return None;
         }
         let data = tempfile::Builder::new().prefix("heyvm-test-").tempdir_in(parent).expect("tempdir");
-        let mut d = Daemon {
+        Some(Daemon {
             url: String::new(),
             port: 0,
             data,
@@ -139,21 +155,7 @@ impl Daemon {
             run_as: None,
             host: None,
             leaked_fd: None,
-        };
-        d.spawn(0);
-        Some(d)
-    }
-
-    /// A daemon that inherits `fd` (as from a careless parent).
-    pub fn start_leaking(fd: i32) -> Option<Daemon> {
-        if !sandbox_support() || (test_backend().as_deref() == Some("kvm") && !vm_support()) {
-            return None;
-        }
-        let data = tempfile::Builder::new().prefix("heyvm-test-").tempdir_in("/tmp").expect("tempdir");
-        let mut d =
-            Daemon { url: String::new(), port: 0, data, child: None, extra_env: vec![], run_as: None, host: None, leaked_fd: Some(fd) };
-        d.spawn(0);
-        Some(d)
+        })
     }
 
     /// [`Daemon::start_with`] listening on `host` (needs JWT_SECRET in `env`
